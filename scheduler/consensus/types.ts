@@ -1,0 +1,164 @@
+// The consensus core's outward types: what goes into the core (messages, ticks,
+// proposals, read requests) and what comes out (a Ready batch). The core does no I/O;
+// the daemon and the simulator drive it identically:
+//
+//   loop:
+//     core.tick() every tickMs of local monotonic time; core.step(msg) per message;
+//     core.propose(data) / core.readIndex(ctx) for clients
+//     if core.hasReady():
+//        ready = core.ready()
+//        1. persist ready.snapshot, ready.entries, ready.hardState in ONE synced batch
+//        2. only then send ready.messages            (persist-before-send)
+//        3. apply ready.committed in order, answer ready.readStates whose index <= applied
+//        4. core.advance(ready)
+//
+// All times inside the core are ticks. Node ids are opaque strings (libp2p peer ids in
+// the daemon, "n1".."n5" in tests).
+
+export type NodeId = string;
+
+export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader';
+
+/** Persistent per-node state; must be durable before any message of the same Ready leaves. */
+export interface HardState {
+  term: number;
+  /** Whom this node voted for in `term`, or null. */
+  vote: NodeId | null;
+  commit: number;
+}
+
+/** Voters decide; learners receive the full log but neither vote nor count for quorum. */
+export interface ClusterConfig {
+  voters: NodeId[];
+  learners: NodeId[];
+}
+
+/**
+ * One membership change at a time (Raft dissertation §4.1: single-server changes). A
+ * change takes effect on every node as soon as the entry is in its log (not on commit),
+ * and the leader proposes the next one only after the previous is committed and after an
+ * entry of its own term is committed.
+ */
+export type ConfigChange =
+  | { type: 'add-learner'; node: NodeId }
+  | { type: 'promote'; node: NodeId }
+  | { type: 'demote'; node: NodeId }
+  | { type: 'remove'; node: NodeId };
+
+export type EntryType = 'normal' | 'config' | 'noop';
+
+export interface Entry {
+  term: number;
+  index: number;
+  type: EntryType;
+  /** Opaque application command (normal), JSON ConfigChange (config), '' (noop). */
+  data: string;
+}
+
+export interface Snapshot {
+  /** Index and term of the last entry the snapshot includes. */
+  index: number;
+  term: number;
+  /** The cluster configuration as of `index`. */
+  config: ClusterConfig;
+  /** Opaque state-machine image produced by the application. */
+  data: string;
+}
+
+export interface ReadState {
+  /** Reads with this context may be served once the state machine has applied `index`. */
+  index: number;
+  context: string;
+}
+
+export type MessageType =
+  | 'pre-vote' | 'pre-vote-response'
+  | 'vote' | 'vote-response'
+  | 'append' | 'append-response'
+  | 'heartbeat' | 'heartbeat-response'
+  | 'snapshot' | 'snapshot-response'
+  | 'timeout-now';
+
+export interface Message {
+  type: MessageType;
+  from: NodeId;
+  to: NodeId;
+  term: number;
+  /** vote/pre-vote: candidate's last log position. append: index/term of the entry before `entries`. */
+  logIndex?: number;
+  logTerm?: number;
+  entries?: Entry[];
+  /** Leader's commit index (append, heartbeat). */
+  commit?: number;
+  /** vote/pre-vote responses: granted? append responses: accepted? */
+  reject?: boolean;
+  /** append-response: highest index known to match (accepted) or a hint for fast back-off (rejected). */
+  hintIndex?: number;
+  hintTerm?: number;
+  snapshot?: Snapshot;
+  /** heartbeat(-response): read-index round context, echoed back by followers. */
+  context?: string;
+  /** vote: campaign caused by leadership transfer; bypasses leader stickiness. */
+  transfer?: boolean;
+}
+
+export interface SoftState {
+  role: Role;
+  leader: NodeId | null;
+  /** True when this node is a learner in its current config. */
+  learner: boolean;
+}
+
+/**
+ * Everything the caller must do, in order: persist (snapshot, entries, hardState) in one
+ * durable batch, THEN send messages, THEN apply committed entries, THEN advance().
+ * Sending before the batch is durable can elect two leaders or lose committed entries.
+ */
+export interface Ready {
+  softState: SoftState | null;
+  hardState: HardState | null;
+  /** A snapshot to persist and install (replaces the state machine and the log up to its index). */
+  snapshot: Snapshot | null;
+  /** Entries to append durably; any stored entries at or after entries[0].index are replaced. */
+  entries: Entry[];
+  messages: Message[];
+  /** Entries to apply to the state machine, in order (all already durable on a quorum). */
+  committed: Entry[];
+  readStates: ReadState[];
+}
+
+export interface RaftOptions {
+  id: NodeId;
+  /** Election timeout is drawn uniformly from [electionTicks, 2*electionTicks). */
+  electionTicks: number;
+  heartbeatTicks: number;
+  /**
+   * The stated worst-case clock-rate disagreement between any two nodes, in ticks per
+   * election timeout. Leases are electionTicks - driftTicks - 1 ticks long, so a lease ends
+   * before any follower that acknowledged it can time out and grant a vote.
+   */
+  driftTicks: number;
+  preVote: boolean;
+  checkQuorum: boolean;
+  /** Upper bounds for one append message. */
+  maxEntriesPerAppend: number;
+  maxBytesPerAppend: number;
+  /** Appends sent but not yet acknowledged per follower (pipelining window). */
+  maxInflightAppends: number;
+  /** Deterministic random source for election timeouts: returns an integer in [0, n). */
+  randomInt: (n: number) => number;
+}
+
+/** State restored from disk at start. */
+export interface RaftRestore {
+  hardState: HardState;
+  snapshot: Snapshot | null;
+  /** Entries after the snapshot, contiguous. */
+  entries: Entry[];
+  /** Config when neither snapshot nor log carries one (first start of a bootstrapped cluster). */
+  initialConfig: ClusterConfig;
+}
+
+export type ProposeResult =
+  | { ok: true; index: number; term: number }
+  | { ok: false; reason: 'not-leader' | 'transferring' | 'too-large' | 'busy' | 'config-change-pending'; leader: NodeId | null };
