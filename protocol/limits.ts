@@ -37,3 +37,69 @@ export const raftPendingProposalsMax = 10_000;
 export const raftPendingReadsMax = 10_000;
 export const raftSnapshotEveryEntriesDefault = 10_000;
 export const votersTargetDefault = 3;
+
+// ---------------------------------------------------------------------------------------
+// Tasks, tokens and the replicated state machine (protocol/tasks.ts, protocol/tokens.ts,
+// scheduler/state/, scheduler/tasks/). Lengths are in UTF-16 code units as JavaScript
+// counts them, except where the name says bytes (UTF-8 of the JSON encoding).
+
+// A submitted task (POST /api/tasks). The whole body is also under httpBodyBytesMax and
+// a replicated command under raftProposalBytesMax, so the sum of these stays below both.
+export const taskIdLengthMax = 128;
+export const taskTitleLengthMax = 256;
+export const taskPromptLengthMax = 256 * 1024;
+export const taskMessagesMax = 256;
+export const taskMessageContentLengthMax = 256 * 1024;
+/** All message contents together, so 256 messages of 256 KiB cannot pass. */
+export const taskMessagesTotalLengthMax = 512 * 1024;
+export const taskDependsOnMax = 64;
+export const taskOptionsBytesMax = 8 * 1024;
+export const taskFormatSchemaBytesMax = 16 * 1024;
+export const taskMetadataKeysMax = 32;
+export const taskMetadataKeyLengthMax = 64;
+export const taskMetadataValueLengthMax = 1024;
+export const taskMetadataBytesMax = 8 * 1024;
+export const idempotencyKeyLengthMax = 256;
+export const taskPriorityMin = 0;
+export const taskPriorityMax = 10;
+export const taskPriorityDefault = 5;
+export const taskTimeoutMsMin = 1_000;
+export const taskTimeoutMsMax = 24 * 60 * 60_000;
+export const taskTimeoutMsDefault = 10 * 60_000;
+export const taskMaxAttemptsMax = 10;
+export const taskMaxAttemptsDefault = 3;
+
+// What a task keeps once it has run. Output above the bound is cut (at a character
+// boundary) and the task says so with outputTruncated; the full text was streamed live.
+export const taskOutputBytesMax = 256 * 1024;
+export const taskErrorLengthMax = 4 * 1024;
+/** A prompt after {{tasks.ID.output}} placeholders are filled in. */
+export const taskRenderedPromptLengthMax = 1024 * 1024;
+
+// The replicated queue. queued + assigned + running tasks together; past it, submissions
+// are refused with 'queue-full' (HTTP 429). Finished tasks are pruned by tasks.prune.
+export const activeTasksMax = 10_000;
+export const finishedTasksKeepMaxDefault = 10_000;
+export const finishedTasksKeepMsDefault = 24 * 60 * 60_000;
+/** Retry backoff after a failed or lost attempt: base * 2^(attempt-1), capped. */
+export const retryBackoffBaseMs = 1_000;
+export const retryBackoffMaxMs = 60_000;
+/** An assigned attempt the node has not started within this long is requeued. */
+export const taskStartTimeoutMsDefault = 30_000;
+/** Priority aging: a queued task gains +1 effective priority per this many ms waited. */
+export const taskAgingStepMsDefault = 30_000;
+/** At most this many assignments come out of one planning round (one proposal batch). */
+export const assignmentsPerPlanMax = 256;
+
+// Bearer tokens (replicated as sha256 hashes).
+export const tokenIdLengthMax = 64;
+export const tokenNameLengthMax = 128;
+export const activeTokensMax = 1_000;
+/** Revoked tokens are kept for listing; past this many, the longest revoked is forgotten. */
+export const revokedTokensKeepMax = 1_000;
+
+// The small internal key/value space of the replicated state.
+export const kvKeysMax = 1_000;
+export const kvKeyLengthMax = 256;
+export const kvValueLengthMax = 64 * 1024;
+export const clusterIdLengthMax = 64;
