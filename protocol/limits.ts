@@ -103,3 +103,5 @@ export const kvKeysMax = 1_000;
 export const kvKeyLengthMax = 256;
 export const kvValueLengthMax = 64 * 1024;
 export const clusterIdLengthMax = 64;
+/** One output event of a task's SSE stream; longer generated text goes in several. */
+export const taskOutputChunkLengthMax = 16 * 1024;
