@@ -105,3 +105,26 @@ export const kvValueLengthMax = 64 * 1024;
 export const clusterIdLengthMax = 64;
 /** One output event of a task's SSE stream; longer generated text goes in several. */
 export const taskOutputChunkLengthMax = 16 * 1024;
+
+// libp2p host and membership plane (daemon/p2p, daemon/membership)
+// One length-prefixed frame on a hivemesh protocol stream (RPC request/response, Raft message).
+export const p2pFrameBytesMax = 16 * 1024 * 1024;
+// One-way ordered messages waiting for one peer and protocol; the oldest are dropped beyond these.
+export const p2pSendQueueMessagesMax = 1_024;
+export const p2pSendQueueBytesMax = 32 * 1024 * 1024;
+// Concurrent inbound streams per connection and protocol.
+export const p2pInboundStreamsMax = 64;
+export const p2pRequestTimeoutMsDefault = 10_000;
+export const p2pDialTimeoutMs = 5_000;
+// Redial backoff for bootstrap peers that are not connected: starts low, doubles, capped.
+export const p2pRedialMsMin = 250;
+export const p2pRedialMsMax = 5_000;
+// mDNS query period: short enough that a new node is found well inside 2 s.
+export const mdnsIntervalMsDefault = 1_000;
+// Peers one peer-exchange answer may list.
+export const peerExchangePeersMax = clusterNodesMax;
+export const peerExchangeAddressesPerPeerMax = 16;
+// Identity conflicts remembered for display.
+export const identityConflictsMax = 64;
+// A peer that left on purpose stays listed as left this long.
+export const forgetLeftAfterMsDefault = 30_000;
