@@ -1,2 +1,93 @@
-// placeholder until the CLI lands
-export {};
+// The `hivemesh` command line: `start` runs the daemon; every other command talks to a
+// daemon's HTTP API (--url / HIVEMESH_URL, default the local one) with a token
+// (--token / HIVEMESH_TOKEN, else the local admin token).
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { SOFTWARE_VERSION } from '../../protocol/version.ts';
+import { ApiClient, CliError } from './client.ts';
+import { nodesCommand, statusCommand } from './commands/status.ts';
+
+const usage = `hivemesh ${SOFTWARE_VERSION}: run LLM agents across the GPU machines of a LAN
+
+Usage:
+  hivemesh start [--config F] [--data-dir D] [--name N] [--api-host H] [--api-port P]
+                 [--p2p-port P] [--ollama-url U] [--secret-file F]
+                 [--bootstrap MULTIADDR]... [--no-mdns]      run the daemon on this machine
+  hivemesh status                     the cluster as this node sees it
+  hivemesh nodes                      every node: state, role, GPUs, models, load
+  hivemesh version                    the version of this command
+
+Options for the commands that talk to a daemon:
+  --url URL        the daemon's API (default http://127.0.0.1:7420, or HIVEMESH_URL)
+  --token TOKEN    a bearer token (default HIVEMESH_TOKEN, else <data-dir>/admin.token)
+  --data-dir D     where to find the local admin token (default ~/.hivemesh)
+  --json           machine-readable output
+
+Run \`hivemesh start --help\` for every daemon setting.`;
+
+const clientOptions = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  'data-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function parseClientArgs(args: string[], extra: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {}) {
+  try {
+    return parseArgs({ args, options: { ...clientOptions, ...extra }, strict: true, allowPositionals: true });
+  } catch (error) {
+    throw new CliError(`${(error as Error).message}\nRun \`hivemesh --help\` for usage.`, 2);
+  }
+}
+
+function clientFrom(values: Record<string, unknown>): ApiClient {
+  return new ApiClient({ url: values.url as string | undefined, token: values.token as string | undefined, dataDir: values['data-dir'] as string | undefined });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${usage}\n`);
+      return command === undefined ? 2 : 0;
+    case 'version':
+    case '--version':
+      process.stdout.write(`hivemesh ${SOFTWARE_VERSION}\n`);
+      return 0;
+    case 'start': {
+      const { startCommand } = await import('./commands/start.ts');
+      return startCommand(rest);
+    }
+    case 'status':
+    case 'nodes': {
+      const { values } = parseClientArgs(rest);
+      const client = clientFrom(values);
+      const output = command === 'status' ? await statusCommand(client, values.json === true) : await nodesCommand(client, values.json === true);
+      process.stdout.write(`${output}\n`);
+      return 0;
+    }
+    default:
+      throw new CliError(`unknown command "${command}". Run \`hivemesh --help\` for the commands.`, 2);
+  }
+}
+
+const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+if (invokedDirectly) {
+  main(process.argv.slice(2)).then(
+    (code) => { process.exitCode = code; },
+    (error: unknown) => {
+      if (error instanceof CliError) {
+        process.stderr.write(`${error.message}\n`);
+        process.exitCode = error.exitCode;
+      } else {
+        process.stderr.write(`hivemesh: unexpected error: ${(error as Error).stack ?? String(error)}\n`);
+        process.exitCode = 1;
+      }
+    },
+  );
+}

@@ -1,0 +1,145 @@
+// The CLI's HTTP client: finds the daemon (--url, HIVEMESH_URL, else the local one) and
+// the token (--token, HIVEMESH_TOKEN, else the local admin token), and turns failures
+// into sentences that say what to do.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { defaultDataDir } from '../config.ts';
+
+export class CliError extends Error {
+  override name = 'CliError';
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+export interface ClientOptions {
+  url?: string | undefined;
+  token?: string | undefined;
+  dataDir?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface ApiResponse<T> {
+  status: number;
+  body: T;
+  headers: Headers;
+}
+
+export class ApiClient {
+  readonly url: string;
+  private readonly token: string | null;
+  private readonly tokenSource: string;
+
+  constructor(options: ClientOptions = {}) {
+    const env = options.env ?? process.env;
+    this.url = (options.url ?? env.HIVEMESH_URL ?? 'http://127.0.0.1:7420').replace(/\/+$/, '');
+    const explicit = options.token ?? env.HIVEMESH_TOKEN;
+    if (explicit !== undefined && explicit !== '') {
+      this.token = explicit.trim();
+      this.tokenSource = options.token !== undefined ? '--token' : 'HIVEMESH_TOKEN';
+    } else {
+      const dataDir = options.dataDir ?? env.HIVEMESH_DATA_DIR ?? defaultDataDir(env);
+      const path = join(dataDir, 'admin.token');
+      try {
+        this.token = readFileSync(path, 'utf8').trim();
+        this.tokenSource = path;
+      } catch {
+        this.token = null;
+        this.tokenSource = path;
+      }
+    }
+  }
+
+  async request<T>(method: string, path: string, body?: unknown, init: { signal?: AbortSignal; accept?: number[] } = {}): Promise<ApiResponse<T>> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (this.token !== null) headers.authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let response: Response;
+    try {
+      response = await fetch(this.url + path, {
+        method,
+        headers,
+        body: body === undefined ? null : JSON.stringify(body),
+        signal: init.signal ?? AbortSignal.timeout(30_000),
+      });
+    } catch (error) {
+      const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).name;
+      if (cause === 'TimeoutError') throw new CliError(`the daemon at ${this.url} did not answer within 30 s`);
+      throw new CliError(`no hivemesh daemon answers at ${this.url} (${cause}). Start one with \`hivemesh start\`, or point at another with --url or HIVEMESH_URL.`);
+    }
+    const text = await response.text();
+    let parsed: unknown = text;
+    if ((response.headers.get('content-type') ?? '').includes('json') && text !== '') {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        throw new CliError(`the daemon at ${this.url} answered ${response.status} with malformed JSON`);
+      }
+    }
+    if (response.status >= 400 && !(init.accept ?? []).includes(response.status)) {
+      const error = (parsed as { error?: { code?: string; message?: string } }).error;
+      let message = error?.message ?? `HTTP ${response.status}`;
+      if (response.status === 401) {
+        message += this.token === null
+          ? `\nNo token found: pass --token or set HIVEMESH_TOKEN (the admin token is in <data-dir>/admin.token; looked in ${this.tokenSource}).`
+          : `\n(the token came from ${this.tokenSource})`;
+      }
+      const retryAfter = response.headers.get('retry-after');
+      if (retryAfter !== null) message += ` (retry after ${retryAfter} s)`;
+      throw new CliError(`error: ${message}`, response.status === 401 || response.status === 403 ? 3 : 1);
+    }
+    return { status: response.status, body: parsed as T, headers: response.headers };
+  }
+
+  get<T>(path: string): Promise<T> {
+    return this.request<T>('GET', path).then((response) => response.body);
+  }
+
+  /** Opens a Server-Sent Events stream and yields parsed events until it ends or the signal fires. */
+  async *events(path: string, signal?: AbortSignal): AsyncGenerator<{ event: string; data: unknown }> {
+    const headers: Record<string, string> = { accept: 'text/event-stream' };
+    if (this.token !== null) headers.authorization = `Bearer ${this.token}`;
+    let response: Response;
+    try {
+      response = await fetch(this.url + path, { headers, signal: signal ?? null });
+    } catch (error) {
+      throw new CliError(`no hivemesh daemon answers at ${this.url}: ${(error as Error).message}`);
+    }
+    if (!response.ok || response.body === null) {
+      const text = await response.text();
+      let message = `HTTP ${response.status}`;
+      try {
+        message = (JSON.parse(text) as { error: { message: string } }).error.message;
+      } catch { /* keep the status line */ }
+      throw new CliError(`error: ${message}`);
+    }
+    const decoder = new TextDecoder();
+    let buffer = '';
+    const reader = response.body.getReader();
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let boundary: number;
+      while ((boundary = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, boundary);
+        buffer = buffer.slice(boundary + 2);
+        let event = 'message';
+        const data: string[] = [];
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event:')) event = line.slice(6).trim();
+          else if (line.startsWith('data:')) data.push(line.slice(5).trimStart());
+        }
+        if (data.length === 0) continue;
+        const text = data.join('\n');
+        let parsed: unknown = text;
+        try {
+          parsed = JSON.parse(text);
+        } catch { /* plain text event */ }
+        yield { event, data: parsed };
+      }
+    }
+  }
+}

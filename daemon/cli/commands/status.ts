@@ -1,0 +1,41 @@
+// `hivemesh status` and `hivemesh nodes`: the cluster and its members, from any node.
+import type { AgentsStatus, ClusterStatus } from '../../../protocol/api.ts';
+import type { ApiClient } from '../client.ts';
+import { ago, bytes, shortId, table } from '../format.ts';
+
+export async function statusCommand(client: ApiClient, json: boolean): Promise<string> {
+  const status = await client.get<ClusterStatus>('/api/status/cluster');
+  if (json) return JSON.stringify(status, null, 2);
+  const taskCounts = Object.entries(status.tasks).filter(([key]) => key !== 'total').map(([key, value]) => `${key} ${value}`).join(', ');
+  const lines = [
+    `cluster   ${status.clusterId ?? '(not formed yet)'}`,
+    `node      ${status.nodeName} (${status.nodeId}), ${status.role}`,
+    `leader    ${status.leaderId ?? 'none known'}`,
+    `term      ${status.term}   commit ${status.commitIndex}   applied ${status.appliedIndex}`,
+    `voters    ${status.voters.map(shortId).join(', ') || '-'}${status.learners.length > 0 ? `   learners ${status.learners.map(shortId).join(', ')}` : ''}`,
+    `nodes     ${status.nodes.total}: alive ${status.nodes.alive}, suspect ${status.nodes.suspect}, dead ${status.nodes.dead}`,
+    `tasks     ${status.tasks.total}: ${taskCounts}`,
+    `version   ${status.softwareVersion} (protocol ${status.protocolVersion}), cluster key ${status.clusterKeyFingerprint}`,
+    `listening ${status.listenAddresses.join('\n          ') || '-'}`,
+  ];
+  for (const alert of status.alerts) lines.push(`ALERT     ${alert.kind}: ${alert.message}`);
+  return lines.join('\n');
+}
+
+export async function nodesCommand(client: ApiClient, json: boolean): Promise<string> {
+  const { nodes } = await client.get<AgentsStatus>('/api/status/agents');
+  if (json) return JSON.stringify(nodes, null, 2);
+  const rows = nodes.map((node) => {
+    const gpus = node.hardware.gpus.length === 0
+      ? 'none'
+      : node.hardware.gpus.map((gpu) => `${gpu.model}${gpu.vramTotalBytes === null ? '' : ` ${bytes(gpu.vramTotalBytes)}`}`).join(', ');
+    const models = node.ollama.reachable
+      ? `${node.models.installed.length} (${node.models.loaded.map((model) => model.name).join(', ') || 'none loaded'})`
+      : 'ollama down';
+    return [
+      `${node.name}${node.self ? '*' : ''}`, shortId(node.id), node.state, node.raftRole, node.apiUrl, gpus, models,
+      `${node.load.running}/${node.load.concurrencyLimit} +${node.load.queued}`, ago(node.lastSeenAgoMs),
+    ];
+  });
+  return table(['NAME', 'ID', 'STATE', 'ROLE', 'API', 'GPUS', 'MODELS (LOADED)', 'LOAD', 'SEEN'], rows) + '\n(* = the node answering)';
+}

@@ -1,0 +1,26 @@
+// What the HTTP layer needs from the daemon. Routes see only this interface, so they can
+// be tested with app.inject() against a fake, and the daemon stays the one owner of state.
+import type { AgentsStatus, ClusterStatus } from '../../protocol/api.ts';
+
+export type Role = 'admin' | 'operator' | 'viewer';
+
+/** What a request does, for the role check. */
+export type Action = 'read' | 'submit' | 'cancel' | 'assign' | 'admin';
+
+export interface Principal {
+  tokenId: string;
+  name: string;
+  role: Role;
+}
+
+export type Readiness = { ready: true; leaderId: string } | { ready: false; reason: string };
+
+export interface HttpServices {
+  nodeId: string;
+  authenticate(token: string): Principal | null;
+  can(role: Role, action: Action): boolean;
+  readiness(): Readiness;
+  clusterStatus(): ClusterStatus;
+  agentsStatus(): AgentsStatus;
+  reportInternalError(error: unknown, context: string): void;
+}
