@@ -1,0 +1,194 @@
+// P2PHost on loopback: pnet admission, gossip, streamed requests with their errors,
+// ordered one-way messages, bootstrap redial, and peer exchange.
+import { afterEach, describe, expect, it } from 'vitest';
+import { setLogLevel } from '../log.ts';
+import { FrameTooLargeError, PeerUnreachableError, RequestFailedError, RequestTimeoutError, type P2PHost } from './host.ts';
+import { loopbackAddress, newClusterKey, startLoopbackHost, waitFor } from './test-helpers.ts';
+
+setLogLevel('error');
+
+const hosts: P2PHost[] = [];
+async function track(host: Promise<P2PHost>): Promise<P2PHost> {
+  const started = await host;
+  hosts.push(started);
+  return started;
+}
+
+afterEach(async () => {
+  await Promise.all(hosts.splice(0).map((host) => host.stop()));
+});
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+describe('P2PHost', () => {
+  it('connects to a bootstrap peer and exchanges gossip signed by the sender', async () => {
+    const key = newClusterKey();
+    const a = await track(startLoopbackHost(key));
+    const b = await track(startLoopbackHost(key, { bootstrap: [loopbackAddress(a)] }));
+    const received: Array<{ from: string; text: string }> = [];
+    a.subscribe('t', (from, bytes) => received.push({ from, text: decoder.decode(bytes) }));
+    b.subscribe('t', () => {});
+    await waitFor('b to see a subscribed', () => b.topicPeers('t').includes(a.peerId));
+    await b.publish('t', encoder.encode('hello'));
+    await waitFor('a to receive the message', () => received.length === 1);
+    expect(received[0]).toEqual({ from: b.peerId, text: 'hello' });
+  }, 15_000);
+
+  it('never completes a connection with a host that has another cluster key', async () => {
+    const a = await track(startLoopbackHost(newClusterKey()));
+    const stranger = await track(startLoopbackHost(newClusterKey(), { bootstrap: [loopbackAddress(a)] }));
+    let connected = 0;
+    a.on('peer:connected', () => connected++);
+    stranger.on('peer:connected', () => connected++);
+    // The bootstrap loop keeps redialing meanwhile.
+    await expect(stranger.connect(loopbackAddress(a))).rejects.toThrow();
+    expect(connected).toBe(0);
+    expect(a.connectedPeers()).toEqual([]);
+    expect(stranger.connectedPeers()).toEqual([]);
+  }, 15_000);
+
+  it('streams several responses to one request, then ends', async () => {
+    const key = newClusterKey();
+    const a = await track(startLoopbackHost(key));
+    const b = await track(startLoopbackHost(key));
+    await a.handle('/test/count/1', async (from, request, reply) => {
+      const count = Number(decoder.decode(request));
+      for (let index = 0; index < count; index++) await reply.send(encoder.encode(`${from.slice(-4)}:${index}`));
+      await reply.end();
+    });
+    await b.connect(loopbackAddress(a));
+    const responses: string[] = [];
+    for await (const frame of b.request(a.peerId, '/test/count/1', encoder.encode('5'), { timeoutMs: 5_000 })) responses.push(decoder.decode(frame));
+    const tag = b.peerId.slice(-4);
+    expect(responses).toEqual([0, 1, 2, 3, 4].map((index) => `${tag}:${index}`));
+  }, 15_000);
+
+  it('names its request errors: unreachable, timeout, remote failure, frame too large', async () => {
+    const key = newClusterKey();
+    const a = await track(startLoopbackHost(key, { frameBytesMax: 1024 }));
+    const b = await track(startLoopbackHost(key, { frameBytesMax: 1024 }));
+    await a.handle('/test/slow/1', async (_from, _request, reply, { signal }) => {
+      await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+      await reply.end();
+    });
+    await a.handle('/test/fail/1', async (_from, _request, reply) => {
+      await reply.send(encoder.encode('partial'));
+      throw new Error('handler broke');
+    });
+    await a.handle('/test/big/1', async (_from, _request, reply) => {
+      // Bypass the sender-side bound the way a misbehaving peer would: a smaller bound at b.
+      await reply.send(new Uint8Array(1000));
+    });
+    await b.connect(loopbackAddress(a));
+    const drain = async (iterable: AsyncIterable<Uint8Array>): Promise<number> => {
+      let count = 0;
+      for await (const _frame of iterable) count++;
+      return count;
+    };
+    const stopped = await startLoopbackHost(key);
+    const goneId = stopped.peerId;
+    await stopped.stop();
+    await expect(drain(b.request(goneId, '/test/slow/1', encoder.encode('x'), { timeoutMs: 2_000 }))).rejects.toBeInstanceOf(PeerUnreachableError);
+    await expect(drain(b.request(a.peerId, '/test/unknown/1', encoder.encode('x')))).rejects.toBeInstanceOf(PeerUnreachableError);
+    await expect(drain(b.request(a.peerId, '/test/slow/1', encoder.encode('x'), { timeoutMs: 300 }))).rejects.toBeInstanceOf(RequestTimeoutError);
+    await expect(drain(b.request(a.peerId, '/test/fail/1', encoder.encode('x')))).rejects.toBeInstanceOf(RequestFailedError);
+    await expect(drain(b.request(a.peerId, '/test/slow/1', new Uint8Array(2048)))).rejects.toBeInstanceOf(FrameTooLargeError);
+    expect(() => b.send(a.peerId, '/test/msg/1', new Uint8Array(2048))).toThrow(FrameTooLargeError);
+    const c = await track(startLoopbackHost(key, { frameBytesMax: 100 }));
+    await c.connect(loopbackAddress(a));
+    await expect(drain(c.request(a.peerId, '/test/big/1', encoder.encode('x')))).rejects.toBeInstanceOf(FrameTooLargeError);
+  }, 15_000);
+
+  it('delivers one-way messages in order, and again after the receiver restarts', async () => {
+    const key = newClusterKey();
+    const { generateKeyPair } = await import('@libp2p/crypto/keys');
+    const privateKey = await generateKeyPair('Ed25519');
+    let a = await startLoopbackHost(key, { privateKey });
+    const address = loopbackAddress(a);
+    const b = await track(startLoopbackHost(key, { bootstrap: [address] }));
+    const received: number[] = [];
+    const receive = (from: string, bytes: Uint8Array): void => {
+      expect(from).toBe(b.peerId);
+      received.push(Number(decoder.decode(bytes)));
+    };
+    await a.handleMessages('/test/raft/1', receive);
+    await waitFor('connection', () => b.isConnected(a.peerId));
+    for (let index = 0; index < 500; index++) b.send(a.peerId, '/test/raft/1', encoder.encode(String(index)));
+    await waitFor('500 messages', () => received.length === 500);
+    expect(received).toEqual([...Array(500).keys()]);
+    expect(b.sendStats()).toEqual([{ peerId: a.peerId, protocol: '/test/raft/1', queued: 0, sent: 500, dropped: 0 }]);
+
+    await a.stop();
+    await waitFor('disconnect', () => !b.isConnected(a.peerId));
+    a = await track(startLoopbackHost(key, { privateKey, port: Number(address.split('/')[4]) }));
+    await a.handleMessages('/test/raft/1', receive);
+    received.length = 0;
+    // Raft keeps sending while the peer is away; what is sent once the stream is back arrives in order.
+    await waitFor('reconnection', () => b.isConnected(a.peerId), 8_000);
+    for (let index = 0; index < 100; index++) b.send(a.peerId, '/test/raft/1', encoder.encode(String(index)));
+    await waitFor('100 messages after the restart', () => received.length === 100);
+    expect(received).toEqual([...Array(100).keys()]);
+  }, 15_000);
+
+  it('drops the oldest queued messages when the per-peer queue is full', async () => {
+    const key = newClusterKey();
+    const a = await track(startLoopbackHost(key));
+    const b = await track(startLoopbackHost(key, { sendQueueMessagesMax: 10 }));
+    const received: number[] = [];
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => { release = resolve; });
+    await a.handleMessages('/test/raft/1', async (_from, bytes) => {
+      await gate;
+      received.push(Number(decoder.decode(bytes)));
+    });
+    await b.connect(loopbackAddress(a));
+    // Synchronous burst: nothing leaves before the queue overflows.
+    for (let index = 0; index < 100; index++) b.send(a.peerId, '/test/raft/1', encoder.encode(String(index)));
+    release();
+    await waitFor('the queue to drain', () => b.sendStats()[0]?.queued === 0 && received.length === b.sendStats()[0]?.sent);
+    const stats = b.sendStats()[0]!;
+    expect(stats.dropped).toBe(90);
+    expect(received).toEqual([...Array(10).keys()].map((index) => 90 + index));
+  }, 15_000);
+
+  it('redials a bootstrap peer that restarts on the same address and key', async () => {
+    const key = newClusterKey();
+    const { generateKeyPair } = await import('@libp2p/crypto/keys');
+    const privateKey = await generateKeyPair('Ed25519');
+    let a = await startLoopbackHost(key, { privateKey });
+    const address = loopbackAddress(a);
+    const port = Number(address.split('/')[4]);
+    const b = await track(startLoopbackHost(key, { bootstrap: [address] }));
+    await waitFor('first connection', () => b.isConnected(a.peerId));
+    await a.stop();
+    await waitFor('disconnect', () => !b.isConnected(a.peerId));
+    a = await track(startLoopbackHost(key, { privateKey, port }));
+    const elapsed = await waitFor('reconnection', () => b.isConnected(a.peerId), 8_000);
+    expect(elapsed).toBeLessThan(8_000);
+  }, 20_000);
+
+  it('connects peers that only share one bootstrap peer (peer exchange)', async () => {
+    const key = newClusterKey();
+    const seed = await track(startLoopbackHost(key));
+    const b = await track(startLoopbackHost(key, { bootstrap: [loopbackAddress(seed)] }));
+    await waitFor('b connected to seed', () => b.isConnected(seed.peerId));
+    const c = await track(startLoopbackHost(key, { bootstrap: [loopbackAddress(seed)] }));
+    await waitFor('c connected to b directly', () => c.isConnected(b.peerId) && b.isConnected(c.peerId), 5_000);
+  }, 15_000);
+
+  it('reports a twin found at a bootstrap address that names our own id', async () => {
+    const key = newClusterKey();
+    const { generateKeyPair } = await import('@libp2p/crypto/keys');
+    const privateKey = await generateKeyPair('Ed25519');
+    const twin = await track(startLoopbackHost(key, { privateKey }));
+    const twinAddress = loopbackAddress(twin);
+    // The same key, bootstrapping to the twin: as after copying a data dir and its peer list.
+    const conflicts: string[] = [];
+    const original = await startLoopbackHost(key, { privateKey, bootstrap: [twinAddress] });
+    hosts.push(original);
+    original.on('identity-conflict', (conflict) => conflicts.push(`${conflict.source} ${conflict.peerId}`));
+    await waitFor('conflict', () => conflicts.length > 0, 5_000);
+    expect(conflicts[0]).toBe(`dial ${privateKey.publicKey.toString()}`);
+  }, 15_000);
+});
