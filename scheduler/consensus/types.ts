@@ -14,6 +14,15 @@
 //
 // All times inside the core are ticks. Node ids are opaque strings (libp2p peer ids in
 // the daemon, "n1".."n5" in tests).
+//
+// Changes to the lead's draft (kept small, the loop above is unchanged):
+// - ProposeResult failures carry `message` (what was wrong, what to do) and a new reason
+//   'invalid-config-change' (e.g. promoting a node that is not a learner).
+// - Added ReadIndexResult, TransferResult, RaftStatus/ProgressStatus for readIndex(),
+//   transferLeadership() and status().
+// - Leader messages (append, heartbeat, snapshot) carry `context` "seq:sendTick", which
+//   followers echo in their responses; the leader uses it for read-index confirmation and
+//   for the lease. Rejected append responses carry the rejected `logIndex`.
 
 export type NodeId = string;
 
@@ -96,7 +105,7 @@ export interface Message {
   hintIndex?: number;
   hintTerm?: number;
   snapshot?: Snapshot;
-  /** heartbeat(-response): read-index round context, echoed back by followers. */
+  /** Leader messages: "seq:sendTick", echoed back by followers (read-index confirmation, lease). */
   context?: string;
   /** vote: campaign caused by leadership transfer; bypasses leader stickiness. */
   transfer?: boolean;
@@ -161,4 +170,54 @@ export interface RaftRestore {
 
 export type ProposeResult =
   | { ok: true; index: number; term: number }
-  | { ok: false; reason: 'not-leader' | 'transferring' | 'too-large' | 'busy' | 'config-change-pending'; leader: NodeId | null };
+  | {
+    ok: false;
+    reason: 'not-leader' | 'transferring' | 'too-large' | 'busy' | 'config-change-pending' | 'invalid-config-change';
+    leader: NodeId | null;
+    /** For people: what was wrong and what to do. */
+    message: string;
+  };
+
+/** readIndex(): the answer itself arrives later as a ReadState with the same context. */
+export type ReadIndexResult =
+  | { ok: true }
+  | { ok: false; reason: 'not-leader' | 'busy'; leader: NodeId | null; message: string };
+
+export type TransferResult =
+  | { ok: true }
+  | { ok: false; reason: 'not-leader' | 'invalid-target'; leader: NodeId | null; message: string };
+
+export interface ProgressStatus {
+  match: number;
+  next: number;
+  state: 'probe' | 'replicate' | 'snapshot';
+  /** Heard from since the leader's last CheckQuorum round. */
+  recentActive: boolean;
+  /** Appends sent and not yet acknowledged. */
+  inflight: number;
+}
+
+/** A plain-object view of one core, for the API, the dashboard and tests. */
+export interface RaftStatus {
+  id: NodeId;
+  role: Role;
+  /** True when this node is a learner in its current config. */
+  learner: boolean;
+  term: number;
+  vote: NodeId | null;
+  leader: NodeId | null;
+  commit: number;
+  applied: number;
+  /** First index still in the log (entries before it are in the snapshot). */
+  firstIndex: number;
+  lastIndex: number;
+  /** The config the node acts on: the latest config entry in its log, committed or not. */
+  config: ClusterConfig;
+  /** Ticks of leader lease left (0 when none: not leader, or lease expired or revoked). */
+  leaseRemainingTicks: number;
+  /** Leadership transfer target while a transfer is under way. */
+  transferee: NodeId | null;
+  pendingReads: number;
+  /** Leader only: per follower and learner. */
+  progress: Record<NodeId, ProgressStatus>;
+}
