@@ -230,6 +230,12 @@ export function parseKeepAlive(value: unknown): number | null | undefined {
   return seconds < 0 ? null : Math.round(seconds * 1000);
 }
 
+/** Drops a connection mid-answer, as a crashing Ollama would, after what was written is sent. */
+function cutConnection(response: http.ServerResponse): void {
+  if (response.socket !== null) response.socket.destroySoon();
+  else response.destroy();
+}
+
 function sendJson(response: http.ServerResponse, status: number, body: unknown): void {
   if (response.headersSent || response.destroyed) return;
   const text = JSON.stringify(body);
@@ -496,6 +502,7 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
       breakAfter = knobs.breakAfterTokens;
     }
     const end = (outcome: GenerationOutcome, doneReason: string | null) => {
+      if (record.outcome !== 'running') return;
       record.outcome = outcome;
       record.aborted = outcome === 'aborted' || outcome === 'broken';
       record.finishedAt = Date.now();
@@ -550,7 +557,7 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
       while (record.tokens < tokens.length) {
         if (breakAfter !== null && record.tokens >= breakAfter) {
           end('broken', null);
-          response.destroy();
+          cutConnection(response);
           return;
         }
         nextDueMs += 1000 / tokensPerSecondOf(model);
@@ -567,7 +574,7 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
       }
       if (breakAfter !== null && record.tokens >= breakAfter) {
         end('broken', null);
-        response.destroy();
+        cutConnection(response);
         return;
       }
       const evalNs = Number(process.hrtime.bigint() - evalStarted);
@@ -586,15 +593,16 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
         eval_count: record.tokens,
         eval_duration: evalNs,
       };
+      // Logged before the answer leaves, so a client that has its answer finds the event.
+      end('completed', doneReason);
       if (stream) {
         await writeLine(response, final, signal);
         response.end();
       } else {
         sendJson(response, 200, final);
       }
-      end('completed', doneReason);
     } catch (error) {
-      if (record.outcome === 'running') end('aborted', null);
+      end('aborted', null);
       if (!(error instanceof AbortedError)) throw error;
     } finally {
       if (modelHeld) releaseModel(model, keepAliveMs);
