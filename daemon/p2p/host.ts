@@ -144,10 +144,10 @@ export async function createP2PHost(options: P2PHostOptions): Promise<P2PHost> {
   return host;
 }
 
-export class P2PHost {
+/** Events are CustomEvents whose `detail` is the matching P2PHostEvents entry; `on()` is the typed shortcut. */
+export class P2PHost extends EventTarget {
   readonly #options: P2PHostOptions;
   readonly #frameBytesMax: number;
-  readonly #listeners = new Map<keyof P2PHostEvents, Set<(detail: never) => void>>();
   readonly #gossipHandlers = new Map<string, Set<GossipHandler>>();
   readonly #channels = new Map<string, OutboundChannel>();
   readonly #bootstrapTargets: BootstrapTarget[];
@@ -160,6 +160,7 @@ export class P2PHost {
   #peerId = '';
 
   constructor(options: P2PHostOptions) {
+    super();
     this.#options = options;
     this.#frameBytesMax = options.frameBytesMax ?? limits.p2pFrameBytesMax;
     const bootstrap = options.bootstrap ?? [];
@@ -335,24 +336,21 @@ export class P2PHost {
     return connection.remotePeer.toString();
   }
 
+  /** Typed listener; returns a function that removes it. A throwing listener is logged, not fatal. */
   on<K extends keyof P2PHostEvents>(type: K, listener: (detail: P2PHostEvents[K]) => void): () => void {
-    let set = this.#listeners.get(type);
-    if (set === undefined) {
-      set = new Set();
-      this.#listeners.set(type, set);
-    }
-    set.add(listener as (detail: never) => void);
-    return () => set.delete(listener as (detail: never) => void);
-  }
-
-  #emit<K extends keyof P2PHostEvents>(type: K, detail: P2PHostEvents[K]): void {
-    for (const listener of this.#listeners.get(type) ?? []) {
+    const wrapped = (event: Event): void => {
       try {
-        (listener as (detail: P2PHostEvents[K]) => void)(detail);
+        listener((event as CustomEvent<P2PHostEvents[K]>).detail);
       } catch (error) {
         log.error(`${type} listener failed`, { error });
       }
-    }
+    };
+    this.addEventListener(type, wrapped);
+    return () => this.removeEventListener(type, wrapped);
+  }
+
+  #emit<K extends keyof P2PHostEvents>(type: K, detail: P2PHostEvents[K]): void {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   // ---- gossip ----
