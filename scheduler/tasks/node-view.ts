@@ -1,0 +1,65 @@
+// What the scheduler knows about a node: the part of its latest heartbeat that placement
+// needs, plus whether the failure detector holds it alive. Pure data, built by the daemon
+// from gossip (nodeViewFromHeartbeat) or by tests and the simulator directly.
+import type { Heartbeat } from '../../protocol/heartbeat.ts';
+
+export interface AgentView {
+  id: string;
+  model: string;
+  capabilities: readonly { name: string; proficiency: number }[];
+}
+
+export interface NodeView {
+  id: string;
+  /** False once the failure detector calls it suspect or dead: nothing new goes there. */
+  alive: boolean;
+  modelsInstalled: readonly string[];
+  /** In VRAM now: no load time. */
+  modelsLoaded: readonly string[];
+  /** Measured generation speed per model; missing models fall back to a default. */
+  tokensPerSecond: Readonly<Record<string, number>>;
+  /** Size on disk per installed model, for the load-time estimate; optional. */
+  modelSizeBytes?: Readonly<Record<string, number>>;
+  /** Generations running now (tasks and gateway requests), as the node reports. */
+  running: number;
+  concurrencyLimit: number;
+  agents: readonly AgentView[];
+}
+
+/** Ollama names without a tag mean `:latest`; `llama3` and `llama3:latest` are one model. */
+export function normalizeModelName(name: string): string {
+  return name.includes(':') ? name : `${name}:latest`;
+}
+
+export function sameModel(a: string, b: string): boolean {
+  return normalizeModelName(a) === normalizeModelName(b);
+}
+
+export function hasModel(models: readonly string[], model: string): boolean {
+  return models.some((candidate) => sameModel(candidate, model));
+}
+
+/** The measured tokens/s for a model under either spelling of its name. */
+export function measuredTokensPerSecond(node: NodeView, model: string): number | undefined {
+  for (const [name, speed] of Object.entries(node.tokensPerSecond)) {
+    if (sameModel(name, model) && Number.isFinite(speed) && speed > 0) return speed;
+  }
+  return undefined;
+}
+
+export function nodeViewFromHeartbeat(heartbeat: Heartbeat, alive: boolean): NodeView {
+  const modelSizeBytes: Record<string, number> = {};
+  for (const model of heartbeat.ollama.installed) modelSizeBytes[normalizeModelName(model.name)] = model.sizeBytes;
+  return {
+    id: heartbeat.nodeId,
+    // A node on its way out, or whose Ollama is unreachable, takes no new work.
+    alive: alive && !heartbeat.leaving && heartbeat.ollama.reachable,
+    modelsInstalled: heartbeat.ollama.installed.map((model) => model.name),
+    modelsLoaded: heartbeat.ollama.loaded.map((model) => model.name),
+    tokensPerSecond: { ...heartbeat.ollama.tokensPerSecond },
+    modelSizeBytes,
+    running: heartbeat.load.running,
+    concurrencyLimit: heartbeat.load.concurrencyLimit,
+    agents: heartbeat.agents.map((agent) => ({ id: agent.id, model: agent.model, capabilities: agent.capabilities })),
+  };
+}

@@ -1,0 +1,309 @@
+// The leader's placement: which node runs which ready task. Late binding: a task is only
+// handed to a node with a free slot (never more in flight than its concurrency limit),
+// so work waits in the replicated queue, where priorities and aging still apply, rather
+// than in a node's private backlog. Each task goes to the eligible node with the lowest
+// estimated completion time (its bid, or our own estimate when the bid is missing),
+// divided by the agent's proficiency for capability tasks; ties go to the smaller node id.
+import * as limits from '../../protocol/limits.ts';
+import type { ReplicatedState, TaskRecord } from '../state/state.ts';
+import type { CommandOf } from '../state/commands.ts';
+import { hasModel, measuredTokensPerSecond, normalizeModelName, sameModel, type NodeView } from './node-view.ts';
+import { pendingDependencies, readyTasks } from './ready.ts';
+
+/**
+ * Heuristics of the estimate where nothing is measured. Generation dominates; the numbers
+ * are deliberately middle-of-the-road for a 7-8B model on a consumer GPU.
+ */
+export const estimateDefaults = {
+  /** Generation speed of a model never measured on the node. */
+  tokensPerSecond: 20,
+  /** Prompt evaluation runs this many times faster than generation. */
+  promptSpeedup: 10,
+  /** Characters per token, to turn a prompt length into tokens. */
+  charactersPerToken: 4,
+  /** Output tokens expected when options.num_predict does not say. */
+  outputTokens: 256,
+  /** Loading a model of unknown size into VRAM. */
+  modelLoadMs: 10_000,
+  /** Loading a model of known size: fixed part plus size / disk-to-VRAM speed. */
+  modelLoadBaseMs: 1_000,
+  modelLoadBytesPerSecond: 1_000_000_000,
+  /**
+   * Each generation already running on the node slows a new one by this fraction (Ollama
+   * shares the GPU between parallel requests), which spreads work over idle nodes.
+   */
+  contentionPerRunning: 0.5,
+};
+
+/** A node's way to run a task: the model it would use, and the agent for capability tasks. */
+export interface Candidate {
+  node: NodeView;
+  model: string;
+  agentId: string | null;
+  /** 1 for plain model tasks; the agent's proficiency (0..1] for capability tasks. */
+  proficiency: number;
+}
+
+/** A node's own estimate, gathered by the leader in a bid round. */
+export interface Bid {
+  taskId: string;
+  node: string;
+  estimateMs: number;
+}
+
+export interface Assignment {
+  taskId: string;
+  node: string;
+  /** The attempt number to commit: the task's attempt + 1 (the fencing token with the term). */
+  attempt: number;
+  model: string;
+  agentId: string | null;
+  estimateMs: number;
+}
+
+export interface Waiting {
+  taskId: string;
+  reason: string;
+}
+
+export interface PlanResult {
+  assignments: Assignment[];
+  /** Ready tasks left queued, with the reason, for the Task view's waitingFor. */
+  waiting: Waiting[];
+}
+
+export interface PlanOptions {
+  agingStepMs?: number;
+  /** At most this many assignments per round; defaults to limits.assignmentsPerPlanMax. */
+  assignmentsMax?: number;
+}
+
+/**
+ * How `node` could run `task`, or null when it cannot: it must be alive with a slot limit
+ * above zero and have the model installed; for a capability task it needs an agent with
+ * that capability (proficiency above zero) whose model is installed (and is the task's
+ * model when the task names one). Among several such agents the most proficient wins,
+ * then one whose model is in VRAM, then the smaller agent id.
+ */
+export function candidateOn(task: Readonly<TaskRecord>, node: NodeView): Candidate | null {
+  if (!node.alive || node.concurrencyLimit <= 0) return null;
+  const { model, capability } = task.input;
+  if (capability === null) {
+    if (model === null || !hasModel(node.modelsInstalled, model)) return null;
+    return { node, model, agentId: null, proficiency: 1 };
+  }
+  let best: Candidate | null = null;
+  for (const agent of node.agents) {
+    const skill = agent.capabilities.find((entry) => entry.name === capability);
+    if (skill === undefined || !(skill.proficiency > 0)) continue;
+    if (model !== null && !sameModel(agent.model, model)) continue;
+    if (!hasModel(node.modelsInstalled, agent.model)) continue;
+    const candidate: Candidate = { node, model: agent.model, agentId: agent.id, proficiency: Math.min(1, skill.proficiency) };
+    if (best === null || better(candidate, best)) best = candidate;
+  }
+  return best;
+}
+
+function better(a: Candidate, b: Candidate): boolean {
+  if (a.proficiency !== b.proficiency) return a.proficiency > b.proficiency;
+  const aWarm = hasModel(a.node.modelsLoaded, a.model);
+  const bWarm = hasModel(b.node.modelsLoaded, b.model);
+  if (aWarm !== bWarm) return aWarm;
+  return (a.agentId ?? '') < (b.agentId ?? '');
+}
+
+/** Every node that could run the task now (ignoring how busy it is), in node id order. */
+export function eligibleNodes(task: Readonly<TaskRecord>, nodes: readonly NodeView[]): Candidate[] {
+  const candidates: Candidate[] = [];
+  for (const node of nodes) {
+    const candidate = candidateOn(task, node);
+    if (candidate !== null) candidates.push(candidate);
+  }
+  return candidates.sort((a, b) => compareIds(a.node.id, b.node.id));
+}
+
+function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+export interface EstimateOptions {
+  /** The model to run with (a capability task's agent model); defaults to the task's. */
+  model?: string;
+  /** Generations to count as running on top of node.running (this round's assignments). */
+  extraRunning?: number;
+  /** Models to count as loaded on top of node.modelsLoaded (this round's assignments). */
+  extraLoaded?: readonly string[];
+}
+
+function expectedOutputTokens(task: Readonly<TaskRecord>): number {
+  const requested = task.input.options?.['num_predict'];
+  // num_predict -1 / -2 mean "until done" / "fill the context" in Ollama: no better guess.
+  if (typeof requested === 'number' && Number.isFinite(requested) && requested > 0) return Math.min(requested, 131_072);
+  return estimateDefaults.outputTokens;
+}
+
+function promptLength(task: Readonly<TaskRecord>): number {
+  let length = (task.input.prompt?.length ?? 0) + (task.input.system?.length ?? 0);
+  for (const message of task.input.messages ?? []) length += message.content.length;
+  return length;
+}
+
+/**
+ * Estimated ms from now until `task` completes on `node`: queue wait (when every slot is
+ * taken) + model load (zero when the model is in VRAM) + prompt evaluation + generation
+ * at the node's measured tokens/s, slowed by the generations running beside it. Nodes
+ * compute this for their own bids; the leader uses it when a bid is missing.
+ */
+export function estimateCompletionMs(task: Readonly<TaskRecord>, node: NodeView, options: EstimateOptions = {}): number {
+  const model = options.model ?? task.input.model;
+  if (model === null) throw new Error(`task ${task.id} names no model; pass the agent's model to estimate it`);
+  const running = node.running + (options.extraRunning ?? 0);
+  const speed = measuredTokensPerSecond(node, model) ?? estimateDefaults.tokensPerSecond;
+  const promptMs = (promptLength(task) / estimateDefaults.charactersPerToken) / (speed * estimateDefaults.promptSpeedup) * 1000;
+  const generationMs = expectedOutputTokens(task) / (speed / (1 + estimateDefaults.contentionPerRunning * running)) * 1000;
+  const runMs = promptMs + generationMs;
+  const warm = hasModel(node.modelsLoaded, model) || hasModel(options.extraLoaded ?? [], model);
+  let loadMs = 0;
+  if (!warm) {
+    const size = node.modelSizeBytes?.[normalizeModelName(model)] ?? node.modelSizeBytes?.[model];
+    loadMs = size === undefined
+      ? estimateDefaults.modelLoadMs
+      : estimateDefaults.modelLoadBaseMs + size / estimateDefaults.modelLoadBytesPerSecond * 1000;
+  }
+  // With every slot busy, a slot frees up after about one run divided among the slots.
+  const limit = Math.max(1, node.concurrencyLimit);
+  const queueWaitMs = running >= limit ? (running - limit + 1) * runMs / limit : 0;
+  return Math.round(queueWaitMs + loadMs + runMs);
+}
+
+function bidKey(taskId: string, node: string): string {
+  return `${taskId}\u0000${node}`;
+}
+
+function describeNeed(task: Readonly<TaskRecord>): string {
+  const { model, capability } = task.input;
+  if (capability === null) return `model ${model}`;
+  return model === null ? `an agent with capability ${capability}` : `an agent with capability ${capability} on model ${model}`;
+}
+
+/** Why no node in `nodes` can take the task at all, or null when some alive node could. */
+function ineligibleReason(task: Readonly<TaskRecord>, nodes: readonly NodeView[]): string | null {
+  if (task.pinnedNode !== null) {
+    const pinned = nodes.find((node) => node.id === task.pinnedNode);
+    if (pinned === undefined) return `pinned to node ${task.pinnedNode}, which is not in the cluster`;
+    if (!pinned.alive) return `pinned to node ${task.pinnedNode}, which is not alive`;
+    if (candidateOn(task, pinned) === null) return `pinned to node ${task.pinnedNode}, which lacks ${describeNeed(task)}`;
+    return null;
+  }
+  if (eligibleNodes(task, nodes).length > 0) return null;
+  const anyNode = nodes.some((node) => candidateOn(task, { ...node, alive: true, concurrencyLimit: Math.max(1, node.concurrencyLimit) }) !== null);
+  return anyNode ? `no alive node has ${describeNeed(task)}` : `no node has ${describeNeed(task)}`;
+}
+
+/**
+ * Why a queued task is still queued, for people (the Task view's waitingFor); null for a
+ * task that is not queued or could be placed now. Any node can compute it from its own
+ * gossip view, so it costs no log entries.
+ */
+export function waitingReason(state: ReplicatedState, task: Readonly<TaskRecord>, nodes: readonly NodeView[], nowMs: number): string | null {
+  if (task.status !== 'queued') return null;
+  const pending = pendingDependencies(state, task);
+  if (pending.length > 0) return `dependencies ${pending.join(', ')}`;
+  if (task.notBefore !== null && task.notBefore > nowMs) return `retry backoff for another ${task.notBefore - nowMs} ms`;
+  const ineligible = ineligibleReason(task, nodes);
+  if (ineligible !== null) return ineligible;
+  const inFlight = state.inFlightByNode();
+  const candidates = task.pinnedNode === null ? eligibleNodes(task, nodes) : eligibleNodes(task, nodes.filter((node) => node.id === task.pinnedNode));
+  if (candidates.every((candidate) => freeSlots(candidate.node, inFlight) <= 0)) {
+    return candidates.length === 1
+      ? `node ${candidates[0]!.node.id} is busy (${candidates[0]!.node.concurrencyLimit} of ${candidates[0]!.node.concurrencyLimit} slots taken)`
+      : `all ${candidates.length} nodes with ${describeNeed(task)} are busy`;
+  }
+  return null;
+}
+
+/**
+ * Free slots: the concurrency limit less what runs there, taking the larger of what the
+ * node reports (gateway requests included, but seconds old) and what the log has assigned
+ * to it (exact, but blind to gateway work).
+ */
+function freeSlots(node: NodeView, inFlight: ReadonlyMap<string, number>): number {
+  return node.concurrencyLimit - Math.max(node.running, inFlight.get(node.id) ?? 0);
+}
+
+/**
+ * One scheduling round: ready tasks in order (readyTasks), each to its best node with a
+ * free slot. Bids are the nodes' own estimates; for a node given work earlier in this
+ * round, the bid is raised by what that work adds (our estimate with and without it).
+ */
+export function planAssignments(
+  state: ReplicatedState, nodes: readonly NodeView[], bids: readonly Bid[], nowMs: number, options: PlanOptions = {},
+): PlanResult {
+  const assignmentsMax = options.assignmentsMax ?? limits.assignmentsPerPlanMax;
+  const bidByKey = new Map<string, number>();
+  for (const bid of bids) {
+    if (Number.isFinite(bid.estimateMs) && bid.estimateMs >= 0) bidByKey.set(bidKey(bid.taskId, bid.node), bid.estimateMs);
+  }
+  const inFlight = state.inFlightByNode();
+  const slots = new Map<string, number>();
+  const added = new Map<string, number>();
+  const addedModels = new Map<string, string[]>();
+  for (const node of nodes) slots.set(node.id, freeSlots(node, inFlight));
+
+  const assignments: Assignment[] = [];
+  const waiting: Waiting[] = [];
+  for (const { record } of readyTasks(state, nowMs, options.agingStepMs)) {
+    if (assignments.length >= assignmentsMax) {
+      waiting.push({ taskId: record.id, reason: 'waiting for the next scheduling round' });
+      continue;
+    }
+    const ineligible = ineligibleReason(record, nodes);
+    if (ineligible !== null) {
+      waiting.push({ taskId: record.id, reason: ineligible });
+      continue;
+    }
+    const pool = record.pinnedNode === null ? nodes : nodes.filter((node) => node.id === record.pinnedNode);
+    const candidates = eligibleNodes(record, pool);
+    let best: { candidate: Candidate; estimateMs: number; cost: number } | null = null;
+    for (const candidate of candidates) {
+      const nodeId = candidate.node.id;
+      if ((slots.get(nodeId) ?? 0) <= 0) continue;
+      const extraRunning = added.get(nodeId) ?? 0;
+      const extraLoaded = addedModels.get(nodeId) ?? [];
+      const estimate = { model: candidate.model, extraRunning, extraLoaded };
+      const bid = bidByKey.get(bidKey(record.id, nodeId));
+      const estimateMs = bid === undefined
+        ? estimateCompletionMs(record, candidate.node, estimate)
+        : bid + estimateCompletionMs(record, candidate.node, estimate) - estimateCompletionMs(record, candidate.node, { model: candidate.model });
+      const cost = estimateMs / candidate.proficiency;
+      // Candidates come in node id order, so keeping the first of equal costs breaks ties by id.
+      if (best === null || cost < best.cost) best = { candidate, estimateMs, cost };
+    }
+    if (best === null) {
+      waiting.push({
+        taskId: record.id,
+        reason: candidates.length === 1
+          ? `node ${candidates[0]!.node.id} is busy (all ${candidates[0]!.node.concurrencyLimit} slots taken)`
+          : `all ${candidates.length} nodes with ${describeNeed(record)} are busy`,
+      });
+      continue;
+    }
+    const nodeId = best.candidate.node.id;
+    slots.set(nodeId, (slots.get(nodeId) ?? 0) - 1);
+    added.set(nodeId, (added.get(nodeId) ?? 0) + 1);
+    addedModels.set(nodeId, [...(addedModels.get(nodeId) ?? []), best.candidate.model]);
+    assignments.push({
+      taskId: record.id, node: nodeId, attempt: record.attempt + 1, model: best.candidate.model,
+      agentId: best.candidate.agentId, estimateMs: Math.round(best.estimateMs),
+    });
+  }
+  return { assignments, waiting };
+}
+
+/** The command that commits an assignment, fenced by the leader's term. */
+export function assignmentCommand(assignment: Assignment, term: number, nowMs: number): CommandOf<'task.assign'> {
+  return {
+    type: 'task.assign', id: assignment.taskId, node: assignment.node, attempt: assignment.attempt, term,
+    model: assignment.model, agentId: assignment.agentId, at: nowMs,
+  };
+}
