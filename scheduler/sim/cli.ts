@@ -1,0 +1,113 @@
+// Command line for the deterministic simulator:
+//   npm run sim -- --seeds N --from S [--nodes 3|5] [--steps K] [--verbose]
+//   npm run sim -- --seed S [--nodes 3|5] [--steps K] [--verbose]
+// Runs a range of seeds against the real consensus core, prints a summary table and, for
+// every failing seed, the one-line command that replays it exactly. Exits 1 on any failure.
+import { raftCore } from './core.ts';
+import { runSeed, type SeedResult } from './sim.ts';
+import { emptyTotals, addToTotals, formatSummary, type Totals } from './summary.ts';
+
+interface CliOptions {
+  from: number;
+  seeds: number;
+  voters: number;
+  steps: number;
+  verbose: boolean;
+  /** Trace lines printed for each failing seed (the full ring with --seed). */
+  traceLines: number;
+}
+
+const usage = `usage: npm run sim -- [--seeds N] [--from S] [--seed S] [--nodes 3|5] [--steps K] [--verbose]
+  --seeds N   how many consecutive seeds to run (default 100)
+  --from S    first seed of the range (default 1)
+  --seed S    run exactly one seed (prints its trace on failure)
+  --nodes V   voters at the start: 3 or 5 (default 3); two more nodes wait to be added
+  --steps K   events in the faulty phase of each seed (default 3000)
+  --verbose   print every traced event as it happens`;
+
+function fail(message: string): never {
+  process.stderr.write(`sim: ${message}\n${usage}\n`);
+  process.exit(2);
+}
+
+function integerArgument(name: string, text: string | undefined, min: number): number {
+  if (text === undefined) fail(`${name} needs a value`);
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < min) fail(`${name} must be an integer >= ${min}, got '${text}'`);
+  return value;
+}
+
+function parse(argv: string[]): CliOptions {
+  const options: CliOptions = { from: 1, seeds: 100, voters: 3, steps: 3_000, verbose: false, traceLines: 40 };
+  for (let index = 0; index < argv.length; index++) {
+    const argument = argv[index] as string;
+    const next = () => argv[++index];
+    switch (argument) {
+      case '--seeds': options.seeds = integerArgument('--seeds', next(), 1); break;
+      case '--from': options.from = integerArgument('--from', next(), 0); break;
+      case '--seed':
+        options.from = integerArgument('--seed', next(), 0);
+        options.seeds = 1;
+        options.traceLines = Number.POSITIVE_INFINITY;
+        break;
+      case '--nodes': {
+        options.voters = integerArgument('--nodes', next(), 1);
+        if (options.voters !== 3 && options.voters !== 5) fail(`--nodes must be 3 or 5, got ${options.voters}`);
+        break;
+      }
+      case '--steps': options.steps = integerArgument('--steps', next(), 1); break;
+      case '--verbose': options.verbose = true; break;
+      case '--help': case '-h':
+        process.stdout.write(`${usage}\n`);
+        process.exit(0);
+        break;
+      default: fail(`unknown argument '${argument}'`);
+    }
+  }
+  return options;
+}
+
+export function replayCommand(seed: number, voters: number, steps: number): string {
+  return `npm run sim -- --seed ${seed} --nodes ${voters} --steps ${steps}`;
+}
+
+function main(): void {
+  const options = parse(process.argv.slice(2));
+  const totals: Totals = emptyTotals();
+  const failures: SeedResult[] = [];
+  const startedMs = performance.now();
+  let lastProgressMs = startedMs;
+  for (let seed = options.from; seed < options.from + options.seeds; seed++) {
+    const result = runSeed({
+      seed, voters: options.voters, steps: options.steps, core: raftCore,
+      ...(options.verbose ? { onTrace: (line: string) => process.stdout.write(`${line}\n`) } : {}),
+    });
+    addToTotals(totals, result);
+    if (!result.ok) {
+      failures.push(result);
+      const failure = result.failure as NonNullable<SeedResult['failure']>;
+      process.stdout.write(`seed ${seed} FAILED (${failure.invariant}): ${failure.message.split('\n')[0]}\n`);
+      const lines = options.verbose ? [] : result.trace.slice(-options.traceLines);
+      for (const line of lines) process.stdout.write(`  | ${line}\n`);
+      process.stdout.write(`  replay: ${replayCommand(seed, options.voters, options.steps)}\n`);
+    }
+    const nowMs = performance.now();
+    if (nowMs - lastProgressMs > 30_000) {
+      lastProgressMs = nowMs;
+      process.stdout.write(`... ${totals.seeds} seeds, ${totals.failed} failed, ${(totals.seeds / ((nowMs - startedMs) / 60_000)).toFixed(0)} seeds/min\n`);
+    }
+  }
+  const elapsedMs = performance.now() - startedMs;
+  process.stdout.write(`\n${formatSummary(totals, elapsedMs, options.voters, options.steps)}\n`);
+  if (options.seeds === 1 && failures.length === 0) {
+    const only = totals.lastTraceHash;
+    process.stdout.write(`trace hash ${only}\n`);
+  }
+  if (failures.length > 0) {
+    process.stdout.write(`\nfailing seeds (replay each with the command shown):\n`);
+    for (const failed of failures) process.stdout.write(`  ${replayCommand(failed.seed, options.voters, options.steps)}   # ${failed.failure?.invariant}\n`);
+    process.exitCode = 1;
+  }
+}
+
+main();

@@ -1,0 +1,91 @@
+// Totals over a range of seeds and the summary table the CLI prints (and the long run's
+// report quotes): seeds, passed, failed, seeds/min, elections decided in one round, and
+// what was exercised (commits, reads, faults).
+import type { SeedResult } from './sim.ts';
+
+export interface Totals {
+  seeds: number;
+  passed: number;
+  failed: number;
+  events: number;
+  simulatedUs: number;
+  elections: number;
+  electionsInOneRound: number;
+  entriesCommitted: number;
+  writesAcknowledged: number;
+  readsServed: number;
+  leaseReadsServed: number;
+  crashes: number;
+  partitions: number;
+  messagesDropped: number;
+  messagesDuplicated: number;
+  configChanges: number;
+  transfers: number;
+  compactions: number;
+  snapshotsInstalled: number;
+  failuresByInvariant: Record<string, number>;
+  lastTraceHash: string;
+}
+
+export function emptyTotals(): Totals {
+  return {
+    seeds: 0, passed: 0, failed: 0, events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0,
+    entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, partitions: 0,
+    messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0,
+    failuresByInvariant: {}, lastTraceHash: '',
+  };
+}
+
+export function addToTotals(totals: Totals, result: SeedResult): void {
+  const stats = result.stats;
+  totals.seeds++;
+  if (result.ok) totals.passed++;
+  else {
+    totals.failed++;
+    const invariant = result.failure?.invariant ?? 'unknown';
+    totals.failuresByInvariant[invariant] = (totals.failuresByInvariant[invariant] ?? 0) + 1;
+  }
+  totals.events += stats.events;
+  totals.simulatedUs += stats.simulatedUs;
+  totals.elections += stats.elections;
+  totals.electionsInOneRound += stats.electionsInOneRound;
+  totals.entriesCommitted += stats.entriesCommitted;
+  totals.writesAcknowledged += stats.writesAcknowledged;
+  totals.readsServed += stats.readsServed;
+  totals.leaseReadsServed += stats.leaseReadsServed;
+  totals.crashes += stats.crashes;
+  totals.partitions += stats.partitions;
+  totals.messagesDropped += stats.messagesDropped;
+  totals.messagesDuplicated += stats.messagesDuplicated;
+  totals.configChanges += stats.configChanges;
+  totals.transfers += stats.transfers;
+  totals.compactions += stats.compactions;
+  totals.snapshotsInstalled += stats.snapshotsInstalled;
+  totals.lastTraceHash = result.traceHash;
+}
+
+export function formatSummary(totals: Totals, elapsedMs: number, voters: number, steps: number): string {
+  const perMinute = elapsedMs > 0 ? totals.seeds / (elapsedMs / 60_000) : 0;
+  const oneRound = totals.elections > 0 ? (100 * totals.electionsInOneRound) / totals.elections : 0;
+  const rows: [string, string][] = [
+    ['voters at start / steps per seed', `${voters} / ${steps}`],
+    ['seeds', `${totals.seeds}`],
+    ['passed', `${totals.passed}`],
+    ['failed', `${totals.failed}${totals.failed > 0 ? ` (${Object.entries(totals.failuresByInvariant).map(([name, count]) => `${name}: ${count}`).join(', ')})` : ''}`],
+    ['seeds/min', perMinute.toFixed(0)],
+    ['wall time', `${(elapsedMs / 1000).toFixed(1)} s`],
+    ['simulated time', `${(totals.simulatedUs / 1e6).toFixed(1)} s`],
+    ['events', `${totals.events}`],
+    ['elections (one round)', `${totals.elections} (${oneRound.toFixed(1)}%)`],
+    ['entries committed', `${totals.entriesCommitted}`],
+    ['writes acknowledged', `${totals.writesAcknowledged}`],
+    ['reads served (lease)', `${totals.readsServed} (${totals.leaseReadsServed})`],
+    ['crashes', `${totals.crashes}`],
+    ['partitions', `${totals.partitions}`],
+    ['messages dropped / duplicated', `${totals.messagesDropped} / ${totals.messagesDuplicated}`],
+    ['config changes / transfers', `${totals.configChanges} / ${totals.transfers}`],
+    ['compactions / snapshots installed', `${totals.compactions} / ${totals.snapshotsInstalled}`],
+  ];
+  const width = Math.max(...rows.map(([name]) => name.length));
+  return rows.map(([name, value]) => `${name.padEnd(width)}  ${value}`).join('\n');
+}
