@@ -1,0 +1,398 @@
+// Membership: who is in the mesh and how they are doing. Publishes this node's signed
+// heartbeat about once a second (and at once when a peer subscribes, so new nodes are
+// seen fast), validates the heartbeats of others, drives the failure detector with a
+// timer, announces departure on stop, and detects two live processes with one identity
+// (a copied data dir) instead of silently merging them.
+import { randomUUID } from 'node:crypto';
+import { DecodeError } from '../../protocol/errors.ts';
+import { HEARTBEAT_TOPIC, heartbeatCodec, type Heartbeat } from '../../protocol/heartbeat.ts';
+import * as limits from '../../protocol/limits.ts';
+import { PROTOCOL_VERSION } from '../../protocol/version.ts';
+import { FailureDetector, type MemberState, type Transition } from '../../scheduler/membership/failure-detector.ts';
+import { logger } from '../log.ts';
+import type { IdentityConflict, P2PHost } from '../p2p/host.ts';
+
+const log = logger('membership');
+
+export type { MemberState } from '../../scheduler/membership/failure-detector.ts';
+
+/** What the daemon provides each heartbeat; membership fills in the rest. */
+export type HeartbeatBody = Omit<Heartbeat, 'kind' | 'protocolVersion' | 'sequence' | 'sentAt' | 'instanceId' | 'nodeId' | 'leaving'>;
+
+/** The part of the p2p host membership uses (a fake in tests, P2PHost in the daemon). */
+export type MembershipHost = Pick<P2PHost, 'peerId' | 'publish' | 'subscribe' | 'on'>;
+
+export interface MembershipOptions {
+  host: MembershipHost;
+  self: () => HeartbeatBody;
+  heartbeatIntervalMs?: number;
+  suspectAfterMs?: number;
+  deadAfterMs?: number;
+  forgetAfterMs?: number;
+  forgetLeftAfterMs?: number;
+  /** Shown in the identity-conflict advice; defaults to "<data-dir>". */
+  dataDir?: string;
+}
+
+export interface MemberView {
+  nodeId: string;
+  state: MemberState;
+  self: boolean;
+  /** Wall-clock ms when the node was last heard from (now, for ourselves). */
+  lastSeenMs: number;
+  /** The last heartbeat accepted from the node; null only before our own first one. */
+  heartbeat: Heartbeat | null;
+}
+
+export interface IdentityConflictView {
+  nodeId: string;
+  /** heartbeat: one node id, two instances; mdns/dial: the host met a process holding our key. */
+  source: 'heartbeat' | 'mdns' | 'dial';
+  instanceIds: string[];
+  addresses: string[];
+  firstDetectedMs: number;
+  lastDetectedMs: number;
+  message: string;
+}
+
+export type MembershipEvent =
+  | { type: 'joined'; nodeId: string; heartbeat: Heartbeat }
+  | { type: 'alive' | 'suspect' | 'dead' | 'left'; nodeId: string; previous: MemberState | null }
+  | { type: 'forgotten'; nodeId: string }
+  | { type: 'identity-conflict'; nodeId: string; conflict: IdentityConflictView };
+
+interface InstanceRecord {
+  /** Monotonic ms at which we first heard this instance. */
+  firstSeenMs: number;
+  lastSeenMs: number;
+  sequence: number;
+}
+
+interface MemberRecord {
+  heartbeat: Heartbeat;
+  /** The instance whose heartbeats the view shows: the newest one heard. */
+  instanceId: string;
+  lastSeenWallMs: number;
+  instances: Map<string, InstanceRecord>;
+}
+
+/** Instances remembered per node id, enough to tell a restart from a twin. */
+const instancesPerNodeMax = 4;
+/** Least spacing of extra heartbeats sent on new subscriptions or role changes. */
+const publishNowSpacingMs = 100;
+/** A conflict not seen again for this long is dropped from conflicts(). */
+const conflictExpireMs = 120_000;
+/** How long stop() waits for the departure heartbeat to go out. */
+const leaveTimeoutMs = 1_000;
+/** Log a broken self() body at most this often. */
+const selfErrorLogEveryMs = 60_000;
+
+export class Membership {
+  readonly #host: MembershipHost;
+  readonly #self: () => HeartbeatBody;
+  readonly #heartbeatIntervalMs: number;
+  readonly #deadAfterMs: number;
+  readonly #dataDir: string;
+  readonly #detector: FailureDetector;
+  readonly #members = new Map<string, MemberRecord>();
+  readonly #conflicts = new Map<string, IdentityConflictView>();
+  readonly #listeners = new Set<(event: MembershipEvent) => void>();
+  readonly #instanceId = randomUUID();
+  readonly #cleanups: Array<() => void> = [];
+  #sequence = 0;
+  #lastSent: Heartbeat | null = null;
+  #lastPublishMs = -Infinity;
+  #publishNowTimer: NodeJS.Timeout | null = null;
+  #heartbeatTimer: NodeJS.Timeout | null = null;
+  #evaluateTimer: NodeJS.Timeout | null = null;
+  #lastSelfErrorLogMs = -Infinity;
+  #state: 'new' | 'running' | 'stopped' = 'new';
+
+  constructor(options: MembershipOptions) {
+    this.#host = options.host;
+    this.#self = options.self;
+    this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? limits.heartbeatIntervalMsDefault;
+    this.#deadAfterMs = options.deadAfterMs ?? limits.deadAfterMsDefault;
+    this.#dataDir = options.dataDir ?? '<data-dir>';
+    if (!(this.#heartbeatIntervalMs > 0)) throw new RangeError(`heartbeatIntervalMs must be positive, got ${this.#heartbeatIntervalMs}`);
+    const suspectAfterMs = options.suspectAfterMs ?? limits.suspectAfterMsDefault;
+    if (suspectAfterMs <= this.#heartbeatIntervalMs) {
+      throw new RangeError(`suspectAfterMs (${suspectAfterMs}) must exceed heartbeatIntervalMs (${this.#heartbeatIntervalMs}), or every peer would flap to suspect between heartbeats`);
+    }
+    this.#detector = new FailureDetector({
+      suspectAfterMs,
+      deadAfterMs: this.#deadAfterMs,
+      forgetAfterMs: options.forgetAfterMs ?? limits.forgetDeadAfterMsDefault,
+      forgetLeftAfterMs: options.forgetLeftAfterMs ?? limits.forgetLeftAfterMsDefault,
+      peersMax: limits.clusterNodesMax,
+    });
+  }
+
+  /** This process's instance id (random per start; a twin has another). */
+  get instanceId(): string {
+    return this.#instanceId;
+  }
+
+  get nodeId(): string {
+    return this.#host.peerId;
+  }
+
+  async start(): Promise<void> {
+    if (this.#state !== 'new') throw new Error('Membership starts once');
+    this.#state = 'running';
+    this.#cleanups.push(this.#host.subscribe(HEARTBEAT_TOPIC, (from, bytes) => this.#receive(from, bytes)));
+    this.#cleanups.push(this.#host.on('peer:subscribed', ({ topic }) => {
+      if (topic === HEARTBEAT_TOPIC) this.publishNow();
+    }));
+    this.#cleanups.push(this.#host.on('identity-conflict', (conflict) => this.#onHostConflict(conflict)));
+    this.#heartbeatTimer = setInterval(() => void this.#publish(false), this.#heartbeatIntervalMs);
+    // Evaluate often enough that a threshold is crossed at most a quarter interval late.
+    this.#evaluateTimer = setInterval(() => this.#evaluate(), Math.max(10, Math.min(250, this.#heartbeatIntervalMs / 4)));
+    this.#heartbeatTimer.unref();
+    this.#evaluateTimer.unref();
+    await this.#publish(false);
+  }
+
+  /** Announces departure (peers mark us left at once), then stops publishing and listening. */
+  async stop(): Promise<void> {
+    if (this.#state !== 'running') {
+      this.#state = 'stopped';
+      return;
+    }
+    this.#state = 'stopped';
+    for (const timer of [this.#heartbeatTimer, this.#evaluateTimer]) if (timer !== null) clearInterval(timer);
+    if (this.#publishNowTimer !== null) clearTimeout(this.#publishNowTimer);
+    let timeout: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#publish(true),
+      new Promise((resolve) => { timeout = setTimeout(resolve, leaveTimeoutMs); }),
+    ]);
+    clearTimeout(timeout);
+    for (const cleanup of this.#cleanups.splice(0)) cleanup();
+  }
+
+  /** Publishes a heartbeat soon (coalesced), e.g. when our Raft role changed. */
+  publishNow(): void {
+    if (this.#state !== 'running' || this.#publishNowTimer !== null) return;
+    const waitMs = Math.max(0, this.#lastPublishMs + publishNowSpacingMs - performance.now());
+    this.#publishNowTimer = setTimeout(() => {
+      this.#publishNowTimer = null;
+      if (this.#state === 'running') void this.#publish(false);
+    }, waitMs);
+  }
+
+  members(): MemberView[] {
+    const views: MemberView[] = [{ nodeId: this.nodeId, state: 'alive', self: true, lastSeenMs: Date.now(), heartbeat: this.#lastSent }];
+    for (const entry of this.#detector.peers()) {
+      const record = this.#members.get(entry.peer);
+      if (record === undefined) continue;
+      views.push({ nodeId: entry.peer, state: entry.state, self: false, lastSeenMs: record.lastSeenWallMs, heartbeat: record.heartbeat });
+    }
+    return views;
+  }
+
+  member(nodeId: string): MemberView | undefined {
+    return this.members().find((view) => view.nodeId === nodeId);
+  }
+
+  /** Identity conflicts seen recently (two live processes with one node id). */
+  conflicts(): IdentityConflictView[] {
+    const now = Date.now();
+    for (const [key, conflict] of this.#conflicts) {
+      if (now - conflict.lastDetectedMs > conflictExpireMs) this.#conflicts.delete(key);
+    }
+    return [...this.#conflicts.values()];
+  }
+
+  /** Listens for membership changes; returns a function that removes the listener. */
+  onChange(listener: (event: MembershipEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #emit(event: MembershipEvent): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch (error) {
+        log.error('membership listener failed', { type: event.type, error });
+      }
+    }
+  }
+
+  async #publish(leaving: boolean): Promise<void> {
+    let heartbeat: Heartbeat;
+    let bytes: Uint8Array;
+    try {
+      heartbeat = {
+        ...this.#self(),
+        kind: 'heartbeat',
+        protocolVersion: PROTOCOL_VERSION,
+        nodeId: this.nodeId,
+        instanceId: this.#instanceId,
+        sequence: ++this.#sequence,
+        sentAt: Date.now(),
+        leaving,
+      };
+      bytes = heartbeatCodec.encode(heartbeat);
+    } catch (error) {
+      // A bad body is a bug in what the daemon reports. Without a valid body there is no
+      // heartbeat at all, so peers will time us out: say loudly what is wrong.
+      const now = performance.now();
+      if (now - this.#lastSelfErrorLogMs >= selfErrorLogEveryMs) {
+        this.#lastSelfErrorLogMs = now;
+        log.error('cannot build this node\'s heartbeat; peers will see it as suspect, then dead', { error });
+      }
+      return;
+    }
+    this.#lastSent = heartbeat;
+    this.#lastPublishMs = performance.now();
+    try {
+      await this.#host.publish(HEARTBEAT_TOPIC, bytes);
+    } catch (error) {
+      log.debug('heartbeat publish failed', { error });
+    }
+  }
+
+  #receive(from: string, bytes: Uint8Array): void {
+    if (this.#state !== 'running') return;
+    let heartbeat: Heartbeat;
+    try {
+      heartbeat = heartbeatCodec.decode(bytes);
+    } catch (error) {
+      if (!(error instanceof DecodeError)) throw error;
+      log.debug('dropped a heartbeat', { from, reason: error.message });
+      return;
+    }
+    if (heartbeat.nodeId !== from) {
+      log.debug('dropped a heartbeat', { from, reason: `signed by ${from} but speaks for ${heartbeat.nodeId}` });
+      return;
+    }
+    const nowMs = performance.now();
+    if (heartbeat.nodeId === this.nodeId) {
+      // Signed with our key, sent by another process: only a copy of our peer.key can do that.
+      if (heartbeat.instanceId !== this.#instanceId) {
+        this.#reportConflict(this.nodeId, 'heartbeat', [this.#instanceId, heartbeat.instanceId], [],
+          `another live process (instance ${heartbeat.instanceId}, named "${heartbeat.name}", API ${heartbeat.apiUrl}) sends heartbeats with this node's id`);
+      }
+      return;
+    }
+
+    let record = this.#members.get(heartbeat.nodeId);
+    const instance = record?.instances.get(heartbeat.instanceId);
+    if (instance !== undefined && heartbeat.sequence <= instance.sequence) {
+      log.debug('dropped a heartbeat', { from, reason: `replayed or reordered: sequence ${heartbeat.sequence} <= ${instance.sequence}` });
+      return;
+    }
+    let joined: Transition | null = null;
+    if (record === undefined) {
+      // A node leaving that we never knew needs no entry.
+      if (heartbeat.leaving) return;
+      joined = this.#detector.observe(heartbeat.nodeId, nowMs);
+      if (joined === null) {
+        log.warn('member table full of live nodes; ignoring a new one', { nodeId: heartbeat.nodeId, clusterNodesMax: limits.clusterNodesMax });
+        return;
+      }
+      // The detector may have evicted a dead or left node to make room: drop its record too.
+      for (const nodeId of this.#members.keys()) if (this.#detector.state(nodeId) === undefined) this.#members.delete(nodeId);
+      record = { heartbeat, instanceId: heartbeat.instanceId, lastSeenWallMs: Date.now(), instances: new Map() };
+      this.#members.set(heartbeat.nodeId, record);
+    }
+
+    let current = instance;
+    if (current === undefined) {
+      current = { firstSeenMs: nowMs, lastSeenMs: nowMs, sequence: heartbeat.sequence };
+      record.instances.set(heartbeat.instanceId, current);
+      if (record.instances.size > instancesPerNodeMax) {
+        const oldest = [...record.instances].sort((a, b) => a[1].lastSeenMs - b[1].lastSeenMs)[0]!;
+        record.instances.delete(oldest[0]);
+      }
+    }
+    current.sequence = heartbeat.sequence;
+    current.lastSeenMs = nowMs;
+    this.#checkInstances(heartbeat, record, nowMs);
+
+    // The view follows the newest instance; an older one's straggler only counts as life.
+    const shown = record.instances.get(record.instanceId);
+    if (shown === undefined || current.firstSeenMs >= shown.firstSeenMs) {
+      record.instanceId = heartbeat.instanceId;
+      record.heartbeat = heartbeat;
+    }
+    record.lastSeenWallMs = Date.now();
+
+    if (heartbeat.leaving) {
+      // Only the newest instance's goodbye removes the node: a restarted node's old
+      // instance saying goodbye late must not hide the new one.
+      if (record.instanceId !== heartbeat.instanceId) return;
+      this.#applyTransition(this.#detector.markLeft(heartbeat.nodeId, nowMs), heartbeat);
+      return;
+    }
+    this.#applyTransition(joined ?? this.#detector.observe(heartbeat.nodeId, nowMs), heartbeat);
+  }
+
+  /**
+   * A restart gives a node a new instance id and silences the old one. Two live
+   * processes keep both talking: the instance we heard first is still heard well
+   * after the other appeared. The grace covers heartbeats of a restarted node's old
+   * instance still in flight.
+   */
+  #checkInstances(heartbeat: Heartbeat, record: MemberRecord, nowMs: number): void {
+    const current = record.instances.get(heartbeat.instanceId)!;
+    const graceMs = 2 * this.#heartbeatIntervalMs;
+    for (const [otherId, other] of record.instances) {
+      if (otherId === heartbeat.instanceId) continue;
+      const otherLive = nowMs - other.lastSeenMs < this.#deadAfterMs;
+      const currentIsOlder = current.firstSeenMs < other.firstSeenMs;
+      if (otherLive && currentIsOlder && nowMs - other.firstSeenMs > graceMs) {
+        this.#reportConflict(heartbeat.nodeId, 'heartbeat', [otherId, heartbeat.instanceId], [],
+          `two live processes send heartbeats as node ${heartbeat.nodeId} (instances ${otherId} and ${heartbeat.instanceId})`);
+      }
+    }
+  }
+
+  #onHostConflict(conflict: IdentityConflict): void {
+    this.#reportConflict(conflict.peerId, conflict.source, [this.#instanceId], conflict.addresses, conflict.detail);
+  }
+
+  #reportConflict(nodeId: string, source: IdentityConflictView['source'], instanceIds: string[], addresses: string[], detail: string): void {
+    const key = `${nodeId} ${source} ${[...instanceIds].sort().join(',')} ${addresses.join(',')}`;
+    const now = Date.now();
+    const existing = this.#conflicts.get(key);
+    if (existing !== undefined && now - existing.lastDetectedMs <= conflictExpireMs) {
+      existing.lastDetectedMs = now;
+      return;
+    }
+    const ours = nodeId === this.nodeId;
+    const message = `identity conflict: ${detail}. Node ids come from ${this.#dataDir}/peer.key, so a data dir was probably copied. ` +
+      `Stop one of the two processes${ours ? ' (this one or the other)' : ''}, delete ${this.#dataDir}/peer.key on it, and start it again: it gets a new identity and joins as a new node.`;
+    const conflict: IdentityConflictView = { nodeId, source, instanceIds, addresses, firstDetectedMs: now, lastDetectedMs: now, message };
+    this.#conflicts.delete(key);
+    this.#conflicts.set(key, conflict);
+    while (this.#conflicts.size > limits.identityConflictsMax) this.#conflicts.delete(this.#conflicts.keys().next().value!);
+    log.error(message);
+    this.#emit({ type: 'identity-conflict', nodeId, conflict });
+  }
+
+  #evaluate(): void {
+    if (this.#state !== 'running') return;
+    for (const transition of this.#detector.evaluate(performance.now())) this.#applyTransition(transition, null);
+  }
+
+  #applyTransition(transition: Transition | null, heartbeat: Heartbeat | null): void {
+    if (transition === null) return;
+    const { peer: nodeId, from, to } = transition;
+    if (to === 'forgotten') {
+      this.#members.delete(nodeId);
+      this.#emit({ type: 'forgotten', nodeId });
+      return;
+    }
+    if (from === null && to === 'alive' && heartbeat !== null) {
+      log.info('node joined', { nodeId, name: heartbeat.name });
+      this.#emit({ type: 'joined', nodeId, heartbeat });
+      return;
+    }
+    if (to === 'dead' || to === 'left') log.info(`node ${to}`, { nodeId });
+    else log.debug(`node ${to}`, { nodeId, previous: from });
+    this.#emit({ type: to, nodeId, previous: from });
+  }
+}
