@@ -1,0 +1,70 @@
+// The live cluster events feed (GET /api/events over fetch): newest first, a short
+// bounded list, each event summarised in a line.
+import { h } from '../dom.js';
+import { excerpt, shortId } from '../format.js';
+
+/** @typedef {import('../sse.js').SseMessage} SseMessage */
+
+/** Events kept on screen; older ones fall off the end. */
+export const feedEventsMax = 50;
+
+export class EventFeed {
+  /** @param {HTMLOListElement} list @param {HTMLElement} stateLabel */
+  constructor(list, stateLabel) {
+    this.list = list;
+    this.stateLabel = stateLabel;
+    this.received = 0;
+  }
+
+  /** @param {string} text */
+  setState(text) {
+    this.stateLabel.textContent = text;
+  }
+
+  /** @param {SseMessage} message @param {number} nowMs */
+  add(message, nowMs) {
+    /** @type {any} */
+    let data = null;
+    try {
+      data = JSON.parse(message.data);
+    } catch {
+      data = null;
+    }
+    if (this.received === 0) this.list.replaceChildren();
+    this.received += 1;
+    const kind = message.event !== 'message' ? message.event : (data && typeof data.type === 'string' ? data.type : 'event');
+    const atMs = data && typeof data.at === 'number' ? data.at : (data && typeof data.at === 'string' ? Date.parse(data.at) : nowMs);
+    const at = new Date(Number.isFinite(atMs) ? atMs : nowMs);
+    const item = h('li', null,
+      h('time', { datetime: at.toISOString() }, at.toLocaleTimeString()),
+      h('span', { class: 'kind' }, kind.replace(/[._-]+/g, ' ')),
+      h('span', { class: 'text' }, describeEvent(data, message.data)));
+    this.list.prepend(item);
+    while (this.list.children.length > feedEventsMax) this.list.lastElementChild?.remove();
+  }
+}
+
+/**
+ * A line for an event. The cluster event payloads carry a message for people when the
+ * daemon has one; otherwise the well-known fields are listed.
+ * @param {any} data
+ * @param {string} raw
+ */
+export function describeEvent(data, raw) {
+  if (data === null || typeof data !== 'object') return excerpt(raw, 200);
+  if (typeof data.message === 'string' && data.message !== '') return excerpt(data.message, 300);
+  /** @type {string[]} */
+  const parts = [];
+  const name = data.nodeName ?? data.name;
+  if (typeof name === 'string') parts.push(`node ${name}`);
+  else if (typeof data.nodeId === 'string') parts.push(`node ${shortId(data.nodeId)}`);
+  else if (typeof data.node === 'string') parts.push(`node ${shortId(data.node)}`);
+  if (typeof data.leaderId === 'string') parts.push(`leader ${shortId(data.leaderId)}`);
+  if (typeof data.term === 'number') parts.push(`term ${data.term}`);
+  if (typeof data.taskId === 'string') parts.push(`task ${data.taskId}`);
+  if (typeof data.from === 'string' && typeof data.to === 'string') parts.push(`${data.from} → ${data.to}`);
+  else if (typeof data.status === 'string') parts.push(data.status);
+  else if (typeof data.state === 'string') parts.push(data.state);
+  if (typeof data.reason === 'string' && data.reason !== '') parts.push(`(${excerpt(data.reason, 160)})`);
+  return parts.length > 0 ? parts.join(' · ') : excerpt(raw, 200);
+}

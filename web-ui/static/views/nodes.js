@@ -1,0 +1,106 @@
+// The nodes view: one card per member with its state, role, hardware, Ollama, models,
+// load, agents and when it was last heard from.
+import { bar, h, replaceKeepingFocus } from '../dom.js';
+import { ago, bytes, expiresIn, percent, safeHttpUrl, shortId } from '../format.js';
+import { stateSymbols } from './summary.js';
+
+/** @typedef {import('../api.js').NodeStatus} NodeStatus */
+
+/** Cards drawn at most; a bigger cluster is summarised (clusterNodesMax is 256). */
+export const nodeCardsMax = 256;
+/** Models listed per node before "and N more". */
+const modelsShownMax = 12;
+
+/**
+ * @param {Element} container
+ * @param {NodeStatus[]} nodes
+ * @param {number} nowMs
+ */
+export function renderNodes(container, nodes, nowMs) {
+  if (nodes.length === 0) {
+    replaceKeepingFocus(container, [h('p', { class: 'empty' }, 'No nodes known yet. This node has not heard from any peer, not even itself; it may still be starting.')]);
+    return;
+  }
+  // This node first, then alive before suspect before dead, then by name.
+  const order = { alive: 0, suspect: 1, dead: 2 };
+  const sorted = [...nodes].sort((a, b) => Number(b.self) - Number(a.self) || order[a.state] - order[b.state] || a.name.localeCompare(b.name));
+  const cards = sorted.slice(0, nodeCardsMax).map((node) => nodeCard(node, nowMs));
+  if (sorted.length > nodeCardsMax) cards.push(h('p', { class: 'empty' }, `and ${sorted.length - nodeCardsMax} more nodes (see hivemesh nodes)`));
+  replaceKeepingFocus(container, cards);
+}
+
+/** @param {NodeStatus} node @param {number} nowMs */
+function nodeCard(node, nowMs) {
+  const link = safeHttpUrl(node.apiUrl);
+  const hardware = node.hardware;
+  const memory = hardware.memory;
+  return h('article', { class: `card card-${node.state}`, 'aria-label': `node ${node.name}, ${node.state}`, 'data-node-id': node.id },
+    h('div', { class: 'card-head' },
+      h('h3', { title: node.id }, node.name),
+      h('span', { class: `badge state-${node.state}` }, `${stateSymbols[node.state]} ${node.state}`),
+      h('span', { class: 'tag', title: 'Raft role' }, node.raftRole),
+      node.self ? h('span', { class: 'tag' }, 'this node') : null,
+    ),
+    h('dl', null,
+      h('dt', null, 'Dashboard'),
+      h('dd', null, link === null ? h('span', null, node.apiUrl || '–') : h('a', { href: link, 'data-focus': `node-link-${node.id}`, rel: 'noopener' }, node.apiUrl)),
+      h('dt', null, 'Id'), h('dd', { class: 'mono', title: node.id }, shortId(node.id)),
+      h('dt', null, 'CPU'), h('dd', null, `${hardware.cpu.model || 'unknown'}, ${hardware.cpu.cores} cores, load ${percent(hardware.cpu.load)}`),
+      h('dt', null, 'Memory'), h('dd', null, bar(memory.usedBytes, memory.totalBytes, 'RAM', `${bytes(memory.usedBytes)} / ${bytes(memory.totalBytes)}`)),
+      h('dt', null, 'GPUs'), h('dd', null, gpuList(node)),
+      h('dt', null, 'Ollama'), h('dd', null, ollamaState(node)),
+      h('dt', null, 'Loaded'), h('dd', null, loadedModels(node, nowMs)),
+      h('dt', null, 'Installed'), h('dd', null, installedModels(node)),
+      h('dt', null, 'Load'), h('dd', null,
+        `${node.load.running} / ${node.load.concurrencyLimit} running`, node.load.queued > 0 ? `, ${node.load.queued} queued` : ', none queued'),
+      h('dt', null, 'Agents'), h('dd', null, agentList(node)),
+      h('dt', null, 'Last seen'), h('dd', { title: node.lastSeen }, node.self ? 'this node' : ago(node.lastSeenAgoMs)),
+      h('dt', null, 'Version'), h('dd', null, `${node.softwareVersion} (protocol ${node.protocolVersion})`),
+    ),
+  );
+}
+
+/** @param {NodeStatus} node */
+function gpuList(node) {
+  if (node.hardware.gpus.length === 0) return h('span', { class: 'empty' }, 'none (CPU only)');
+  return node.hardware.gpus.map((gpu, index) => h('div', { class: 'gpu' },
+    h('div', { class: 'gpu-name' }, `${index}: ${gpu.vendor ? `${gpu.vendor} ` : ''}${gpu.model}${gpu.utilization === null ? '' : `, ${percent(gpu.utilization)} busy`}`),
+    bar(gpu.vramUsedBytes, gpu.vramTotalBytes, 'VRAM',
+      gpu.vramTotalBytes === null ? 'VRAM unknown' : `${bytes(gpu.vramUsedBytes)} / ${bytes(gpu.vramTotalBytes)}`)));
+}
+
+/** @param {NodeStatus} node */
+function ollamaState(node) {
+  if (!node.ollama.reachable) {
+    return h('span', null, h('span', { class: 'badge bad' }, '✕ unreachable'), ' ', node.ollama.error ?? '', ` (${node.ollama.url})`);
+  }
+  return h('span', null, h('span', { class: 'badge ok' }, '✓ reachable'), ` version ${node.ollama.version ?? 'unknown'}`);
+}
+
+/** @param {NodeStatus} node @param {number} nowMs */
+function loadedModels(node, nowMs) {
+  const loaded = node.models.loaded;
+  if (loaded.length === 0) return h('span', { class: 'empty' }, 'none in memory');
+  return loaded.slice(0, modelsShownMax).map((model) => {
+    const speed = node.models.tokensPerSecond[model.name];
+    return h('span', { class: 'model-line' }, h('span', { class: 'mono' }, model.name),
+      h('span', { class: 'sub' }, ` ${bytes(model.vramBytes)} VRAM, ${expiresIn(model.expiresAt, nowMs)}${speed === undefined ? '' : `, ${speed.toFixed(1)} tok/s`}`));
+  }).concat(loaded.length > modelsShownMax ? [h('span', { class: 'sub' }, `and ${loaded.length - modelsShownMax} more`)] : []);
+}
+
+/** @param {NodeStatus} node */
+function installedModels(node) {
+  const installed = node.models.installed;
+  if (installed.length === 0) return h('span', { class: 'empty' }, node.ollama.reachable ? 'no models pulled' : 'unknown while Ollama is down');
+  return h('div', { class: 'chips' },
+    installed.slice(0, modelsShownMax).map((model) => h('span', { class: 'tag', title: [model.parameterSize, model.quantization].filter(Boolean).join(' ') }, `${model.name} · ${bytes(model.sizeBytes)}`)),
+    installed.length > modelsShownMax ? h('span', { class: 'tag' }, `+${installed.length - modelsShownMax} more`) : null);
+}
+
+/** @param {NodeStatus} node */
+function agentList(node) {
+  if (node.agents.length === 0) return h('span', { class: 'empty' }, 'none');
+  return node.agents.slice(0, modelsShownMax).map((agent) => h('span', { class: 'model-line' },
+    h('span', { class: 'mono' }, agent.id), h('span', { class: 'sub' }, ` on ${agent.model}: `),
+    agent.capabilities.length === 0 ? 'no capabilities' : agent.capabilities.map((capability) => `${capability.name} (${percent(capability.proficiency)})`).join(', ')));
+}
