@@ -33,8 +33,8 @@ export interface DaemonConfig {
   deadAfterMs: number;
   /** Generations this node runs at once. */
   concurrency: number;
-  /** Voters the cluster aims for (3, or 5 when there are at least 5 nodes). */
-  votersTarget: number;
+  /** Voters the cluster aims for; null: 3, or 5 when at least 5 nodes are alive. */
+  votersTarget: number | null;
   /** A voter dead this long is replaced by a live learner. */
   voterReplaceAfterMs: number;
   /** Consensus timing: one tick is tickMs of local time. */
@@ -139,7 +139,7 @@ function defaults(env: NodeJS.ProcessEnv): Omit<DaemonConfig, 'configFile' | 'ap
     suspectAfterMs: limits.suspectAfterMsDefault,
     deadAfterMs: limits.deadAfterMsDefault,
     concurrency: 2,
-    votersTarget: limits.votersTargetDefault,
+    votersTarget: null,
     voterReplaceAfterMs: 30_000,
     tickMs: 50,
     keepFinishedTasks: 10_000,

@@ -1,0 +1,413 @@
+// The consensus plane of one daemon: bootstrap (form or join exactly one cluster), the
+// Raft node over libp2p, forwarding of writes and reads to the leader, and automatic
+// membership (learners for new nodes, voters kept at target) driven by discovery.
+//
+// Bootstrap rule. A node whose disk holds a cluster identity only ever serves that
+// cluster. A fresh node waits a discovery window (bootstrapWindowMs) listening to
+// heartbeats. If it sees a node of an existing cluster, it waits for that cluster's
+// leader to add it (the first Raft message from that leader makes it adopt the cluster
+// id). If it sees none, the fresh node with the smallest node id among the fresh nodes it
+// sees founds a cluster of one and the others join it. Fresh nodes started together on
+// one LAN therefore form exactly one cluster, provided they see each other within the
+// window; two clusters that nonetheless share a key and a LAN are detected from
+// heartbeats and reported in /api/status/cluster with the remedy.
+import { randomUUID, randomInt } from 'node:crypto';
+import { Raft } from '../../scheduler/consensus/raft.ts';
+import type { ClusterConfig, ConfigChange, Message, NodeId } from '../../scheduler/consensus/types.ts';
+import { nextConfigChange } from '../../scheduler/consensus/voter-policy.ts';
+import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
+import * as limits from '../../protocol/limits.ts';
+import { logger } from '../log.ts';
+import type { P2PHost } from '../p2p/host.ts';
+import type { Storage } from '../storage.ts';
+import { RaftLogStore } from './log-store.ts';
+import { NotLeaderError, RaftNode, type StateMachine } from './raft-node.ts';
+
+const log = logger('cluster');
+
+export const RAFT_PROTOCOL = '/hivemesh/raft/1.0.0';
+export const PROPOSE_PROTOCOL = '/hivemesh/propose/1.0.0';
+export const READ_INDEX_PROTOCOL = '/hivemesh/read-index/1.0.0';
+
+/** What the cluster plane needs from the libp2p host (daemon/p2p/host.ts). */
+export type ClusterTransport = Pick<P2PHost, 'send' | 'handle' | 'handleMessages' | 'request'>;
+
+/** What the cluster plane needs to know of the members discovered by gossip. */
+export interface PeerView {
+  nodeId: string;
+  state: 'alive' | 'suspect' | 'dead' | 'left';
+  clusterId: string | null;
+  /** Wall-clock ms since the node was last heard from. */
+  silentForMs: number;
+}
+
+export interface ClusterOptions<Result> {
+  nodeId: string;
+  storage: Storage;
+  transport: ClusterTransport;
+  state: StateMachine<Result>;
+  peers: () => PeerView[];
+  tickMs: number;
+  electionTicks?: number;
+  heartbeatTicks?: number;
+  driftTicks?: number;
+  votersTarget: number | null;
+  voterReplaceAfterMs: number;
+  bootstrapWindowMs?: number;
+  snapshotEveryEntries?: number;
+  /** Builds the command that records the cluster's id and birth in the replicated state. */
+  initCommand: (clusterId: string) => string;
+  onApplied?: RaftNodeOptionsApplied<Result>;
+  onRoleChange?: () => void;
+}
+
+type RaftNodeOptionsApplied<Result> = NonNullable<ConstructorParameters<typeof RaftNode<Result>>[0]['onApplied']>;
+
+interface Envelope {
+  clusterId: string;
+  message: Message;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function encodeJson(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+function decodeJson<T>(bytes: Uint8Array): T {
+  return JSON.parse(decoder.decode(bytes)) as T;
+}
+
+export type ClusterPhase = 'discovering' | 'joining' | 'member';
+
+export class Cluster<Result> {
+  private readonly options: ClusterOptions<Result>;
+  private readonly store: RaftLogStore;
+  private node: RaftNode<Result> | null = null;
+  private clusterIdValue: string | null = null;
+  private phaseValue: ClusterPhase = 'discovering';
+  private readonly startedAtMs = Date.now();
+  private maintenanceTimer: NodeJS.Timeout | null = null;
+  private adopting: Promise<void> | null = null;
+  private changeInFlight = false;
+  private stopped = false;
+  /** Other clusters seen on this LAN with our key: id -> node ids. */
+  private readonly foreignClusters = new Map<string, Set<string>>();
+
+  constructor(options: ClusterOptions<Result>) {
+    this.options = options;
+    this.store = new RaftLogStore(options.storage);
+  }
+
+  get clusterId(): string | null {
+    return this.clusterIdValue;
+  }
+
+  get phase(): ClusterPhase {
+    return this.phaseValue;
+  }
+
+  get raft(): RaftNode<Result> | null {
+    return this.node;
+  }
+
+  foreign(): Array<{ clusterId: string; nodes: string[] }> {
+    return [...this.foreignClusters].map(([clusterId, nodes]) => ({ clusterId, nodes: [...nodes] }));
+  }
+
+  async start(): Promise<void> {
+    const { transport } = this.options;
+    await transport.handleMessages(RAFT_PROTOCOL, (from, bytes) => this.onRaftBytes(from, bytes));
+    await transport.handle(PROPOSE_PROTOCOL, async (_from, bytes, reply) => {
+      const { data } = decodeJson<{ data: string }>(bytes);
+      try {
+        const result = await this.proposeLocal(data);
+        await reply.send(encodeJson({ ok: true, result }));
+      } catch (error) {
+        await reply.send(encodeJson(errorToWire(error)));
+      }
+    });
+    await transport.handle(READ_INDEX_PROTOCOL, async (_from, _bytes, reply) => {
+      try {
+        if (this.node === null) throw new NotLeaderError(null, 'not a member');
+        const index = await this.node.readIndex();
+        await reply.send(encodeJson({ ok: true, index }));
+      } catch (error) {
+        await reply.send(encodeJson(errorToWire(error)));
+      }
+    });
+
+    const identity = await this.store.identity();
+    if (identity !== null) await this.startRaft(identity.clusterId, identity.initialConfig);
+    this.maintenanceTimer = setInterval(() => void this.maintain(), 500);
+    this.maintenanceTimer.unref();
+  }
+
+  async stop(options: { transferLeadership?: boolean } = {}): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer);
+    const node = this.node;
+    if (node === null) return;
+    if (options.transferLeadership === true) await this.handOverLeadership(node);
+    await node.stop();
+  }
+
+  /** A planned stop of the leader hands leadership to the most up-to-date live voter first. */
+  private async handOverLeadership(node: RaftNode<Result>): Promise<void> {
+    const status = node.status();
+    if (status.role !== 'leader') return;
+    const alive = new Set(this.options.peers().filter((peer) => peer.state === 'alive').map((peer) => peer.nodeId));
+    const candidates = Object.entries(status.progress ?? {})
+      .filter(([id]) => id !== this.options.nodeId && status.config.voters.includes(id) && alive.has(id))
+      .sort((a, b) => (b[1] as { match: number }).match - (a[1] as { match: number }).match);
+    const target = candidates[0]?.[0];
+    if (target === undefined) return;
+    node.transferLeadership(target);
+    const deadline = Date.now() + 1_000;
+    while (Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      if (node.status().role !== 'leader') return;
+    }
+  }
+
+  private async startRaft(clusterId: string, initialConfig: ClusterConfig): Promise<void> {
+    const { options } = this;
+    const electionTicks = options.electionTicks ?? 10;
+    const restore = await this.store.load(initialConfig);
+    const raft = new Raft({
+      id: options.nodeId,
+      electionTicks,
+      heartbeatTicks: options.heartbeatTicks ?? 1,
+      driftTicks: options.driftTicks ?? 2,
+      preVote: true,
+      checkQuorum: true,
+      maxEntriesPerAppend: limits.raftEntriesPerAppendMax,
+      maxBytesPerAppend: limits.raftAppendBytesMax,
+      maxInflightAppends: limits.raftInflightAppendsMax,
+      randomInt: (n) => randomInt(n),
+    }, restore);
+    // The state machine starts from the snapshot; the core re-delivers later committed entries.
+    if (restore.snapshot !== null) options.state.restore(restore.snapshot.data);
+    this.node = new RaftNode<Result>({
+      nodeId: options.nodeId,
+      raft,
+      store: this.store,
+      state: options.state,
+      tickMs: options.tickMs,
+      send: (to, message) => {
+        const envelope: Envelope = { clusterId, message };
+        options.transport.send(to, RAFT_PROTOCOL, encodeJson(envelope));
+      },
+      ...(options.snapshotEveryEntries === undefined ? {} : { snapshotEveryEntries: options.snapshotEveryEntries }),
+      ...(options.onApplied === undefined ? {} : { onApplied: options.onApplied }),
+      onSoftState: () => options.onRoleChange?.(),
+    });
+    this.clusterIdValue = clusterId;
+    this.phaseValue = 'member';
+    this.node.start(restore.snapshot?.index ?? 0);
+    log.info('consensus started', { clusterId, voters: initialConfig.voters.length > 0 ? initialConfig.voters.join(',') : '(from log)' });
+  }
+
+  private onRaftBytes(from: string, bytes: Uint8Array): void {
+    let envelope: Envelope;
+    try {
+      envelope = decodeJson<Envelope>(bytes);
+    } catch {
+      log.debug('dropped a malformed raft message', { from });
+      return;
+    }
+    if (envelope.message?.from !== from) {
+      log.debug('dropped a raft message whose sender does not match the stream', { from });
+      return;
+    }
+    if (this.clusterIdValue === null) {
+      // A fresh node joins the first cluster whose leader reaches out to it.
+      if (this.adopting === null && this.node === null && (envelope.message.type === 'append' || envelope.message.type === 'snapshot' || envelope.message.type === 'heartbeat')) {
+        this.adopting = this.adopt(envelope.clusterId).finally(() => { this.adopting = null; });
+      }
+      return;
+    }
+    if (envelope.clusterId !== this.clusterIdValue) {
+      this.noteForeign(envelope.clusterId, from);
+      return;
+    }
+    this.node?.receive(envelope.message);
+  }
+
+  private async adopt(clusterId: string): Promise<void> {
+    if (this.stopped || this.node !== null) return;
+    this.phaseValue = 'joining';
+    const initialConfig: ClusterConfig = { voters: [], learners: [] };
+    await this.store.saveIdentity({ clusterId, initialConfig, joinedAt: new Date().toISOString() });
+    log.info('joining the cluster whose leader added this node', { clusterId });
+    await this.startRaft(clusterId, initialConfig);
+  }
+
+  private noteForeign(clusterId: string, nodeId: string): void {
+    let nodes = this.foreignClusters.get(clusterId);
+    if (nodes === undefined) {
+      if (this.foreignClusters.size >= 16) return;
+      nodes = new Set();
+      this.foreignClusters.set(clusterId, nodes);
+      log.error('another hivemesh cluster with the same cluster key is on this LAN', { ours: this.clusterIdValue, theirs: clusterId, node: nodeId });
+    }
+    if (nodes.size < limits.clusterNodesMax) nodes.add(nodeId);
+  }
+
+  /** Periodic work: bootstrap while fresh, membership changes while leader. */
+  private async maintain(): Promise<void> {
+    if (this.stopped) return;
+    const peers = this.options.peers().filter((peer) => peer.nodeId !== this.options.nodeId);
+    for (const peer of peers) {
+      if (peer.clusterId !== null && this.clusterIdValue !== null && peer.clusterId !== this.clusterIdValue && peer.state === 'alive') {
+        this.noteForeign(peer.clusterId, peer.nodeId);
+      }
+    }
+    if (this.node === null) {
+      if (this.adopting !== null) return;
+      await this.maybeFound(peers);
+      return;
+    }
+    const status = this.node.status();
+    if (status.role === 'leader') await this.maybeChangeMembership(status, peers);
+  }
+
+  private async maybeFound(peers: PeerView[]): Promise<void> {
+    const windowMs = this.options.bootstrapWindowMs ?? 3_000;
+    if (Date.now() - this.startedAtMs < windowMs) return;
+    const alive = peers.filter((peer) => peer.state === 'alive');
+    if (alive.some((peer) => peer.clusterId !== null)) return; // an existing cluster will add us
+    const fresh = [this.options.nodeId, ...alive.map((peer) => peer.nodeId)].sort();
+    if (fresh[0] !== this.options.nodeId) return; // the smallest fresh node founds
+    const clusterId = randomUUID();
+    const initialConfig: ClusterConfig = { voters: [this.options.nodeId], learners: [] };
+    await this.store.saveIdentity({ clusterId, initialConfig, joinedAt: new Date().toISOString() });
+    log.info('founding a new cluster', { clusterId, freshNodesSeen: fresh.length });
+    await this.startRaft(clusterId, initialConfig);
+    this.node!.campaign();
+    // Record the cluster's birth in the replicated state once we lead.
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && !this.stopped) {
+      if (this.node!.status().role === 'leader') {
+        try {
+          await this.node!.propose(this.options.initCommand(clusterId));
+        } catch (error) {
+          log.warn('could not record the cluster birth yet', { error: error as Error });
+        }
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  private async maybeChangeMembership(status: ReturnType<RaftNode<Result>['status']>, peers: PeerView[]): Promise<void> {
+    if (this.changeInFlight) return;
+    const known = peers
+      .filter((peer) => peer.clusterId === null || peer.clusterId === this.clusterIdValue)
+      .filter((peer) => peer.state !== 'left' || status.config.voters.includes(peer.nodeId) || status.config.learners.includes(peer.nodeId))
+      .map((peer) => ({ id: peer.nodeId, alive: peer.state === 'alive', deadForMs: peer.state === 'alive' ? 0 : peer.silentForMs, match: (status.progress?.[peer.nodeId] as { match?: number } | undefined)?.match ?? 0 }));
+    known.push({ id: this.options.nodeId, alive: true, deadForMs: 0, match: status.lastIndex });
+    const change: ConfigChange | null = nextConfigChange({
+      config: status.config,
+      nodes: known,
+      leader: this.options.nodeId,
+      ...(this.options.votersTarget === null ? {} : { votersTarget: this.options.votersTarget }),
+      replaceDeadAfterMs: this.options.voterReplaceAfterMs,
+      lastIndex: status.lastIndex,
+    });
+    if (change === null) return;
+    this.changeInFlight = true;
+    try {
+      log.info('membership change', { change: `${change.type} ${change.node}` });
+      await this.node!.proposeConfigChange(change);
+    } catch (error) {
+      log.debug('membership change not taken now', { error: error as Error });
+    } finally {
+      this.changeInFlight = false;
+    }
+  }
+
+  private async proposeLocal(data: string): Promise<Result | null> {
+    if (this.node === null) throw new HivemeshError(ErrorCode.noLeader, 'this node has not joined a cluster yet', { retryAfterSeconds: 1 });
+    return this.node.propose(data);
+  }
+
+  /** Proposes a command through the leader, wherever it is; resolves once applied there. */
+  async propose(data: string, options: { signal?: AbortSignal } = {}): Promise<Result | null> {
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const node = this.node;
+      if (node === null) throw new HivemeshError(ErrorCode.noLeader, 'this node has not joined a cluster yet; retry in a moment', { retryAfterSeconds: 1 });
+      try {
+        return await node.propose(data);
+      } catch (error) {
+        if (!(error instanceof NotLeaderError)) throw error;
+        const leader = error.leader ?? node.status().leader;
+        if (leader === null || leader === this.options.nodeId) {
+          await new Promise((resolve) => setTimeout(resolve, 100 * (attempt + 1)));
+          continue;
+        }
+        const answer = await this.ask<{ ok: true; result: Result | null }>(leader, PROPOSE_PROTOCOL, { data }, options.signal);
+        if (answer !== null) {
+          // Wait until this node applied the write too, so a read here right after sees it.
+          return answer.result;
+        }
+      }
+    }
+    throw new HivemeshError(ErrorCode.noLeader, 'no leader is reachable to take the write; retry shortly', { retryAfterSeconds: 1 });
+  }
+
+  /**
+   * Linearizable read barrier on any node: learns the leader's commit index confirmed by a
+   * quorum, then waits until this node has applied it.
+   */
+  async readBarrier(options: { signal?: AbortSignal } = {}): Promise<void> {
+    const node = this.node;
+    if (node === null) throw new HivemeshError(ErrorCode.noLeader, 'this node has not joined a cluster yet', { retryAfterSeconds: 1 });
+    const status = node.status();
+    if (status.role === 'leader') {
+      await node.waitApplied(await node.readIndex());
+      return;
+    }
+    if (status.leader === null) throw new HivemeshError(ErrorCode.noLeader, 'no leader is known; retry shortly', { retryAfterSeconds: 1 });
+    const answer = await this.ask<{ ok: true; index: number }>(status.leader, READ_INDEX_PROTOCOL, {}, options.signal);
+    if (answer === null) throw new HivemeshError(ErrorCode.noLeader, 'the leader did not answer; retry shortly', { retryAfterSeconds: 1 });
+    await node.waitApplied(answer.index);
+  }
+
+  /** One request to another node; null when the peer is not (or no longer) the leader. */
+  private async ask<T extends { ok: true }>(peer: string, protocol: string, body: unknown, signal?: AbortSignal): Promise<T | null> {
+    let answer: T | WireError | undefined;
+    try {
+      for await (const bytes of this.options.transport.request(peer, protocol, encodeJson(body), { timeoutMs: 6_000, ...(signal === undefined ? {} : { signal }) })) {
+        answer = decodeJson<T | WireError>(bytes);
+        break;
+      }
+    } catch (error) {
+      log.debug('forwarding to the leader failed', { peer, error: error as Error });
+      return null;
+    }
+    if (answer === undefined) return null;
+    if (answer.ok) return answer;
+    if (answer.code === 'not_leader') return null;
+    throw new HivemeshError(answer.code as ErrorCode, answer.message, answer.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: answer.retryAfterSeconds });
+  }
+}
+
+interface WireError {
+  ok: false;
+  code: string;
+  message: string;
+  retryAfterSeconds?: number;
+}
+
+function errorToWire(error: unknown): WireError {
+  if (error instanceof NotLeaderError) return { ok: false, code: 'not_leader', message: error.message };
+  if (error instanceof HivemeshError) {
+    return { ok: false, code: error.code, message: error.message, ...(error.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: error.retryAfterSeconds }) };
+  }
+  return { ok: false, code: ErrorCode.internal, message: (error as Error).message };
+}
+
+export type { NodeId };

@@ -1,0 +1,114 @@
+// Durable Raft state in LevelDB: hard state, log entries, the latest snapshot and the
+// cluster identity this disk belongs to. Each Ready is written as ONE synced batch, so
+// a crash leaves either all of it or none of it, and nothing is acknowledged (sent)
+// before the batch has reached the disk.
+import type { Entry, HardState, Ready, RaftRestore, Snapshot, ClusterConfig } from '../../scheduler/consensus/types.ts';
+import type { Storage } from '../storage.ts';
+
+const hardStateKey = 'hs';
+const snapshotKey = 'snap';
+const identityKey = 'identity';
+const entryPrefix = 'e:';
+
+/** Index keys sort in numeric order as strings. */
+function entryKey(index: number): string {
+  return entryPrefix + index.toString(16).padStart(13, '0');
+}
+
+/** Which cluster this disk belongs to; written once, before the first Raft write. */
+export interface ClusterIdentity {
+  clusterId: string;
+  /** Config to start from when the log holds none yet (only the founder has one). */
+  initialConfig: ClusterConfig;
+  joinedAt: string;
+}
+
+export class RaftLogStore {
+  private readonly storage: Storage;
+  /** Highest entry index on disk, to delete a replaced suffix without reading it back. */
+  private lastIndex = 0;
+  private firstIndex = 1;
+
+  constructor(storage: Storage) {
+    this.storage = storage;
+  }
+
+  async identity(): Promise<ClusterIdentity | null> {
+    const value = await this.storage.raft.get(identityKey);
+    return value === undefined ? null : (JSON.parse(value) as ClusterIdentity);
+  }
+
+  async saveIdentity(identity: ClusterIdentity): Promise<void> {
+    await this.storage.db.batch([{ type: 'put', sublevel: this.storage.raft, key: identityKey, value: JSON.stringify(identity) }], { sync: true });
+  }
+
+  /** Reads everything a restarted node needs to rebuild its consensus core. */
+  async load(initialConfig: ClusterConfig): Promise<RaftRestore> {
+    const hardStateText = await this.storage.raft.get(hardStateKey);
+    const snapshotText = await this.storage.raft.get(snapshotKey);
+    const hardState: HardState = hardStateText === undefined ? { term: 0, vote: null, commit: 0 } : (JSON.parse(hardStateText) as HardState);
+    const snapshot: Snapshot | null = snapshotText === undefined ? null : (JSON.parse(snapshotText) as Snapshot);
+    const entries: Entry[] = [];
+    const after = snapshot === null ? 0 : snapshot.index;
+    for await (const value of this.storage.raft.values({ gt: entryKey(after), lt: entryPrefix + '~' })) {
+      const entry = JSON.parse(value) as Entry;
+      if (entries.length > 0 && entry.index !== entries[entries.length - 1]!.index + 1) {
+        throw new Error(`raft log on disk has a gap after index ${entries[entries.length - 1]!.index} (found ${entry.index}); the data dir is damaged`);
+      }
+      entries.push(entry);
+    }
+    if (entries.length > 0 && entries[0]!.index !== after + 1) {
+      throw new Error(`raft log on disk starts at ${entries[0]!.index} but the snapshot ends at ${after}; the data dir is damaged`);
+    }
+    this.firstIndex = after + 1;
+    this.lastIndex = entries.length > 0 ? entries[entries.length - 1]!.index : after;
+    return { hardState, snapshot, entries, initialConfig };
+  }
+
+  /** Persists a Ready's snapshot, entries and hard state in one synced batch. */
+  async persist(ready: Ready): Promise<void> {
+    if (ready.snapshot === null && ready.entries.length === 0 && ready.hardState === null) return;
+    const raft = this.storage.raft;
+    const operations: Array<{ type: 'put'; sublevel: typeof raft; key: string; value: string } | { type: 'del'; sublevel: typeof raft; key: string }> = [];
+    let lastIndex = this.lastIndex;
+    let firstIndex = this.firstIndex;
+    if (ready.snapshot !== null) {
+      operations.push({ type: 'put', sublevel: raft, key: snapshotKey, value: JSON.stringify(ready.snapshot) });
+      // Entries the snapshot covers are no longer needed.
+      for (let index = firstIndex; index <= Math.min(ready.snapshot.index, lastIndex); index += 1) {
+        operations.push({ type: 'del', sublevel: raft, key: entryKey(index) });
+      }
+      firstIndex = ready.snapshot.index + 1;
+      if (lastIndex < ready.snapshot.index) lastIndex = ready.snapshot.index;
+    }
+    if (ready.entries.length > 0) {
+      const first = ready.entries[0]!.index;
+      // A new leader may replace our uncommitted suffix: delete what the new entries do not overwrite.
+      const newLast = ready.entries[ready.entries.length - 1]!.index;
+      for (let index = newLast + 1; index <= lastIndex; index += 1) operations.push({ type: 'del', sublevel: raft, key: entryKey(index) });
+      for (const entry of ready.entries) operations.push({ type: 'put', sublevel: raft, key: entryKey(entry.index), value: JSON.stringify(entry) });
+      lastIndex = newLast;
+      if (first < firstIndex) firstIndex = first;
+    }
+    if (ready.hardState !== null) operations.push({ type: 'put', sublevel: raft, key: hardStateKey, value: JSON.stringify(ready.hardState) });
+    await this.storage.db.batch(operations, { sync: true });
+    this.lastIndex = lastIndex;
+    this.firstIndex = firstIndex;
+  }
+
+  /** Drops entries up to `index` after the core compacted its log (the snapshot is persisted via Ready). */
+  async compactTo(index: number): Promise<void> {
+    if (index < this.firstIndex) return;
+    const raft = this.storage.raft;
+    const operations: Array<{ type: 'del'; sublevel: typeof raft; key: string }> = [];
+    for (let at = this.firstIndex; at <= Math.min(index, this.lastIndex); at += 1) operations.push({ type: 'del', sublevel: raft, key: entryKey(at) });
+    await this.storage.db.batch(operations, { sync: false });
+    this.firstIndex = index + 1;
+  }
+
+  /** Persists a snapshot the application made itself (compaction), synced. */
+  async saveSnapshot(snapshot: Snapshot): Promise<void> {
+    await this.storage.db.batch([{ type: 'put', sublevel: this.storage.raft, key: snapshotKey, value: JSON.stringify(snapshot) }], { sync: true });
+    await this.compactTo(snapshot.index);
+  }
+}

@@ -1,0 +1,297 @@
+// Drives the pure consensus core at the daemon's edge: one tick timer, messages in from
+// the network, and the Ready loop (persist in one synced batch -> send -> apply ->
+// advance). It also turns proposals and linearizable reads into promises.
+import type { Raft } from '../../scheduler/consensus/raft.ts';
+import type { ConfigChange, Entry, Message, NodeId, Ready, Snapshot } from '../../scheduler/consensus/types.ts';
+import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
+import { raftPendingProposalsMax, raftPendingReadsMax, raftSnapshotEveryEntriesDefault } from '../../protocol/limits.ts';
+import { logger } from '../log.ts';
+import type { RaftLogStore } from './log-store.ts';
+
+const log = logger('raft');
+
+/** The application's state machine, fed committed entries in order. */
+export interface StateMachine<Result> {
+  apply(index: number, data: string): Result;
+  snapshot(): string;
+  restore(data: string): void;
+}
+
+export interface RaftNodeOptions<Result> {
+  nodeId: NodeId;
+  raft: Raft;
+  store: RaftLogStore;
+  state: StateMachine<Result>;
+  send(to: NodeId, message: Message): void;
+  tickMs: number;
+  snapshotEveryEntries?: number;
+  /** Called after each Ready with the entries just applied (for events and caches). */
+  onApplied?: (entries: Array<{ entry: Entry; result: Result | null }>) => void;
+  onSoftState?: () => void;
+}
+
+interface PendingProposal<Result> {
+  term: number;
+  resolve(result: Result | null): void;
+  reject(error: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+interface PendingRead {
+  resolve(index: number): void;
+  reject(error: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+export class RaftNode<Result> {
+  readonly nodeId: NodeId;
+  private readonly raft: Raft;
+  private readonly options: RaftNodeOptions<Result>;
+  private tickTimer: NodeJS.Timeout | null = null;
+  private processing = false;
+  private scheduled = false;
+  private stopped = false;
+  private appliedIndex = 0;
+  private appliedSinceSnapshot = 0;
+  private readonly proposals = new Map<number, PendingProposal<Result>>();
+  private readonly reads = new Map<string, PendingRead>();
+  private readonly readWaiters: Array<{ index: number; resolve(): void }> = [];
+  private readCounter = 0;
+  private failure: Error | null = null;
+
+  constructor(options: RaftNodeOptions<Result>) {
+    this.options = options;
+    this.nodeId = options.nodeId;
+    this.raft = options.raft;
+  }
+
+  start(appliedIndex: number): void {
+    this.appliedIndex = appliedIndex;
+    this.tickTimer = setInterval(() => {
+      this.raft.tick();
+      this.schedule();
+    }, this.options.tickMs);
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.tickTimer !== null) clearInterval(this.tickTimer);
+    const error = new HivemeshError(ErrorCode.unavailable, 'the node is stopping', { retryAfterSeconds: 1 });
+    for (const pending of this.proposals.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(error);
+    }
+    this.proposals.clear();
+    for (const pending of this.reads.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(error);
+    }
+    this.reads.clear();
+    while (this.processing) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+
+  get applied(): number {
+    return this.appliedIndex;
+  }
+
+  status(): ReturnType<Raft['status']> {
+    return this.raft.status();
+  }
+
+  receive(message: Message): void {
+    if (this.stopped) return;
+    this.raft.step(message);
+    this.schedule();
+  }
+
+  campaign(): void {
+    this.raft.campaign();
+    this.schedule();
+  }
+
+  transferLeadership(to: NodeId): void {
+    this.raft.transferLeadership(to);
+    this.schedule();
+  }
+
+  /** Proposes a command; resolves with its apply result once committed and applied here. */
+  propose(data: string, timeoutMs = 5_000): Promise<Result | null> {
+    return this.proposeWith((raft) => raft.propose(data), timeoutMs);
+  }
+
+  proposeConfigChange(change: ConfigChange, timeoutMs = 5_000): Promise<Result | null> {
+    return this.proposeWith((raft) => raft.proposeConfigChange(change), timeoutMs);
+  }
+
+  private proposeWith(call: (raft: Raft) => ReturnType<Raft['propose']>, timeoutMs: number): Promise<Result | null> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.proposals.size >= raftPendingProposalsMax) {
+      return Promise.reject(new HivemeshError(ErrorCode.rateLimited, `over ${raftPendingProposalsMax} proposals are waiting for commit; slow down`, { retryAfterSeconds: 1 }));
+    }
+    const outcome = call(this.raft);
+    if (!outcome.ok) {
+      switch (outcome.reason) {
+        case 'too-large':
+          return Promise.reject(new HivemeshError(ErrorCode.payloadTooLarge, 'the command is too large to replicate'));
+        case 'busy':
+          return Promise.reject(new HivemeshError(ErrorCode.rateLimited, 'the leader is busy; retry shortly', { retryAfterSeconds: 1 }));
+        default:
+          return Promise.reject(new NotLeaderError(outcome.leader, outcome.reason));
+      }
+    }
+    this.schedule();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.proposals.delete(outcome.index);
+        reject(new HivemeshError(ErrorCode.noQuorum,
+          `no quorum committed the write within ${timeoutMs} ms; its outcome is unknown: retry with the same idempotencyKey`, { retryAfterSeconds: 1 }));
+      }, timeoutMs);
+      this.proposals.set(outcome.index, { term: outcome.term, resolve, reject, timer });
+    });
+  }
+
+  /**
+   * A linearizable read barrier: resolves once this node has applied everything committed
+   * before the call, confirmed by the leader with a quorum (or, with `lease`, by its lease).
+   * On a follower use readIndexFromLeader and waitApplied instead.
+   */
+  readIndex(options: { lease?: boolean; timeoutMs?: number } = {}): Promise<number> {
+    if (this.reads.size >= raftPendingReadsMax) {
+      return Promise.reject(new HivemeshError(ErrorCode.rateLimited, 'too many reads are waiting; slow down', { retryAfterSeconds: 1 }));
+    }
+    const context = `${this.nodeId}:${++this.readCounter}`;
+    const timeoutMs = options.timeoutMs ?? 3_000;
+    const promise = new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.reads.delete(context);
+        reject(new HivemeshError(ErrorCode.noQuorum, `leadership could not be confirmed by a quorum within ${timeoutMs} ms`, { retryAfterSeconds: 1 }));
+      }, timeoutMs);
+      this.reads.set(context, { resolve, reject, timer });
+    });
+    const outcome = this.raft.readIndex(context, { lease: options.lease === true });
+    if (!outcome.ok) {
+      const pending = this.reads.get(context);
+      if (pending !== undefined) {
+        clearTimeout(pending.timer);
+        this.reads.delete(context);
+      }
+      return Promise.reject(outcome.reason === 'not-leader'
+        ? new NotLeaderError(outcome.leader, outcome.reason)
+        : new HivemeshError(ErrorCode.rateLimited, outcome.message, { retryAfterSeconds: 1 }));
+    }
+    this.schedule();
+    return promise;
+  }
+
+  /** Resolves when the local state machine has applied `index`. */
+  waitApplied(index: number, timeoutMs = 3_000): Promise<void> {
+    if (this.appliedIndex >= index) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new HivemeshError(ErrorCode.unavailable, `this node did not catch up to index ${index} within ${timeoutMs} ms`, { retryAfterSeconds: 1 })), timeoutMs);
+      this.readWaiters.push({ index, resolve: () => { clearTimeout(timer); resolve(); } });
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.processing || this.stopped) return;
+    if (!this.raft.hasReady()) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.process();
+    });
+  }
+
+  private async process(): Promise<void> {
+    if (this.processing || this.stopped) return;
+    this.processing = true;
+    try {
+      while (this.raft.hasReady() && !this.stopped) {
+        const ready = this.raft.ready();
+        await this.handle(ready);
+        this.raft.advance(ready);
+        await this.maybeCompact();
+      }
+    } catch (error) {
+      // A failed disk write must not be followed by sends: stop the node's consensus.
+      this.failure = error as Error;
+      log.error('consensus stopped after a storage failure; restart the daemon', { error: error as Error });
+      if (this.tickTimer !== null) clearInterval(this.tickTimer);
+      this.stopped = true;
+    } finally {
+      this.processing = false;
+    }
+    if (!this.stopped) this.schedule();
+  }
+
+  private async handle(ready: Ready): Promise<void> {
+    // 1. Persist before anything leaves this node.
+    await this.options.store.persist(ready);
+    // 2. Send.
+    for (const message of ready.messages) this.options.send(message.to, message);
+    // 3. Apply.
+    if (ready.snapshot !== null) this.installSnapshot(ready.snapshot);
+    const applied: Array<{ entry: Entry; result: Result | null }> = [];
+    for (const entry of ready.committed) {
+      if (entry.index <= this.appliedIndex) continue;
+      const result = entry.type === 'normal' ? this.options.state.apply(entry.index, entry.data) : null;
+      this.appliedIndex = entry.index;
+      this.appliedSinceSnapshot += 1;
+      applied.push({ entry, result });
+      const pending = this.proposals.get(entry.index);
+      if (pending !== undefined) {
+        this.proposals.delete(entry.index);
+        clearTimeout(pending.timer);
+        if (pending.term === entry.term) pending.resolve(result);
+        else pending.reject(new HivemeshError(ErrorCode.noLeader, 'leadership changed before the write committed; it was not applied, retry', { retryAfterSeconds: 1 }));
+      }
+    }
+    for (const readState of ready.readStates) {
+      const pending = this.reads.get(readState.context);
+      if (pending === undefined) continue;
+      this.reads.delete(readState.context);
+      clearTimeout(pending.timer);
+      pending.resolve(readState.index);
+    }
+    if (this.readWaiters.length > 0) {
+      for (let position = this.readWaiters.length - 1; position >= 0; position -= 1) {
+        const waiter = this.readWaiters[position]!;
+        if (waiter.index <= this.appliedIndex) {
+          this.readWaiters.splice(position, 1);
+          waiter.resolve();
+        }
+      }
+    }
+    if (applied.length > 0) this.options.onApplied?.(applied);
+    // Proposals stay pending across a leadership change: the entry may still commit (then it
+    // is applied and resolved) or be replaced (then the term check above rejects it).
+    if (ready.softState !== null) this.options.onSoftState?.();
+  }
+
+  /** Compaction: snapshot the state machine every so many applied entries (after advance). */
+  private async maybeCompact(): Promise<void> {
+    if (this.appliedSinceSnapshot < (this.options.snapshotEveryEntries ?? raftSnapshotEveryEntriesDefault)) return;
+    this.appliedSinceSnapshot = 0;
+    const snapshot = this.raft.compact(this.appliedIndex, this.options.state.snapshot());
+    if (snapshot !== null) await this.options.store.saveSnapshot(snapshot);
+  }
+
+  private installSnapshot(snapshot: Snapshot): void {
+    this.options.state.restore(snapshot.data);
+    this.appliedIndex = snapshot.index;
+    this.appliedSinceSnapshot = 0;
+  }
+}
+
+/** This node cannot take the write: it is not the leader (the caller forwards it). */
+export class NotLeaderError extends Error {
+  override name = 'NotLeaderError';
+  readonly leader: NodeId | null;
+  readonly reason: string;
+  constructor(leader: NodeId | null, reason: string) {
+    super(leader === null ? `no leader is known (${reason})` : `not the leader; the leader is ${leader}`);
+    this.leader = leader;
+    this.reason = reason;
+  }
+}

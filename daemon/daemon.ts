@@ -1,0 +1,313 @@
+// The daemon: composes storage, secrets, the libp2p host, the health probe, membership,
+// consensus and the HTTP edge, and owns their lifecycle. Start order follows the
+// dependencies; stop runs in reverse, announcing departure and handing over leadership
+// first so peers react at once.
+import { randomBytes } from 'node:crypto';
+import type { AgentsStatus, ClusterStatus, NodeStatus } from '../protocol/api.ts';
+import type { RaftRole } from '../protocol/heartbeat.ts';
+import { PROTOCOL_VERSION, SOFTWARE_VERSION } from '../protocol/version.ts';
+import { can as roleCan } from '../protocol/tokens.ts';
+import { encodeCommand } from '../scheduler/state/commands.ts';
+import { ReplicatedState, type ApplyResult } from '../scheduler/state/state.ts';
+import type { DaemonConfig } from './config.ts';
+import { Cluster, type PeerView } from './consensus/cluster.ts';
+import type { StateMachine } from './consensus/raft-node.ts';
+import { buildApp, type App } from './http/app.ts';
+import type { Action, HttpServices, Principal, Role } from './http/services.ts';
+import { logger } from './log.ts';
+import { Membership, type MemberView } from './membership/membership.ts';
+import { createP2PHost, type P2PHost } from './p2p/host.ts';
+import { loadOrCreatePeerKey } from './p2p/identity.ts';
+import { HealthProbe } from './probe/index.ts';
+import { ensureDataDir, hashesEqual, hashToken, loadOrCreateAdminToken, loadOrCreateClusterKey, type AdminToken, type ClusterSecret } from './secrets.ts';
+import { Storage } from './storage.ts';
+
+const log = logger('daemon');
+
+/** Holds the replicated state; a snapshot install replaces it whole. */
+export class StateHolder implements StateMachine<ApplyResult> {
+  current = new ReplicatedState();
+  apply(index: number, data: string): ApplyResult {
+    return this.current.apply(index, data);
+  }
+  snapshot(): string {
+    return this.current.snapshot();
+  }
+  restore(data: string): void {
+    this.current = ReplicatedState.restore(data);
+  }
+}
+
+interface Alert {
+  kind: string;
+  message: string;
+  since: string;
+}
+
+export interface StartedDaemon {
+  daemon: Daemon;
+  clusterSecret: ClusterSecret;
+  adminToken: AdminToken;
+}
+
+export class Daemon {
+  readonly config: DaemonConfig;
+  readonly instanceId = randomBytes(8).toString('hex');
+  readonly startedAtMs = Date.now();
+  readonly state = new StateHolder();
+  storage!: Storage;
+  host!: P2PHost;
+  probe!: HealthProbe;
+  membership!: Membership;
+  cluster!: Cluster<ApplyResult>;
+  app!: App;
+  clusterSecret!: ClusterSecret;
+  adminToken!: AdminToken;
+  private adminTokenHash = '';
+  private readonly alerts = new Map<string, Alert>();
+  private stopping: Promise<void> | null = null;
+
+  private constructor(config: DaemonConfig) {
+    this.config = config;
+  }
+
+  static async start(config: DaemonConfig): Promise<Daemon> {
+    const daemon = new Daemon(config);
+    try {
+      await daemon.startParts();
+    } catch (error) {
+      await daemon.stop().catch(() => undefined);
+      throw error;
+    }
+    return daemon;
+  }
+
+  get nodeId(): string {
+    return this.host.peerId;
+  }
+
+  private async startParts(): Promise<void> {
+    const { config } = this;
+    ensureDataDir(config.dataDir);
+    this.clusterSecret = loadOrCreateClusterKey(config.dataDir, config.secretFile);
+    this.adminToken = loadOrCreateAdminToken(config.dataDir);
+    this.adminTokenHash = hashToken(this.adminToken.token);
+    this.storage = await Storage.open(config.dataDir);
+    const privateKey = await loadOrCreatePeerKey(config.dataDir);
+
+    this.host = await createP2PHost({
+      privateKey,
+      clusterKey: this.clusterSecret.key,
+      listenHost: config.p2pHost,
+      port: config.p2pPort,
+      bootstrap: config.bootstrap,
+      mdns: config.mdns,
+    });
+    this.host.on('identity-conflict', (conflict) => {
+      this.raiseAlert('identity-conflict', `another live process uses this node's identity (${conflict.detail}). A data dir was probably copied: stop one of them, delete <data-dir>/peer.key there and start it again.`);
+    });
+
+    this.probe = new HealthProbe({ ollamaUrl: config.ollamaUrl, agents: config.agents });
+    await this.probe.start();
+
+    this.membership = new Membership({
+      host: this.host,
+      heartbeatIntervalMs: config.heartbeatIntervalMs,
+      suspectAfterMs: config.suspectAfterMs,
+      deadAfterMs: config.deadAfterMs,
+      dataDir: config.dataDir,
+      self: () => this.heartbeatBody(),
+    });
+    this.membership.onChange((event) => {
+      if (event.type === 'identity-conflict') {
+        this.raiseAlert('identity-conflict', `two live processes claim node id ${event.nodeId}: a data dir was probably copied. Stop one, delete <data-dir>/peer.key there and start it again.`);
+      }
+    });
+    await this.membership.start();
+
+    this.cluster = new Cluster<ApplyResult>({
+      nodeId: this.host.peerId,
+      storage: this.storage,
+      transport: this.host,
+      state: this.state,
+      peers: () => this.peerViews(),
+      tickMs: config.tickMs,
+      votersTarget: config.votersTarget,
+      voterReplaceAfterMs: config.voterReplaceAfterMs,
+      initCommand: (clusterId) => encodeCommand({ type: 'cluster.init', clusterId, at: Date.now() }),
+      onRoleChange: () => this.membership.publishNow(),
+    });
+    await this.cluster.start();
+
+    this.app = await buildApp({ services: this.httpServices() });
+    await this.app.listen({ host: config.apiHost, port: config.apiPort });
+    if (config.apiPort === 0) {
+      const address = this.app.server.address();
+      if (address !== null && typeof address === 'object') config.apiUrl = config.apiUrl.replace(/:0$/, `:${address.port}`);
+    }
+  }
+
+  /** Graceful stop: leadership handed over, departure announced, then everything closed. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      await this.cluster?.stop({ transferLeadership: true }).catch((error: unknown) => log.warn('consensus stop failed', { error: error as Error }));
+      await this.membership?.stop().catch((error: unknown) => log.warn('membership stop failed', { error: error as Error }));
+      await this.app?.close().catch(() => undefined);
+      await this.probe?.stop().catch(() => undefined);
+      await this.host?.stop().catch(() => undefined);
+      await this.storage?.close().catch(() => undefined);
+    })();
+    return this.stopping;
+  }
+
+  private raiseAlert(kind: string, message: string): void {
+    if (!this.alerts.has(kind)) log.error(message);
+    this.alerts.set(kind, { kind, message, since: this.alerts.get(kind)?.since ?? new Date().toISOString() });
+  }
+
+  private raftRole(): RaftRole {
+    const raft = this.cluster?.raft;
+    if (raft === null || raft === undefined) return 'unknown';
+    const status = raft.status();
+    if (status.config.learners.includes(this.host.peerId)) return 'learner';
+    if (status.role === 'pre-candidate') return 'candidate';
+    if (!status.config.voters.includes(this.host.peerId) && status.role === 'follower') return 'learner';
+    return status.role;
+  }
+
+  private heartbeatBody() {
+    const probe = this.probe.snapshot();
+    const raft = this.cluster?.raft?.status();
+    const inFlight = this.state.current.inFlightByNode().get(this.host.peerId) ?? 0;
+    return {
+      softwareVersion: SOFTWARE_VERSION,
+      clusterId: this.cluster?.clusterId ?? null,
+      name: this.config.name,
+      apiUrl: this.config.apiUrl,
+      startedAt: this.startedAtMs,
+      raft: {
+        role: this.raftRole(),
+        term: raft?.term ?? 0,
+        leaderId: raft?.leader ?? null,
+        commitIndex: raft?.commit ?? 0,
+      },
+      hardware: probe.hardware,
+      ollama: probe.ollama,
+      load: { running: inFlight, queued: 0, concurrencyLimit: this.config.concurrency },
+      agents: probe.agents,
+    };
+  }
+
+  private peerViews(): PeerView[] {
+    const now = Date.now();
+    return this.membership.members().map((member: MemberView) => ({
+      nodeId: member.nodeId,
+      state: member.state,
+      clusterId: member.heartbeat?.clusterId ?? null,
+      silentForMs: Math.max(0, now - member.lastSeenMs),
+    }));
+  }
+
+  private nodeStatus(member: MemberView, now: number): NodeStatus | null {
+    const heartbeat = member.heartbeat;
+    if (heartbeat === null || heartbeat === undefined || member.state === 'left') return null;
+    const self = member.nodeId === this.host.peerId;
+    const capabilities = new Set<string>();
+    for (const agent of heartbeat.agents) for (const capability of agent.capabilities) capabilities.add(capability.name);
+    return {
+      id: member.nodeId,
+      name: heartbeat.name,
+      apiUrl: heartbeat.apiUrl,
+      state: member.state,
+      raftRole: self ? this.raftRole() : heartbeat.raft.role,
+      self,
+      clusterId: heartbeat.clusterId,
+      softwareVersion: heartbeat.softwareVersion,
+      protocolVersion: heartbeat.protocolVersion,
+      startedAt: new Date(heartbeat.startedAt).toISOString(),
+      hardware: heartbeat.hardware,
+      ollama: { url: heartbeat.ollama.url, reachable: heartbeat.ollama.reachable, version: heartbeat.ollama.version, error: heartbeat.ollama.error },
+      models: { installed: heartbeat.ollama.installed, loaded: heartbeat.ollama.loaded, tokensPerSecond: heartbeat.ollama.tokensPerSecond },
+      load: heartbeat.load,
+      agents: heartbeat.agents,
+      capabilities: [...capabilities].sort(),
+      lastSeen: new Date(self ? now : member.lastSeenMs).toISOString(),
+      lastSeenAgoMs: self ? 0 : Math.max(0, now - member.lastSeenMs),
+    };
+  }
+
+  agentsStatus(): AgentsStatus {
+    const now = Date.now();
+    const nodes = this.membership.members()
+      .map((member) => this.nodeStatus(member, now))
+      .filter((node): node is NodeStatus => node !== null)
+      .sort((a, b) => (a.self === b.self ? a.name.localeCompare(b.name) : a.self ? -1 : 1));
+    return { nodes };
+  }
+
+  clusterStatus(): ClusterStatus {
+    const raft = this.cluster.raft?.status();
+    const counts = { alive: 0, suspect: 0, dead: 0 };
+    for (const member of this.membership.members()) {
+      if (member.state === 'left') continue;
+      counts[member.state] += 1;
+    }
+    const taskCounts = this.state.current.countsByStatus();
+    const alerts: Alert[] = [...this.alerts.values()];
+    for (const foreign of this.cluster.foreign()) {
+      alerts.push({
+        kind: 'second-cluster',
+        since: new Date().toISOString(),
+        message: `another cluster (${foreign.clusterId}) uses the same cluster key on this LAN (nodes ${foreign.nodes.join(', ')}). ` +
+          'Pick one cluster: stop the nodes of the other, delete their <data-dir>/db, and start them again so they join this one.',
+      });
+    }
+    const self = this.probe.snapshot();
+    if (!self.ollama.reachable) alerts.push({ kind: 'ollama-unreachable', since: new Date().toISOString(), message: self.ollama.error ?? `Ollama is not reachable at ${this.config.ollamaUrl}` });
+    return {
+      clusterId: this.cluster.clusterId,
+      nodeId: this.host.peerId,
+      nodeName: this.config.name,
+      leaderId: raft?.leader ?? null,
+      term: raft?.term ?? 0,
+      commitIndex: raft?.commit ?? 0,
+      appliedIndex: this.cluster.raft?.applied ?? 0,
+      role: this.raftRole(),
+      voters: raft?.config.voters ?? [],
+      learners: raft?.config.learners ?? [],
+      nodes: { ...counts, total: counts.alive + counts.suspect + counts.dead },
+      tasks: { ...taskCounts, total: Object.values(taskCounts).reduce((sum, count) => sum + count, 0) },
+      softwareVersion: SOFTWARE_VERSION,
+      protocolVersion: PROTOCOL_VERSION,
+      clusterKeyFingerprint: this.clusterSecret.fingerprint,
+      listenAddresses: this.host.multiaddrs(),
+      alerts,
+    };
+  }
+
+  authenticate(token: string): Principal | null {
+    const hash = hashToken(token);
+    if (hashesEqual(hash, this.adminTokenHash)) return { tokenId: 'local-admin', name: `admin@${this.config.name}`, role: 'admin' };
+    const record = this.state.current.findTokenByHash(hash);
+    if (record === undefined || record.revokedAt !== null) return null;
+    return { tokenId: record.id, name: record.name, role: record.role };
+  }
+
+  private httpServices(): HttpServices {
+    return {
+      nodeId: this.host.peerId,
+      authenticate: (token) => this.authenticate(token),
+      can: (role: Role, action: Action) => roleCan(role, action),
+      readiness: () => {
+        const raft = this.cluster.raft;
+        if (raft === null) return { ready: false, reason: `this node has not joined a cluster yet (${this.cluster.phase})` };
+        const leader = raft.status().leader;
+        if (leader === null) return { ready: false, reason: 'no leader is known yet' };
+        return { ready: true, leaderId: leader };
+      },
+      clusterStatus: () => this.clusterStatus(),
+      agentsStatus: () => this.agentsStatus(),
+      reportInternalError: (error, context) => log.error('internal error', { context, error: error as Error }),
+    };
+  }
+}

@@ -1,0 +1,68 @@
+// The node's event bus: cluster events (members joining, leaving, turning suspect or dead,
+// leader changes, task transitions, alerts) for GET /api/events and the task event
+// streams. Each subscriber has a bounded queue; one that falls too far behind is told so
+// and closed, and reconnects, rather than making the node buffer without end.
+import type { TaskStatusEvent } from '../protocol/tasks.ts';
+
+export type ClusterEvent =
+  | { type: 'node.joined' | 'node.alive' | 'node.suspect' | 'node.dead' | 'node.left'; at: number; nodeId: string; name: string | null }
+  | { type: 'leader.changed'; at: number; leaderId: string | null; term: number }
+  | { type: 'task.status'; at: number; event: TaskStatusEvent }
+  | { type: 'alert'; at: number; kind: string; message: string }
+  | { type: 'overflow'; at: number; message: string };
+
+export const subscriberQueueMax = 2_000;
+export const subscribersMax = 1_000;
+
+interface Subscriber {
+  queue: ClusterEvent[];
+  wake: (() => void) | null;
+  closed: boolean;
+  filter: (event: ClusterEvent) => boolean;
+}
+
+export class EventBus {
+  private readonly subscribers = new Set<Subscriber>();
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+
+  publish(event: ClusterEvent): void {
+    for (const subscriber of this.subscribers) {
+      if (subscriber.closed || !subscriber.filter(event)) continue;
+      if (subscriber.queue.length >= subscriberQueueMax) {
+        subscriber.queue.length = 0;
+        subscriber.queue.push({ type: 'overflow', at: event.at, message: `this stream fell over ${subscriberQueueMax} events behind and was closed; reconnect` });
+        subscriber.closed = true;
+      } else {
+        subscriber.queue.push(event);
+      }
+      subscriber.wake?.();
+    }
+  }
+
+  /** Events from now on, until the signal aborts (or the subscriber overflows). */
+  async *subscribe(signal: AbortSignal, filter: (event: ClusterEvent) => boolean = () => true): AsyncGenerator<ClusterEvent> {
+    if (this.subscribers.size >= subscribersMax) throw new Error(`over ${subscribersMax} event streams are open on this node`);
+    const subscriber: Subscriber = { queue: [], wake: null, closed: false, filter };
+    this.subscribers.add(subscriber);
+    const onAbort = () => subscriber.wake?.();
+    signal.addEventListener('abort', onAbort);
+    try {
+      while (!signal.aborted) {
+        if (subscriber.queue.length === 0) {
+          if (subscriber.closed) return;
+          await new Promise<void>((resolve) => { subscriber.wake = resolve; });
+          subscriber.wake = null;
+          continue;
+        }
+        const event = subscriber.queue.shift()!;
+        yield event;
+      }
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      this.subscribers.delete(subscriber);
+    }
+  }
+}

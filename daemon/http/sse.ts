@@ -1,0 +1,47 @@
+// Server-Sent Events over a fastify reply: takes the raw socket, writes `event:` and
+// `data:` blocks as the source yields, a comment line every 15 s so proxies keep the
+// connection open, and stops the source when the client goes away.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+
+export interface SseMessage {
+  event: string;
+  data: unknown;
+  id?: string;
+}
+
+const keepAliveMs = 15_000;
+
+export async function streamSse(request: FastifyRequest, reply: FastifyReply, source: (signal: AbortSignal) => AsyncIterable<SseMessage>): Promise<void> {
+  const controller = new AbortController();
+  const raw = reply.raw;
+  reply.hijack();
+  raw.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  raw.flushHeaders();
+  const close = () => controller.abort();
+  request.raw.once('close', close);
+  raw.once('close', close);
+  const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), keepAliveMs);
+  try {
+    for await (const message of source(controller.signal)) {
+      if (controller.signal.aborted) break;
+      const lines = [`event: ${message.event}`];
+      if (message.id !== undefined) lines.push(`id: ${message.id}`);
+      for (const line of JSON.stringify(message.data).split('\n')) lines.push(`data: ${line}`);
+      const ok = raw.write(`${lines.join('\n')}\n\n`);
+      if (!ok && !controller.signal.aborted) await new Promise((resolve) => raw.once('drain', resolve));
+    }
+  } catch (error) {
+    if (!controller.signal.aborted) {
+      raw.write(`event: error\ndata: ${JSON.stringify({ error: { code: 'internal', message: (error as Error).message } })}\n\n`);
+    }
+  } finally {
+    clearInterval(keepAlive);
+    request.raw.off('close', close);
+    raw.end();
+  }
+}

@@ -1,0 +1,192 @@
+// The task API behind HTTP, MCP and the CLI: validates, turns requests into replicated
+// commands (forwarded to the leader by the cluster plane), waits until this node has
+// applied them so a read right after a write sees it, and builds the task event streams
+// (status from the replicated log, output text straight from the executing node).
+import { createHash, randomBytes } from 'node:crypto';
+import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
+import { listLimitDefault } from '../../protocol/limits.ts';
+import {
+  canonicalJson, isFinished, refusalToError, validateTaskSubmit, validationError,
+  type Task, type TaskEvent, type TaskList, type TaskListQuery, type TaskOutputEvent,
+} from '../../protocol/tasks.ts';
+import { encodeCommand, type Command } from '../../scheduler/state/commands.ts';
+import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
+import type { EventBus } from '../events.ts';
+
+export interface OutputSource {
+  /** Output chunks of one attempt, from the node that runs it, as generated; ends with the attempt. */
+  follow(taskId: string, attempt: number, nodeId: string, signal: AbortSignal): AsyncIterable<TaskOutputEvent>;
+}
+
+export interface TaskServiceDeps {
+  state: () => ReplicatedState;
+  propose: (data: string) => Promise<ApplyResult | null>;
+  waitApplied: (index: number) => Promise<void>;
+  bus: EventBus;
+  outputs: OutputSource;
+  /** Resolves a node given by id or name to its id, or null. */
+  resolveNode: (nodeOrName: string) => string | null;
+}
+
+export function newTaskId(): string {
+  return `t_${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
+}
+
+export class TaskService {
+  private readonly deps: TaskServiceDeps;
+
+  constructor(deps: TaskServiceDeps) {
+    this.deps = deps;
+  }
+
+  private async run(command: Command): Promise<Extract<ApplyResult, { ok: true }>> {
+    const result = await this.deps.propose(encodeCommand(command));
+    if (result === null) throw new HivemeshError(ErrorCode.internal, `the ${command.type} command produced no result`);
+    if (!result.ok) throw refusalToError(result.refusal);
+    await this.deps.waitApplied(result.index);
+    return result;
+  }
+
+  /** POST /api/tasks: resolves with the task and whether it was created now. */
+  async submit(body: unknown): Promise<{ task: Task; created: boolean }> {
+    const validation = validateTaskSubmit(body);
+    if (!validation.ok) throw validationError(validation.errors);
+    const input = validation.input;
+    const bodyHash = createHash('sha256').update(canonicalJson(input)).digest('hex');
+    const idempotencyKey = input.idempotencyKey ?? null;
+    if (idempotencyKey !== null) {
+      // A replay answered from local state when it matches; the log decides otherwise.
+      const existing = this.deps.state().findTaskByIdempotencyKey(idempotencyKey);
+      const record = existing === undefined ? undefined : this.deps.state().getTaskRecord(existing.id);
+      if (existing !== undefined && record !== undefined && record.bodyHash === bodyHash) return { task: existing, created: false };
+    }
+    const result = await this.run({ type: 'task.submit', id: newTaskId(), input, at: Date.now(), idempotencyKey, bodyHash });
+    return { task: result.task!, created: result.created };
+  }
+
+  get(id: string): Task {
+    const task = this.deps.state().getTask(id);
+    if (task === undefined) throw new HivemeshError(ErrorCode.notFound, `no task ${id} (finished tasks are pruned after a while)`);
+    return task;
+  }
+
+  list(query: TaskListQuery): TaskList {
+    return this.deps.state().listTasks({
+      ...(query.status === undefined ? {} : { status: query.status }),
+      limit: query.limit ?? listLimitDefault,
+      ...(query.cursor === undefined ? {} : { cursor: query.cursor }),
+    });
+  }
+
+  async cancel(id: string, reason?: string): Promise<Task> {
+    this.get(id);
+    const result = await this.run({ type: 'task.cancel', id, at: Date.now(), ...(reason === undefined ? {} : { reason }) });
+    return result.task ?? this.get(id);
+  }
+
+  async assign(id: string, nodeOrName: string): Promise<Task> {
+    this.get(id);
+    const node = this.deps.resolveNode(nodeOrName);
+    if (node === null) {
+      throw new HivemeshError(ErrorCode.invalidInput, `node: no node "${nodeOrName}" is known; \`hivemesh nodes\` lists ids and names`, { details: [{ field: 'node', reason: 'is not a known node' }] });
+    }
+    const result = await this.run({ type: 'task.pin', id, node });
+    return result.task ?? this.get(id);
+  }
+
+  /** Resolves once the task is finished (or the signal aborts / the timeout passes). */
+  async waitFinished(id: string, timeoutMs: number, signal?: AbortSignal): Promise<Task> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
+    const onAbort = () => controller.abort();
+    signal?.addEventListener('abort', onAbort);
+    try {
+      for await (const event of this.events(id, controller.signal, { output: false })) {
+        if (event.type === 'final') return event.task;
+      }
+      return this.get(id);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * The task's event stream: its current status, then status changes and output text as
+   * they happen, then its final state. Status comes from the replicated log on this node;
+   * output comes from the node running the current attempt.
+   */
+  async *events(id: string, signal: AbortSignal, options: { output?: boolean } = {}): AsyncGenerator<TaskEvent> {
+    const wantOutput = options.output !== false;
+    const inner = new AbortController();
+    const abortInner = () => inner.abort();
+    signal.addEventListener('abort', abortInner);
+    const queue: TaskEvent[] = [];
+    const waiter: { wake: (() => void) | null } = { wake: null };
+    const push = (event: TaskEvent) => {
+      queue.push(event);
+      waiter.wake?.();
+    };
+    // Subscribe before reading the state, so no transition falls between the two.
+    const statusStream = this.deps.bus.subscribe(inner.signal, (event) => event.type === 'task.status' && event.event.taskId === id);
+    const task = this.get(id);
+    const following: { controller: AbortController | null; attempt: number } = { controller: null, attempt: 0 };
+    const follow = (attempt: number, node: string | null) => {
+      if (!wantOutput || node === null || attempt === following.attempt) return;
+      following.controller?.abort();
+      following.attempt = attempt;
+      const controller = new AbortController();
+      following.controller = controller;
+      inner.signal.addEventListener('abort', () => controller.abort(), { once: true });
+      void (async () => {
+        try {
+          for await (const chunk of this.deps.outputs.follow(id, attempt, node, controller.signal)) push(chunk);
+        } catch {
+          // The executing node went away: the status stream tells what happens next.
+        }
+      })();
+    };
+    void (async () => {
+      try {
+        for await (const event of statusStream) {
+          if (event.type !== 'task.status') continue;
+          push(event.event);
+          if (event.event.status === 'assigned' || event.event.status === 'running') follow(event.event.attempt, event.event.node);
+        }
+      } catch {
+        inner.abort();
+      }
+      waiter.wake?.();
+    })();
+    try {
+      yield { type: 'status', taskId: id, status: task.status, attempt: task.attempt, node: task.assignedNode, at: Date.now(), reason: task.error };
+      if (isFinished(task.status)) {
+        yield { type: 'final', task };
+        return;
+      }
+      if (task.status === 'assigned' || task.status === 'running') follow(task.attempt, task.assignedNode);
+      while (!inner.signal.aborted) {
+        if (queue.length === 0) {
+          await new Promise<void>((resolve) => { waiter.wake = resolve; });
+          waiter.wake = null;
+          continue;
+        }
+        const event = queue.shift()!;
+        yield event;
+        if (event.type === 'status' && isFinished(event.status)) {
+          // Output chunks already queued came before the end; the final state closes the stream.
+          while (queue.length > 0) {
+            const rest = queue.shift()!;
+            if (rest.type === 'output') yield rest;
+          }
+          const finished = this.deps.state().getTask(id);
+          if (finished !== undefined) yield { type: 'final', task: finished };
+          return;
+        }
+      }
+    } finally {
+      signal.removeEventListener('abort', abortInner);
+      inner.abort();
+    }
+  }
+}
