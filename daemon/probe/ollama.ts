@@ -1,0 +1,338 @@
+// What the local Ollama can do, for the heartbeat: its version, the models installed
+// (/api/tags), the models loaded and their VRAM (/api/ps), and the measured generation
+// speed per model. Polled in the background; `current()` is synchronous. A missing or dead
+// Ollama is a state to report (reachable: false, with a reason people can act on), retried
+// with exponential backoff; it never throws out of here and never stops the daemon.
+import { Ollama, type ListResponse, type ModelResponse } from 'ollama';
+import type { InstalledModel, LoadedModel, OllamaState } from '../../protocol/heartbeat.ts';
+import * as limits from '../../protocol/limits.ts';
+import { logger } from '../log.ts';
+
+const log = logger('probe:ollama');
+
+export interface OllamaProbeOptions {
+  /** Base URL of Ollama, e.g. http://127.0.0.1:11434. */
+  url: string;
+  /** Poll period while Ollama answers. */
+  intervalMs?: number;
+  /** Each HTTP request to Ollama is abandoned after this long. */
+  requestTimeoutMs?: number;
+  /** First retry delay after a failure; doubles on each further failure. */
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  /** Weight of the newest generation in the moving average of tokens/s (0..1]. */
+  tokensPerSecondSmoothing?: number;
+  /** Called after every poll whose result differs from the previous state. */
+  onChange?: (state: OllamaState) => void;
+  /** The fetch the client uses (tests); the global fetch by default. */
+  fetch?: typeof fetch;
+}
+
+export const ollamaPollIntervalMsDefault = 2_000;
+export const ollamaRequestTimeoutMsDefault = 3_000;
+export const ollamaBackoffInitialMsDefault = 1_000;
+export const ollamaBackoffMaxMsDefault = 30_000;
+const errorLengthMax = 1024;
+// Ollama reports a negative keep-alive as "now + 292 years"; beyond this, it never expires.
+const neverExpiresAfterMs = 100 * 365 * 24 * 3600 * 1000;
+
+export interface OllamaProbeStatus {
+  consecutiveFailures: number;
+  /** Delay before the next poll as scheduled now (backoff while failing). */
+  nextPollDelayMs: number;
+  lastPollAt: number | null;
+}
+
+/** The delay before the next poll after `failures` consecutive failures (0 = healthy). */
+export function backoffDelayMs(failures: number, options: { intervalMs: number; backoffInitialMs: number; backoffMaxMs: number }): number {
+  if (failures <= 0) return options.intervalMs;
+  return Math.min(options.backoffMaxMs, options.backoffInitialMs * 2 ** Math.min(failures - 1, 30));
+}
+
+class ProbeRequestError extends Error {
+  override name = 'ProbeRequestError';
+}
+
+function errorCode(error: unknown): string | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 4 && typeof current === 'object' && current !== null; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** Says in one sentence what failed, at which URL, and what to do about it. */
+export function describeOllamaFailure(error: unknown, url: string, endpoint: string, timeoutMs: number): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const name = error instanceof Error ? error.name : '';
+  const status = (error as { status_code?: unknown } | null)?.status_code;
+  let text: string;
+  if (typeof status === 'number') {
+    text = `Ollama at ${url} answered ${endpoint} with HTTP ${status}: ${message}`;
+  } else if (error instanceof ProbeRequestError) {
+    text = `unexpected answer from ${url} to ${endpoint}: ${message}; is this URL an Ollama server? Check --ollama-url`;
+  } else if (name === 'TimeoutError') {
+    text = `no answer from Ollama at ${url} to ${endpoint} within ${timeoutMs} ms: it may be hung or overloaded; restart it with \`ollama serve\``;
+  } else if (error instanceof SyntaxError) {
+    text = `answer from ${url} to ${endpoint} is not JSON (${message}); is this URL an Ollama server? Check --ollama-url`;
+  } else {
+    const code = errorCode(error);
+    switch (code) {
+      case 'ECONNREFUSED':
+        text = `connection refused at ${url}: is Ollama running? Start it with \`ollama serve\` or pass --ollama-url`;
+        break;
+      case 'ENOTFOUND':
+      case 'EAI_AGAIN':
+        text = `cannot resolve the host of ${url} (${code}): check --ollama-url`;
+        break;
+      case 'ECONNRESET':
+      case 'UND_ERR_SOCKET':
+      case 'EPIPE':
+        text = `connection to ${url} was cut while asking ${endpoint} (${code}): Ollama may have crashed or be restarting`;
+        break;
+      case 'EHOSTUNREACH':
+      case 'ENETUNREACH':
+      case 'ETIMEDOUT':
+      case 'UND_ERR_CONNECT_TIMEOUT':
+        text = `${url} is unreachable (${code}): check the address in --ollama-url and the firewall`;
+        break;
+      default:
+        text = `cannot reach Ollama at ${url} (${endpoint}): ${code === undefined ? message : `${code}: ${message}`}`;
+    }
+  }
+  return text.length <= errorLengthMax ? text : text.slice(0, errorLengthMax - 1) + '…';
+}
+
+function optionalText(value: unknown, lengthMax: number): string | undefined {
+  return typeof value === 'string' && value !== '' && value.length <= lengthMax ? value : undefined;
+}
+
+function nonNegative(value: unknown): number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : 0;
+}
+
+function validModelName(name: unknown): name is string {
+  return typeof name === 'string' && name.length > 0 && name.length <= limits.modelNameLengthMax;
+}
+
+function modelsOf(response: ListResponse, endpoint: string): ModelResponse[] {
+  if (typeof response !== 'object' || response === null || !Array.isArray(response.models)) {
+    throw new ProbeRequestError(`${endpoint} has no "models" list`);
+  }
+  return response.models;
+}
+
+/** A bounded list: what goes beyond the heartbeat's limit is dropped, loudly. */
+function bounded<T>(items: T[], what: string): T[] {
+  if (items.length <= limits.modelsPerNodeMax) return items;
+  log.warn(`Ollama reports ${items.length} ${what}; the heartbeat carries the first ${limits.modelsPerNodeMax}`);
+  return items.slice(0, limits.modelsPerNodeMax);
+}
+
+export function installedModelsFrom(models: readonly ModelResponse[]): InstalledModel[] {
+  const installed: InstalledModel[] = [];
+  for (const model of models) {
+    const name = model.name ?? model.model;
+    if (!validModelName(name)) continue;
+    const details = (model.details ?? {}) as Partial<ModelResponse['details']>;
+    const entry: InstalledModel = { name, sizeBytes: nonNegative(model.size) };
+    const family = optionalText(details.family, 128);
+    const parameterSize = optionalText(details.parameter_size, 64);
+    const quantization = optionalText(details.quantization_level, 64);
+    if (family !== undefined) entry.family = family;
+    if (parameterSize !== undefined) entry.parameterSize = parameterSize;
+    if (quantization !== undefined) entry.quantization = quantization;
+    installed.push(entry);
+  }
+  return bounded(installed, 'installed models');
+}
+
+/** ISO time at which a loaded model expires, or null when it never does (or is not said). */
+export function expiryFrom(expiresAt: unknown, nowMs: number): string | null {
+  if (typeof expiresAt !== 'string' && !(expiresAt instanceof Date)) return null;
+  const ms = expiresAt instanceof Date ? expiresAt.getTime() : Date.parse(expiresAt);
+  // Go's zero time (year 1) and unparsable values mean "not said"; far future means never.
+  if (!Number.isFinite(ms) || ms <= 0 || ms - nowMs > neverExpiresAfterMs) return null;
+  return new Date(ms).toISOString();
+}
+
+export function loadedModelsFrom(models: readonly ModelResponse[], nowMs: number): LoadedModel[] {
+  const loaded: LoadedModel[] = [];
+  for (const model of models) {
+    const name = model.name ?? model.model;
+    if (!validModelName(name)) continue;
+    loaded.push({ name, sizeBytes: nonNegative(model.size), vramBytes: nonNegative(model.size_vram), expiresAt: expiryFrom(model.expires_at, nowMs) });
+  }
+  return bounded(loaded, 'loaded models');
+}
+
+function sameState(a: OllamaState, b: OllamaState): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+export class OllamaProbe {
+  readonly url: string;
+  private readonly intervalMs: number;
+  private readonly requestTimeoutMs: number;
+  private readonly backoffInitialMs: number;
+  private readonly backoffMaxMs: number;
+  private readonly smoothing: number;
+  private readonly onChange: ((state: OllamaState) => void) | undefined;
+  private readonly client: Ollama;
+  private readonly stopController = new AbortController();
+  private readonly speeds = new Map<string, number>();
+  private state: OllamaState;
+  private failures = 0;
+  private nextDelayMs: number;
+  private lastPollAt: number | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private inFlight: Promise<OllamaState> | null = null;
+  private running = false;
+
+  constructor(options: OllamaProbeOptions) {
+    this.url = options.url.replace(/\/+$/, '');
+    this.intervalMs = options.intervalMs ?? ollamaPollIntervalMsDefault;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? ollamaRequestTimeoutMsDefault;
+    this.backoffInitialMs = options.backoffInitialMs ?? ollamaBackoffInitialMsDefault;
+    this.backoffMaxMs = options.backoffMaxMs ?? ollamaBackoffMaxMsDefault;
+    this.smoothing = options.tokensPerSecondSmoothing ?? 0.3;
+    if (!(this.smoothing > 0 && this.smoothing <= 1)) throw new RangeError(`tokensPerSecondSmoothing must be in (0, 1], got ${this.smoothing}`);
+    this.onChange = options.onChange;
+    this.nextDelayMs = this.intervalMs;
+    const baseFetch = options.fetch ?? fetch;
+    // The ollama client takes no signal for GETs, so every request gets one here: a
+    // timeout, and the probe's stop.
+    const boundedFetch: typeof fetch = (input, init) => {
+      const signals = [AbortSignal.timeout(this.requestTimeoutMs), this.stopController.signal];
+      if (init?.signal) signals.push(init.signal);
+      return baseFetch(input, { ...init, signal: AbortSignal.any(signals) });
+    };
+    this.client = new Ollama({ host: this.url, fetch: boundedFetch });
+    this.state = {
+      url: this.url.slice(0, limits.urlLengthMax),
+      reachable: false,
+      version: null,
+      error: `not probed yet: the first check of ${this.url} has not finished`,
+      installed: [],
+      loaded: [],
+      tokensPerSecond: {},
+    };
+  }
+
+  /** Polls once (bounded by the request timeout), then keeps polling in the background. Never throws. */
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    await this.refresh();
+  }
+
+  stop(): void {
+    this.running = false;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.stopController.abort();
+  }
+
+  current(): OllamaState {
+    return this.state;
+  }
+
+  status(): OllamaProbeStatus {
+    return { consecutiveFailures: this.failures, nextPollDelayMs: this.nextDelayMs, lastPollAt: this.lastPollAt };
+  }
+
+  /** Polls now (joining a poll under way) and reschedules the next one. Never throws. */
+  refresh(): Promise<OllamaState> {
+    this.inFlight ??= this.poll().finally(() => {
+      this.inFlight = null;
+    });
+    return this.inFlight;
+  }
+
+  /**
+   * Folds a finished generation into the moving average of tokens/s for its model.
+   * Nonsensical figures (no tokens, no time) are ignored.
+   */
+  recordGeneration(model: string, tokens: number, evalDurationNs: number): void {
+    if (!validModelName(model) || !(tokens > 0) || !(evalDurationNs > 0) || !Number.isFinite(tokens) || !Number.isFinite(evalDurationNs)) return;
+    const sample = tokens / (evalDurationNs / 1e9);
+    const previous = this.speeds.get(model);
+    const next = previous === undefined ? sample : previous + this.smoothing * (sample - previous);
+    // Re-inserting moves the model to the back, so the map evicts the least recently measured.
+    this.speeds.delete(model);
+    this.speeds.set(model, next);
+    while (this.speeds.size > limits.modelsPerNodeMax) {
+      const oldest = this.speeds.keys().next().value;
+      if (oldest === undefined) break;
+      this.speeds.delete(oldest);
+    }
+    this.state = { ...this.state, tokensPerSecond: this.speedsRecord() };
+  }
+
+  private speedsRecord(): Record<string, number> {
+    const record: Record<string, number> = {};
+    for (const [model, speed] of this.speeds) record[model] = Math.round(speed * 100) / 100;
+    return record;
+  }
+
+  private async poll(): Promise<OllamaState> {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    let next: OllamaState;
+    let endpoint = 'GET /api/version';
+    try {
+      const versionPromise = this.client.version();
+      const tagsPromise = this.client.list();
+      const psPromise = this.client.ps();
+      // Attach handlers at once so a failure of one does not go unobserved.
+      const settled = await Promise.allSettled([versionPromise, tagsPromise, psPromise]);
+      const endpoints = ['GET /api/version', 'GET /api/tags', 'GET /api/ps'];
+      const failedAt = settled.findIndex((result) => result.status === 'rejected');
+      if (failedAt >= 0) {
+        endpoint = endpoints[failedAt] ?? endpoint;
+        throw (settled[failedAt] as PromiseRejectedResult).reason;
+      }
+      const [version, tags, ps] = settled.map((result) => (result as PromiseFulfilledResult<unknown>).value) as [{ version?: unknown }, ListResponse, ListResponse];
+      endpoint = 'GET /api/tags';
+      const installed = installedModelsFrom(modelsOf(tags, endpoint));
+      endpoint = 'GET /api/ps';
+      const loaded = loadedModelsFrom(modelsOf(ps, endpoint), Date.now());
+      next = {
+        url: this.state.url,
+        reachable: true,
+        version: optionalText(version?.version, 64) ?? null,
+        error: null,
+        installed,
+        loaded,
+        tokensPerSecond: this.speedsRecord(),
+      };
+      if (this.failures > 0) log.info(`Ollama at ${this.url} answers again`, { version: next.version });
+      this.failures = 0;
+    } catch (error) {
+      this.failures++;
+      const reason = this.stopController.signal.aborted ? `probe stopped while asking ${this.url}` : describeOllamaFailure(error, this.url, endpoint, this.requestTimeoutMs);
+      // Say it once when it starts failing (and when the reason changes), not every retry.
+      if (this.failures === 1 || reason !== this.state.error) log.warn(reason);
+      // An unreachable Ollama serves nothing: report no models rather than stale ones.
+      next = { url: this.state.url, reachable: false, version: null, error: reason, installed: [], loaded: [], tokensPerSecond: this.speedsRecord() };
+    }
+    this.lastPollAt = Date.now();
+    const changed = !sameState(this.state, next);
+    this.state = next;
+    this.nextDelayMs = backoffDelayMs(this.failures, { intervalMs: this.intervalMs, backoffInitialMs: this.backoffInitialMs, backoffMaxMs: this.backoffMaxMs });
+    if (this.running) {
+      this.timer = setTimeout(() => void this.refresh(), this.nextDelayMs);
+      this.timer.unref();
+    }
+    if (changed && this.onChange !== undefined) {
+      try {
+        this.onChange(next);
+      } catch (error) {
+        log.error('onChange listener threw', { error });
+      }
+    }
+    return next;
+  }
+}
