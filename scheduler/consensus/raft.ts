@@ -40,6 +40,8 @@ class Progress {
   /** Highest leader message sequence this follower acknowledged, and that message's send tick. */
   ackedSeq = 0;
   ackedSendTick = Number.NEGATIVE_INFINITY;
+  /** Sequence number of the last append or snapshot sent. */
+  lastAppendSeq = 0;
 
   constructor(next: number) {
     this.next = next;
@@ -176,20 +178,42 @@ export function applyConfigChange(config: ClusterConfig, change: ConfigChange): 
   return { voters, learners };
 }
 
-function parseConfigChange(entry: Entry): ConfigChange {
-  let change: unknown;
+/**
+ * A config entry holds the JSON ConfigChange plus the resulting `config`, so a node that
+ * joins with an empty config (or any other starting point) adopts the leader's exact view
+ * from the entry alone, without replaying history it does not have.
+ */
+interface ConfigEntryData extends Record<string, unknown> {
+  type: ConfigChange['type'];
+  node: NodeId;
+  config: ClusterConfig;
+}
+
+function isNodeList(value: unknown): value is NodeId[] {
+  return Array.isArray(value) && value.every((node) => typeof node === 'string');
+}
+
+function parseConfigEntry(entry: Entry): ConfigEntryData {
+  let parsed: unknown;
   try {
-    change = JSON.parse(entry.data);
+    parsed = JSON.parse(entry.data);
   } catch {
     invariant(false, `config entry ${entry.index} does not hold JSON`);
   }
-  const candidate = change as { type?: unknown; node?: unknown };
+  const candidate = parsed as Partial<ConfigEntryData> | null;
   invariant(
     typeof candidate === 'object' && candidate !== null && typeof candidate.node === 'string'
-      && ['add-learner', 'promote', 'demote', 'remove'].includes(candidate.type as string),
-    `config entry ${entry.index} does not hold a ConfigChange`,
+      && ['add-learner', 'promote', 'demote', 'remove'].includes(candidate.type as string)
+      && typeof candidate.config === 'object' && candidate.config !== null
+      && isNodeList(candidate.config.voters) && isNodeList(candidate.config.learners),
+    `config entry ${entry.index} does not hold a ConfigChange with its resulting config`,
   );
-  return change as ConfigChange;
+  return candidate as ConfigEntryData;
+}
+
+/** Entry data for a config change: the change and the config it produces. */
+export function encodeConfigEntry(change: ConfigChange, config: ClusterConfig): string {
+  return JSON.stringify({ type: change.type, node: change.node, config });
 }
 
 export class Raft {
@@ -243,6 +267,7 @@ export class Raft {
   private leaseRevokedInTerm = false;
   private pendingReads: PendingRead[] = [];
   private appendBroadcastWanted = false;
+  private commitBroadcastWanted = false;
   private readRoundWanted = false;
 
   // Output, handed over by ready().
@@ -382,10 +407,7 @@ export class Raft {
 
   /** Config changes take effect as soon as the entry is in the log (dissertation §4.1). */
   private recordConfigEntry(entry: Entry): void {
-    const change = parseConfigChange(entry);
-    const problem = configChangeProblem(this.config, change);
-    invariant(problem === null, `config entry ${entry.index} is invalid for the config before it: ${problem}`);
-    const config = applyConfigChange(this.config, change);
+    const config = copyConfig(parseConfigEntry(entry).config);
     this.configHistory.push({ index: entry.index, config });
     this.setConfig(config);
   }
@@ -495,6 +517,7 @@ export class Raft {
     this.committedInTerm = false;
     this.leaseRevokedInTerm = false;
     this.appendBroadcastWanted = false;
+    this.commitBroadcastWanted = false;
     this.readRoundWanted = false;
     // Reads still waiting cannot be confirmed by a non-leader; the caller times them out.
     this.pendingReads = [];
@@ -809,14 +832,17 @@ export class Raft {
     const progress = this.progress.get(message.from);
     if (progress === undefined) return; // no longer a member
     progress.recentActive = true;
-    this.noteAcknowledgement(progress, message.context);
+    const acknowledgedSeq = this.noteAcknowledgement(progress, message.context);
 
     if (message.type === 'heartbeat-response') {
       progress.probeSent = false;
       // Appends lost in flight would pin a full window forever; free one to make room for
       // a (possibly empty) append that finds the gap (etcd does the same).
       if (progress.state === 'replicate' && progress.inflight.length >= this.options.maxInflightAppends) progress.inflight.shift();
-      if (progress.match < this.lastIndex()) this.sendAppend(message.from, progress, true);
+      // A follower still behind after answering a heartbeat sent after our last append has
+      // lost that append (or it is still on its way): probe again, at most once per append.
+      const lagging = progress.match < this.lastIndex() && acknowledgedSeq > progress.lastAppendSeq;
+      if (progress.state === 'probe' || lagging) this.sendAppend(message.from, progress, true);
       return;
     }
 
@@ -874,16 +900,20 @@ export class Raft {
     return `${this.messageSeq}:${this.tickCount}`;
   }
 
-  private noteAcknowledgement(progress: Progress, context: string | undefined): void {
-    if (context === undefined) return;
+  /** Records an echoed context; returns its sequence number (0 when absent or malformed). */
+  private noteAcknowledgement(progress: Progress, context: string | undefined): number {
+    if (context === undefined) return 0;
     const colon = context.indexOf(':');
-    if (colon <= 0) return;
+    if (colon <= 0) return 0;
     const seq = Number(context.slice(0, colon));
     const sendTick = Number(context.slice(colon + 1));
-    if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(sendTick) || seq <= progress.ackedSeq || seq > this.messageSeq) return;
-    progress.ackedSeq = seq;
-    progress.ackedSendTick = sendTick;
-    if (this.pendingReads.length > 0) this.releaseConfirmedReads();
+    if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(sendTick) || seq > this.messageSeq) return 0;
+    if (seq > progress.ackedSeq) {
+      progress.ackedSeq = seq;
+      progress.ackedSendTick = sendTick;
+      if (this.pendingReads.length > 0) this.releaseConfirmedReads();
+    }
+    return seq;
   }
 
   /** The quorum-th largest of the voters' values; the leader counts with `own` when it is a voter. */
@@ -925,8 +955,8 @@ export class Raft {
       this.becomeFollower(this.term, null);
       return;
     }
-    // Tell followers the new commit index promptly.
-    this.appendBroadcastWanted = true;
+    // Tell followers the new commit index promptly, with an empty append if nothing is new.
+    this.commitBroadcastWanted = true;
   }
 
   private appendAsLeader(entries: Entry[]): void {
@@ -944,6 +974,7 @@ export class Raft {
       // The entries it needs are compacted away: send our snapshot instead.
       invariant(previousIndex < this.snapshotIndex && this.snapshot !== null, `follower ${to} needs ${progress.next} but the log starts at ${this.firstIndex()} without a snapshot`);
       this.send({ type: 'snapshot', from: this.id, to, term: this.term, snapshot: this.snapshot, context: this.nextContext() });
+      progress.lastAppendSeq = this.messageSeq;
       progress.becomeSnapshot(this.snapshot.index);
       return true;
     }
@@ -953,6 +984,7 @@ export class Raft {
       type: 'append', from: this.id, to, term: this.term, logIndex: previousIndex, logTerm: previousTerm,
       entries, commit: this.commit, context: this.nextContext(),
     });
+    progress.lastAppendSeq = this.messageSeq;
     if (progress.state === 'replicate') {
       if (entries.length > 0) {
         const last = (entries[entries.length - 1] as Entry).index;
@@ -980,10 +1012,10 @@ export class Raft {
     return this.entries.slice(from - offset, end - offset);
   }
 
-  private broadcastAppend(): Set<NodeId> {
+  private broadcastAppend(sendIfEmpty: boolean): Set<NodeId> {
     const sentTo = new Set<NodeId>();
     for (const [node, progress] of this.progress) {
-      if (this.sendAppend(node, progress, false)) sentTo.add(node);
+      if (this.sendAppend(node, progress, sendIfEmpty)) sentTo.add(node);
     }
     return sentTo;
   }
@@ -1016,10 +1048,10 @@ export class Raft {
   }
 
   proposeConfigChange(change: ConfigChange): ProposeResult {
-    const data = JSON.stringify(change);
+    const problem = configChangeProblem(this.config, change);
+    const data = encodeConfigEntry(change, problem === null ? applyConfigChange(this.config, change) : this.config);
     const refused = this.proposalRefusal(data);
     if (refused !== null) return refused;
-    const problem = configChangeProblem(this.config, change);
     if (problem !== null) return { ok: false, reason: 'invalid-config-change', leader: this.leader, message: problem };
     if (this.lastConfigIndex() > this.commit) {
       return { ok: false, reason: 'config-change-pending', leader: this.leader, message: `the change at index ${this.lastConfigIndex()} is not committed yet; retry after it commits` };
@@ -1138,12 +1170,15 @@ export class Raft {
   private flushBroadcasts(): void {
     if (this.role !== 'leader') {
       this.appendBroadcastWanted = false;
+      this.commitBroadcastWanted = false;
       this.readRoundWanted = false;
       return;
     }
     // Proposals and commits since the last Ready go out as one append per follower (batching).
-    const sentTo = this.appendBroadcastWanted ? this.broadcastAppend() : new Set<NodeId>();
+    const wanted = this.appendBroadcastWanted || this.commitBroadcastWanted;
+    const sentTo = wanted ? this.broadcastAppend(this.commitBroadcastWanted) : new Set<NodeId>();
     this.appendBroadcastWanted = false;
+    this.commitBroadcastWanted = false;
     if (this.readRoundWanted) {
       // Appends just queued were sent after the reads; heartbeats cover the rest.
       this.broadcastHeartbeat(sentTo);
@@ -1153,7 +1188,7 @@ export class Raft {
 
   hasReady(): boolean {
     if (this.readyOutstanding) return false;
-    if (this.appendBroadcastWanted || this.readRoundWanted) return true;
+    if (this.appendBroadcastWanted || this.commitBroadcastWanted || this.readRoundWanted) return true;
     if (this.outbox.length > 0 || this.readStates.length > 0 || this.pendingSnapshot !== null) return true;
     if (this.unstableFrom <= this.lastIndex() || this.commit > this.applied) return true;
     const soft = this.prevSoftState;

@@ -23,6 +23,8 @@
 // - Leader messages (append, heartbeat, snapshot) carry `context` "seq:sendTick", which
 //   followers echo in their responses; the leader uses it for read-index confirmation and
 //   for the lease. Rejected append responses carry the rejected `logIndex`.
+// - Config entry data is the JSON ConfigChange plus `config`, the config it results in, so
+//   a node joining with an empty initialConfig adopts the cluster's view from the log.
 
 export type NodeId = string;
 
@@ -60,7 +62,10 @@ export interface Entry {
   term: number;
   index: number;
   type: EntryType;
-  /** Opaque application command (normal), JSON ConfigChange (config), '' (noop). */
+  /**
+   * Opaque application command (normal), '' (noop), or for config: the JSON ConfigChange
+   * plus `config`, the resulting ClusterConfig (see encodeConfigEntry in raft.ts).
+   */
   data: string;
 }
 
