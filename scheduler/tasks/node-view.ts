@@ -20,7 +20,10 @@ export interface NodeView {
   tokensPerSecond: Readonly<Record<string, number>>;
   /** Size on disk per installed model, for the load-time estimate; optional. */
   modelSizeBytes?: Readonly<Record<string, number>>;
-  /** Generations running now (tasks and gateway requests), as the node reports. */
+  /**
+   * Generations running now (tasks and gateway requests), as the node reports. Placement
+   * counts the part beyond the tasks the log has running there as other work.
+   */
   running: number;
   concurrencyLimit: number;
   agents: readonly AgentView[];

@@ -212,9 +212,9 @@ export function waitingReason(state: ReplicatedState, task: Readonly<TaskRecord>
   if (task.notBefore !== null && task.notBefore > nowMs) return `retry backoff for another ${task.notBefore - nowMs} ms`;
   const ineligible = ineligibleReason(task, nodes);
   if (ineligible !== null) return ineligible;
-  const inFlight = state.inFlightByNode();
+  const load = logLoad(state);
   const candidates = task.pinnedNode === null ? eligibleNodes(task, nodes) : eligibleNodes(task, nodes.filter((node) => node.id === task.pinnedNode));
-  if (candidates.every((candidate) => freeSlots(candidate.node, inFlight) <= 0)) {
+  if (candidates.every((candidate) => freeSlots(candidate.node, load) <= 0)) {
     return candidates.length === 1
       ? `node ${candidates[0]!.node.id} is busy (${candidates[0]!.node.concurrencyLimit} of ${candidates[0]!.node.concurrencyLimit} slots taken)`
       : `all ${candidates.length} nodes with ${describeNeed(task)} are busy`;
@@ -222,13 +222,30 @@ export function waitingReason(state: ReplicatedState, task: Readonly<TaskRecord>
   return null;
 }
 
+/** What the log has on each node: assigned or running attempts, and the running ones. */
+interface LogLoad {
+  inFlight: ReadonlyMap<string, number>;
+  running: ReadonlyMap<string, number>;
+}
+
+function logLoad(state: ReplicatedState): LogLoad {
+  const running = new Map<string, number>();
+  for (const record of state.tasksWithStatus('running')) {
+    const nodeId = record.assignedNode as string;
+    running.set(nodeId, (running.get(nodeId) ?? 0) + 1);
+  }
+  return { inFlight: state.inFlightByNode(), running };
+}
+
 /**
- * Free slots: the concurrency limit less what runs there, taking the larger of what the
- * node reports (gateway requests included, but seconds old) and what the log has assigned
- * to it (exact, but blind to gateway work).
+ * Free slots: the concurrency limit less the attempts the log has on the node (exact) less
+ * the generations the node reports beyond the tasks the log has running there (gateway
+ * requests; from a heartbeat up to a few seconds old, which errs on the busy side when a
+ * task has just finished and on the idle side only for gateway work that just began).
  */
-function freeSlots(node: NodeView, inFlight: ReadonlyMap<string, number>): number {
-  return node.concurrencyLimit - Math.max(node.running, inFlight.get(node.id) ?? 0);
+function freeSlots(node: NodeView, load: LogLoad): number {
+  const other = Math.max(0, node.running - (load.running.get(node.id) ?? 0));
+  return node.concurrencyLimit - (load.inFlight.get(node.id) ?? 0) - other;
 }
 
 /**
@@ -244,11 +261,11 @@ export function planAssignments(
   for (const bid of bids) {
     if (Number.isFinite(bid.estimateMs) && bid.estimateMs >= 0) bidByKey.set(bidKey(bid.taskId, bid.node), bid.estimateMs);
   }
-  const inFlight = state.inFlightByNode();
+  const load = logLoad(state);
   const slots = new Map<string, number>();
   const added = new Map<string, number>();
   const addedModels = new Map<string, string[]>();
-  for (const node of nodes) slots.set(node.id, freeSlots(node, inFlight));
+  for (const node of nodes) slots.set(node.id, freeSlots(node, load));
 
   const assignments: Assignment[] = [];
   const waiting: Waiting[] = [];

@@ -1,0 +1,397 @@
+// Unit tests of the leader's pure decisions: ready order and aging, prompt rendering,
+// eligibility, estimates, late-binding placement, and recovery.
+import { describe, expect, it } from 'vitest';
+import * as limits from '../../protocol/limits.ts';
+import type { Heartbeat } from '../../protocol/heartbeat.ts';
+import { encodeCommand } from '../state/commands.ts';
+import { Harness } from '../state/test-helpers.ts';
+import { nodeViewFromHeartbeat, sameModel, type NodeView } from './node-view.ts';
+import {
+  assignmentCommand, candidateOn, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, waitingReason,
+} from './placement.ts';
+import { effectivePriority, readyTasks, renderPrompt } from './ready.ts';
+import { tasksToRequeue, timedOutTasks } from './recovery.ts';
+
+function node(id: string, overrides: Partial<NodeView> = {}): NodeView {
+  return {
+    id, alive: true, modelsInstalled: ['llama3'], modelsLoaded: [], tokensPerSecond: {}, running: 0, concurrencyLimit: 2, agents: [],
+    ...overrides,
+  };
+}
+
+function record(h: Harness, id: string) {
+  const found = h.state.getTaskRecord(id);
+  if (found === undefined) throw new Error(`no task ${id}`);
+  return found;
+}
+
+/** Commits a plan's assignments, as the leader would. */
+function commit(h: Harness, plan: ReturnType<typeof planAssignments>, nowMs: number, term = 1): void {
+  for (const assignment of plan.assignments) h.ok(assignmentCommand(assignment, term, nowMs));
+}
+
+describe('readyTasks and aging', () => {
+  it('orders by priority, then age; skips unfinished dependencies and backoff', () => {
+    const h = new Harness();
+    h.submit('low', { priority: 1 }, 1_000);
+    h.submit('high-late', { priority: 9 }, 3_000);
+    h.submit('high-early', { priority: 9 }, 2_000);
+    h.submit('blocked', { priority: 10, dependsOn: ['low'] }, 1_000);
+    h.submit('backoff', { priority: 10 }, 1_000);
+    h.assign('backoff', 'n1', 1, 1_500);
+    h.fail('backoff', 1, true, 1_600);
+    const order = readyTasks(h.state, 2_500, 1e9).map((ready) => ready.record.id);
+    expect(order).toEqual(['high-early', 'high-late', 'low']);
+    expect(readyTasks(h.state, 1_600 + limits.retryBackoffBaseMs, 1e9).map((ready) => ready.record.id)[0]).toBe('backoff');
+  });
+
+  it('raises effective priority by one per aging step waited', () => {
+    const h = new Harness();
+    h.submit('t', { priority: 2 }, 10_000);
+    expect(effectivePriority(record(h, 't'), 10_000, 1_000)).toBe(2);
+    expect(effectivePriority(record(h, 't'), 14_999, 1_000)).toBe(6);
+    expect(effectivePriority(record(h, 't'), 5_000, 1_000)).toBe(2);
+    expect(() => effectivePriority(record(h, 't'), 0, 0)).toThrow(/agingStepMs/);
+  });
+
+  /** Rounds until 'low' is placed while `perRound` priority-10 tasks arrive per round on one slot. */
+  function roundsUntilLowRuns(perRound: number, agingStepMs: number, rounds: number): number {
+    const h = new Harness();
+    const nodes = [node('n1', { concurrencyLimit: 1 })];
+    const roundMs = 1_000;
+    let now = 0;
+    h.submit('low', { priority: 0 }, now);
+    for (let round = 0; round < rounds; round += 1) {
+      for (let i = 0; i < perRound; i += 1) h.submit(`high-${round}-${i}`, { priority: 10 }, now);
+      const plan = planAssignments(h.state, nodes, [], now, { agingStepMs });
+      expect(plan.assignments.length).toBe(1);
+      commit(h, plan, now);
+      const placed = plan.assignments[0]!;
+      if (placed.taskId === 'low') return round;
+      h.complete(placed.taskId, 1, 'done', now + 1);
+      now += roundMs;
+    }
+    return -1;
+  }
+
+  it('lets a low-priority task through a steady stream of high-priority ones', () => {
+    // Without aging it never runs while the stream lasts.
+    expect(roundsUntilLowRuns(1, 1e12, 60)).toBe(-1);
+    // Arrivals at the service rate: it runs once it has aged 10 steps.
+    expect(roundsUntilLowRuns(1, 1_000, 60)).toBe(10);
+    // Overload (twice the service rate): it runs after the high tasks submitted in its
+    // first 10 steps, whose own waiting keeps them level with it: about 2 x 10 rounds.
+    const overloaded = roundsUntilLowRuns(2, 1_000, 60);
+    expect(overloaded).toBeGreaterThan(10);
+    expect(overloaded).toBeLessThanOrEqual(22);
+  });
+});
+
+describe('renderPrompt', () => {
+  it('fills dependency outputs once, without expanding placeholders inside outputs', () => {
+    const h = new Harness();
+    h.runToCompletion('a', 'n1', 'A says {{tasks.b.output}}');
+    h.runToCompletion('b', 'n1', 'B');
+    h.submit('c', { dependsOn: ['a', 'b'], prompt: 'first: {{tasks.a.output}}; second: {{ tasks.b.output }}', system: 'be brief, {{tasks.b.output}}' });
+    const rendered = renderPrompt(h.state, record(h, 'c'));
+    expect(rendered).toEqual({ ok: true, input: { prompt: 'first: A says {{tasks.b.output}}; second: B', messages: null, system: 'be brief, B' } });
+    h.submit('d', { dependsOn: ['a'], prompt: undefined, messages: [{ role: 'user', content: 'x {{tasks.a.output}}' }, { role: 'assistant', content: 'ok' }] });
+    expect(renderPrompt(h.state, record(h, 'd'))).toMatchObject({ ok: true, input: { prompt: null, messages: [{ role: 'user', content: 'x A says {{tasks.b.output}}' }, { role: 'assistant', content: 'ok' }] } });
+  });
+
+  it('fails with a reason when the result is too long', () => {
+    const h = new Harness();
+    const big = 'x'.repeat(limits.taskOutputBytesMax);
+    h.runToCompletion('a', 'n1', big);
+    const many = Array.from({ length: 5 }, () => '{{tasks.a.output}}').join(' ');
+    h.submit('b', { dependsOn: ['a'], prompt: many });
+    const rendered = renderPrompt(h.state, record(h, 'b'));
+    expect(rendered.ok).toBe(false);
+    if (!rendered.ok) expect(rendered.reason).toMatch(/over the \d+-character limit/);
+  });
+
+  it('fails with a reason when a quoted dependency is not completed', () => {
+    const h = new Harness();
+    h.submit('a');
+    h.submit('b', { dependsOn: ['a'], prompt: 'use {{tasks.a.output}}' });
+    expect(renderPrompt(h.state, record(h, 'b'))).toEqual({ ok: false, reason: expect.stringMatching(/task a, which is not a completed dependency/) });
+  });
+});
+
+describe('eligibility', () => {
+  it('needs an alive node with the model installed (tags normalised)', () => {
+    const h = new Harness();
+    h.submit('t', { model: 'llama3' });
+    const nodes = [
+      node('dead', { alive: false }),
+      node('none', { modelsInstalled: ['mistral'] }),
+      node('tagged', { modelsInstalled: ['llama3:latest'] }),
+      node('plain'),
+      node('zero', { concurrencyLimit: 0 }),
+    ];
+    expect(eligibleNodes(record(h, 't'), nodes).map((candidate) => candidate.node.id)).toEqual(['plain', 'tagged']);
+    expect(sameModel('llama3', 'llama3:latest')).toBe(true);
+    expect(sameModel('llama3:8b', 'llama3')).toBe(false);
+  });
+
+  it('matches capabilities through agents, best proficiency first, honouring a named model', () => {
+    const h = new Harness();
+    h.submit('cap', { model: undefined, capability: 'code' });
+    h.submit('cap-model', { model: 'qwen', capability: 'code' });
+    const n1 = node('n1', {
+      modelsInstalled: ['llama3', 'qwen'],
+      agents: [
+        { id: 'coder-a', model: 'llama3', capabilities: [{ name: 'code', proficiency: 0.6 }] },
+        { id: 'coder-b', model: 'qwen', capabilities: [{ name: 'code', proficiency: 0.9 }, { name: 'prose', proficiency: 0.2 }] },
+        { id: 'coder-c', model: 'notinstalled', capabilities: [{ name: 'code', proficiency: 1 }] },
+      ],
+    });
+    const n2 = node('n2', { agents: [{ id: 'writer', model: 'llama3', capabilities: [{ name: 'prose', proficiency: 1 }] }] });
+    const n3 = node('n3', { agents: [{ id: 'zero', model: 'llama3', capabilities: [{ name: 'code', proficiency: 0 }] }] });
+    expect(candidateOn(record(h, 'cap'), n1)).toMatchObject({ agentId: 'coder-b', model: 'qwen', proficiency: 0.9 });
+    expect(candidateOn(record(h, 'cap'), n2)).toBeNull();
+    expect(candidateOn(record(h, 'cap'), n3)).toBeNull();
+    expect(candidateOn(record(h, 'cap-model'), n1)).toMatchObject({ agentId: 'coder-b', model: 'qwen' });
+  });
+});
+
+describe('estimateCompletionMs', () => {
+  const h = new Harness();
+  h.submit('t', { prompt: 'x'.repeat(4_000), options: { num_predict: 100 } });
+  const task = (): ReturnType<typeof record> => record(h, 't');
+
+  it('adds load time only for a cold model, from its size when known', () => {
+    const warm = estimateCompletionMs(task(), node('n', { modelsLoaded: ['llama3:latest'] }));
+    const cold = estimateCompletionMs(task(), node('n'));
+    expect(cold - warm).toBe(estimateDefaults.modelLoadMs);
+    const sized = estimateCompletionMs(task(), node('n', { modelSizeBytes: { 'llama3:latest': 4e9 } }));
+    expect(sized - warm).toBe(estimateDefaults.modelLoadBaseMs + 4_000);
+  });
+
+  it('follows measured speed, output length and prompt length', () => {
+    const fast = estimateCompletionMs(task(), node('n', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 100 } }));
+    const slow = estimateCompletionMs(task(), node('n', { modelsLoaded: ['llama3'], tokensPerSecond: { 'llama3:latest': 10 } }));
+    // 1000 prompt tokens at 10x speed + 100 output tokens.
+    expect(fast).toBe(Math.round((1_000 / 1_000 + 100 / 100) * 1_000));
+    expect(slow).toBe(Math.round((1_000 / 100 + 100 / 10) * 1_000));
+    const unmeasured = estimateCompletionMs(task(), node('n', { modelsLoaded: ['llama3'] }));
+    expect(unmeasured).toBe(Math.round((1_000 / 200 + 100 / 20) * 1_000));
+  });
+
+  it('grows with running generations and adds queue wait once the node is full', () => {
+    const idle = estimateCompletionMs(task(), node('n', { modelsLoaded: ['llama3'], concurrencyLimit: 2 }));
+    const one = estimateCompletionMs(task(), node('n', { modelsLoaded: ['llama3'], concurrencyLimit: 2, running: 1 }));
+    const full = estimateCompletionMs(task(), node('n', { modelsLoaded: ['llama3'], concurrencyLimit: 2, running: 2 }));
+    expect(idle).toBeLessThan(one);
+    expect(full - one).toBeGreaterThan(one - idle);
+  });
+
+  it('needs a model', () => {
+    const capability = new Harness();
+    capability.submit('c', { model: undefined, capability: 'code' });
+    expect(() => estimateCompletionMs(record(capability, 'c'), node('n'))).toThrow(/names no model/);
+  });
+});
+
+describe('planAssignments', () => {
+  it('prefers the node with the model already in VRAM', () => {
+    const h = new Harness();
+    h.submit('t');
+    const plan = planAssignments(h.state, [node('a'), node('b', { modelsLoaded: ['llama3'] })], [], 5_000);
+    expect(plan.assignments).toEqual([expect.objectContaining({ taskId: 't', node: 'b', attempt: 1, model: 'llama3', agentId: null })]);
+  });
+
+  it('prefers the faster node when both are warm, and breaks ties by node id', () => {
+    const h = new Harness();
+    h.submit('t');
+    const warm = { modelsLoaded: ['llama3'] };
+    expect(planAssignments(h.state, [node('a', { ...warm, tokensPerSecond: { llama3: 30 } }), node('b', { ...warm, tokensPerSecond: { llama3: 90 } })], [], 0).assignments[0]?.node).toBe('b');
+    expect(planAssignments(h.state, [node('b', warm), node('a', warm)], [], 0).assignments[0]?.node).toBe('a');
+  });
+
+  it('uses bids when present and falls back to estimates when missing', () => {
+    const h = new Harness();
+    h.submit('t');
+    const nodes = [node('a', { modelsLoaded: ['llama3'] }), node('b')];
+    // b is cold, but says it will finish sooner (it knows something we do not).
+    const plan = planAssignments(h.state, nodes, [{ taskId: 't', node: 'b', estimateMs: 10 }], 0);
+    expect(plan.assignments[0]).toMatchObject({ node: 'b', estimateMs: 10 });
+    const ignored = planAssignments(h.state, nodes, [{ taskId: 't', node: 'b', estimateMs: Number.NaN }], 0);
+    expect(ignored.assignments[0]?.node).toBe('a');
+  });
+
+  it('weighs proficiency: a much better agent wins over a slightly faster one', () => {
+    const h = new Harness();
+    h.submit('t', { model: undefined, capability: 'review' });
+    const agent = (proficiency: number) => [{ id: `r${proficiency}`, model: 'llama3', capabilities: [{ name: 'review', proficiency }] }];
+    const nodes = [
+      node('expert', { agents: agent(0.9), modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 20 } }),
+      node('novice', { agents: agent(0.3), modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 30 } }),
+    ];
+    expect(planAssignments(h.state, nodes, [], 0).assignments[0]).toMatchObject({ node: 'expert', agentId: 'r0.9', model: 'llama3' });
+    const equal = [
+      node('a', { agents: agent(0.5), modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 20 } }),
+      node('b', { agents: agent(0.5), modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 40 } }),
+    ];
+    expect(planAssignments(h.state, equal, [], 0).assignments[0]?.node).toBe('b');
+  });
+
+  it('never puts more in flight on a node than its concurrency limit, across rounds', () => {
+    const h = new Harness();
+    for (let i = 0; i < 30; i += 1) h.submit(`t${i}`, { priority: i % 11 });
+    const nodes = [node('a', { concurrencyLimit: 3 }), node('b', { concurrencyLimit: 1, running: 0 }), node('c', { concurrencyLimit: 2, running: 1 })];
+    const limitOf = new Map(nodes.map((view) => [view.id, view.concurrencyLimit - view.running]));
+    let now = 0;
+    for (let round = 0; round < 12; round += 1) {
+      const plan = planAssignments(h.state, nodes, [], now);
+      commit(h, plan, now);
+      for (const [nodeId, inFlight] of h.state.inFlightByNode()) expect(inFlight).toBeLessThanOrEqual(limitOf.get(nodeId)!);
+      // Finish one task per round so slots free up.
+      const running = h.state.tasksWithStatus('assigned')[0];
+      if (running !== undefined) h.complete(running.id, running.attempt, 'x', now + 1);
+      now += 1_000;
+    }
+    const first = planAssignments(new Harness().state, nodes, [], 0);
+    expect(first.assignments).toEqual([]);
+    expect(h.state.countsByStatus().completed).toBe(12);
+  });
+
+  it('counts several assignments of one round against the node, spreading work', () => {
+    const h = new Harness();
+    h.submit('t1');
+    h.submit('t2');
+    const nodes = [node('a', { concurrencyLimit: 4, modelsLoaded: ['llama3'] }), node('b', { concurrencyLimit: 4, modelsLoaded: ['llama3'] })];
+    expect(planAssignments(h.state, nodes, [], 0).assignments.map((assignment) => assignment.node)).toEqual(['a', 'b']);
+  });
+
+  it('sends a pinned task to its node only, and explains why it waits', () => {
+    const h = new Harness();
+    h.submit('t');
+    h.ok({ type: 'task.pin', id: 't', node: 'slow' });
+    const slow = node('slow', { concurrencyLimit: 1, tokensPerSecond: { llama3: 1 } });
+    const fast = node('fast', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 100 } });
+    expect(planAssignments(h.state, [fast, slow], [], 0).assignments).toEqual([expect.objectContaining({ node: 'slow' })]);
+    const busy = planAssignments(h.state, [fast, { ...slow, running: 1 }], [], 0);
+    expect(busy).toEqual({ assignments: [], waiting: [{ taskId: 't', reason: 'node slow is busy (all 1 slots taken)' }] });
+    expect(planAssignments(h.state, [fast, { ...slow, alive: false }], [], 0).waiting[0]?.reason).toBe('pinned to node slow, which is not alive');
+    expect(planAssignments(h.state, [fast], [], 0).waiting[0]?.reason).toBe('pinned to node slow, which is not in the cluster');
+    expect(planAssignments(h.state, [fast, { ...slow, modelsInstalled: [] }], [], 0).waiting[0]?.reason).toBe('pinned to node slow, which lacks model llama3');
+  });
+
+  it('leaves tasks nobody can run queued, with the reason', () => {
+    const h = new Harness();
+    h.submit('nobody', { model: 'giant' });
+    h.submit('dead-only', { model: 'mistral' });
+    h.submit('cap', { model: undefined, capability: 'poetry' });
+    const plan = planAssignments(h.state, [node('a'), node('b', { alive: false, modelsInstalled: ['mistral'] })], [], 0);
+    expect(plan.assignments).toEqual([]);
+    expect(Object.fromEntries(plan.waiting.map((waiting) => [waiting.taskId, waiting.reason]))).toEqual({
+      nobody: 'no node has model giant',
+      'dead-only': 'no alive node has model mistral',
+      cap: 'no node has an agent with capability poetry',
+    });
+  });
+
+  it('stops at the per-round bound', () => {
+    const h = new Harness();
+    for (let i = 0; i < 5; i += 1) h.submit(`t${i}`);
+    const plan = planAssignments(h.state, [node('a', { concurrencyLimit: 10 })], [], 0, { assignmentsMax: 2 });
+    expect(plan.assignments.length).toBe(2);
+    expect(plan.waiting).toEqual([0, 1, 2].map(() => expect.objectContaining({ reason: 'waiting for the next scheduling round' })));
+  });
+
+  it('produces assignments the state accepts, and the next plan does not repeat them', () => {
+    const h = new Harness();
+    h.submit('t1');
+    h.submit('t2');
+    const nodes = [node('a', { concurrencyLimit: 1 }), node('b', { concurrencyLimit: 1 })];
+    const plan = planAssignments(h.state, nodes, [], 0);
+    expect(plan.assignments.length).toBe(2);
+    for (const assignment of plan.assignments) expect(() => encodeCommand(assignmentCommand(assignment, 3, 0))).not.toThrow();
+    commit(h, plan, 0, 3);
+    expect(h.state.getTask('t1')?.attempts[0]).toMatchObject({ term: 3, model: 'llama3' });
+    expect(planAssignments(h.state, nodes, [], 0).assignments).toEqual([]);
+  });
+});
+
+describe('waitingReason', () => {
+  it('explains dependencies, backoff, missing models and busy nodes; null when placeable', () => {
+    const h = new Harness();
+    h.submit('a');
+    h.submit('b', { dependsOn: ['a'] });
+    const nodes = [node('n1', { concurrencyLimit: 1 })];
+    expect(waitingReason(h.state, record(h, 'b'), nodes, 0)).toBe('dependencies a');
+    expect(waitingReason(h.state, record(h, 'a'), nodes, 0)).toBeNull();
+    expect(waitingReason(h.state, record(h, 'a'), [], 0)).toBe('no node has model llama3');
+    h.assign('a', 'n1', 1, 0);
+    expect(waitingReason(h.state, record(h, 'a'), nodes, 0)).toBeNull();
+    h.submit('c');
+    expect(waitingReason(h.state, record(h, 'c'), nodes, 0)).toBe('node n1 is busy (1 of 1 slots taken)');
+    h.fail('a', 1, true, 100);
+    expect(waitingReason(h.state, record(h, 'a'), nodes, 200)).toBe(`retry backoff for another ${100 + limits.retryBackoffBaseMs - 200} ms`);
+  });
+});
+
+describe('recovery', () => {
+  it('requeues the attempts of dead nodes, fenced by attempt', () => {
+    const h = new Harness();
+    h.submit('on-dead');
+    h.submit('running-on-dead');
+    h.submit('on-alive');
+    h.assign('on-dead', 'n1', 1);
+    h.assign('running-on-dead', 'n1', 1);
+    h.start('running-on-dead', 'n1', 1);
+    h.assign('on-alive', 'n2', 1);
+    expect(tasksToRequeue(h.state, [], 5_000)).toEqual([]);
+    const requeues = tasksToRequeue(h.state, ['n1'], 5_000);
+    expect(requeues).toEqual([
+      { type: 'task.requeue', id: 'on-dead', attempt: 1, at: 5_000, reason: 'node n1 stopped answering (declared dead) during attempt 1' },
+      { type: 'task.requeue', id: 'running-on-dead', attempt: 1, at: 5_000, reason: 'node n1 stopped answering (declared dead) during attempt 1' },
+    ]);
+    for (const requeue of requeues) h.ok(requeue);
+    expect(h.state.countsByStatus()).toMatchObject({ queued: 2, assigned: 1 });
+    expect(tasksToRequeue(h.state, ['n2'], 6_000, (nodeId) => `node ${nodeId} lost the quorum`)[0]?.reason).toBe('node n2 lost the quorum');
+  });
+
+  it('requeues attempts that never started or ran past their timeout', () => {
+    const h = new Harness();
+    h.submit('never-started');
+    h.submit('slow', { timeoutMs: 10_000 });
+    h.submit('fine', { timeoutMs: 60_000 });
+    h.assign('never-started', 'n1', 1, 1_000);
+    h.assign('slow', 'n2', 1, 1_000);
+    h.start('slow', 'n2', 1, 2_000);
+    h.assign('fine', 'n2', 1, 1_000);
+    h.start('fine', 'n2', 1, 2_000);
+    expect(timedOutTasks(h.state, 5_000)).toEqual([]);
+    const late = timedOutTasks(h.state, 12_000, { startTimeoutMs: 5_000 });
+    expect(late.map((requeue) => [requeue.id, requeue.reason])).toEqual([
+      ['never-started', 'node n1 did not start attempt 1 within 5000 ms'],
+      ['slow', 'attempt 1 on node n2 timed out after 10000 ms'],
+    ]);
+    expect(timedOutTasks(h.state, 1_000 + limits.taskStartTimeoutMsDefault).map((requeue) => requeue.id)).toEqual(['never-started', 'slow']);
+  });
+});
+
+describe('nodeViewFromHeartbeat', () => {
+  it('takes models, speeds, load and agents from a heartbeat; leaving or Ollama-less nodes take no work', () => {
+    const heartbeat = {
+      nodeId: 'n1', leaving: false,
+      ollama: {
+        reachable: true,
+        installed: [{ name: 'llama3:8b', sizeBytes: 4_700_000_000 }],
+        loaded: [{ name: 'llama3:8b', sizeBytes: 4_700_000_000, vramBytes: 5e9, expiresAt: null }],
+        tokensPerSecond: { 'llama3:8b': 55 },
+      },
+      load: { running: 1, queued: 0, concurrencyLimit: 4 },
+      agents: [{ id: 'coder', model: 'llama3:8b', capabilities: [{ name: 'code', proficiency: 0.8 }] }],
+    } as unknown as Heartbeat;
+    expect(nodeViewFromHeartbeat(heartbeat, true)).toEqual({
+      id: 'n1', alive: true, modelsInstalled: ['llama3:8b'], modelsLoaded: ['llama3:8b'], tokensPerSecond: { 'llama3:8b': 55 },
+      modelSizeBytes: { 'llama3:8b': 4_700_000_000 }, running: 1, concurrencyLimit: 4,
+      agents: [{ id: 'coder', model: 'llama3:8b', capabilities: [{ name: 'code', proficiency: 0.8 }] }],
+    });
+    expect(nodeViewFromHeartbeat({ ...heartbeat, leaving: true }, true).alive).toBe(false);
+    expect(nodeViewFromHeartbeat({ ...heartbeat, ollama: { ...heartbeat.ollama, reachable: false } }, true).alive).toBe(false);
+  });
+});
