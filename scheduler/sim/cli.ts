@@ -3,7 +3,8 @@
 //   npm run sim -- --seed S [--nodes 3|5] [--steps K] [--verbose]
 // Runs a range of seeds against the real consensus core, prints a summary table and, for
 // every failing seed, the one-line command that replays it exactly. Exits 1 on any failure.
-import { raftCore } from './core.ts';
+import { raftCore, type CoreFactory } from './core.ts';
+import { faultyCores } from './faulty-cores.ts';
 import { runSeed, type SeedResult } from './sim.ts';
 import { emptyTotals, addToTotals, formatSummary, type Totals } from './summary.ts';
 
@@ -15,6 +16,8 @@ interface CliOptions {
   verbose: boolean;
   /** Trace lines printed for each failing seed (the full ring with --seed). */
   traceLines: number;
+  /** A deliberately broken core to run instead of the real one (to see the checker catch it). */
+  broken: string | null;
 }
 
 const usage = `usage: npm run sim -- [--seeds N] [--from S] [--seed S] [--nodes 3|5] [--steps K] [--verbose]
@@ -23,7 +26,9 @@ const usage = `usage: npm run sim -- [--seeds N] [--from S] [--seed S] [--nodes 
   --seed S    run exactly one seed (prints its trace on failure)
   --nodes V   voters at the start: 3 or 5 (default 3); two more nodes wait to be added
   --steps K   events in the faulty phase of each seed (default 3000)
-  --verbose   print every traced event as it happens`;
+  --verbose   print every traced event as it happens
+  --broken B  run a deliberately broken core instead of the real one, to watch the checker
+              catch it; B is one of: ${Object.entries(faultyCores).map(([name, core]) => `${name} (${core.describe})`).join(', ')}`;
 
 function fail(message: string): never {
   process.stderr.write(`sim: ${message}\n${usage}\n`);
@@ -38,7 +43,7 @@ function integerArgument(name: string, text: string | undefined, min: number): n
 }
 
 function parse(argv: string[]): CliOptions {
-  const options: CliOptions = { from: 1, seeds: 100, voters: 3, steps: 3_000, verbose: false, traceLines: 40 };
+  const options: CliOptions = { from: 1, seeds: 100, voters: 3, steps: 3_000, verbose: false, traceLines: 40, broken: null };
   for (let index = 0; index < argv.length; index++) {
     const argument = argv[index] as string;
     const next = () => argv[++index];
@@ -57,6 +62,12 @@ function parse(argv: string[]): CliOptions {
       }
       case '--steps': options.steps = integerArgument('--steps', next(), 1); break;
       case '--verbose': options.verbose = true; break;
+      case '--broken': {
+        const name = next();
+        if (name === undefined || !(name in faultyCores)) fail(`--broken needs one of ${Object.keys(faultyCores).join(', ')}`);
+        options.broken = name;
+        break;
+      }
       case '--help': case '-h':
         process.stdout.write(`${usage}\n`);
         process.exit(0);
@@ -67,19 +78,20 @@ function parse(argv: string[]): CliOptions {
   return options;
 }
 
-export function replayCommand(seed: number, voters: number, steps: number): string {
-  return `npm run sim -- --seed ${seed} --nodes ${voters} --steps ${steps}`;
+export function replayCommand(seed: number, voters: number, steps: number, broken: string | null = null): string {
+  return `npm run sim -- --seed ${seed} --nodes ${voters} --steps ${steps}${broken === null ? '' : ` --broken ${broken}`}`;
 }
 
 function main(): void {
   const options = parse(process.argv.slice(2));
   const totals: Totals = emptyTotals();
   const failures: SeedResult[] = [];
+  const core: CoreFactory = options.broken === null ? raftCore : (faultyCores[options.broken] as { factory: CoreFactory }).factory;
   const startedMs = performance.now();
   let lastProgressMs = startedMs;
   for (let seed = options.from; seed < options.from + options.seeds; seed++) {
     const result = runSeed({
-      seed, voters: options.voters, steps: options.steps, core: raftCore,
+      seed, voters: options.voters, steps: options.steps, core,
       ...(options.verbose ? { onTrace: (line: string) => process.stdout.write(`${line}\n`) } : {}),
     });
     addToTotals(totals, result);
@@ -89,7 +101,7 @@ function main(): void {
       process.stdout.write(`seed ${seed} FAILED (${failure.invariant}): ${failure.message.split('\n')[0]}\n`);
       const lines = options.verbose ? [] : result.trace.slice(-options.traceLines);
       for (const line of lines) process.stdout.write(`  | ${line}\n`);
-      process.stdout.write(`  replay: ${replayCommand(seed, options.voters, options.steps)}\n`);
+      process.stdout.write(`  replay: ${replayCommand(seed, options.voters, options.steps, options.broken)}\n`);
     }
     const nowMs = performance.now();
     if (nowMs - lastProgressMs > 30_000) {
@@ -105,7 +117,7 @@ function main(): void {
   }
   if (failures.length > 0) {
     process.stdout.write(`\nfailing seeds (replay each with the command shown):\n`);
-    for (const failed of failures) process.stdout.write(`  ${replayCommand(failed.seed, options.voters, options.steps)}   # ${failed.failure?.invariant}\n`);
+    for (const failed of failures) process.stdout.write(`  ${replayCommand(failed.seed, options.voters, options.steps, options.broken)}   # ${failed.failure?.invariant}\n`);
     process.exitCode = 1;
   }
 }

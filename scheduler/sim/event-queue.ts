@@ -66,15 +66,6 @@ export class EventQueue<T> {
     }
     return top;
   }
-
-  /** Removes every event for which `keep` returns false (used when a node crashes). */
-  filter(keep: (event: T) => boolean): void {
-    const kept = this.heap.filter((item) => keep(item.event));
-    this.heap.length = 0;
-    kept.sort((a, b) => (before(a, b) ? -1 : 1));
-    // A sorted array is a valid heap.
-    for (const item of kept) this.heap.push(item);
-  }
 }
 
 function before<T>(a: Scheduled<T>, b: Scheduled<T>): boolean {

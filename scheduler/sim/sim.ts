@@ -523,6 +523,14 @@ export class Simulation {
     if (!preVote && message.term > node.disk.hardState.term) {
       throw new InvariantViolation('persist before send', `${node.id} sent ${message.type} of term ${message.term} while its durable term is ${node.disk.hardState.term}`);
     }
+    // A granted vote and an acknowledged append promise durable state; it must be on disk.
+    const hard = node.disk.hardState;
+    if (message.type === 'vote-response' && message.reject !== true && (hard.term !== message.term || hard.vote !== message.to)) {
+      throw new InvariantViolation('persist before send', `${node.id} granted its vote in term ${message.term} to ${message.to}, but its disk says term ${hard.term} vote ${hard.vote ?? 'none'}`);
+    }
+    if (message.type === 'append-response' && message.reject === false && (message.hintIndex ?? 0) > node.disk.lastIndex) {
+      throw new InvariantViolation('persist before send', `${node.id} acknowledged entries up to ${message.hintIndex} but its disk holds only up to ${node.disk.lastIndex}`);
+    }
     for (const delay of this.network.send(message)) {
       this.queue.push(this.nowUs + delay, { kind: 'deliver', message: cloneMessage(message) });
     }
