@@ -24,7 +24,11 @@ export interface StandinOptions {
   coldLoadMs?: number;
   /** Keep-alive when a request does not say (Ollama: 5 minutes). */
   keepAliveMs?: number;
-  /** Generations and embeddings running at once; more wait (OLLAMA_NUM_PARALLEL). */
+  /**
+   * Generations and embeddings running at once, across all models; more wait, as with
+   * OLLAMA_NUM_PARALLEL (which Ollama applies per model: one limit here keeps a host's
+   * capacity one number, which is what hivemesh's concurrency limit models).
+   */
   maxConcurrency?: number;
   /** Requests waiting for a slot before 503 (OLLAMA_MAX_QUEUE). */
   maxQueue?: number;
@@ -379,6 +383,7 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
         loading.set(model.name, pending);
       }
       await untilAborted(pending, signal);
+      if (closed) throw new AbortedError('stand-in closed');
       if (!models.has(model.name)) throw new RequestError(404, `model "${model.name}" not found, try pulling it first`);
     }
     const state = loaded.get(model.name);
@@ -553,6 +558,7 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
       const evalStarted = process.hrtime.bigint();
       const evalStartedMs = performance.now();
       let nextDueMs = evalStartedMs;
+      let tokensSinceYield = 0;
       let text = '';
       while (record.tokens < tokens.length) {
         if (breakAfter !== null && record.tokens >= breakAfter) {
@@ -562,7 +568,14 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
         }
         nextDueMs += 1000 / tokensPerSecondOf(model);
         const waitMs = nextDueMs - performance.now();
-        if (waitMs >= 1) await sleep(waitMs, signal);
+        if (waitMs >= 1) {
+          await sleep(waitMs, signal);
+          tokensSinceYield = 0;
+        } else if (++tokensSinceYield >= 32) {
+          // Very high speeds need no timer per token, but other requests still get their turn.
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          tokensSinceYield = 0;
+        }
         if (signal.aborted) throw new AbortedError('aborted');
         const token = tokens[record.tokens] ?? '';
         text += token;

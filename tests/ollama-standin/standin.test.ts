@@ -240,6 +240,56 @@ describe('ollama stand-in', () => {
     expect(await bad.json()).toEqual({ error: 'count must be a non-negative integer' });
   });
 
+  it('evicts idle models for VRAM and offloads partly when busy models fill it', async () => {
+    const { server, client } = await standin({ models: ['qwen2.5:7b', 'mistral:7b', 'llama3.2:1b'], vramBytes: 5e9, tokensPerSecond: 100 });
+    await client.generate({ model: 'qwen2.5:7b', prompt: 'a', options: { num_predict: 1 } });
+    await client.generate({ model: 'mistral:7b', prompt: 'a', options: { num_predict: 1 } });
+    expect((await client.ps()).models.map((model) => model.name)).toEqual(['mistral:7b']);
+    // While mistral streams it cannot be evicted: qwen gets what VRAM is left, the rest on CPU.
+    const stream = await client.generate({ model: 'mistral:7b', prompt: 'long', stream: true, options: { num_predict: 1000 } });
+    const iterator = stream[Symbol.asyncIterator]();
+    await iterator.next();
+    await client.generate({ model: 'qwen2.5:7b', prompt: 'b', options: { num_predict: 1 } });
+    const qwen = (await client.ps()).models.find((model) => model.name === 'qwen2.5:7b');
+    expect(qwen?.size_vram).toBeGreaterThan(0);
+    expect(qwen?.size_vram).toBeLessThan(qwen?.size ?? 0);
+    expect(server.loadedModels().reduce((sum, model) => sum + model.sizeVramBytes, 0)).toBeLessThanOrEqual(5e9);
+    stream.abort();
+    await iterator.next().catch(() => undefined);
+  });
+
+  it('answers 503 beyond the wait queue, and close() aborts what is in flight', async () => {
+    const { server, client } = await standin({ maxConcurrency: 1, maxQueue: 1, tokensPerSecond: 100 });
+    const stream = await client.generate({ model: 'llama3.2:1b', prompt: 'long', stream: true, options: { num_predict: 1000 } });
+    const iterator = stream[Symbol.asyncIterator]();
+    await iterator.next();
+    const queued = client.generate({ model: 'llama3.2:1b', prompt: 'queued', options: { num_predict: 1 } });
+    await waitFor(() => server.generationsTotal() === 1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await expect(client.generate({ model: 'llama3.2:1b', prompt: 'third', options: { num_predict: 1 } })).rejects.toMatchObject({
+      status_code: 503, message: 'server busy, please try again.  maximum pending requests exceeded',
+    });
+    await server.close();
+    await expect(queued).rejects.toThrow();
+    // Chunks already received are still read; then the cut connection surfaces.
+    await expect((async () => {
+      for (let chunk = await iterator.next(); !chunk.done; chunk = await iterator.next()) expect(chunk.value.done).toBe(false);
+    })()).rejects.toThrow();
+    expect(server.generations()).toMatchObject([{ outcome: 'aborted', aborted: true }]);
+  });
+
+  it('hangs only generation requests by default, and serves the legacy /api/embeddings', async () => {
+    const { server, client } = await standin({ models: ['all-minilm', 'llama3.2:1b'] });
+    server.hang(true);
+    const hung = fetch(`${server.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model: 'llama3.2:1b', prompt: 'x' }), signal: AbortSignal.timeout(150) });
+    expect((await client.list()).models).toHaveLength(2);
+    await expect(hung).rejects.toMatchObject({ name: 'TimeoutError' });
+    server.reset();
+    const legacy = await client.embeddings({ model: 'all-minilm', prompt: 'alpha' });
+    expect(legacy.embedding).toEqual(standinEmbedding('all-minilm', 'alpha', 384));
+    expect(server.embedRequests()).toBe(1);
+  });
+
   it('parses keep_alive as Ollama does', () => {
     expect(parseKeepAlive(undefined)).toBeUndefined();
     expect(parseKeepAlive(30)).toBe(30_000);
