@@ -1015,7 +1015,12 @@ export class Raft {
   private broadcastAppend(sendIfEmpty: boolean): Set<NodeId> {
     const sentTo = new Set<NodeId>();
     for (const [node, progress] of this.progress) {
-      if (this.sendAppend(node, progress, sendIfEmpty)) sentTo.add(node);
+      if (!this.sendAppend(node, progress, sendIfEmpty)) continue;
+      sentTo.add(node);
+      // In replicate state, fill the pipeline window with further batches.
+      while (progress.state === 'replicate' && progress.next <= this.lastIndex() && this.sendAppend(node, progress, false)) {
+        // sendAppend advanced progress.next; the window (isPaused) bounds this loop.
+      }
     }
     return sentTo;
   }

@@ -415,6 +415,7 @@ export function runScript(text: string): { cases: { commands: string[]; expected
     const commandLines = lines.slice(0, separator);
     const commands = commandLines.filter((line) => !line.startsWith('#'));
     const expected = lines.slice(separator + 1);
+    while (expected.length > 0 && (expected[expected.length - 1] as string).trim() === '') expected.pop();
     const actual: string[] = [];
     for (const command of commands) actual.push(...runCommand(harness, command));
     if (actual.length === 0) actual.push('ok');

@@ -7,7 +7,7 @@
 //      (this is also the first half of replacing a dead voter);
 //   2. demote a voter dead beyond the threshold, when the cluster is above target or
 //      dropping the dead voters raises the number of failures it tolerates;
-//   3. demote alive voters above target (never the leader);
+//   3. demote alive voters above the configured target (never the leader);
 //   4. add alive nodes outside the config as learners;
 //   5. remove learners the failure detector has forgotten.
 // It never proposes a change after which the live voters would fall short of a quorum.
@@ -29,7 +29,7 @@ export interface VoterPolicyInput {
   nodes: KnownNode[];
   /** The leader's id: never demoted by the policy's own choice. */
   leader: NodeId;
-  /** Wanted voter count; default 5 when at least 5 nodes are alive, else 3 (votersTargetDefault). */
+  /** Wanted voter count; default 5 when at least 5 nodes are not written off, else 3 (votersTargetDefault). */
   votersTarget?: number;
   /** A voter dead at least this long is replaced. */
   replaceDeadAfterMs: number;
@@ -63,7 +63,13 @@ export function effectiveVotersTarget(target: number, aliveNodeCount: number): n
 export function nextConfigChange(input: VoterPolicyInput): ConfigChange | null {
   const known = new Map(input.nodes.map((node) => [node.id, node]));
   const aliveIds = input.nodes.filter((node) => node.alive).map((node) => node.id);
-  const target = effectiveVotersTarget(input.votersTarget ?? (aliveIds.length >= 5 ? 5 : votersTargetDefault), aliveIds.length);
+  // Nodes not written off (alive, or dead for less than the threshold) set the default, so
+  // a brief failure does not shrink the voter set.
+  const standing = input.nodes.filter((node) => node.alive || node.deadForMs < input.replaceDeadAfterMs).length;
+  const configuredTarget = input.votersTarget ?? (standing >= 5 ? 5 : votersTargetDefault);
+  // What we can reach now; shrinking decisions use the configured target instead, so that
+  // few alive nodes never make the policy give up voters that are alive.
+  const target = effectiveVotersTarget(configuredTarget, aliveIds.length);
   const lagMax = input.learnerLagEntriesMax ?? learnerLagEntriesMaxDefault;
   const voters = [...input.config.voters].sort(byId);
   const learners = [...input.config.learners].sort(byId);
@@ -85,7 +91,7 @@ export function nextConfigChange(input: VoterPolicyInput): ConfigChange | null {
 
   // 2. Demote a written-off voter if we are above target or it raises failure tolerance.
   if (replaceable.length > 0) {
-    const aboveTarget = voters.length > target;
+    const aboveTarget = voters.length > configuredTarget;
     const toleranceNow = liveVoters.length - quorumOf(voters.length);
     const toleranceAfter = liveVoters.length - quorumOf(voters.length - replaceable.length);
     if ((aboveTarget || toleranceAfter > toleranceNow) && liveVoters.length >= quorumOf(voters.length - 1)) {
@@ -93,8 +99,8 @@ export function nextConfigChange(input: VoterPolicyInput): ConfigChange | null {
     }
   }
 
-  // 3. Shrink alive voters above target, highest id first, never the leader.
-  if (replaceable.length === 0 && voters.length > target) {
+  // 3. Shrink alive voters above the configured target, highest id first, never the leader.
+  if (replaceable.length === 0 && voters.length > configuredTarget) {
     const extra = liveVoters.filter((id) => id !== input.leader).sort(byId).reverse()[0];
     if (extra !== undefined && liveVoters.length - 1 >= quorumOf(voters.length - 1)) return { type: 'demote', node: extra };
   }
