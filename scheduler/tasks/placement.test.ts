@@ -7,7 +7,7 @@ import { encodeCommand } from '../state/commands.ts';
 import { Harness } from '../state/test-helpers.ts';
 import { nodeViewFromHeartbeat, sameModel, type NodeView } from './node-view.ts';
 import {
-  assignmentCommand, candidateOn, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, waitingReason,
+  assignmentCommand, candidateOn, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, waitingReason,
 } from './placement.ts';
 import { effectivePriority, readyTasks, renderPrompt } from './ready.ts';
 import { tasksToRequeue, timedOutTasks } from './recovery.ts';
@@ -329,6 +329,9 @@ describe('waitingReason', () => {
     expect(waitingReason(h.state, record(h, 'c'), nodes, 0)).toBe('node n1 is busy (1 of 1 slots taken)');
     h.fail('a', 1, true, 100);
     expect(waitingReason(h.state, record(h, 'a'), nodes, 200)).toBe(`retry backoff for another ${100 + limits.retryBackoffBaseMs - 200} ms`);
+    expect(describeTask(h.state, 'c', nodes, 200)?.waitingFor).toBeNull();
+    expect(describeTask(h.state, 'c', [], 200)?.waitingFor).toBe('no node has model llama3');
+    expect(describeTask(h.state, 'missing', nodes, 200)).toBeUndefined();
   });
 });
 
