@@ -80,6 +80,12 @@ export const taskRenderedPromptLengthMax = 1024 * 1024;
 // are refused with 'queue-full' (HTTP 429). Finished tasks are pruned by tasks.prune.
 export const activeTasksMax = 10_000;
 export const finishedTasksKeepMaxDefault = 10_000;
+/**
+ * Hard cap on finished tasks kept, whatever tasks.prune does: past it, a submission drops
+ * the oldest finished tasks (down to 90% of the cap) so memory stays bounded even if the
+ * leader never prunes.
+ */
+export const finishedTasksMax = 20_000;
 export const finishedTasksKeepMsDefault = 24 * 60 * 60_000;
 /** Retry backoff after a failed or lost attempt: base * 2^(attempt-1), capped. */
 export const retryBackoffBaseMs = 1_000;

@@ -377,6 +377,19 @@ describe('tasks.prune', () => {
     expect(h.state.getTask('t0')).toBeUndefined();
   });
 
+  it('drops the oldest finished tasks past the hard cap on submission, even without tasks.prune', () => {
+    const h = new Harness({ finishedTasksMax: 10 });
+    for (let i = 0; i < 10; i += 1) h.runToCompletion(`t${i}`, 'n1', 'x', {}, i * 10);
+    const within = h.submit('fine', {}, 500);
+    expect(within.ok && within.prunedTaskIds).toEqual([]);
+    h.cancel('fine', 600);
+    const over = h.submit('over', {}, 700);
+    // 11 finished > 10: down to 9, oldest first.
+    expect(over.ok && over.prunedTaskIds).toEqual(['t0', 't1']);
+    expect(h.state.countsByStatus()).toMatchObject({ completed: 8, cancelled: 1, queued: 1 });
+    expect(ReplicatedState.restore(h.state.snapshot()).snapshot()).toBe(h.state.snapshot());
+  });
+
   it('keeps a completed task an unfinished dependent still needs, and forgets its idempotency key when pruned', () => {
     const h = new Harness();
     h.runToCompletion('a', 'n1', 'A', { idempotencyKey: 'key-a' });

@@ -66,6 +66,8 @@ export interface ReplicatedStateOptions {
    * the replicated state (it travels in snapshots) because every node must refuse alike.
    */
   activeTasksMax?: number;
+  /** Finished tasks kept at most, whatever tasks.prune does; defaults to limits.finishedTasksMax. Replicated like activeTasksMax. */
+  finishedTasksMax?: number;
 }
 
 const snapshotFormat = 1;
@@ -74,6 +76,7 @@ interface SnapshotData {
   format: number;
   lastApplied: number;
   activeTasksMax: number;
+  finishedTasksMax: number;
   clusterId: string | null;
   clusterCreatedAt: number | null;
   kv: [string, string][];
@@ -112,6 +115,7 @@ function refuse(index: number, code: Refusal['code'], message: string, ids?: str
 export class ReplicatedState {
   private lastAppliedIndex = 0;
   private readonly activeTasksLimit: number;
+  private readonly finishedTasksLimit: number;
   private clusterIdValue: string | null = null;
   private clusterCreatedAtValue: number | null = null;
   private readonly kv = new Map<string, string>();
@@ -131,6 +135,7 @@ export class ReplicatedState {
 
   constructor(options: ReplicatedStateOptions = {}) {
     this.activeTasksLimit = options.activeTasksMax ?? limits.activeTasksMax;
+    this.finishedTasksLimit = options.finishedTasksMax ?? limits.finishedTasksMax;
   }
 
   // -------------------------------------------------------------------------------------
@@ -434,7 +439,13 @@ export class ReplicatedState {
       dependents.add(record.id);
     }
     const event = this.statusEvent(record, command.at, null);
-    return this.done(index, record, [event], true);
+    const result = this.done(index, record, [event], true);
+    if (this.taskCount - this.activeTaskCount > this.finishedTasksLimit) {
+      // Prune to 90% of the cap, so the sort behind it runs once per many submissions.
+      const keep = Math.floor(this.finishedTasksLimit * 0.9);
+      if (result.ok) result.prunedTaskIds = this.pruneFinished(Number.MAX_SAFE_INTEGER, keep, 0);
+    }
+    return result;
   }
 
   private taskAssign(index: number, command: CommandOf<'task.assign'>): ApplyResult {
@@ -581,7 +592,16 @@ export class ReplicatedState {
   }
 
   private tasksPrune(index: number, command: CommandOf<'tasks.prune'>): ApplyResult {
-    // Finished tasks whose output an unfinished dependent still needs are kept.
+    const pruned = this.pruneFinished(command.keepFinishedMs, command.keepFinishedMax, command.at);
+    return { ok: true, index, task: null, created: false, events: [], prunedTaskIds: pruned };
+  }
+
+  /**
+   * Forgets finished tasks that finished more than keepMs before `at`, and then the oldest
+   * beyond keepMax. Finished tasks whose output an unfinished dependent still needs are
+   * kept. Returns the forgotten ids, oldest first.
+   */
+  private pruneFinished(keepMs: number, keepMax: number, at: number): string[] {
     const finished: TaskRecord[] = [];
     for (const status of ['completed', 'failed', 'cancelled'] as const) {
       for (const seq of this.statusIndex(status).toArray()) {
@@ -590,8 +610,8 @@ export class ReplicatedState {
       }
     }
     finished.sort((a, b) => (a.completedAt as number) - (b.completedAt as number) || a.seq - b.seq);
-    const cutoff = command.at - command.keepFinishedMs;
-    const tooMany = Math.max(0, finished.length - command.keepFinishedMax);
+    const cutoff = at - keepMs;
+    const tooMany = Math.max(0, finished.length - keepMax);
     const pruned: string[] = [];
     for (let position = 0; position < finished.length; position += 1) {
       const record = finished[position] as TaskRecord;
@@ -599,7 +619,7 @@ export class ReplicatedState {
       this.forget(record);
       pruned.push(record.id);
     }
-    return { ok: true, index, task: null, created: false, events: [], prunedTaskIds: pruned };
+    return pruned;
   }
 
   // -------------------------------------------------------------------------------------
@@ -704,6 +724,7 @@ export class ReplicatedState {
       format: snapshotFormat,
       lastApplied: this.lastAppliedIndex,
       activeTasksMax: this.activeTasksLimit,
+      finishedTasksMax: this.finishedTasksLimit,
       clusterId: this.clusterIdValue,
       clusterCreatedAt: this.clusterCreatedAtValue,
       kv: this.kvKeys().map((key) => [key, this.kv.get(key)!]),
@@ -723,7 +744,7 @@ export class ReplicatedState {
     if (typeof data !== 'object' || data === null || data.format !== snapshotFormat) {
       throw new MalformedCommandError(`a state snapshot has format ${JSON.stringify((data as { format?: unknown } | null)?.format)}; this version reads format ${snapshotFormat}`);
     }
-    const state = new ReplicatedState({ activeTasksMax: data.activeTasksMax });
+    const state = new ReplicatedState({ activeTasksMax: data.activeTasksMax, finishedTasksMax: data.finishedTasksMax });
     state.lastAppliedIndex = data.lastApplied;
     state.clusterIdValue = data.clusterId;
     state.clusterCreatedAtValue = data.clusterCreatedAt;
