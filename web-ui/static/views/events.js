@@ -53,15 +53,18 @@ export class EventFeed {
 export function describeEvent(data, raw) {
   if (data === null || typeof data !== 'object') return excerpt(raw, 200);
   if (typeof data.message === 'string' && data.message !== '') return excerpt(data.message, 300);
+  if (typeof data.error?.message === 'string') return excerpt(data.error.message, 300);
+  // task.status events carry the task's status event inside.
+  if (data.event && typeof data.event === 'object' && typeof data.event.taskId === 'string') return describeEvent(data.event, raw);
   /** @type {string[]} */
   const parts = [];
-  const name = data.nodeName ?? data.name;
+  if (typeof data.taskId === 'string') parts.push(`task ${data.taskId}`);
+  const name = data.nodeName ?? data.name ?? null;
   if (typeof name === 'string') parts.push(`node ${name}`);
   else if (typeof data.nodeId === 'string') parts.push(`node ${shortId(data.nodeId)}`);
   else if (typeof data.node === 'string') parts.push(`node ${shortId(data.node)}`);
   if (typeof data.leaderId === 'string') parts.push(`leader ${shortId(data.leaderId)}`);
   if (typeof data.term === 'number') parts.push(`term ${data.term}`);
-  if (typeof data.taskId === 'string') parts.push(`task ${data.taskId}`);
   if (typeof data.from === 'string' && typeof data.to === 'string') parts.push(`${data.from} → ${data.to}`);
   else if (typeof data.status === 'string') parts.push(data.status);
   else if (typeof data.state === 'string') parts.push(data.state);

@@ -94,8 +94,10 @@ export class TasksView {
     this.selectedId = null;
     /** @type {Task | null} */
     this.selected = null;
-    /** @type {string | null} */
+    /** @type {string | null} why the task could not be loaded */
     this.detailError = null;
+    /** @type {string | null} why the last action on it (cancel) failed; kept across refreshes */
+    this.actionError = null;
     this.detailNotice = '';
     this.live = new LiveOutput();
     /** @type {AbortController | null} */
@@ -222,7 +224,7 @@ export class TasksView {
         h('td', null, statusBadge(task.status)),
         h('td', { class: 'col-optional' }, task.assignedNode === null ? h('span', { class: 'empty' }, '–') : nodeLabel(task.assignedNode, this.nodesById)),
         h('td', { class: 'col-optional nowrap' }, `${task.attempt} / ${task.maxAttempts}`),
-        h('td', { class: 'nowrap', title: dateTime(task.createdAt) }, duration(Math.max(0, now - task.createdAt))),
+        h('td', { class: 'nowrap', title: dateTime(task.createdAt) }, age(now - task.createdAt)),
       );
       // One listener on the row: a click anywhere, or Enter/Space on its button (whose click bubbles here).
       row.addEventListener('click', () => this.select(task.id, true));
@@ -241,6 +243,7 @@ export class TasksView {
       this.selectedId = id;
       this.selected = this.tasks.find((task) => task.id === id) ?? null;
       this.detailError = null;
+      this.actionError = null;
       this.detailNotice = '';
       this.live = new LiveOutput();
       this.output.textContent = '';
@@ -326,6 +329,13 @@ export class TasksView {
     } catch {
       return;
     }
+    if (eventName === 'error') {
+      // The node broke off the stream with a reason; the stream reconnects by itself.
+      const reason = /** @type {any} */ (event)?.error?.message;
+      this.streamState = `the node reported a stream error: ${typeof reason === 'string' ? reason : 'no reason given'}`;
+      this.renderStreamState();
+      return;
+    }
     const type = event && typeof event === 'object' ? event.type : eventName;
     if (type === 'output' && event.type === 'output') {
       const before = this.live.attempt;
@@ -336,7 +346,7 @@ export class TasksView {
         this.renderDetail();
         return;
       }
-      if (this.selected !== null && finishedStatuses.has(this.selected.status)) return;
+      // Chunks may still come after a finished status (they were produced before it); the final event follows them.
       this.appendOutput(event.text);
     } else if (type === 'status' && event.type === 'status' && this.selected !== null) {
       this.selected = {
@@ -389,6 +399,7 @@ export class TasksView {
     /** @type {Array<Node | null>} */
     const parts = [head];
     if (this.detailError !== null) parts.push(h('p', { class: 'inline-error', role: 'alert' }, this.detailError));
+    if (this.actionError !== null) parts.push(h('p', { class: 'inline-error', role: 'alert' }, this.actionError));
     if (task === null) {
       if (this.detailError === null) parts.push(h('p', { class: 'empty' }, 'Loading…'));
       replaceKeepingFocus(this.detail, parts);
@@ -448,14 +459,10 @@ export class TasksView {
     try {
       await this.api.cancelTask(id);
       this.detailNotice = 'Cancellation requested.';
-      this.detailError = null;
+      this.actionError = null;
     } catch (error) {
-      if (error instanceof ApiError && error.isAuthProblem) {
-        this.onAuthProblem(error, { keepToken: error.status === 403 });
-        this.detailError = `Not cancelled: ${error.message}`;
-      } else {
-        this.detailError = `Not cancelled: ${error instanceof Error ? error.message : String(error)}`;
-      }
+      this.actionError = `Not cancelled: ${error instanceof Error ? error.message : String(error)}`;
+      if (error instanceof ApiError && error.isAuthProblem) this.onAuthProblem(error, { keepToken: error.status === 403 });
     }
     this.renderDetail();
     await this.refresh();
@@ -548,6 +555,11 @@ export class TasksView {
     }
     first?.focus();
   }
+}
+
+/** How long ago a task was created; the leader's clock may run a little ahead of this browser's. @param {number} ms */
+function age(ms) {
+  return ms < 1_000 ? '< 1 s' : duration(ms);
 }
 
 /** @param {string} text */

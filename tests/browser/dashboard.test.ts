@@ -1,0 +1,256 @@
+// Browser tests of the dashboard: Debian's Chromium (through playwright-core) against the
+// real fastify app serving web-ui/static, with a fake node behind it (fake-cluster.ts).
+// Skipped, with a message, where /usr/bin/chromium is not installed.
+import { existsSync } from 'node:fs';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { FakeCluster, adminToken, hostileNodeName, viewerToken } from './fake-cluster.ts';
+
+const chromiumPath = '/usr/bin/chromium';
+const haveChromium = existsSync(chromiumPath);
+if (!haveChromium) console.warn(`tests/browser: skipped, ${chromiumPath} is missing (install it: apt-get install -y chromium)`);
+
+/** Each step waits at most this long for the page; the whole suite stays well under a minute. */
+const stepTimeoutMs = 5_000;
+
+describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
+  let browser: Browser;
+  let fake: FakeCluster;
+  let baseUrl: string;
+  let context: BrowserContext;
+  let page: Page;
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    // launch() starts Chromium with a fresh, throw-away profile directory of its own.
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync'],
+      timeout: 20_000,
+    });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  beforeEach(async () => {
+    fake = new FakeCluster();
+    baseUrl = await fake.start();
+    context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    context.setDefaultTimeout(stepTimeoutMs);
+    // Nothing but this node may be contacted: the LAN may have no internet.
+    await context.route((url) => !url.href.startsWith(baseUrl), (route) => {
+      pageErrors.push(`request outside the node: ${route.request().url()}`);
+      return route.abort();
+    });
+    page = await context.newPage();
+    pageErrors.length = 0;
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+  });
+
+  afterEach(async () => {
+    await context?.close();
+    await fake?.stop();
+    expect(pageErrors).toEqual([]);
+  });
+
+  async function openSignedIn(token = adminToken): Promise<void> {
+    await context.addInitScript((value) => window.localStorage.setItem('hivemesh.token', value), token);
+    await page.goto(baseUrl);
+    await page.locator('#summary').getByText('atlas').first().waitFor();
+  }
+
+  it('asks for a token, explains where to find one, then shows the cluster status', async () => {
+    await page.goto(baseUrl);
+    const dialog = page.locator('#token-dialog');
+    await dialog.waitFor({ state: 'visible' });
+    await expect(dialog.textContent()).resolves.toContain('admin.token');
+    await expect(dialog.textContent()).resolves.toContain('hivemesh token create --role viewer --name dash');
+    await page.locator('#token-input').fill(adminToken);
+    await page.locator('#token-save').click();
+    await dialog.waitFor({ state: 'hidden' });
+
+    const summary = page.locator('#summary');
+    await summary.getByText('atlas').first().waitFor();
+    const text = await summary.textContent();
+    expect(text).toContain('c0ffee…000001');
+    expect(text).toContain('7 · 1234');
+    expect(text).toContain('2 alive');
+    expect(text).toContain('1 suspect');
+    expect(text).toContain('1 dead');
+    expect(await page.evaluate(() => window.localStorage.getItem('hivemesh.token'))).toBe(adminToken);
+    // Alerts from the server are shown prominently.
+    await expect(page.locator('#alerts').textContent()).resolves.toContain('Identity conflict');
+    await expect(page.locator('#alerts').textContent()).resolves.toContain('Ollama is down on borealis');
+    // A dead node's Ollama is no news: the node itself is down.
+    await expect(page.locator('#alerts').textContent()).resolves.not.toContain('old-laptop');
+
+    // "Forget token" removes it and asks again.
+    await page.locator('#token-forget').click();
+    await dialog.waitFor({ state: 'visible' });
+    expect(await page.evaluate(() => window.localStorage.getItem('hivemesh.token'))).toBeNull();
+  });
+
+  it('shows the server message on 401 and asks again until a valid token is given', async () => {
+    await context.addInitScript(() => window.localStorage.setItem('hivemesh.token', 'hm_wrong_token'));
+    await page.goto(baseUrl);
+    const problem = page.locator('#token-problem');
+    await problem.waitFor({ state: 'visible' });
+    expect(await problem.textContent()).toContain('the bearer token is not valid on this cluster');
+    await page.locator('#token-input').fill('still-wrong');
+    await page.locator('#token-save').click();
+    await expect.poll(async () => (await problem.isVisible()) && await page.locator('#token-dialog').isVisible(), { timeout: stepTimeoutMs }).toBe(true);
+    await page.locator('#token-input').fill(adminToken);
+    await page.locator('#token-save').click();
+    await page.locator('#summary').getByText('atlas').first().waitFor();
+    expect(await page.locator('#token-dialog').isVisible()).toBe(false);
+  });
+
+  it('renders every node with its state in words, GPUs, models and load, and escapes what nodes report', async () => {
+    await openSignedIn();
+    const cards = page.locator('#node-list article');
+    await expect.poll(() => cards.count(), { timeout: stepTimeoutMs }).toBe(4);
+    const atlas = cards.filter({ hasText: 'atlas' });
+    const atlasText = await atlas.textContent();
+    expect(atlasText).toContain('● alive');
+    expect(atlasText).toContain('leader');
+    expect(atlasText).toContain('GeForce RTX 4090');
+    expect(atlasText).toContain('llama3.1:8b');
+    expect(atlasText).toContain('expires in');
+    expect(atlasText).toContain('1 / 4 running, 2 queued');
+    expect(atlasText).toContain('code (90%)');
+    expect(await atlas.locator('[role=meter][aria-label=VRAM]').first().getAttribute('aria-valuetext')).toBe('20 GiB / 24 GiB');
+
+    const suspect = cards.filter({ hasText: 'gpu-box' });
+    expect(await suspect.textContent()).toContain('◐ suspect');
+    // The name arrives as text, not markup, and a javascript: API URL is not a link.
+    expect(await suspect.locator('h3').textContent()).toBe(hostileNodeName);
+    expect(await suspect.locator('a').count()).toBe(0);
+    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+
+    const dead = cards.filter({ hasText: 'old-laptop' });
+    const deadText = await dead.textContent();
+    expect(deadText).toContain('✕ dead');
+    expect(deadText).toContain('unreachable');
+    expect(deadText).toContain('ETIMEDOUT');
+
+    // The cluster event feed shows events from the stream.
+    await page.locator('#event-list').getByText('leader changed').waitFor();
+    expect(await page.locator('#events-state').textContent()).toBe('live');
+  });
+
+  it('shows the API validation errors next to the fields, then submits', async () => {
+    await openSignedIn();
+    await page.locator('#submit-priority').fill('11');
+    await page.locator('#submit-button').click();
+    const priorityError = page.locator('#submit-priority-error');
+    await priorityError.waitFor({ state: 'visible' });
+    expect(await priorityError.textContent()).toContain('integer from 0 to 10');
+    expect(await page.locator('#submit-model-error').textContent()).toBe('Either model or capability is required.');
+    expect(await page.locator('#submit-prompt-error').textContent()).toBe('Either prompt or messages is required.');
+    expect(await page.locator('#submit-priority').getAttribute('aria-invalid')).toBe('true');
+    expect(await page.locator('#submit-form-error').textContent()).toContain('correct the fields');
+
+    await page.locator('#submit-model').fill('llama3.1:8b');
+    await page.locator('#submit-prompt').fill('Write a haiku about <b>gossip</b>');
+    await page.locator('#submit-title-input').fill('haiku');
+    await page.locator('#submit-priority').fill('7');
+    await page.locator('#submit-button').click();
+    await page.locator('#submit-result').getByText('Submitted task task-0001').waitFor();
+    expect(await page.locator('#submit-priority-error').isVisible()).toBe(false);
+    expect(fake.submissions.at(-1)).toEqual({ model: 'llama3.1:8b', title: 'haiku', prompt: 'Write a haiku about <b>gossip</b>', priority: 7 });
+    await page.locator('#task-rows').getByText('haiku').waitFor();
+    // The new task opens in the detail panel with why it waits.
+    await page.locator('#task-detail').getByText('no node has this model loaded yet').waitFor();
+  });
+
+  it('streams a running task\'s output live from its event stream, then shows the final state', async () => {
+    const task = fake.addTask({ id: 'gen-42', title: 'summarise the logs', status: 'running', attempt: 1, assignedNode: '12D3KooWSelfNode000000000000000000000000000001', startedAt: Date.now() });
+    await openSignedIn();
+    await page.locator('#task-rows button', { hasText: 'gen-42' }).click();
+    await expect.poll(() => fake.streamsFor('gen-42'), { timeout: stepTimeoutMs }).toBe(1);
+    const output = page.locator('#task-detail pre.output');
+    fake.emitTaskEvent('gen-42', { type: 'output', taskId: 'gen-42', attempt: 1, sequence: 0, text: 'The logs show ' });
+    fake.emitTaskEvent('gen-42', { type: 'output', taskId: 'gen-42', attempt: 1, sequence: 1, text: '<script>x</script> three restarts' });
+    await expect.poll(() => output.textContent(), { timeout: stepTimeoutMs }).toBe('The logs show <script>x</script> three restarts');
+    // A replayed chunk (after a reconnect) is not shown twice.
+    fake.emitTaskEvent('gen-42', { type: 'output', taskId: 'gen-42', attempt: 1, sequence: 1, text: '<script>x</script> three restarts' });
+    fake.emitTaskEvent('gen-42', { type: 'output', taskId: 'gen-42', attempt: 1, sequence: 2, text: '.' });
+    await expect.poll(() => output.textContent(), { timeout: stepTimeoutMs }).toBe('The logs show <script>x</script> three restarts.');
+    expect(await page.locator('#task-detail .stream-state').textContent()).toBe('streaming live');
+
+    const finished = { ...task, status: 'completed' as const, output: 'The logs show <script>x</script> three restarts.', completedAt: Date.now(),
+      usage: { promptTokens: 31, completionTokens: 9, tokensPerSecond: 88.5, loadMs: 0, totalMs: 140 },
+      attempts: [{ attempt: 1, node: task.assignedNode!, term: 7, model: 'llama3.1:8b', agentId: null, status: 'completed' as const, assignedAt: Date.now() - 500, startedAt: Date.now() - 400, endedAt: Date.now(), error: null }] };
+    fake.emitTaskEvent('gen-42', { type: 'status', taskId: 'gen-42', status: 'completed', attempt: 1, node: task.assignedNode, at: Date.now(), reason: null });
+    fake.emitTaskEvent('gen-42', { type: 'final', task: finished });
+    const detail = page.locator('#task-detail');
+    await detail.getByText('88.5 tok/s', { exact: false }).waitFor();
+    expect(await detail.locator('.badge').first().textContent()).toBe('✓ completed');
+    expect(await detail.locator('table.attempts').textContent()).toContain('atlas');
+    expect(await detail.getByRole('button', { name: 'Cancel task' }).count()).toBe(0);
+    expect(await output.textContent()).toBe(finished.output);
+  });
+
+  it('cancels a task with DELETE and shows it cancelled', async () => {
+    fake.addTask({ id: 'long-1', title: 'long job', status: 'running', attempt: 1, assignedNode: '12D3KooWSelfNode000000000000000000000000000001' });
+    await openSignedIn();
+    await page.locator('#task-rows button', { hasText: 'long-1' }).click();
+    const cancel = page.locator('#task-detail').getByRole('button', { name: 'Cancel task' });
+    await cancel.click();
+    await expect.poll(() => fake.cancelRequests, { timeout: stepTimeoutMs }).toEqual(['long-1']);
+    await page.locator('#task-detail .badge', { hasText: 'cancelled' }).waitFor();
+    await page.locator('#task-rows tr', { hasText: 'long-1' }).locator('.badge', { hasText: 'cancelled' }).waitFor();
+  });
+
+  it('asks for a stronger token when a viewer token may not cancel, and keeps the viewer token', async () => {
+    fake.addTask({ id: 'queued-1', status: 'queued' });
+    await openSignedIn(viewerToken);
+    await page.locator('#task-rows button', { hasText: 'queued-1' }).click();
+    await page.locator('#task-detail').getByRole('button', { name: 'Cancel task' }).click();
+    const problem = page.locator('#token-problem');
+    await problem.waitFor({ state: 'visible' });
+    expect(await problem.textContent()).toContain('a token with role "viewer" may not cancel');
+    await page.locator('#token-dismiss').click();
+    expect(await page.locator('#signed-out').isVisible()).toBe(false);
+    expect(await page.evaluate(() => window.localStorage.getItem('hivemesh.token'))).toBe(viewerToken);
+    expect(await page.locator('#task-detail .inline-error').textContent()).toContain('Not cancelled');
+  });
+
+  it('filters tasks by status and pages with the cursor', async () => {
+    for (let index = 0; index < 30; index += 1) fake.addTask({ status: index % 3 === 0 ? 'failed' : 'completed', title: `batch ${index}`, createdAt: Date.now() - index * 1_000 });
+    await openSignedIn();
+    const rows = page.locator('#task-rows tr');
+    await expect.poll(() => rows.count(), { timeout: stepTimeoutMs }).toBe(25);
+    await page.locator('#page-next').click();
+    await expect.poll(() => rows.count(), { timeout: stepTimeoutMs }).toBe(5);
+    expect(await page.locator('#page-label').textContent()).toBe('page 2');
+    expect(await page.locator('#page-next').isDisabled()).toBe(true);
+    await page.locator('#page-previous').click();
+    await expect.poll(() => rows.count(), { timeout: stepTimeoutMs }).toBe(25);
+    await page.locator('#task-filter').selectOption('failed');
+    await expect.poll(() => rows.count(), { timeout: stepTimeoutMs }).toBe(10);
+    expect(await page.locator('#task-rows').textContent()).not.toContain('completed');
+  });
+
+  it('looks right on a laptop and a phone (screenshots in /tmp)', async () => {
+    fake.addTask({ id: 'gen-7', title: 'translate the README to French', status: 'running', attempt: 1, assignedNode: '12D3KooWSelfNode000000000000000000000000000001', startedAt: Date.now() - 4_000 });
+    fake.addTask({ id: 'gen-6', title: 'review pull request 118', status: 'queued', capability: 'review', model: null, waitingFor: 'waiting for a node with capability review' });
+    fake.addTask({ id: 'gen-5', title: 'summarise incident', status: 'failed', attempt: 3, error: 'Ollama returned 500 three times' });
+    fake.addTask({ id: 'gen-4', title: 'haiku', status: 'completed', attempt: 1, output: 'Gossip in the mesh' });
+    await openSignedIn();
+    await page.locator('#task-rows button', { hasText: 'gen-7' }).click();
+    await expect.poll(() => fake.streamsFor('gen-7'), { timeout: stepTimeoutMs }).toBe(1);
+    fake.emitTaskEvent('gen-7', { type: 'output', taskId: 'gen-7', attempt: 1, sequence: 0, text: 'Hivemesh transforme les GPU de votre réseau local en un seul ensemble d\'agents…' });
+    await page.locator('#task-detail pre.output').getByText('Hivemesh transforme').waitFor();
+    await page.screenshot({ path: '/tmp/dashboard.png', fullPage: true });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.screenshot({ path: '/tmp/dashboard-phone.png', fullPage: true });
+    // Dark scheme.
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.screenshot({ path: '/tmp/dashboard-dark.png', fullPage: false });
+  });
+});
