@@ -14,7 +14,12 @@ import { Cluster, type PeerView } from './consensus/cluster.ts';
 import type { StateMachine } from './consensus/raft-node.ts';
 import { buildApp, type App } from './http/app.ts';
 import type { Action, HttpServices, Principal, Role } from './http/services.ts';
+import { EventBus } from './events.ts';
+import { taskRoutes } from './http/routes/tasks.ts';
+import { tokenRoutes } from './http/routes/tokens.ts';
 import { logger } from './log.ts';
+import { TaskService, type OutputSource } from './tasks/service.ts';
+import { TokenService } from './tokens.ts';
 import { Membership, type MemberView } from './membership/membership.ts';
 import { createP2PHost, type P2PHost } from './p2p/host.ts';
 import { loadOrCreatePeerKey } from './p2p/identity.ts';
@@ -61,11 +66,19 @@ export class Daemon {
   membership!: Membership;
   cluster!: Cluster<ApplyResult>;
   app!: App;
+  tasks!: TaskService;
+  tokens!: TokenService;
+  /** Where task output comes from; the task runtime replaces it when wired. */
+  outputs: OutputSource = { follow: async function* () { /* no runtime: no output until it is wired */ } };
   clusterSecret!: ClusterSecret;
   adminToken!: AdminToken;
   private adminTokenHash = '';
   private readonly alerts = new Map<string, Alert>();
   private stopping: Promise<void> | null = null;
+  readonly bus = new EventBus();
+  private maintenanceTimer: NodeJS.Timeout | null = null;
+  private adminTokenProposal: Promise<unknown> | null = null;
+  private lastLeader: string | null = null;
 
   private constructor(config: DaemonConfig) {
     this.config = config;
@@ -119,6 +132,10 @@ export class Daemon {
       self: () => this.heartbeatBody(),
     });
     this.membership.onChange((event) => {
+      if (event.type !== 'identity-conflict' && event.type !== 'forgotten') {
+        const name = this.membership.member(event.nodeId)?.heartbeat?.name ?? null;
+        this.bus.publish({ type: `node.${event.type}`, at: Date.now(), nodeId: event.nodeId, name });
+      }
       if (event.type === 'identity-conflict') {
         this.raiseAlert('identity-conflict', `two live processes claim node id ${event.nodeId}: a data dir was probably copied. Stop one, delete <data-dir>/peer.key there and start it again.`);
       }
@@ -135,11 +152,40 @@ export class Daemon {
       votersTarget: config.votersTarget,
       voterReplaceAfterMs: config.voterReplaceAfterMs,
       initCommand: (clusterId) => encodeCommand({ type: 'cluster.init', clusterId, at: Date.now() }),
-      onRoleChange: () => this.membership.publishNow(),
+      onRoleChange: () => this.onRoleChange(),
+      onApplied: (applied) => {
+        const at = Date.now();
+        for (const { result } of applied) {
+          if (result === null || !result.ok) continue;
+          for (const event of result.events) this.bus.publish({ type: 'task.status', at, event });
+        }
+      },
     });
     await this.cluster.start();
+    this.maintenanceTimer = setInterval(() => this.maintain(), 1_000);
+    this.maintenanceTimer.unref();
 
-    this.app = await buildApp({ services: this.httpServices() });
+    const propose = (data: string) => this.cluster.propose(data);
+    const waitApplied = async (index: number) => {
+      const raft = this.cluster.raft;
+      if (raft !== null) await raft.waitApplied(index);
+    };
+    // >>> task runtime wiring
+    // <<< task runtime wiring
+    this.tasks = new TaskService({
+      state: () => this.state.current,
+      propose,
+      waitApplied,
+      bus: this.bus,
+      outputs: this.outputs,
+      resolveNode: (nodeOrName) => this.resolveNode(nodeOrName),
+    });
+    this.tokens = new TokenService({ state: () => this.state.current, propose, waitApplied });
+
+    this.app = await buildApp({
+      services: this.httpServices(),
+      plugins: [taskRoutes(this.tasks, this.bus), tokenRoutes(this.tokens)],
+    });
     await this.app.listen({ host: config.apiHost, port: config.apiPort });
     if (config.apiPort === 0) {
       const address = this.app.server.address();
@@ -150,6 +196,7 @@ export class Daemon {
   /** Graceful stop: leadership handed over, departure announced, then everything closed. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer);
       await this.cluster?.stop({ transferLeadership: true }).catch((error: unknown) => log.warn('consensus stop failed', { error: error as Error }));
       await this.membership?.stop().catch((error: unknown) => log.warn('membership stop failed', { error: error as Error }));
       await this.app?.close().catch(() => undefined);
@@ -160,8 +207,39 @@ export class Daemon {
     return this.stopping;
   }
 
+  private onRoleChange(): void {
+    this.membership.publishNow();
+    const status = this.cluster.raft?.status();
+    const leader = status?.leader ?? null;
+    if (leader !== this.lastLeader) {
+      this.lastLeader = leader;
+      this.bus.publish({ type: 'leader.changed', at: Date.now(), leaderId: leader, term: status?.term ?? 0 });
+    }
+  }
+
+  /** Once a second: make this node's admin token valid cluster-wide (replicated as a hash). */
+  private maintain(): void {
+    const raft = this.cluster.raft;
+    if (raft === null || raft.status().leader === null || this.adminTokenProposal !== null) return;
+    if (this.state.current.findTokenByHash(this.adminTokenHash) !== undefined) return;
+    const command = encodeCommand({
+      type: 'token.create',
+      id: `admin-${this.adminTokenHash.slice(0, 16)}`,
+      name: `admin@${this.config.name}`.slice(0, 64),
+      role: 'admin',
+      hash: this.adminTokenHash,
+      at: Date.now(),
+    });
+    this.adminTokenProposal = this.cluster.propose(command)
+      .catch((error: unknown) => log.debug('admin token not replicated yet', { error: error as Error }))
+      .finally(() => { this.adminTokenProposal = null; });
+  }
+
   private raiseAlert(kind: string, message: string): void {
-    if (!this.alerts.has(kind)) log.error(message);
+    if (!this.alerts.has(kind)) {
+      log.error(message);
+      this.bus.publish({ type: 'alert', at: Date.now(), kind, message });
+    }
     this.alerts.set(kind, { kind, message, since: this.alerts.get(kind)?.since ?? new Date().toISOString() });
   }
 
@@ -283,6 +361,15 @@ export class Daemon {
       listenAddresses: this.host.multiaddrs(),
       alerts,
     };
+  }
+
+  /** A node id, or the name of a node currently known, to its id. */
+  resolveNode(nodeOrName: string): string | null {
+    const members = this.membership.members().filter((member) => member.state !== 'left');
+    const byId = members.find((member) => member.nodeId === nodeOrName);
+    if (byId !== undefined) return byId.nodeId;
+    const byName = members.filter((member) => member.heartbeat?.name === nodeOrName);
+    return byName.length === 1 ? byName[0]!.nodeId : null;
   }
 
   authenticate(token: string): Principal | null {

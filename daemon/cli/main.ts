@@ -7,6 +7,8 @@ import { parseArgs } from 'node:util';
 import { SOFTWARE_VERSION } from '../../protocol/version.ts';
 import { ApiClient, CliError } from './client.ts';
 import { nodesCommand, statusCommand } from './commands/status.ts';
+import { assignCommand, cancelCommand, submitCommand, taskCommand, tasksCommand, type SubmitFlags } from './commands/tasks.ts';
+import { tokenCommand } from './commands/tokens.ts';
 
 const usage = `hivemesh ${SOFTWARE_VERSION}: run LLM agents across the GPU machines of a LAN
 
@@ -16,6 +18,17 @@ Usage:
                  [--bootstrap MULTIADDR]... [--no-mdns]      run the daemon on this machine
   hivemesh status                     the cluster as this node sees it
   hivemesh nodes                      every node: state, role, GPUs, models, load
+  hivemesh submit [--model M | --capability C] [--wait | --follow] [--priority 0..10]
+                  [--title T] [--system S] [--depends-on ID]... [--timeout-ms N]
+                  [--max-attempts N] [--idempotency-key K] PROMPT|-
+                                      submit a task (prints its id; --wait prints the
+                                      result, --follow streams tokens as they come)
+  hivemesh tasks [--status S] [--limit N] [--cursor C]   list tasks, newest first
+  hivemesh task ID                    one task: status, node, attempts, usage, output
+  hivemesh cancel ID                  cancel a task (aborts a running generation)
+  hivemesh assign ID NODE             pin a queued task to a node (id or name)
+  hivemesh token create --role admin|operator|viewer --name NAME
+  hivemesh token list | hivemesh token revoke ID
   hivemesh version                    the version of this command
 
 Options for the commands that talk to a daemon:
@@ -69,6 +82,40 @@ export async function main(argv: string[]): Promise<number> {
       const client = clientFrom(values);
       const output = command === 'status' ? await statusCommand(client, values.json === true) : await nodesCommand(client, values.json === true);
       process.stdout.write(`${output}\n`);
+      return 0;
+    }
+    case 'submit': {
+      const { values, positionals } = parseClientArgs(rest, {
+        model: { type: 'string' }, capability: { type: 'string' }, wait: { type: 'boolean' }, follow: { type: 'boolean' },
+        priority: { type: 'string' }, title: { type: 'string' }, system: { type: 'string' }, 'depends-on': { type: 'string', multiple: true },
+        'timeout-ms': { type: 'string' }, 'max-attempts': { type: 'string' }, 'idempotency-key': { type: 'string' },
+      });
+      return submitCommand(clientFrom(values), values as SubmitFlags, positionals);
+    }
+    case 'tasks': {
+      const { values } = parseClientArgs(rest, { status: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } });
+      process.stdout.write(`${await tasksCommand(clientFrom(values), values as { status?: string; limit?: string; cursor?: string; json?: boolean })}\n`);
+      return 0;
+    }
+    case 'task':
+    case 'cancel': {
+      const { values, positionals } = parseClientArgs(rest);
+      const id = positionals[0];
+      if (id === undefined) throw new CliError(`usage: hivemesh ${command} ID`, 2);
+      const client = clientFrom(values);
+      process.stdout.write(`${command === 'task' ? await taskCommand(client, id, values.json === true) : await cancelCommand(client, id, values.json === true)}\n`);
+      return 0;
+    }
+    case 'assign': {
+      const { values, positionals } = parseClientArgs(rest);
+      const [id, node] = positionals;
+      if (id === undefined || node === undefined) throw new CliError('usage: hivemesh assign ID NODE', 2);
+      process.stdout.write(`${await assignCommand(clientFrom(values), id, node, values.json === true)}\n`);
+      return 0;
+    }
+    case 'token': {
+      const { values, positionals } = parseClientArgs(rest, { role: { type: 'string' }, name: { type: 'string' } });
+      process.stdout.write(`${await tokenCommand(clientFrom(values), positionals, values as { role?: string; name?: string; json?: boolean })}\n`);
       return 0;
     }
     default:

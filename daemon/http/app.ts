@@ -1,6 +1,7 @@
 // Builds the fastify application every node serves on one port: health, the HTTP API,
 // (later) the gateway, MCP, metrics and the dashboard. `buildApp` only builds; `listen`
 // happens in the daemon, so tests use `app.inject()` with no port.
+import { Ajv } from 'ajv';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { ErrorCode, HivemeshError, httpStatusOf } from '../../protocol/errors.ts';
@@ -8,6 +9,10 @@ import { httpBodyBytesMax } from '../../protocol/limits.ts';
 import type { Action, HttpServices, Principal } from './services.ts';
 import { statusRoutes } from './routes/status.ts';
 import { staticRoutes } from './routes/static.ts';
+
+const ajvOptions = { allErrors: true, removeAdditional: false, useDefaults: true, strict: false } as const;
+const strictAjv = new Ajv({ ...ajvOptions, coerceTypes: false });
+const coercingAjv = new Ajv({ ...ajvOptions, coerceTypes: 'array' });
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -68,8 +73,11 @@ export async function buildApp(options: BuildAppOptions): Promise<App> {
     // Connections from browsers and CLIs are short; SSE streams manage their own life.
     keepAliveTimeout: 10_000,
     return503OnClosing: true,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Bodies are JSON and must carry the right types ("5" is not a priority); query strings
+  // and path parameters are text by nature, so they are coerced to the declared types.
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strictAjv : coercingAjv).compile(schema));
 
   app.decorateRequest('principal', null);
 
@@ -97,7 +105,7 @@ export async function buildApp(options: BuildAppOptions): Promise<App> {
     if (fastifyError.validation) {
       const details = validationDetails(fastifyError);
       const message = details.map((detail) => `${detail.field}: ${detail.reason}`).join('; ');
-      return sendError(reply, new HivemeshError(ErrorCode.invalidInput, `invalid ${fastifyError.validationContext ?? 'request'}: ${message}`, { details }));
+      return sendError(reply, new HivemeshError(ErrorCode.invalidInput, `invalid ${fastifyError.validationContext ?? "request"}: ${message}`, { details: { fields: details } }));
     }
     switch (fastifyError.code) {
       case 'FST_ERR_CTP_BODY_TOO_LARGE':

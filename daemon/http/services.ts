@@ -1,11 +1,9 @@
 // What the HTTP layer needs from the daemon. Routes see only this interface, so they can
 // be tested with app.inject() against a fake, and the daemon stays the one owner of state.
 import type { AgentsStatus, ClusterStatus } from '../../protocol/api.ts';
+import type { Action, Role } from '../../protocol/tokens.ts';
 
-export type Role = 'admin' | 'operator' | 'viewer';
-
-/** What a request does, for the role check. */
-export type Action = 'read' | 'submit' | 'cancel' | 'assign' | 'admin';
+export type { Action, Role };
 
 export interface Principal {
   tokenId: string;

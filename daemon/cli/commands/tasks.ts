@@ -1,0 +1,156 @@
+// Task commands: submit (with --wait or --follow), tasks, task, cancel, assign.
+import { readFileSync } from 'node:fs';
+import type { AgentsStatus } from '../../../protocol/api.ts';
+import type { Task, TaskEvent, TaskList } from '../../../protocol/tasks.ts';
+import { CliError, type ApiClient } from '../client.ts';
+import { ago, shortId, table } from '../format.ts';
+
+export interface SubmitFlags {
+  model?: string | undefined;
+  capability?: string | undefined;
+  wait?: boolean | undefined;
+  follow?: boolean | undefined;
+  priority?: string | undefined;
+  title?: string | undefined;
+  system?: string | undefined;
+  'depends-on'?: string[] | undefined;
+  'timeout-ms'?: string | undefined;
+  'max-attempts'?: string | undefined;
+  'idempotency-key'?: string | undefined;
+  json?: boolean | undefined;
+}
+
+function integerFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new CliError(`--${name} must be a whole number, got "${value}"`, 2);
+  return Number(value);
+}
+
+export async function submitCommand(client: ApiClient, flags: SubmitFlags, words: string[]): Promise<number> {
+  if (flags.model === undefined && flags.capability === undefined) throw new CliError('submit needs --model M or --capability C (see `hivemesh nodes` for what the cluster has)', 2);
+  if (flags.wait === true && flags.follow === true) throw new CliError('use --wait or --follow, not both', 2);
+  let prompt = words.join(' ');
+  if (prompt === '-' || (prompt === '' && !process.stdin.isTTY)) prompt = readFileSync(0, 'utf8');
+  if (prompt.trim() === '') throw new CliError('submit needs a prompt: hivemesh submit --model M "your prompt" (or - to read it from stdin)', 2);
+  const body: Record<string, unknown> = { prompt };
+  if (flags.model !== undefined) body.model = flags.model;
+  if (flags.capability !== undefined) body.capability = flags.capability;
+  const priority = integerFlag('priority', flags.priority);
+  if (priority !== undefined) body.priority = priority;
+  if (flags.title !== undefined) body.title = flags.title;
+  if (flags.system !== undefined) body.system = flags.system;
+  if (flags['depends-on'] !== undefined && flags['depends-on'].length > 0) body.dependsOn = flags['depends-on'];
+  const timeoutMs = integerFlag('timeout-ms', flags['timeout-ms']);
+  if (timeoutMs !== undefined) body.timeoutMs = timeoutMs;
+  const maxAttempts = integerFlag('max-attempts', flags['max-attempts']);
+  if (maxAttempts !== undefined) body.maxAttempts = maxAttempts;
+  if (flags['idempotency-key'] !== undefined) body.idempotencyKey = flags['idempotency-key'];
+
+  await warnIfNobodyCanRun(client, flags);
+  const { body: task } = await client.request<Task>('POST', '/api/tasks', body);
+  if (flags.wait !== true && flags.follow !== true) {
+    process.stdout.write(flags.json === true ? `${JSON.stringify(task, null, 2)}\n` : `${task.id}\n`);
+    return 0;
+  }
+  process.stderr.write(`task ${task.id} submitted\n`);
+  return followTask(client, task.id, flags.follow === true, flags.json === true);
+}
+
+async function warnIfNobodyCanRun(client: ApiClient, flags: SubmitFlags): Promise<void> {
+  try {
+    const { nodes } = await client.get<AgentsStatus>('/api/status/agents');
+    const alive = nodes.filter((node) => node.state === 'alive');
+    if (flags.model !== undefined) {
+      const wanted = flags.model.includes(':') ? flags.model : `${flags.model}:latest`;
+      const has = alive.some((node) => node.models.installed.some((model) => model.name === flags.model || model.name === wanted));
+      if (!has) process.stderr.write(`warning: no live node has model "${flags.model}"; the task will wait until one does (\`hivemesh nodes\` lists the models)\n`);
+    } else if (flags.capability !== undefined) {
+      const has = alive.some((node) => node.capabilities.includes(flags.capability!));
+      if (!has) process.stderr.write(`warning: no live node offers capability "${flags.capability}"; the task will wait until one does\n`);
+    }
+  } catch {
+    // The warning is a courtesy; the submit itself reports real problems.
+  }
+}
+
+export async function followTask(client: ApiClient, id: string, printOutput: boolean, json: boolean): Promise<number> {
+  let final: Task | null = null;
+  let printedSequence = -1;
+  let printedAttempt = 0;
+  for await (const { data } of client.events(`/api/tasks/${encodeURIComponent(id)}/events`)) {
+    const event = data as TaskEvent;
+    if (event.type === 'output' && printOutput) {
+      if (event.attempt !== printedAttempt) {
+        if (printedAttempt !== 0) process.stderr.write(`\n[attempt ${event.attempt} on another node; output starts over]\n`);
+        printedAttempt = event.attempt;
+        printedSequence = -1;
+      }
+      if (event.sequence > printedSequence) {
+        process.stdout.write(event.text);
+        printedSequence = event.sequence;
+      }
+    } else if (event.type === 'status') {
+      if (printOutput) process.stderr.write(`[${event.status}${event.node === null ? '' : ` on ${shortId(event.node)}`}${event.reason === null ? '' : `: ${event.reason}`}]\n`);
+    } else if (event.type === 'final') {
+      final = event.task;
+      break;
+    }
+  }
+  if (final === null) {
+    throw new CliError(`the event stream of task ${id} ended early; see \`hivemesh task ${id}\``);
+  }
+  if (json) process.stdout.write(`${JSON.stringify(final, null, 2)}\n`);
+  else if (!printOutput) process.stdout.write(`${final.output ?? ''}\n`);
+  else process.stdout.write('\n');
+  if (final.status !== 'completed') {
+    process.stderr.write(`task ${id} ${final.status}${final.error === null ? '' : `: ${final.error}`}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+export async function tasksCommand(client: ApiClient, flags: { status?: string | undefined; limit?: string | undefined; cursor?: string | undefined; json?: boolean | undefined }): Promise<string> {
+  const query = new URLSearchParams();
+  if (flags.status !== undefined) query.set('status', flags.status);
+  if (flags.limit !== undefined) query.set('limit', flags.limit);
+  if (flags.cursor !== undefined) query.set('cursor', flags.cursor);
+  const page = await client.get<TaskList>(`/api/tasks${query.size > 0 ? `?${query}` : ''}`);
+  if (flags.json === true) return JSON.stringify(page, null, 2);
+  const now = Date.now();
+  const rows = page.tasks.map((task) => [
+    task.id, task.status, task.model ?? `cap:${task.capability}`, task.priority, shortId(task.assignedNode), task.attempt,
+    ago(Math.max(0, now - task.createdAt)), (task.title ?? task.waitingFor ?? task.error ?? '').slice(0, 60),
+  ]);
+  const lines = [table(['ID', 'STATUS', 'MODEL', 'PRI', 'NODE', 'TRY', 'CREATED', 'NOTE'], rows)];
+  if (page.nextCursor !== null) lines.push(`more: hivemesh tasks --cursor ${page.nextCursor}${flags.status === undefined ? '' : ` --status ${flags.status}`}`);
+  return lines.join('\n');
+}
+
+export async function taskCommand(client: ApiClient, id: string, json: boolean): Promise<string> {
+  const task = await client.get<Task>(`/api/tasks/${encodeURIComponent(id)}`);
+  if (json) return JSON.stringify(task, null, 2);
+  const lines = [
+    `id          ${task.id}${task.title === null ? '' : `  (${task.title})`}`,
+    `status      ${task.status}${task.waitingFor === null ? '' : `: waiting for ${task.waitingFor}`}`,
+    `model       ${task.model ?? '-'}   capability ${task.capability ?? '-'}   priority ${task.priority}`,
+    `node        ${task.assignedNode ?? '-'}${task.pinnedNode === null ? '' : `   pinned to ${task.pinnedNode}`}`,
+    `attempt     ${task.attempt} of at most ${task.maxAttempts}`,
+    `created     ${new Date(task.createdAt).toISOString()}${task.startedAt === null ? '' : `   started ${new Date(task.startedAt).toISOString()}`}${task.completedAt === null ? '' : `   finished ${new Date(task.completedAt).toISOString()}`}`,
+  ];
+  if (task.usage !== null) lines.push(`usage       ${task.usage.promptTokens} prompt + ${task.usage.completionTokens} generated tokens, ${task.usage.tokensPerSecond.toFixed(1)} tokens/s, load ${task.usage.loadMs} ms`);
+  if (task.dependsOn.length > 0) lines.push(`depends on  ${task.dependsOn.join(', ')}`);
+  for (const attempt of task.attempts) lines.push(`  attempt ${attempt.attempt}: ${attempt.status} on ${shortId(attempt.node)}${attempt.error === null ? '' : ` (${attempt.error})`}`);
+  if (task.error !== null) lines.push(`error       ${task.error}`);
+  if (task.output !== null) lines.push('', task.output + (task.outputTruncated ? '\n[output truncated]' : ''));
+  return lines.join('\n');
+}
+
+export async function cancelCommand(client: ApiClient, id: string, json: boolean): Promise<string> {
+  const { body: task } = await client.request<Task>('DELETE', `/api/tasks/${encodeURIComponent(id)}`);
+  return json ? JSON.stringify(task, null, 2) : `task ${task.id} ${task.status}`;
+}
+
+export async function assignCommand(client: ApiClient, id: string, node: string, json: boolean): Promise<string> {
+  const { body: task } = await client.request<Task>('PUT', `/api/tasks/${encodeURIComponent(id)}/assign`, { node });
+  return json ? JSON.stringify(task, null, 2) : `task ${task.id} pinned to ${task.pinnedNode}`;
+}
