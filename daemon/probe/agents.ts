@@ -29,10 +29,14 @@ function invalid(message: string): never {
   throw new HivemeshError('invalid_input', message);
 }
 
+/** Ollama's full name of a model: `name` means `name:latest`. */
+export function normalizeModelName(name: string): string {
+  return name.slice(name.lastIndexOf('/') + 1).includes(':') ? name : `${name}:latest`;
+}
+
 /** Ollama treats `name` and `name:latest` as one model. */
 export function sameModel(a: string, b: string): boolean {
-  const normalize = (name: string) => (name.slice(name.lastIndexOf('/') + 1).includes(':') ? name : `${name}:latest`);
-  return normalize(a) === normalize(b);
+  return normalizeModelName(a) === normalizeModelName(b);
 }
 
 /**

@@ -108,4 +108,21 @@ describe('HardwareProbe', () => {
     expect(probe.current()).toEqual({ cpu: { model: 'Test CPU', cores: 2, load: 0.5 }, memory: { totalBytes: 10, usedBytes: 5 }, gpus: [] });
     probe.stop();
   });
+
+  it('does not hold up start() beyond firstReadingWaitMs when the first reading hangs', async () => {
+    const source: HardwareSource = {
+      cpu: () => new Promise(() => undefined),
+      memory: async () => ({ totalBytes: 1, usedBytes: 1 }),
+      gpus: async () => [],
+      loadAverage1m: () => 0,
+    };
+    const probe = new HardwareProbe({ source, refreshIntervalMs: 60_000, firstReadingWaitMs: 50, readTimeoutMs: 60_000 });
+    const started = Date.now();
+    await probe.start();
+    expect(Date.now() - started).toBeLessThan(1000);
+    // Node's own figures stand in meanwhile: valid, and without invented GPUs.
+    expect(Value.Check(Hardware, probe.current())).toBe(true);
+    expect(probe.current().gpus).toEqual([]);
+    probe.stop();
+  });
 });

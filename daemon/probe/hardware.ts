@@ -25,11 +25,14 @@ export interface HardwareProbeOptions {
   refreshIntervalMs?: number;
   /** A reading that takes longer is abandoned (its result ignored) and retried next interval. */
   readTimeoutMs?: number;
+  /** How long start() waits for the first reading before going on with Node's figures. */
+  firstReadingWaitMs?: number;
   source?: HardwareSource;
 }
 
 export const hardwareRefreshIntervalMsDefault = 5_000;
 export const hardwareReadTimeoutMsDefault = 10_000;
+export const hardwareFirstReadingWaitMsDefault = 2_000;
 
 function clip(text: string, lengthMax: number): string {
   return text.length <= lengthMax ? text : text.slice(0, lengthMax);
@@ -108,6 +111,7 @@ function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): P
 export class HardwareProbe {
   private readonly refreshIntervalMs: number;
   private readonly readTimeoutMs: number;
+  private readonly firstReadingWaitMs: number;
   private readonly source: HardwareSource;
   private reading: Hardware;
   private cpuFacts: { model: string; cores: number } | null = null;
@@ -118,6 +122,7 @@ export class HardwareProbe {
   constructor(options: HardwareProbeOptions = {}) {
     this.refreshIntervalMs = options.refreshIntervalMs ?? hardwareRefreshIntervalMsDefault;
     this.readTimeoutMs = options.readTimeoutMs ?? hardwareReadTimeoutMsDefault;
+    this.firstReadingWaitMs = options.firstReadingWaitMs ?? hardwareFirstReadingWaitMsDefault;
     this.source = options.source ?? systeminformationSource;
     // Until the first reading lands, Node's own cheap figures stand in (no GPUs: they are
     // only reported once read, never guessed).
@@ -129,14 +134,24 @@ export class HardwareProbe {
     };
   }
 
-  /** Takes the first reading (bounded by readTimeoutMs), then refreshes in the background. Never throws. */
+  /**
+   * Starts the background readings and waits for the first one, at most
+   * firstReadingWaitMs (a hung driver tool must not hold up the daemon's start). Never throws.
+   */
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    await this.refresh();
-    if (!this.running) return;
     this.timer = setInterval(() => void this.refresh(), this.refreshIntervalMs);
     this.timer.unref();
+    let waitTimer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.refresh(),
+      new Promise<void>((resolve) => {
+        waitTimer = setTimeout(resolve, this.firstReadingWaitMs);
+        waitTimer.unref();
+      }),
+    ]);
+    clearTimeout(waitTimer);
   }
 
   stop(): void {

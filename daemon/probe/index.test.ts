@@ -1,7 +1,7 @@
 // The composed health probe: a snapshot that fits the heartbeat, agents that follow the
 // installed models, bad agent config refused at construction, and nothing left running
 // after stop().
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Value } from '@sinclair/typebox/value';
 import { Ollama } from 'ollama';
 import { Agent, Hardware, OllamaState } from '../../protocol/heartbeat.ts';
@@ -45,6 +45,8 @@ describe('HealthProbe', () => {
     const result = await new Ollama({ host: server.url }).generate({ model: 'qwen2.5:7b', prompt: 'hi', options: { num_predict: 20 } });
     probe.recordGeneration('qwen2.5:7b', result.eval_count, result.eval_duration);
     const measured = probe.snapshot().ollama.tokensPerSecond['qwen2.5:7b'] ?? 0;
+    // The model was not loaded before: recording the generation polls Ollama at once.
+    await vi.waitFor(() => expect(probe.snapshot().ollama.loaded.map((model) => model.name)).toEqual(['qwen2.5:7b']), { timeout: 2000 });
     // The stand-in streams at 1000 tokens/s; timer granularity makes it a little slower.
     expect(measured).toBeGreaterThan(300);
     expect(measured).toBeLessThan(1100);

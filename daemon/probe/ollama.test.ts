@@ -137,6 +137,8 @@ describe('OllamaProbe', () => {
     ollamaProbe.recordGeneration('llama3.2:1b', Number.NaN, 1e9);
     ollamaProbe.recordGeneration('', 10, 1e9);
     expect(ollamaProbe.current().tokensPerSecond).toEqual({ 'llama3.2:1b': 75 });
+    ollamaProbe.recordGeneration('phi3', 30, 1e9);
+    expect(ollamaProbe.current().tokensPerSecond['phi3:latest']).toBe(30);
     for (let index = 0; index < limits.modelsPerNodeMax + 10; index++) ollamaProbe.recordGeneration(`model-${index}:1b`, 10, 1e9);
     const speeds = ollamaProbe.current().tokensPerSecond;
     expect(Object.keys(speeds)).toHaveLength(limits.modelsPerNodeMax);

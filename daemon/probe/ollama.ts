@@ -7,6 +7,7 @@ import { Ollama, type ListResponse, type ModelResponse } from 'ollama';
 import type { InstalledModel, LoadedModel, OllamaState } from '../../protocol/heartbeat.ts';
 import * as limits from '../../protocol/limits.ts';
 import { logger } from '../log.ts';
+import { normalizeModelName } from './agents.ts';
 
 const log = logger('probe:ollama');
 
@@ -252,10 +253,12 @@ export class OllamaProbe {
   }
 
   /**
-   * Folds a finished generation into the moving average of tokens/s for its model.
-   * Nonsensical figures (no tokens, no time) are ignored.
+   * Folds a finished generation into the moving average of tokens/s for its model (Ollama's
+   * eval_count and eval_duration). Nonsensical figures (no tokens, no time) are ignored.
    */
-  recordGeneration(model: string, tokens: number, evalDurationNs: number): void {
+  recordGeneration(modelAsAsked: string, tokens: number, evalDurationNs: number): void {
+    // Keyed by the full name, the one /api/tags lists, so the scheduler finds it.
+    const model = validModelName(modelAsAsked) ? normalizeModelName(modelAsAsked) : modelAsAsked;
     if (!validModelName(model) || !(tokens > 0) || !(evalDurationNs > 0) || !Number.isFinite(tokens) || !Number.isFinite(evalDurationNs)) return;
     const sample = tokens / (evalDurationNs / 1e9);
     const previous = this.speeds.get(model);
@@ -269,6 +272,9 @@ export class OllamaProbe {
       this.speeds.delete(oldest);
     }
     this.state = { ...this.state, tokensPerSecond: this.speedsRecord() };
+    // A generation on a model Ollama did not have loaded has just loaded it: poll now so
+    // the heartbeat (and the bids built on it) stop counting a cold load for it.
+    if (this.running && this.state.reachable && !this.state.loaded.some((loaded) => loaded.name === model)) void this.refresh();
   }
 
   private speedsRecord(): Record<string, number> {
