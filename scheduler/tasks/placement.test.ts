@@ -7,7 +7,7 @@ import { encodeCommand } from '../state/commands.ts';
 import { Harness } from '../state/test-helpers.ts';
 import { nodeViewFromHeartbeat, sameModel, type NodeView } from './node-view.ts';
 import {
-  assignmentCommand, candidateOn, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, waitingReason,
+  assignmentCommand, candidateOn, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, rankNodesForRequest, waitingReason,
 } from './placement.ts';
 import { effectivePriority, readyTasks, renderPrompt } from './ready.ts';
 import { tasksToRequeue, timedOutTasks } from './recovery.ts';
@@ -190,6 +190,22 @@ describe('estimateCompletionMs', () => {
     const capability = new Harness();
     capability.submit('c', { model: undefined, capability: 'code' });
     expect(() => estimateCompletionMs(record(capability, 'c'), node('n'))).toThrow(/names no model/);
+  });
+});
+
+describe('rankNodesForRequest', () => {
+  it('ranks alive nodes with the model by estimate, warm and idle first', () => {
+    const nodes = [
+      node('cold'),
+      node('warm', { modelsLoaded: ['llama3'] }),
+      node('warm-full', { modelsLoaded: ['llama3'], running: 2 }),
+      node('dead', { alive: false, modelsLoaded: ['llama3'] }),
+      node('other', { modelsInstalled: ['mistral'] }),
+    ];
+    const ranked = rankNodesForRequest({ model: 'llama3:latest', promptCharacters: 400 }, nodes);
+    expect(ranked.map((entry) => entry.node.id)).toEqual(['warm', 'cold', 'warm-full']);
+    expect(ranked[0]!.estimateMs).toBe(Math.round((100 / 200 + estimateDefaults.outputTokens / 20) * 1_000));
+    expect(rankNodesForRequest({ model: 'giant', promptCharacters: 1 }, nodes)).toEqual([]);
   });
 });
 

@@ -136,32 +136,44 @@ export interface EstimateOptions {
   extraLoaded?: readonly string[];
 }
 
-function expectedOutputTokens(task: Readonly<TaskRecord>): number {
-  const requested = task.input.options?.['num_predict'];
-  // num_predict -1 / -2 mean "until done" / "fill the context" in Ollama: no better guess.
-  if (typeof requested === 'number' && Number.isFinite(requested) && requested > 0) return Math.min(requested, 131_072);
-  return estimateDefaults.outputTokens;
+/** What an estimate needs to know about a piece of work: a task, or a gateway request. */
+export interface WorkShape {
+  model: string;
+  /** Prompt, system prompt and messages together. */
+  promptCharacters: number;
+  /** Expected output tokens; estimateDefaults.outputTokens when unknown. */
+  outputTokens?: number;
 }
 
-function promptLength(task: Readonly<TaskRecord>): number {
-  let length = (task.input.prompt?.length ?? 0) + (task.input.system?.length ?? 0);
-  for (const message of task.input.messages ?? []) length += message.content.length;
-  return length;
+function expectedOutputTokens(options: Readonly<Record<string, unknown>> | null): number | undefined {
+  const requested = options?.['num_predict'];
+  // num_predict -1 / -2 mean "until done" / "fill the context" in Ollama: no better guess.
+  if (typeof requested === 'number' && Number.isFinite(requested) && requested > 0) return Math.min(requested, 131_072);
+  return undefined;
+}
+
+/** The shape of a task's work, with `model` for capability tasks (the chosen agent's). */
+export function workShapeOf(task: Readonly<TaskRecord>, model?: string): WorkShape {
+  const chosen = model ?? task.input.model;
+  if (chosen === null) throw new Error(`task ${task.id} names no model; pass the agent's model to estimate it`);
+  let promptCharacters = (task.input.prompt?.length ?? 0) + (task.input.system?.length ?? 0);
+  for (const message of task.input.messages ?? []) promptCharacters += message.content.length;
+  const outputTokens = expectedOutputTokens(task.input.options);
+  return outputTokens === undefined ? { model: chosen, promptCharacters } : { model: chosen, promptCharacters, outputTokens };
 }
 
 /**
- * Estimated ms from now until `task` completes on `node`: queue wait (when every slot is
- * taken) + model load (zero when the model is in VRAM) + prompt evaluation + generation
- * at the node's measured tokens/s, slowed by the generations running beside it. Nodes
- * compute this for their own bids; the leader uses it when a bid is missing.
+ * Estimated ms from now until the work completes on `node`: queue wait (when every slot
+ * is taken) + model load (zero when the model is in VRAM) + prompt evaluation + generation
+ * at the node's measured tokens/s, slowed by the generations running beside it.
  */
-export function estimateCompletionMs(task: Readonly<TaskRecord>, node: NodeView, options: EstimateOptions = {}): number {
-  const model = options.model ?? task.input.model;
-  if (model === null) throw new Error(`task ${task.id} names no model; pass the agent's model to estimate it`);
+export function estimateWorkMs(work: WorkShape, node: NodeView, options: Omit<EstimateOptions, 'model'> = {}): number {
+  const model = work.model;
   const running = node.running + (options.extraRunning ?? 0);
   const speed = measuredTokensPerSecond(node, model) ?? estimateDefaults.tokensPerSecond;
-  const promptMs = (promptLength(task) / estimateDefaults.charactersPerToken) / (speed * estimateDefaults.promptSpeedup) * 1000;
-  const generationMs = expectedOutputTokens(task) / (speed / (1 + estimateDefaults.contentionPerRunning * running)) * 1000;
+  const promptMs = (work.promptCharacters / estimateDefaults.charactersPerToken) / (speed * estimateDefaults.promptSpeedup) * 1000;
+  const outputTokens = work.outputTokens ?? estimateDefaults.outputTokens;
+  const generationMs = outputTokens / (speed / (1 + estimateDefaults.contentionPerRunning * running)) * 1000;
   const runMs = promptMs + generationMs;
   const warm = hasModel(node.modelsLoaded, model) || hasModel(options.extraLoaded ?? [], model);
   let loadMs = 0;
@@ -175,6 +187,26 @@ export function estimateCompletionMs(task: Readonly<TaskRecord>, node: NodeView,
   const limit = Math.max(1, node.concurrencyLimit);
   const queueWaitMs = running >= limit ? (running - limit + 1) * runMs / limit : 0;
   return Math.round(queueWaitMs + loadMs + runMs);
+}
+
+/**
+ * estimateWorkMs for a task. Nodes compute this for their own bids; the leader uses it
+ * when a bid is missing. `options.model` is the model a capability task would run with.
+ */
+export function estimateCompletionMs(task: Readonly<TaskRecord>, node: NodeView, options: EstimateOptions = {}): number {
+  return estimateWorkMs(workShapeOf(task, options.model), node, options);
+}
+
+/**
+ * For the gateway, which places a request at once rather than through the log: the alive
+ * nodes with the model, fastest estimate first (a full node ranks by its queue wait), ties
+ * by node id. Empty when no alive node has the model.
+ */
+export function rankNodesForRequest(work: WorkShape, nodes: readonly NodeView[]): { node: NodeView; estimateMs: number }[] {
+  return nodes
+    .filter((node) => node.alive && node.concurrencyLimit > 0 && hasModel(node.modelsInstalled, work.model))
+    .map((node) => ({ node, estimateMs: estimateWorkMs(work, node) }))
+    .sort((a, b) => a.estimateMs - b.estimateMs || compareIds(a.node.id, b.node.id));
 }
 
 function bidKey(taskId: string, node: string): string {
