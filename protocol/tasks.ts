@@ -9,16 +9,10 @@ import { ErrorCode, HivemeshError } from './errors.ts';
 import * as limits from './limits.ts';
 
 // Task ids also appear inside prompts as {{tasks.ID.output}}, hence the plain alphabet.
-export const TaskId = Type.String({
-  minLength: 1, maxLength: limits.taskIdLengthMax, pattern: '^[A-Za-z0-9_-]+$',
-  hint: `must be 1 to ${limits.taskIdLengthMax} letters, digits, '_' or '-'`,
-});
+export const TaskId = Type.String({ minLength: 1, maxLength: limits.taskIdLengthMax, pattern: '^[A-Za-z0-9_-]+$' });
 export type TaskId = Static<typeof TaskId>;
 
-export const MessageRole = Type.Union(
-  [Type.Literal('system'), Type.Literal('user'), Type.Literal('assistant'), Type.Literal('tool')],
-  { hint: 'must be one of system, user, assistant, tool' },
-);
+export const MessageRole = Type.Union([Type.Literal('system'), Type.Literal('user'), Type.Literal('assistant'), Type.Literal('tool')]);
 export type MessageRole = Static<typeof MessageRole>;
 
 export const ChatMessage = Type.Object({
@@ -28,14 +22,12 @@ export const ChatMessage = Type.Object({
 export type ChatMessage = Static<typeof ChatMessage>;
 
 /** Ollama's `format`: 'json', or a JSON schema the output must follow. */
-export const TaskFormat = Type.Union([Type.Literal('json'), Type.Object({}, { additionalProperties: true })], {
-  hint: `must be "json" or a JSON schema object (at most ${limits.taskFormatSchemaBytesMax} bytes)`,
-});
+export const TaskFormat = Type.Union([Type.Literal('json'), Type.Object({}, { additionalProperties: true })]);
 export type TaskFormat = Static<typeof TaskFormat>;
 
 const MetadataValue = Type.Union([
   Type.String({ maxLength: limits.taskMetadataValueLengthMax }), Type.Number(), Type.Boolean(), Type.Null(),
-], { hint: `values must be strings of at most ${limits.taskMetadataValueLengthMax} characters, numbers, booleans or null` });
+]);
 export const TaskMetadata = Type.Record(Type.String({ maxLength: limits.taskMetadataKeyLengthMax }), MetadataValue, {
   maxProperties: limits.taskMetadataKeysMax,
 });
@@ -47,7 +39,6 @@ export type TaskOptions = Static<typeof TaskOptions>;
 
 const ModelName = Type.String({ minLength: 1, maxLength: limits.modelNameLengthMax });
 const Capability = Type.String({ minLength: 1, maxLength: limits.capabilityLengthMax });
-const priorityHint = `must be an integer from ${limits.taskPriorityMin} to ${limits.taskPriorityMax}`;
 
 /** POST /api/tasks. Unknown fields are refused so a misspelt option is not silently ignored. */
 export const TaskSubmit = Type.Object({
@@ -59,13 +50,10 @@ export const TaskSubmit = Type.Object({
   options: Type.Optional(TaskOptions),
   format: Type.Optional(TaskFormat),
   title: Type.Optional(Type.String({ maxLength: limits.taskTitleLengthMax })),
-  priority: Type.Optional(Type.Integer({ minimum: limits.taskPriorityMin, maximum: limits.taskPriorityMax, hint: priorityHint })),
+  priority: Type.Optional(Type.Integer({ minimum: limits.taskPriorityMin, maximum: limits.taskPriorityMax })),
   dependsOn: Type.Optional(Type.Array(TaskId, { maxItems: limits.taskDependsOnMax })),
-  timeoutMs: Type.Optional(Type.Integer({
-    minimum: limits.taskTimeoutMsMin, maximum: limits.taskTimeoutMsMax,
-    hint: `must be an integer number of ms from ${limits.taskTimeoutMsMin} to ${limits.taskTimeoutMsMax}`,
-  })),
-  maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.taskMaxAttemptsMax, hint: `must be an integer from 1 to ${limits.taskMaxAttemptsMax}` })),
+  timeoutMs: Type.Optional(Type.Integer({ minimum: limits.taskTimeoutMsMin, maximum: limits.taskTimeoutMsMax })),
+  maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.taskMaxAttemptsMax })),
   idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: limits.idempotencyKeyLengthMax })),
   metadata: Type.Optional(TaskMetadata),
 }, { additionalProperties: false });
@@ -263,8 +251,26 @@ function describe(value: unknown): string {
   return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
 
-function reasonOf(error: ValueError): string {
-  const schema = error.schema as TSchema & { hint?: string; minLength?: number; maxLength?: number; maxItems?: number; minItems?: number; maxProperties?: number };
+// What to say for a field whose value has the wrong type or range, by field path with
+// array indexes as [] and metadata keys as *. Kept out of the schemas so that they stay
+// plain JSON Schema (Ajv in strict mode refuses unknown keywords).
+const fieldHints: Record<string, string> = {
+  priority: `must be an integer from ${limits.taskPriorityMin} to ${limits.taskPriorityMax}`,
+  timeoutMs: `must be an integer number of ms from ${limits.taskTimeoutMsMin} to ${limits.taskTimeoutMsMax}`,
+  maxAttempts: `must be an integer from 1 to ${limits.taskMaxAttemptsMax}`,
+  format: `must be "json" or a JSON schema object (at most ${limits.taskFormatSchemaBytesMax} bytes)`,
+  'messages[].role': 'must be one of system, user, assistant, tool',
+  'dependsOn[]': `must be a task id: 1 to ${limits.taskIdLengthMax} letters, digits, '_' or '-'`,
+  'metadata.*': `values must be strings of at most ${limits.taskMetadataValueLengthMax} characters, numbers, booleans or null`,
+};
+
+function hintFor(field: string): string | undefined {
+  const pattern = field.replace(/\[[0-9]+\]/g, '[]').replace(/^metadata\..*$/, 'metadata.*');
+  return fieldHints[pattern];
+}
+
+function reasonOf(error: ValueError, field: string): string {
+  const schema = error.schema as TSchema & { minLength?: number; maxLength?: number; maxItems?: number; minItems?: number; maxProperties?: number };
   switch (error.type) {
     case ValueErrorType.ObjectAdditionalProperties:
       return 'is not a known field';
@@ -281,7 +287,8 @@ function reasonOf(error: ValueError): string {
     default:
       break;
   }
-  if (schema.hint !== undefined) return schema.hint;
+  const hint = hintFor(field);
+  if (hint !== undefined) return hint;
   switch (error.type) {
     case ValueErrorType.String: return `must be a string, not ${describe(error.value)}`;
     case ValueErrorType.Array: return `must be an array, not ${describe(error.value)}`;
@@ -307,7 +314,8 @@ export function validateTaskSubmit(body: unknown): TaskSubmitValidation {
     errors.push({ field, reason });
   };
   for (const error of submitChecker.Errors(body)) {
-    add(fieldOf(error.path), reasonOf(error));
+    const field = fieldOf(error.path);
+    add(field, reasonOf(error, field));
     if (errors.length >= fieldErrorsMax) break;
   }
   const submit = body as Partial<TaskSubmit>;
