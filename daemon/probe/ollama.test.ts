@@ -1,6 +1,6 @@
 // The Ollama probe against the Ollama stand-in over real HTTP: reachable state, models,
 // loaded models with VRAM and expiry, failures with their reasons, backoff, recovery.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Value } from '@sinclair/typebox/value';
@@ -114,15 +114,25 @@ describe('OllamaProbe', () => {
     expect(failing.error).toMatch(new RegExp(`^Ollama at ${server.url} answered GET /api/\\w+ with HTTP 500: stand-in: injected failure`));
     expect((await ollamaProbe.refresh()).reachable).toBe(true);
 
-    const notOllama = http.createServer((_request, response) => {
+    const notOllama = http.createServer((request, response) => {
+      if (request.url === '/api/version') {
+        response.writeHead(502, { 'Content-Type': 'text/html' });
+        response.end('<html>Bad Gateway</html>');
+        return;
+      }
       response.writeHead(200, { 'Content-Type': 'application/json' });
       response.end('{"hello":"world"}');
     });
     await new Promise<void>((resolve) => notOllama.listen(0, '127.0.0.1', resolve));
     cleanups.push(() => new Promise<void>((resolve) => notOllama.close(() => resolve())));
     const wrongUrl = `http://127.0.0.1:${(notOllama.address() as AddressInfo).port}`;
+    const consoleLog = vi.spyOn(console, 'log');
     const wrong = await probe({ url: wrongUrl, intervalMs: 60_000 }).refresh();
-    expect(wrong.error).toBe(`unexpected answer from ${wrongUrl} to GET /api/tags: GET /api/tags has no "models" list; is this URL an Ollama server? Check --ollama-url`);
+    expect(consoleLog).not.toHaveBeenCalled();
+    consoleLog.mockRestore();
+    expect(wrong.error).toBe(`Ollama at ${wrongUrl} answered GET /api/version with HTTP 502: <html>Bad Gateway</html>`);
+    const wrongTags = await probe({ url: wrongUrl.replace('127.0.0.1', 'localhost'), intervalMs: 60_000, fetch: (input, init) => fetch(String(input).replace('/api/version', '/api/other'), init) }).refresh();
+    expect(wrongTags.error).toContain('to GET /api/tags: GET /api/tags has no "models" list; is this URL an Ollama server? Check --ollama-url');
   });
 
   it('keeps a bounded moving average of tokens/s per model', () => {

@@ -205,10 +205,17 @@ export class OllamaProbe {
     const baseFetch = options.fetch ?? fetch;
     // The ollama client takes no signal for GETs, so every request gets one here: a
     // timeout, and the probe's stop.
-    const boundedFetch: typeof fetch = (input, init) => {
+    const boundedFetch: typeof fetch = async (input, init) => {
       const signals = [AbortSignal.timeout(this.requestTimeoutMs), this.stopController.signal];
       if (init?.signal) signals.push(init.signal);
-      return baseFetch(input, { ...init, signal: AbortSignal.any(signals) });
+      const response = await baseFetch(input, { ...init, signal: AbortSignal.any(signals) });
+      if (response.ok || (response.headers.get('content-type') ?? '').includes('application/json')) return response;
+      // The client console.logs while reading a non-JSON error body; hand it the text as
+      // Ollama's JSON error shape instead, so the daemon's output stays clean.
+      const text = (await response.text()).slice(0, 200).trim();
+      return new Response(JSON.stringify({ error: text || response.statusText || 'no message' }), {
+        status: response.status, statusText: response.statusText, headers: { 'content-type': 'application/json' },
+      });
     };
     this.client = new Ollama({ host: this.url, fetch: boundedFetch });
     this.state = {
