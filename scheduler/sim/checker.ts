@@ -3,7 +3,7 @@
 // holds a lease, applied, served a read); the checker keeps the global picture (leaders per
 // term, the committed log, the applied history, acknowledged writes) and throws an
 // InvariantViolation the moment any node's behaviour contradicts it.
-import type { Entry, NodeId, Snapshot } from '../consensus/types.ts';
+import type { Entry, HardState, NodeId, Snapshot } from '../consensus/types.ts';
 import { decodeSet } from './kv.ts';
 
 export class InvariantViolation extends Error {
@@ -18,6 +18,8 @@ export class InvariantViolation extends Error {
 
 /** The view of a node's durable log the checker needs (SimDisk implements it). */
 export interface LogView {
+  /** The durable hard state; its term bounds the term in which its commit index was reached. */
+  readonly hardState: HardState;
   readonly snapshotIndex: number;
   readonly lastIndex: number;
   entry(index: number): Entry | undefined;
@@ -28,6 +30,11 @@ interface CommittedEntry {
   term: number;
   type: string;
   data: string;
+  /**
+   * An upper bound on the term in which the entry became committed: the lowest term of any
+   * node that reported it committed (the leader that committed it reports its own term).
+   */
+  commitTerm: number;
 }
 
 interface PositionRecord {
@@ -100,9 +107,9 @@ export class Checker {
   /**
    * A node reports itself leader of `term`. Returns true the first time this term gets a
    * leader (an election was decided). Checks election safety and leader completeness: the
-   * new leader holds every entry known committed. (Checking later commits against sitting
-   * leaders would be wrong: a stale leader of an older term may legitimately lack an entry
-   * that a newer leader commits.)
+   * new leader holds every entry committed in an earlier term. Only earlier terms: votes
+   * delayed in the network can make a node leader of an old term after a newer leader has
+   * committed more, and Raft promises nothing about such a stale leader's log.
    */
   onLeader(node: NodeId, term: number, log: LogView): boolean {
     const existing = this.leaderOfTerm.get(term);
@@ -114,7 +121,7 @@ export class Checker {
     this.counters.leadersElected++;
     for (let index = log.snapshotIndex + 1; index <= this.committedIndexMax; index++) {
       const committed = this.committed[index];
-      if (committed === undefined) continue;
+      if (committed === undefined || committed.commitTerm >= term) continue;
       const held = log.entry(index);
       if (held === undefined || !samePayload(held, committed)) {
         throw new InvariantViolation('leader completeness',
@@ -160,7 +167,7 @@ export class Checker {
    * stored entries they replaced; `log` is the node's log after the batch; `commit` the hard
    * state's commit index after it.
    */
-  onPersisted(node: NodeId, appended: readonly Entry[], overwritten: readonly Entry[], log: LogView, commit: number): void {
+  onPersisted(node: NodeId, appended: readonly Entry[], overwritten: readonly Entry[], log: LogView): void {
     for (const old of overwritten) {
       const committed = this.committed[old.index];
       if (committed !== undefined && samePayload(committed, old)) {
@@ -186,11 +193,12 @@ export class Checker {
           `${node} stores index ${entry.index} term ${entry.term} after an entry of term ${prevTerm}, but ${record.node} had it after term ${record.prevTerm}: the logs agree at ${entry.index} but not before`);
       }
     }
-    this.onCommit(node, commit, log);
+    this.onCommit(node, log);
   }
 
-  /** Compares a node's log up to its (durable) commit index with the global committed log. */
-  onCommit(node: NodeId, commit: number, log: LogView): void {
+  /** Compares a node's log up to its durable commit index with the global committed log. */
+  onCommit(node: NodeId, log: LogView): void {
+    const commit = log.hardState.commit;
     const checked = this.checkedCommit.get(node) ?? 0;
     if (commit < checked) {
       throw new InvariantViolation('commit index is monotonic', `${node} persisted commit ${commit} after having persisted ${checked}`);
@@ -200,7 +208,7 @@ export class Checker {
       if (held === undefined) {
         throw new InvariantViolation('commit within log', `${node} claims commit index ${commit} but its log ends at ${log.lastIndex} (snapshot at ${log.snapshotIndex})`);
       }
-      this.recordCommitted(node, held);
+      this.recordCommitted(node, held, log.hardState.term);
     }
     this.checkedCommit.set(node, commit);
   }
@@ -284,16 +292,17 @@ export class Checker {
     if (index > (this.observedIndexByKey.get(read.key) ?? 0)) this.observedIndexByKey.set(read.key, index);
   }
 
-  private recordCommitted(node: NodeId, entry: Entry): void {
+  private recordCommitted(node: NodeId, entry: Entry, nodeTerm: number): void {
     const existing = this.committed[entry.index];
     if (existing !== undefined) {
       if (!samePayload(existing, entry)) {
         throw new InvariantViolation('committed entries never change',
           `${node} commits ${describeEntry(entry)} at ${entry.index}, but ${describeEntry(existing)} was committed there before`);
       }
+      if (nodeTerm < existing.commitTerm) existing.commitTerm = nodeTerm;
       return;
     }
-    this.committed[entry.index] = { term: entry.term, type: entry.type, data: entry.data };
+    this.committed[entry.index] = { term: entry.term, type: entry.type, data: entry.data, commitTerm: nodeTerm };
     if (entry.index > this.committedIndexMax) this.committedIndexMax = entry.index;
     if (entry.type === 'normal') {
       const command = decodeSet(entry.data);

@@ -49,6 +49,12 @@ export interface Scenario {
   compactAfterEntries: number;
   /** Whether clients change membership and transfer leadership in this run. */
   reconfigure: boolean;
+  /**
+   * Process pauses (a stalled event loop, a GC pause, a suspended VM): after one, the daemon
+   * catches its clock up, delivering the missed ticks before anything else. Set false to see
+   * what happens to leases when a driver skips the missed ticks instead.
+   */
+  pauseTickCatchUp: boolean;
 }
 
 export interface SeedStats {
@@ -63,6 +69,7 @@ export interface SeedStats {
   leaseReadsServed: number;
   readsAbandoned: number;
   crashes: number;
+  pauses: number;
   partitions: number;
   messagesDropped: number;
   messagesDuplicated: number;
@@ -106,7 +113,8 @@ type SimEvent =
   | { kind: 'client' }
   | { kind: 'fault' }
   | { kind: 'restart'; node: number }
-  | { kind: 'heal' };
+  | { kind: 'heal' }
+  | { kind: 'resume'; node: number; incarnation: number };
 
 interface PendingRead {
   key: string;
@@ -137,6 +145,10 @@ interface SimNode {
   term: number;
   config: ClusterConfig;
   crashPlan: CrashPoint | null;
+  /** While now < pausedUntilUs the process is stalled: no ticks, no messages, no clients. */
+  pausedUntilUs: number;
+  /** Ticks its clock passed while the process was stalled. */
+  missedTicks: number;
   pendingReads: Map<string, PendingRead>;
   pendingWrites: Map<number, PendingWrite>;
 }
@@ -175,8 +187,8 @@ function formatTime(timeUs: number): string {
 
 /** The scenario a seed stands for; overrides win over the seed's draws. */
 export function drawScenario(random: Prng, voters: number, overrides: Partial<Scenario> = {}): Scenario {
-  const electionTicks = 10;
-  const driftTicks = overrides.driftTicks ?? random.range(1, 3);
+  const electionTicks = overrides.electionTicks ?? random.pick([6, 10, 16]);
+  const driftTicks = overrides.driftTicks ?? random.range(0, Math.floor(electionTicks / 4));
   const baseTickUs = 10_000;
   const spareNodes = overrides.spareNodes ?? 2;
   const tickPeriodsUs = overrides.tickPeriodsUs
@@ -184,7 +196,7 @@ export function drawScenario(random: Prng, voters: number, overrides: Partial<Sc
   const stormy = random.chance(0.5);
   const scenario: Scenario = {
     electionTicks,
-    heartbeatTicks: random.pick([1, 2, 3]),
+    heartbeatTicks: random.range(1, Math.max(1, Math.floor(electionTicks / 3))),
     driftTicks,
     baseTickUs,
     tickPeriodsUs,
@@ -203,6 +215,7 @@ export function drawScenario(random: Prng, voters: number, overrides: Partial<Sc
     maxInflightAppends: random.pick([1, 4, 16]),
     compactAfterEntries: random.pick([5, 20, 1_000_000]),
     reconfigure: random.chance(0.6),
+    pauseTickCatchUp: true,
   };
   return { ...scenario, ...overrides };
 }
@@ -211,7 +224,7 @@ export function emptyStats(): SeedStats {
   return {
     events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0, entriesCommitted: 0,
     writesProposed: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, readsAbandoned: 0,
-    crashes: 0, partitions: 0, messagesDropped: 0, messagesDuplicated: 0, configChanges: 0,
+    crashes: 0, pauses: 0, partitions: 0, messagesDropped: 0, messagesDuplicated: 0, configChanges: 0,
     transfers: 0, compactions: 0, snapshotsInstalled: 0, leaseIntervals: 0,
   };
 }
@@ -315,6 +328,8 @@ export class Simulation {
         term: 0,
         config: initialConfig,
         crashPlan: null,
+        pausedUntilUs: 0,
+        missedTicks: 0,
         pendingReads: new Map(),
         pendingWrites: new Map(),
       });
@@ -385,6 +400,12 @@ export class Simulation {
       case 'tick': {
         const node = this.nodes[event.node] as SimNode;
         if (node.core === null || node.incarnation !== event.incarnation) return;
+        if (this.nowUs < node.pausedUntilUs) {
+          // The clock runs on while the process is stalled; the tick is owed, not delivered.
+          node.missedTicks++;
+          this.queue.push(this.nowUs + node.periodUs, event);
+          return;
+        }
         this.hashEvent(1, node.index, 0);
         node.core.tick();
         this.queue.push(this.nowUs + node.periodUs, event);
@@ -396,6 +417,11 @@ export class Simulation {
         const node = this.nodes[this.nodeIndex.get(message.to) as number] as SimNode;
         if (node.core === null) {
           this.network.discard();
+          return;
+        }
+        if (this.nowUs < node.pausedUntilUs) {
+          // Stalled: the message waits in the socket buffer until the process resumes.
+          this.queue.push(node.pausedUntilUs, event);
           return;
         }
         if (!this.network.arrive(message)) return;
@@ -417,6 +443,11 @@ export class Simulation {
       case 'restart': {
         const node = this.nodes[event.node] as SimNode;
         if (node.core === null) this.start(node);
+        return;
+      }
+      case 'resume': {
+        const node = this.nodes[event.node] as SimNode;
+        if (node.core !== null && node.incarnation === event.incarnation && node.pausedUntilUs === this.nowUs) this.resume(node);
         return;
       }
       case 'heal':
@@ -471,6 +502,8 @@ export class Simulation {
     node.core = null;
     node.incarnation++;
     node.crashPlan = null;
+    node.pausedUntilUs = 0;
+    node.missedTicks = 0;
     node.role = 'follower';
     node.kv.reset();
     for (const readId of node.pendingReads.keys()) this.checker.onReadAbandoned(readId);
@@ -510,7 +543,7 @@ export class Simulation {
   private persist(node: SimNode, ready: Ready): void {
     const disk = node.disk;
     const overwritten = disk.persist(ready.snapshot, ready.entries, ready.hardState);
-    this.checker.onPersisted(node.id, ready.entries, overwritten, disk, disk.hardState.commit);
+    this.checker.onPersisted(node.id, ready.entries, overwritten, disk);
   }
 
   private send(node: SimNode, message: Message): void {
@@ -642,7 +675,7 @@ export class Simulation {
   private clientAction(): void {
     const random = this.clientRandom;
     this.expireReads();
-    const live = this.nodes.filter((node) => node.core !== null);
+    const live = this.nodes.filter((node) => node.core !== null && this.nowUs >= node.pausedUntilUs);
     if (live.length === 0) return;
     const leaders = live.filter((node) => node.role === 'leader');
     const target = leaders.length > 0 && random.chance(0.8) ? random.pick(leaders) : random.pick(live);
@@ -716,7 +749,7 @@ export class Simulation {
 
   private faultAction(): void {
     const random = this.faultRandom;
-    const action = random.weighted([3, 3, 1, 2]);
+    const action = random.weighted([3, 3, 1, 2, 1]);
     const ids = this.nodes.map((node) => node.id);
     if (action === 0) {
       const live = this.nodes.filter((node) => node.core !== null && node.crashPlan === null);
@@ -757,9 +790,38 @@ export class Simulation {
     } else if (action === 2) {
       this.network.heal();
       this.note('net', 'heal all');
+    } else if (action === 4) {
+      const running = this.nodes.filter((node) => node.core !== null && this.nowUs >= node.pausedUntilUs);
+      if (running.length === 0) return;
+      const node = random.pick(running);
+      const durationUs = random.range(10_000, 2 * this.scenario.electionTicks * node.periodUs);
+      node.pausedUntilUs = this.nowUs + durationUs;
+      node.missedTicks = 0;
+      // A stalled process serves nothing, so it holds no lease the checker must count; if its
+      // lease is still good when it resumes, the checker sees it again then.
+      this.checker.onLease(node.id, false, node.term, this.nowUs);
+      this.queue.push(node.pausedUntilUs, { kind: 'resume', node: node.index, incarnation: node.incarnation });
+      this.stats.pauses++;
+      this.note(node.id, `PAUSE for ${(durationUs / 1000).toFixed(1)}ms`);
     } else {
       // Nothing this time: quiet stretches let the cluster make progress between storms.
     }
+  }
+
+  private resume(node: SimNode): void {
+    const core = node.core as SimCore;
+    const owed = node.missedTicks;
+    node.pausedUntilUs = 0;
+    node.missedTicks = 0;
+    this.note(node.id, `RESUME after missing ${owed} ticks${this.scenario.pauseTickCatchUp ? ', delivered now' : ', skipped'}`);
+    if (this.scenario.pauseTickCatchUp) {
+      for (let tick = 0; tick < owed; tick++) {
+        core.tick();
+        this.drain(node);
+        if (node.core === null) return;
+      }
+    }
+    this.afterInput(node);
   }
 
   private scheduleRestart(node: SimNode): void {
@@ -778,6 +840,10 @@ export class Simulation {
     this.note('sim', 'faults stop: network healed, crashed nodes restart; liveness clock starts');
     for (const node of this.nodes) {
       node.crashPlan = null;
+      if (node.core !== null && node.pausedUntilUs > this.nowUs) {
+        node.pausedUntilUs = this.nowUs;
+        this.resume(node);
+      }
       if (node.core === null) this.start(node);
     }
   }

@@ -16,6 +16,7 @@ export interface Totals {
   readsServed: number;
   leaseReadsServed: number;
   crashes: number;
+  pauses: number;
   partitions: number;
   messagesDropped: number;
   messagesDuplicated: number;
@@ -30,7 +31,7 @@ export interface Totals {
 export function emptyTotals(): Totals {
   return {
     seeds: 0, passed: 0, failed: 0, events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0,
-    entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, partitions: 0,
+    entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, pauses: 0, partitions: 0,
     messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0,
     failuresByInvariant: {}, lastTraceHash: '',
   };
@@ -54,6 +55,7 @@ export function addToTotals(totals: Totals, result: SeedResult): void {
   totals.readsServed += stats.readsServed;
   totals.leaseReadsServed += stats.leaseReadsServed;
   totals.crashes += stats.crashes;
+  totals.pauses += stats.pauses;
   totals.partitions += stats.partitions;
   totals.messagesDropped += stats.messagesDropped;
   totals.messagesDuplicated += stats.messagesDuplicated;
@@ -80,7 +82,7 @@ export function formatSummary(totals: Totals, elapsedMs: number, voters: number,
     ['entries committed', `${totals.entriesCommitted}`],
     ['writes acknowledged', `${totals.writesAcknowledged}`],
     ['reads served (lease)', `${totals.readsServed} (${totals.leaseReadsServed})`],
-    ['crashes', `${totals.crashes}`],
+    ['crashes / process pauses', `${totals.crashes} / ${totals.pauses}`],
     ['partitions', `${totals.partitions}`],
     ['messages dropped / duplicated', `${totals.messagesDropped} / ${totals.messagesDuplicated}`],
     ['config changes / transfers', `${totals.configChanges} / ${totals.transfers}`],
