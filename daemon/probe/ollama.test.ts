@@ -62,6 +62,10 @@ describe('OllamaProbe', () => {
     expect(expiresInMs).toBeLessThanOrEqual(5 * 60_000);
     // keep_alive -1: Ollama says "in 292 years", the heartbeat says never (null).
     expect(state.loaded.find((model) => model.name === 'llama3.2:1b')?.expiresAt).toBeNull();
+    // Stopped, then started again: it polls as before.
+    ollamaProbe.stop();
+    await ollamaProbe.start();
+    expect(ollamaProbe.current()).toMatchObject({ reachable: true, error: null });
   });
 
   it('reports a stopped Ollama with the reason, backs off exponentially, and recovers on restart', async () => {

@@ -182,7 +182,7 @@ export class OllamaProbe {
   private readonly smoothing: number;
   private readonly onChange: ((state: OllamaState) => void) | undefined;
   private readonly client: Ollama;
-  private readonly stopController = new AbortController();
+  private stopController = new AbortController();
   private readonly speeds = new Map<string, number>();
   private state: OllamaState;
   private failures = 0;
@@ -233,6 +233,7 @@ export class OllamaProbe {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
+    if (this.stopController.signal.aborted) this.stopController = new AbortController();
     await this.refresh();
   }
 

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { startStandin, parseKeepAlive, type Standin, type StandinOptions } from './server.ts';
 import { renderChatPrompt, renderGeneratePrompt, standinEmbedding, standinText } from './catalog.ts';
 import { readStandinLog, summarizeGenerations } from './events.ts';
+import { StandinControl } from './control.ts';
 
 const running: Standin[] = [];
 
@@ -320,6 +321,18 @@ describe('ollama stand-in', () => {
       const client = new Ollama({ host: url });
       await client.generate({ model: 'qwen2.5:7b', prompt: 'hello', options: { num_predict: 3 } });
       expect(summarizeGenerations(readStandinLog(logFile))).toMatchObject({ started: 1, finished: 1, byModel: { 'qwen2.5:7b': 1 } });
+      // The knobs over HTTP, as a multi-process suite drives them.
+      const control = new StandinControl(url);
+      expect((await control.generations()).map((record) => record.model)).toEqual(['qwen2.5:7b']);
+      expect((await control.setModels(['mistral:7b'])).installed).toEqual(['mistral:7b']);
+      expect((await client.list()).models.map((model) => model.name)).toEqual(['mistral:7b']);
+      await control.failNext(1, { status: 503 });
+      await expect(client.generate({ model: 'mistral:7b', prompt: 'x' })).rejects.toMatchObject({ status_code: 503 });
+      await control.setTokensPerSecond(20, 'mistral:7b');
+      const slow = await client.generate({ model: 'mistral:7b', prompt: 'x', options: { num_predict: 3 } });
+      expect(slow.eval_duration).toBeGreaterThan(100e6);
+      expect((await control.state()).generationsTotal).toBe(2);
+      await expect(control.breakNext(-1, 0)).rejects.toThrow(`stand-in at ${url} refused POST /_standin/break: count must be a non-negative integer`);
       const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
