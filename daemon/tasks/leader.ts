@@ -1,0 +1,308 @@
+// The leader's scheduling loop. Only while this node leads (and has applied everything it
+// knows committed), rounds run one at a time: recovery (requeue attempts of dead or departed
+// nodes and attempts that overran), pruning of old finished tasks, then placement: ready
+// tasks go to the best nodes with free slots (planAssignments), and the assignments are
+// proposed together, which Raft commits as one batch. A round starts after each applied
+// change and on a short timer; the next round waits for the previous one's proposals to be
+// applied, so the plan always sees the log's true in-flight counts and no task ever has
+// two assignments in flight. A round costs O(queued) only when a slot is free.
+import type { BidTask } from '../../protocol/bids.ts';
+import { bidTasksPerRequestMax } from '../../protocol/bids.ts';
+import { assignmentsPerPlanMax } from '../../protocol/limits.ts';
+import { encodeCommand, type CommandOf } from '../../scheduler/state/commands.ts';
+import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
+import { nodeViewFromHeartbeat, type NodeView } from '../../scheduler/tasks/node-view.ts';
+import { assignmentCommand, eligibleNodes, estimateDefaults, planAssignments, type Bid } from '../../scheduler/tasks/placement.ts';
+import { readyTasks } from '../../scheduler/tasks/ready.ts';
+import { tasksToRequeue, timedOutTasks } from '../../scheduler/tasks/recovery.ts';
+import { logger } from '../log.ts';
+import type { MemberView } from '../membership/membership.ts';
+import { estimateBids, type BidService } from './bids.ts';
+
+const log = logger('tasks:leader');
+
+export interface RaftStatusView {
+  role: string;
+  term: number;
+  leader: string | null;
+  /** Commit index, when known: the loop waits until the local state has applied it. */
+  commit?: number;
+}
+
+export interface SchedulerTiming {
+  /** Timer period: picks up backoffs that expired and members that changed. */
+  tickMs: number;
+  /** Recovery checks (dead nodes, timeouts) at most this often. */
+  recoveryEveryMs: number;
+  pruneEveryMs: number;
+  /** A round that could place nothing although slots were free waits this long for the next. */
+  idleRetryMs: number;
+  /** Longest wait for bids. */
+  bidWaitMs: number;
+  /** Bids are asked only while at most this many tasks are queued; deeper queues do not wait. */
+  bidQueueDepthMax: number;
+  /** A node absent from membership this long while the log has attempts on it is treated as dead. */
+  unknownNodeGraceMs: number;
+}
+
+export const schedulerTimingDefault: SchedulerTiming = {
+  tickMs: 50,
+  recoveryEveryMs: 250,
+  pruneEveryMs: 60_000,
+  idleRetryMs: 100,
+  bidWaitMs: 30,
+  bidQueueDepthMax: 16,
+  unknownNodeGraceMs: 10_000,
+};
+
+export interface LeaderSchedulerDeps {
+  nodeId: string;
+  state: () => ReplicatedState;
+  propose: (data: string) => Promise<ApplyResult | null>;
+  raftStatus: () => RaftStatusView | null;
+  members: () => MemberView[];
+  /** This node's own view (fresh from the probe), used in place of its last heartbeat. */
+  selfView: () => NodeView;
+  bids: Pick<BidService, 'collect'>;
+  keepFinishedTasks: number;
+  keepFinishedTasksMs: number;
+  timing?: Partial<SchedulerTiming>;
+}
+
+export interface SchedulerStats {
+  rounds: number;
+  plannedRounds: number;
+  assignmentsProposed: number;
+  assignmentsRefused: number;
+  requeuesProposed: number;
+  bidRounds: number;
+  bidsReceived: number;
+  prunes: number;
+}
+
+export class LeaderScheduler {
+  private readonly deps: LeaderSchedulerDeps;
+  private readonly timing: SchedulerTiming;
+  private timer: NodeJS.Timeout | null = null;
+  private kickRequested = false;
+  private looping = false;
+  private stopped = false;
+  private nextRecoveryAt = 0;
+  private nextPruneAt = 0;
+  private idleUntil = 0;
+  private ledTerm = -1;
+  private readonly unknownSince = new Map<string, number>();
+  readonly stats: SchedulerStats = { rounds: 0, plannedRounds: 0, assignmentsProposed: 0, assignmentsRefused: 0, requeuesProposed: 0, bidRounds: 0, bidsReceived: 0, prunes: 0 };
+
+  constructor(deps: LeaderSchedulerDeps) {
+    this.deps = deps;
+    this.timing = { ...schedulerTimingDefault, ...deps.timing };
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.tick(), this.timing.tickMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private isLeader(): RaftStatusView | null {
+    const status = this.deps.raftStatus();
+    return status !== null && status.role === 'leader' ? status : null;
+  }
+
+  /** Something changed (an applied entry, a member): run a round soon. */
+  kick(): void {
+    if (this.stopped) return;
+    this.kickRequested = true;
+    if (!this.looping) {
+      this.looping = true;
+      setImmediate(() => void this.loop());
+    }
+  }
+
+  private tick(): void {
+    const status = this.isLeader();
+    if (status === null) {
+      this.ledTerm = -1;
+      return;
+    }
+    if (status.term !== this.ledTerm) {
+      // A new term of ours: recovery and pruning are due at once.
+      this.ledTerm = status.term;
+      this.nextRecoveryAt = 0;
+      this.nextPruneAt = Date.now() + this.timing.pruneEveryMs / 6;
+      this.unknownSince.clear();
+    }
+    this.kick();
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      while (this.kickRequested && !this.stopped) {
+        this.kickRequested = false;
+        const status = this.isLeader();
+        if (status === null) break;
+        try {
+          await this.round(status);
+        } catch (error) {
+          log.warn('scheduling round failed', { error: error as Error });
+        }
+      }
+    } finally {
+      this.looping = false;
+    }
+  }
+
+  private async round(status: RaftStatusView): Promise<void> {
+    const state = this.deps.state();
+    // A new leader may not have applied all it knows committed: plans from a stale state
+    // would only be refused, so wait for the apply (which kicks again).
+    if (status.commit !== undefined && state.lastApplied < status.commit) return;
+    this.stats.rounds += 1;
+    const now = Date.now();
+    if (now >= this.nextRecoveryAt) {
+      this.nextRecoveryAt = now + this.timing.recoveryEveryMs;
+      await this.recover(state, now);
+    }
+    if (now >= this.nextPruneAt) {
+      this.nextPruneAt = now + this.timing.pruneEveryMs;
+      await this.prune(state, now);
+    }
+    if (now < this.idleUntil) return;
+    const counts = state.countsByStatus();
+    if (counts.queued === 0) return;
+    const nodes = this.nodeViews(state);
+    const inFlight = state.inFlightByNode();
+    let freeSlots = 0;
+    for (const node of nodes) if (node.alive) freeSlots += Math.max(0, node.concurrencyLimit - (inFlight.get(node.id) ?? 0));
+    if (freeSlots <= 0) return;
+
+    this.stats.plannedRounds += 1;
+    const bids = counts.queued <= this.timing.bidQueueDepthMax ? await this.gatherBids(state, nodes, inFlight, status.term, now) : [];
+    const plan = planAssignments(state, nodes, bids, Date.now(), { assignmentsMax: assignmentsPerPlanMax });
+    if (plan.assignments.length === 0) {
+      this.idleUntil = Date.now() + this.timing.idleRetryMs;
+      return;
+    }
+    const at = Date.now();
+    const outcomes = await Promise.allSettled(plan.assignments.map((assignment) =>
+      this.deps.propose(encodeCommand(assignmentCommand(assignment, status.term, at)))));
+    this.stats.assignmentsProposed += plan.assignments.length;
+    for (const outcome of outcomes) {
+      if (outcome.status === 'rejected') {
+        log.debug('assignment not committed', { error: outcome.reason as Error });
+        this.stats.assignmentsRefused += 1;
+      } else if (outcome.value !== null && !outcome.value.ok) {
+        log.debug('assignment refused', { refusal: outcome.value.refusal.message });
+        this.stats.assignmentsRefused += 1;
+      }
+    }
+    // More may fit (the plan is capped per round); a round with no free slot costs little.
+    this.kickRequested = true;
+  }
+
+  /** Views of the nodes from their heartbeats; this node's from its probe. */
+  nodeViews(state: ReplicatedState): NodeView[] {
+    // Running counts come from the log, not from heartbeats up to a second old: with fast
+    // tasks a heartbeat's count is stale at once, and placement would see phantom work.
+    const running = new Map<string, number>();
+    for (const record of state.tasksWithStatus('running')) {
+      const node = record.assignedNode as string;
+      running.set(node, (running.get(node) ?? 0) + 1);
+    }
+    const views: NodeView[] = [];
+    for (const member of this.deps.members()) {
+      if (member.nodeId === this.deps.nodeId) {
+        views.push({ ...this.deps.selfView(), running: running.get(member.nodeId) ?? 0 });
+        continue;
+      }
+      if (member.heartbeat === null || member.state === 'left') continue;
+      const view = nodeViewFromHeartbeat(member.heartbeat, member.state === 'alive');
+      views.push({ ...view, running: running.get(member.nodeId) ?? 0 });
+    }
+    if (!views.some((view) => view.id === this.deps.nodeId)) views.push({ ...this.deps.selfView(), running: running.get(this.deps.nodeId) ?? 0 });
+    return views;
+  }
+
+  /**
+   * Bids for the ready tasks more than one node could take now. This node's own bid is
+   * computed here; the others are asked over gossip and awaited briefly.
+   */
+  private async gatherBids(state: ReplicatedState, nodes: NodeView[], inFlight: Map<string, number>, term: number, now: number): Promise<Bid[]> {
+    const withSlot = nodes.filter((node) => node.alive && node.concurrencyLimit - (inFlight.get(node.id) ?? 0) > 0);
+    if (withSlot.length < 2) return [];
+    const tasks: BidTask[] = [];
+    const expect = new Set<string>();
+    for (const { record } of readyTasks(state, now)) {
+      if (tasks.length >= bidTasksPerRequestMax) break;
+      if (record.pinnedNode !== null) continue;
+      const candidates = eligibleNodes(record, withSlot);
+      if (candidates.length < 2) continue;
+      const requested = record.input.options?.['num_predict'];
+      const expectedTokens = typeof requested === 'number' && requested > 0 ? Math.min(Math.round(requested), 1_000_000) : estimateDefaults.outputTokens;
+      tasks.push({ id: record.id, model: record.input.model, capability: record.input.capability, expectedTokens });
+      for (const candidate of candidates) expect.add(candidate.node.id);
+    }
+    if (tasks.length === 0) return [];
+    this.stats.bidRounds += 1;
+    const own = expect.has(this.deps.nodeId)
+      ? estimateBids(state, this.deps.selfView(), tasks).map((bid) => ({ taskId: bid.taskId, node: this.deps.nodeId, estimateMs: bid.estimateMs }))
+      : [];
+    const remote = await this.deps.bids.collect(tasks, [...expect], term, this.timing.bidWaitMs);
+    this.stats.bidsReceived += remote.length;
+    return [...own, ...remote];
+  }
+
+  /** Requeues attempts of dead, departed or long-unknown nodes, and attempts that overran. */
+  private async recover(state: ReplicatedState, now: number): Promise<void> {
+    const inFlight = state.inFlightByNode();
+    if (inFlight.size === 0) return;
+    const known = new Map<string, MemberView>();
+    for (const member of this.deps.members()) known.set(member.nodeId, member);
+    const gone = new Map<string, string>();
+    for (const node of inFlight.keys()) {
+      if (node === this.deps.nodeId) continue;
+      const member = known.get(node);
+      if (member === undefined) {
+        const since = this.unknownSince.get(node) ?? now;
+        this.unknownSince.set(node, since);
+        if (now - since >= this.timing.unknownNodeGraceMs) gone.set(node, `node ${node} is not a known member (unheard of for ${now - since} ms)`);
+        continue;
+      }
+      this.unknownSince.delete(node);
+      if (member.state === 'dead') gone.set(node, `node ${node} stopped answering (declared dead)`);
+      else if (member.state === 'left') gone.set(node, `node ${node} left the cluster`);
+    }
+    const requeues = new Map<string, CommandOf<'task.requeue'>>();
+    for (const command of tasksToRequeue(state, gone.keys(), now, (node) => gone.get(node)!)) requeues.set(command.id, command);
+    for (const command of timedOutTasks(state, now)) if (!requeues.has(command.id)) requeues.set(command.id, command);
+    if (requeues.size === 0) return;
+    const commands = [...requeues.values()].slice(0, assignmentsPerPlanMax);
+    log.info('requeueing attempts', { count: commands.length, first: commands[0]!.reason });
+    this.stats.requeuesProposed += commands.length;
+    const outcomes = await Promise.allSettled(commands.map((command) => this.deps.propose(encodeCommand(command))));
+    for (const outcome of outcomes) if (outcome.status === 'rejected') log.debug('requeue not committed', { error: outcome.reason as Error });
+    // Anything cut by the per-round bound goes next round.
+    if (requeues.size > commands.length) this.nextRecoveryAt = 0;
+  }
+
+  private async prune(state: ReplicatedState, now: number): Promise<void> {
+    const counts = state.countsByStatus();
+    const finished = counts.completed + counts.failed + counts.cancelled;
+    if (finished === 0) return;
+    try {
+      this.stats.prunes += 1;
+      const result = await this.deps.propose(encodeCommand({
+        type: 'tasks.prune', at: now, keepFinishedMax: this.deps.keepFinishedTasks, keepFinishedMs: this.deps.keepFinishedTasksMs,
+      }));
+      if (result !== null && result.ok && result.prunedTaskIds.length > 0) log.info('pruned finished tasks', { count: result.prunedTaskIds.length });
+    } catch (error) {
+      log.debug('prune not committed', { error: error as Error });
+    }
+  }
+}

@@ -1,0 +1,286 @@
+// Task execution in the daemon: composes the leader's scheduling loop (leader.ts), bids
+// over gossip (bids.ts), the executor on the local Ollama (executor.ts) and the output
+// streams between nodes (output.ts), and feeds them what the log applies. The daemon
+// calls onApplied, in log order, on every node; load() goes into this node's heartbeat
+// and `outputs` into the TaskService.
+//
+// Fencing: a node that has known no leader (or whose leader it no longer hears) for
+// fenceAfterMs aborts its generations: their results would likely be refused, and the
+// leader will retry them elsewhere. It reports those attempts as failed (retryable) once a
+// leader is back, so they do not sit as "running" until they time out.
+import type { Entry } from '../../scheduler/consensus/types.ts';
+import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
+import { normalizeModelName, type NodeView } from '../../scheduler/tasks/node-view.ts';
+import type { TaskOutputEvent } from '../../protocol/tasks.ts';
+import type { AgentConfig } from '../config.ts';
+import { logger } from '../log.ts';
+import type { MemberView } from '../membership/membership.ts';
+import type { P2PHost } from '../p2p/host.ts';
+import type { HealthProbe } from '../probe/index.ts';
+import type { OutputSource } from './service.ts';
+import { BidService } from './bids.ts';
+import { Executor } from './executor.ts';
+import { LeaderScheduler, type RaftStatusView, type SchedulerTiming } from './leader.ts';
+import { OutputHub, type OutputLimits } from './output.ts';
+import { Reporter } from './reports.ts';
+
+const log = logger('tasks');
+
+export interface TaskRuntimeDeps {
+  nodeId: string;
+  state: () => ReplicatedState;
+  /** Proposes through the leader; resolves with the apply result once committed. */
+  propose: (data: string) => Promise<ApplyResult | null>;
+  /** Null before this node joined a cluster. `commit`, when given, lets the loops wait for catch-up. */
+  raftStatus: () => RaftStatusView | null;
+  host: Pick<P2PHost, 'publish' | 'subscribe' | 'handle' | 'handleMessages' | 'request' | 'send'>;
+  members: () => MemberView[];
+  probe: Pick<HealthProbe, 'snapshot' | 'recordGeneration' | 'agentDefinitions'>;
+  ollamaUrl: string;
+  concurrency: number;
+  agents: AgentConfig[];
+  keepFinishedTasks: number;
+  keepFinishedTasksMs: number;
+  /** Tuning for tests; the defaults suit a LAN. */
+  tuning?: TaskRuntimeTuning;
+}
+
+export interface TaskRuntimeTuning {
+  /** Abort local attempts after this long without a reachable leader (about 2 election timeouts). */
+  fenceAfterMs?: number;
+  /** Period of the executor's reconciliation with the log (after snapshots, restarts). */
+  reconcileEveryMs?: number;
+  scheduler?: Partial<SchedulerTiming>;
+  output?: Partial<OutputLimits>;
+  reportRetryDelayMs?: (retry: number) => number;
+}
+
+export class TaskRuntime {
+  private readonly deps: TaskRuntimeDeps;
+  private readonly hub: OutputHub;
+  private readonly reporter: Reporter;
+  private readonly executor: Executor;
+  private readonly bids: BidService;
+  readonly scheduler: LeaderScheduler;
+  readonly outputs: OutputSource;
+  private timer: NodeJS.Timeout | null = null;
+  private started = false;
+  private stopped = false;
+  private leaderlessSince: number | null = null;
+  private fenced = false;
+  private lastReconcileAt = 0;
+
+  constructor(deps: TaskRuntimeDeps) {
+    this.deps = deps;
+    this.hub = new OutputHub({
+      nodeId: deps.nodeId,
+      host: deps.host,
+      prospect: (taskId, attempt) => this.prospect(taskId, attempt),
+      followTimeoutMs: (taskId) => (deps.state().getTaskRecord(taskId)?.input.timeoutMs ?? 24 * 60 * 60_000) + 60_000,
+      ...(deps.tuning?.output === undefined ? {} : { limits: deps.tuning.output }),
+    });
+    this.reporter = new Reporter({
+      propose: deps.propose,
+      ...(deps.tuning?.reportRetryDelayMs === undefined ? {} : { retryDelayMs: deps.tuning.reportRetryDelayMs }),
+    });
+    this.executor = new Executor({
+      nodeId: deps.nodeId,
+      state: deps.state,
+      ollamaUrl: deps.ollamaUrl,
+      concurrency: deps.concurrency,
+      probe: deps.probe,
+      agents: deps.agents,
+      outputs: this.hub,
+      reporter: this.reporter,
+    });
+    this.bids = new BidService({
+      nodeId: deps.nodeId,
+      host: deps.host,
+      state: deps.state,
+      leader: () => deps.raftStatus()?.leader ?? null,
+      selfView: () => this.selfView(true),
+    });
+    this.scheduler = new LeaderScheduler({
+      nodeId: deps.nodeId,
+      state: deps.state,
+      propose: deps.propose,
+      raftStatus: deps.raftStatus,
+      members: deps.members,
+      selfView: () => this.selfView(false),
+      bids: this.bids,
+      keepFinishedTasks: deps.keepFinishedTasks,
+      keepFinishedTasksMs: deps.keepFinishedTasksMs,
+      ...(deps.tuning?.scheduler === undefined ? {} : { timing: deps.tuning.scheduler }),
+    });
+    const hub = this.hub;
+    this.outputs = {
+      follow(taskId: string, attempt: number, nodeId: string, signal: AbortSignal): AsyncIterable<TaskOutputEvent> {
+        return hub.follow(taskId, attempt, nodeId, signal);
+      },
+    };
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.hub.start();
+    await this.bids.start();
+    this.scheduler.start();
+    this.timer = setInterval(() => this.watch(), 100);
+    this.timer.unref();
+    this.watch();
+  }
+
+  /**
+   * Stops scheduling and aborts local generations, reporting them as failed (retryable) so
+   * that the leader retries them elsewhere at once. Call before the consensus plane stops.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    this.scheduler.stop();
+    this.executor.stop();
+    const aborted = this.executor.abortAll({ reason: `node ${this.deps.nodeId} is shutting down`, report: true });
+    // The failure reports are quick when a leader is reachable; bounded either way.
+    if (aborted > 0) await this.executor.drained(2_000);
+    await this.waitReports(2_000);
+    this.reporter.stop();
+    this.bids.stop();
+    this.hub.stop();
+  }
+
+  private async waitReports(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.reporter.pending > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+
+  load(): { running: number; queued: number } {
+    return this.executor.load();
+  }
+
+  /** Called by the daemon after each applied batch, in log order, on every node. */
+  onApplied(applied: Array<{ entry: Entry; result: ApplyResult | null }>): void {
+    if (this.stopped) return;
+    let changed = false;
+    const canStart = this.canStartAttempts();
+    for (const { result } of applied) {
+      if (result === null || !result.ok) continue;
+      if (result.events.length > 0 || result.prunedTaskIds.length > 0) changed = true;
+      for (const event of result.events) {
+        if (event.status === 'assigned' && event.node === this.deps.nodeId) {
+          // While catching up (replaying old entries) or fenced, the reconciliation picks
+          // live assignments up later, from the state rather than from history.
+          if (canStart) this.executor.accept(event.taskId, event.attempt);
+        } else {
+          this.executor.onStatus(event);
+        }
+      }
+    }
+    if (changed) this.scheduler.kick();
+  }
+
+  /** Leader known and reachable, and the local state caught up with what it knows committed. */
+  private canStartAttempts(): boolean {
+    if (this.fenced || this.stopped) return false;
+    const status = this.deps.raftStatus();
+    if (status === null || status.leader === null) return false;
+    return status.commit === undefined || this.deps.state().lastApplied >= status.commit;
+  }
+
+  /** Fencing and reconciliation, every 100 ms. */
+  private watch(): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    const status = this.deps.raftStatus();
+    const leader = status?.leader ?? null;
+    let reachable = leader !== null;
+    if (leader !== null && leader !== this.deps.nodeId) {
+      // A learner never campaigns, so its raft status keeps naming a leader it no longer
+      // hears; membership tells whether that leader is still heard from.
+      const member = this.deps.members().find((candidate) => candidate.nodeId === leader);
+      if (member !== undefined && member.state !== 'alive') reachable = false;
+    }
+    if (reachable) {
+      this.leaderlessSince = null;
+      if (this.fenced) {
+        this.fenced = false;
+        log.info('a leader is reachable again; taking assignments', { leader });
+        this.lastReconcileAt = 0;
+      }
+    } else {
+      this.leaderlessSince ??= now;
+      const fenceAfterMs = this.deps.tuning?.fenceAfterMs ?? 1_500;
+      if (!this.fenced && now - this.leaderlessSince >= fenceAfterMs) {
+        this.fenced = true;
+        const aborted = this.executor.abortAll({ reason: `node ${this.deps.nodeId} lost contact with the leader for ${now - this.leaderlessSince} ms; its attempt was stopped so that another node can run the task`, report: true });
+        log.warn('no reachable leader: fenced off, local generations aborted', { aborted, leaderlessMs: now - this.leaderlessSince });
+      }
+    }
+    this.hub.sweep(now);
+    if (now - this.lastReconcileAt >= (this.deps.tuning?.reconcileEveryMs ?? 1_000) && this.canStartAttempts()) {
+      this.lastReconcileAt = now;
+      this.reconcile();
+    }
+  }
+
+  /**
+   * Aligns the executor with the state: runs live assignments to this node it missed
+   * (applied while catching up, or inside a snapshot), and fails attempts the log shows
+   * running here that this process does not run (it restarted), so they retry at once.
+   */
+  private reconcile(): void {
+    const state = this.deps.state();
+    const self = this.deps.nodeId;
+    for (const record of state.tasksWithStatus('assigned')) {
+      if (record.assignedNode !== self || this.executor.localAttempt(record.id) === record.attempt) continue;
+      if (this.executor.hasEnded(record.id, record.attempt)) continue;
+      this.executor.accept(record.id, record.attempt);
+    }
+    for (const record of state.tasksWithStatus('running')) {
+      if (record.assignedNode !== self || this.executor.localAttempt(record.id) === record.attempt) continue;
+      if (this.executor.hasEnded(record.id, record.attempt)) continue;
+      const { id, attempt } = record;
+      log.info('the log shows an attempt running here that this process does not run; failing it for a retry', { taskId: id, attempt });
+      this.executor.markEnded(id, attempt);
+      void this.reporter.report({
+        type: 'task.fail', id, attempt, retryable: true, at: Date.now(),
+        error: `node ${self} restarted during attempt ${attempt}; the generation was lost`,
+      }, () => {
+        const current = this.deps.state().getTaskRecord(id);
+        return current !== undefined && current.attempt === attempt && current.status === 'running';
+      });
+    }
+  }
+
+  /** For a watcher asking this node: whether the attempt may still start here. */
+  private prospect(taskId: string, attempt: number): 'may-open' | 'never' {
+    const record = this.deps.state().getTaskRecord(taskId);
+    // Not applied here yet (the watcher's node is ahead of us): it may still come.
+    if (record === undefined || record.attempt < attempt) return 'may-open';
+    if (record.attempt > attempt) return 'never';
+    if (record.assignedNode !== this.deps.nodeId) return 'never';
+    return record.status === 'assigned' || record.status === 'running' ? 'may-open' : 'never';
+  }
+
+  /** This node as placement sees it. `forBid`: count what runs and waits here now. */
+  private selfView(forBid: boolean): NodeView {
+    const snapshot = this.deps.probe.snapshot();
+    const ollama = snapshot.ollama;
+    const modelSizeBytes: Record<string, number> = {};
+    for (const model of ollama.installed) modelSizeBytes[normalizeModelName(model.name)] = model.sizeBytes;
+    const load = this.executor.load();
+    return {
+      id: this.deps.nodeId,
+      alive: ollama.reachable && !this.stopped && !this.fenced,
+      modelsInstalled: ollama.installed.map((model) => model.name),
+      // Models of generations running now are in VRAM even if /api/ps was polled before they loaded.
+      modelsLoaded: [...ollama.loaded.map((model) => model.name), ...this.executor.runningModels()],
+      tokensPerSecond: { ...ollama.tokensPerSecond },
+      modelSizeBytes,
+      running: forBid ? load.running + load.queued : load.running,
+      concurrencyLimit: this.deps.concurrency,
+      agents: snapshot.agents.map((agent) => ({ id: agent.id, model: agent.model, capabilities: agent.capabilities })),
+    };
+  }
+}
