@@ -219,6 +219,8 @@ class Dashboard {
       },
       onMessage: (message) => {
         if (this.events !== controller) return;
+        // The daemon greets each new stream with "hello": a sign of life, not news.
+        if (message.event === 'hello') return;
         this.feed.add(message, Date.now());
         if (/task/i.test(message.event) || /"taskId"/.test(message.data)) this.refreshTasksSoon();
       },
