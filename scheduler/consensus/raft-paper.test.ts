@@ -501,3 +501,68 @@ describe('membership rules', () => {
     expect(raft.status().config).toEqual({ voters: voters3, learners: [] });
   });
 });
+
+describe('leader lease', () => {
+  it('leases never overlap: a follower that hears from the leader ignores a cut-off node\'s pre-votes', () => {
+    // Links 1<->3 are cut; node 3 times out first (offset 0) while 2 still hears from leader 1.
+    // Without stickiness 2 would elect 3 while 1 still holds its lease.
+    const harness = new Harness();
+    harness.quiet = true;
+    const offsets: [NodeId, number][] = [['1', 5], ['2', 5], ['3', 0]];
+    for (const [id, offset] of offsets) {
+      harness.addNode(id, { voters: voters3, learners: [] }, { preVote: true, checkQuorum: true, randomInt: (n) => Math.min(offset, n - 1) });
+    }
+    harness.node('1').raft.campaign();
+    harness.stabilize();
+    harness.cutLinks.add('1->3');
+    harness.cutLinks.add('3->1');
+    for (let tick = 0; tick < 60; tick += 1) {
+      for (const id of voters3) harness.node(id).raft.tick();
+      harness.stabilize();
+      const holders = voters3.filter((id) => harness.node(id).raft.leaseRemainingTicks() > 0);
+      expect(holders.length).toBeLessThanOrEqual(1);
+    }
+    expect(harness.node('1').raft.status()).toMatchObject({ role: 'leader', term: 1 });
+    expect(harness.node('3').raft.status()).toMatchObject({ role: 'pre-candidate', term: 1 });
+  });
+
+  it('lasts electionTicks - driftTicks - 1 ticks from the quorum-th most recent acknowledged send', () => {
+    const raft = electLeader(makeRaft('1', ['1', '2', '3', '4', '5'], { checkQuorum: true, electionTicks: 20, driftTicks: 3 }), ['1', '2', '3', '4', '5']);
+    expect(raft.leaseRemainingTicks()).toBe(0); // nothing committed in this term yet
+    drainMessages(raft);
+    raft.tick();
+    raft.tick();
+    // Heartbeats go out every tick; keep those sent at tick 2 (contexts are "seq:sendTick").
+    const sentAtTwo = drainMessages(raft).filter((message) => message.type === 'heartbeat' && message.context?.endsWith(':2') === true);
+    const ack = (message: Message): void => raft.step({ type: 'heartbeat-response', from: message.to, to: '1', term: 1, context: message.context });
+    ack(sentAtTwo.find((message) => message.to === '2') as Message);
+    expect(raft.leaseRemainingTicks()).toBe(0); // one follower is not a quorum, and no commit yet
+    raft.step({ type: 'append-response', from: '2', to: '1', term: 1, reject: false, hintIndex: 1 });
+    raft.step({ type: 'append-response', from: '3', to: '1', term: 1, reject: false, hintIndex: 1 });
+    expect(raft.status().commit).toBe(1);
+    expect(raft.leaseRemainingTicks()).toBe(0); // 3's acknowledgement carried no send tick
+    ack(sentAtTwo.find((message) => message.to === '3') as Message);
+    // Start = tick 2 (the third most recent of now=2, 2, 2); length 20 - 3 - 1 = 16.
+    expect(raft.leaseRemainingTicks()).toBe(16);
+    for (let tick = 0; tick < 10; tick += 1) raft.tick();
+    expect(raft.leaseRemainingTicks()).toBe(6);
+  });
+
+  it('is revoked for the rest of the term once a timeout-now was sent', () => {
+    const harness = new Harness();
+    harness.quiet = true;
+    for (const id of voters3) harness.addNode(id, { voters: voters3, learners: [] }, { preVote: true, checkQuorum: true });
+    harness.node('1').raft.campaign();
+    harness.stabilize();
+    expect(harness.node('1').raft.leaseRemainingTicks()).toBeGreaterThan(0);
+    harness.cutLinks.add('1->2'); // the timeout-now is lost; the transfer is abandoned later
+    harness.node('1').raft.transferLeadership('2');
+    harness.stabilize();
+    for (let tick = 0; tick < 12; tick += 1) {
+      harness.tick('1', 1);
+      harness.stabilize();
+    }
+    expect(harness.node('1').raft.status()).toMatchObject({ role: 'leader', transferee: null });
+    expect(harness.node('1').raft.leaseRemainingTicks()).toBe(0);
+  });
+});

@@ -429,9 +429,17 @@ export class Raft {
     return this.config.voters.includes(node);
   }
 
-  /** Only voters campaign: learners and nodes outside the config (removed, or not yet added) never do. */
+  /**
+   * Only voters campaign: learners and nodes outside the config (removed, or not yet added)
+   * never do. One exception keeps a cluster from deadlocking: a node that demoted or removed
+   * itself in a config entry not yet committed (a leader whose removal did not commit before
+   * it lost leadership) may campaign while it is a voter of the committed config. Its votes are
+   * still counted in its latest config, so quorums overlap as in any single-server change; and
+   * it may hold the only copy of entries the remaining voters need before any of them can win.
+   */
   private promotable(): boolean {
-    return this.isVoter();
+    if (this.isVoter()) return true;
+    return this.lastConfigIndex() > this.commit && this.configAt(this.commit).voters.includes(this.id);
   }
 
   // ---------------------------------------------------------------- timing

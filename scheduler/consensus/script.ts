@@ -3,7 +3,7 @@
 // spirit of etcd's datadriven tests (testdata/*.txt: commands, then expected output after
 // "----"). Pure: script.test.ts reads and writes the files.
 import { Raft } from './raft.ts';
-import type { ClusterConfig, ConfigChange, Entry, HardState, Message, NodeId, RaftOptions, Ready, Snapshot } from './types.ts';
+import type { ClusterConfig, ConfigChange, Entry, HardState, Message, NodeId, RaftOptions, ReadState, Ready, Snapshot, SoftState } from './types.ts';
 
 /** What a node has made durable: the harness's stand-in for LevelDB. */
 export interface MemoryStorage {
@@ -83,15 +83,26 @@ export function describeMessage(message: Message): string {
   }
 }
 
+/** Hooks for tests that check invariants on what nodes apply, become and read. */
+export interface HarnessObserver {
+  softState?(id: NodeId, soft: SoftState, term: number): void;
+  applied?(id: NodeId, entries: Entry[]): void;
+  readStates?(id: NodeId, reads: ReadState[]): void;
+}
+
 export class Harness {
   readonly nodes = new Map<NodeId, HarnessNode>();
+  observer: HarnessObserver = {};
   /** Messages sent and not yet delivered, in send order. */
   network: Message[] = [];
   /** Node -> partition group; nodes in different groups cannot talk. Empty: fully connected. */
   private partitionOf = new Map<NodeId, number>();
   private output: string[] = [];
+  /** Long randomized runs switch the transcript off. */
+  quiet = false;
 
   log(line: string): void {
+    if (this.quiet) return;
     this.output.push(line);
   }
 
@@ -143,9 +154,14 @@ export class Harness {
 
   heal(): void {
     this.partitionOf.clear();
+    this.cutLinks.clear();
   }
 
+  /** Directed links that lose every message ("from->to"), for non-transitive failures. */
+  readonly cutLinks = new Set<string>();
+
   private connected(from: NodeId, to: NodeId): boolean {
+    if (this.cutLinks.has(`${from}->${to}`)) return false;
     const a = this.partitionOf.get(from);
     const b = this.partitionOf.get(to);
     if (a === undefined && b === undefined) return true;
@@ -171,7 +187,9 @@ export class Harness {
     if (ready.hardState !== null) node.storage.hardState = { ...ready.hardState };
     if (ready.softState !== null) {
       const soft = ready.softState;
-      this.log(`${id} is ${soft.role}${soft.learner ? ' (learner)' : ''} term=${node.raft.status().term} leader=${soft.leader ?? 'none'}`);
+      const term = node.raft.status().term;
+      this.log(`${id} is ${soft.role}${soft.learner ? ' (learner)' : ''} term=${term} leader=${soft.leader ?? 'none'}`);
+      this.observer.softState?.(id, soft, term);
     }
     // 2. Send.
     this.network.push(...ready.messages);
@@ -179,8 +197,12 @@ export class Harness {
     for (const entry of ready.committed) {
       if (entry.type === 'normal') node.applied.push(entry.data);
     }
-    if (ready.committed.length > 0) this.log(`${id} applied ${describeEntries(ready.committed)}`);
+    if (ready.committed.length > 0) {
+      this.log(`${id} applied ${describeEntries(ready.committed)}`);
+      this.observer.applied?.(id, ready.committed);
+    }
     for (const read of ready.readStates) this.log(`${id} read-state ${read.context} index=${read.index}`);
+    if (ready.readStates.length > 0) this.observer.readStates?.(id, ready.readStates);
     // 4. Advance.
     node.raft.advance(ready);
     return true;
