@@ -58,6 +58,9 @@ export class RaftNode<Result> {
   private readonly readWaiters: Array<{ index: number; resolve(): void }> = [];
   private readCounter = 0;
   private failure: Error | null = null;
+  private lastTickAt = 0;
+  /** Several election timeouts' worth (the core's election ticks are at most a few dozen). */
+  private readonly ticksCatchUpMax = 200;
 
   constructor(options: RaftNodeOptions<Result>) {
     this.options = options;
@@ -67,11 +70,29 @@ export class RaftNode<Result> {
 
   start(appliedIndex: number): void {
     this.appliedIndex = appliedIndex;
+    this.lastTickAt = performance.now();
     this.tickTimer = setInterval(() => {
-      this.raft.tick();
+      this.catchUpTicks();
       this.schedule();
     }, this.options.tickMs);
     this.schedule();
+  }
+
+  /**
+   * Ticks come from the monotonic clock, not from timer callbacks: after a stall (GC, a
+   * blocked loop, SIGSTOP) the timer does not deliver the callbacks it missed, and a leader
+   * that lost them would believe its lease still runs while others have elected a new
+   * leader (the simulator's finding, `npm run sim -- --seed 13 --skip-missed-ticks`). So
+   * every entry point first delivers the ticks that elapsed. Past a few election timeouts
+   * more ticks change nothing (elections and leases have all expired), hence the cap.
+   */
+  private catchUpTicks(): void {
+    const now = performance.now();
+    const elapsed = Math.floor((now - this.lastTickAt) / this.options.tickMs);
+    if (elapsed <= 0) return;
+    this.lastTickAt += elapsed * this.options.tickMs;
+    const ticks = Math.min(elapsed, this.ticksCatchUpMax);
+    for (let tick = 0; tick < ticks; tick += 1) this.raft.tick();
   }
 
   async stop(): Promise<void> {
@@ -96,11 +117,13 @@ export class RaftNode<Result> {
   }
 
   status(): ReturnType<Raft['status']> {
+    if (!this.stopped) this.catchUpTicks();
     return this.raft.status();
   }
 
   receive(message: Message): void {
     if (this.stopped) return;
+    this.catchUpTicks();
     this.raft.step(message);
     this.schedule();
   }
@@ -129,6 +152,7 @@ export class RaftNode<Result> {
     if (this.proposals.size >= raftPendingProposalsMax) {
       return Promise.reject(new HivemeshError(ErrorCode.rateLimited, `over ${raftPendingProposalsMax} proposals are waiting for commit; slow down`, { retryAfterSeconds: 1 }));
     }
+    this.catchUpTicks();
     const outcome = call(this.raft);
     if (!outcome.ok) {
       switch (outcome.reason) {
@@ -169,6 +193,7 @@ export class RaftNode<Result> {
       }, timeoutMs);
       this.reads.set(context, { resolve, reject, timer });
     });
+    this.catchUpTicks();
     const outcome = this.raft.readIndex(context, { lease: options.lease === true });
     if (!outcome.ok) {
       const pending = this.reads.get(context);
