@@ -330,6 +330,72 @@ describe('planAssignments', () => {
   });
 });
 
+describe('planAssignments under random clusters', () => {
+  function random(seed: number): () => number {
+    let a = seed >>> 0;
+    return () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = a;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  it.each([11, 12, 13, 14, 15, 16])('seed %i: slots, eligibility and pins always hold', (seed) => {
+    const next = random(seed);
+    const pick = <T,>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T;
+    const models = ['llama3', 'qwen', 'mistral'];
+    const h = new Harness();
+    let now = 0;
+    let placedTotal = 0;
+    for (let round = 0; round < 30; round += 1) {
+      now += 1_000;
+      const nodes = Array.from({ length: 5 }, (_, i) => node(`n${i}`, {
+        alive: next() < 0.8,
+        modelsInstalled: models.filter(() => next() < 0.6),
+        modelsLoaded: models.filter(() => next() < 0.3),
+        tokensPerSecond: { llama3: 10 + Math.floor(next() * 50), qwen: 10 + Math.floor(next() * 50) },
+        running: Math.floor(next() * 2),
+        concurrencyLimit: Math.floor(next() * 4),
+        agents: [{ id: `a${i}`, model: pick(models), capabilities: [{ name: 'code', proficiency: next() }] }],
+      }));
+      for (let i = 0; i < 4; i += 1) {
+        const id = `r${round}-${i}`;
+        h.submit(id, next() < 0.3 ? { model: undefined, capability: 'code' } : { model: pick(models), priority: Math.floor(next() * 11) }, now);
+        if (next() < 0.1) h.ok({ type: 'task.pin', id, node: pick(nodes).id });
+      }
+      const plan = planAssignments(h.state, nodes, [], now, { assignmentsMax: 6 });
+      expect(plan.assignments.length).toBeLessThanOrEqual(6);
+      const perNode = new Map<string, number>();
+      for (const assignment of plan.assignments) {
+        const task = record(h, assignment.taskId);
+        const target = nodes.find((view) => view.id === assignment.node)!;
+        expect(candidateOn(task, target)).not.toBeNull();
+        if (task.pinnedNode !== null) expect(assignment.node).toBe(task.pinnedNode);
+        perNode.set(assignment.node, (perNode.get(assignment.node) ?? 0) + 1);
+      }
+      const inFlight = h.state.inFlightByNode();
+      const runningInLog = new Map<string, number>();
+      for (const task of h.state.tasksWithStatus('running')) runningInLog.set(task.assignedNode!, (runningInLog.get(task.assignedNode!) ?? 0) + 1);
+      for (const view of nodes) {
+        const other = Math.max(0, view.running - (runningInLog.get(view.id) ?? 0));
+        expect((inFlight.get(view.id) ?? 0) + other + (perNode.get(view.id) ?? 0)).toBeLessThanOrEqual(Math.max(view.concurrencyLimit, (inFlight.get(view.id) ?? 0) + other));
+      }
+      commit(h, plan, now);
+      placedTotal += plan.assignments.length;
+      // Finish or lose some running work so the cluster keeps moving.
+      for (const task of h.state.tasksWithStatus('assigned')) {
+        const roll = next();
+        if (roll < 0.5) h.complete(task.id, task.attempt, 'ok', now + 1);
+        else if (roll < 0.6) h.requeue(task.id, task.attempt, now + 1);
+      }
+      for (const waiting of plan.waiting) expect(waiting.reason.length).toBeGreaterThan(0);
+    }
+    expect(placedTotal).toBeGreaterThan(10);
+  });
+});
+
 describe('waitingReason', () => {
   it('explains dependencies, backoff, missing models and busy nodes; null when placeable', () => {
     const h = new Harness();
