@@ -377,8 +377,12 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
             if (victim !== undefined) unloadModel(victim.model.name, 'evicted for ' + model.name);
           }
           const sizeVram = Math.max(0, Math.min(model.sizeBytes, vramBytes - usedVram()));
-          loaded.set(model.name, { model, sizeVram, lastUsedMs: Date.now(), active: 0, keepAliveMs: defaultKeepAliveMs, expiresAtMs: Date.now() + defaultKeepAliveMs, timer: null });
+          const state: LoadedState = { model, sizeVram, lastUsedMs: Date.now(), active: 0, keepAliveMs: defaultKeepAliveMs, expiresAtMs: null, timer: null };
+          loaded.set(model.name, state);
           eventLog.write({ event: 'load', model: model.name, sizeVramBytes: sizeVram, loadMs: delayMs });
+          // Expires like any idle model should every request waiting for it have gone away;
+          // a request that takes it clears the timer.
+          scheduleExpiry(state);
         });
         loading.set(model.name, pending);
       }

@@ -180,6 +180,16 @@ describe('ollama stand-in', () => {
     expect(counts).toMatchObject({ started: 1, finished: 0, aborted: 1, running: 0, byModel: { 'llama3.2:1b': 1 } });
   });
 
+  it('lets a model loaded for a request that went away expire like any idle one', async () => {
+    const { server } = await standin({ coldLoadMs: 100, keepAliveMs: 200 });
+    const request = fetch(`${server.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model: 'llama3.2:1b', prompt: 'x' }), signal: AbortSignal.timeout(30) });
+    await expect(request).rejects.toMatchObject({ name: 'TimeoutError' });
+    await waitFor(() => server.loadedModels().length === 1);
+    expect(server.loadedModels()[0]?.expiresAt).not.toBeNull();
+    await waitFor(() => server.loadedModels().length === 0, 1000);
+    expect(server.generations()).toMatchObject([{ outcome: 'aborted', tokens: 0 }]);
+  });
+
   it('answers an unknown model with Ollama\'s 404 error', async () => {
     const { client } = await standin();
     await expect(client.generate({ model: 'mistral:7b', prompt: 'hi' })).rejects.toMatchObject({
