@@ -60,6 +60,11 @@ interface PendingRead {
 export interface CheckerCounters {
   leadersElected: number;
   leaseIntervals: number;
+  /**
+   * Smallest real-time gap between one node's lease running out and another node taking a
+   * lease: how close the run came to an overlap (Infinity when no such handover happened).
+   */
+  closestLeaseHandoverUs: number;
   readsChecked: number;
   writesAcknowledged: number;
 }
@@ -73,7 +78,9 @@ function samePayload(a: { term: number; type: string; data: string }, b: { term:
 }
 
 export class Checker {
-  readonly counters: CheckerCounters = { leadersElected: 0, leaseIntervals: 0, readsChecked: 0, writesAcknowledged: 0 };
+  readonly counters: CheckerCounters = { leadersElected: 0, leaseIntervals: 0, closestLeaseHandoverUs: Number.POSITIVE_INFINITY, readsChecked: 0, writesAcknowledged: 0 };
+  /** The last lease that ran out on its holder's own clock. */
+  private lastLeaseEnd: { node: NodeId; atUs: number } | null = null;
   private readonly leaderOfTerm = new Map<number, NodeId>();
   private readonly leaseHolders = new Map<NodeId, LeaseHolding>();
   /** Every (index, term) ever persisted by any node: what it holds and what precedes it. */
@@ -138,7 +145,10 @@ export class Checker {
   onLease(node: NodeId, held: boolean, term: number, nowUs: number): void {
     const holding = this.leaseHolders.get(node);
     if (!held) {
-      if (holding !== undefined) this.leaseHolders.delete(node);
+      if (holding !== undefined) {
+        this.leaseHolders.delete(node);
+        this.lastLeaseEnd = { node, atUs: nowUs };
+      }
       return;
     }
     if (holding !== undefined && holding.term === term) return;
@@ -147,8 +157,19 @@ export class Checker {
       throw new InvariantViolation('lease exclusivity',
         `${node} took a lease for term ${term} at ${nowUs}us while ${other} has held its lease for term ${otherHolding.term} since ${otherHolding.sinceUs}us`);
     }
+    if (this.lastLeaseEnd !== null && this.lastLeaseEnd.node !== node) {
+      this.counters.closestLeaseHandoverUs = Math.min(this.counters.closestLeaseHandoverUs, nowUs - this.lastLeaseEnd.atUs);
+    }
     this.leaseHolders.set(node, { term, sinceUs: nowUs });
     this.counters.leaseIntervals++;
+  }
+
+  /**
+   * A stalled process serves nothing, so it holds no lease while stalled; if its lease is
+   * still good by its own clock when it resumes, it reports it again then. Not a lease end.
+   */
+  onStalled(node: NodeId): void {
+    this.leaseHolders.delete(node);
   }
 
   /** A crashed node holds nothing any more: no lease, no pending reads. */

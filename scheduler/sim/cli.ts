@@ -18,6 +18,8 @@ interface CliOptions {
   traceLines: number;
   /** A deliberately broken core to run instead of the real one (to see the checker catch it). */
   broken: string | null;
+  /** Drive pauses like a daemon that skips missed ticks (to reproduce the lease finding). */
+  skipMissedTicks: boolean;
 }
 
 const usage = `usage: npm run sim -- [--seeds N] [--from S] [--seed S] [--nodes 3|5] [--steps K] [--verbose]
@@ -27,6 +29,8 @@ const usage = `usage: npm run sim -- [--seeds N] [--from S] [--seed S] [--nodes 
   --nodes V   voters at the start: 3 or 5 (default 3); two more nodes wait to be added
   --steps K   events in the faulty phase of each seed (default 3000)
   --verbose   print every traced event as it happens
+  --skip-missed-ticks  after a process pause, skip the ticks it missed instead of delivering
+              them (a setInterval driver); shows why drivers must catch their clock up
   --broken B  run a deliberately broken core instead of the real one, to watch the checker
               catch it; B is one of: ${Object.entries(faultyCores).map(([name, core]) => `${name} (${core.describe})`).join(', ')}`;
 
@@ -43,7 +47,7 @@ function integerArgument(name: string, text: string | undefined, min: number): n
 }
 
 function parse(argv: string[]): CliOptions {
-  const options: CliOptions = { from: 1, seeds: 100, voters: 3, steps: 3_000, verbose: false, traceLines: 40, broken: null };
+  const options: CliOptions = { from: 1, seeds: 100, voters: 3, steps: 3_000, verbose: false, traceLines: 40, broken: null, skipMissedTicks: false };
   for (let index = 0; index < argv.length; index++) {
     const argument = argv[index] as string;
     const next = () => argv[++index];
@@ -62,6 +66,7 @@ function parse(argv: string[]): CliOptions {
       }
       case '--steps': options.steps = integerArgument('--steps', next(), 1); break;
       case '--verbose': options.verbose = true; break;
+      case '--skip-missed-ticks': options.skipMissedTicks = true; break;
       case '--broken': {
         const name = next();
         if (name === undefined || !(name in faultyCores)) fail(`--broken needs one of ${Object.keys(faultyCores).join(', ')}`);
@@ -78,8 +83,8 @@ function parse(argv: string[]): CliOptions {
   return options;
 }
 
-export function replayCommand(seed: number, voters: number, steps: number, broken: string | null = null): string {
-  return `npm run sim -- --seed ${seed} --nodes ${voters} --steps ${steps}${broken === null ? '' : ` --broken ${broken}`}`;
+export function replayCommand(options: CliOptions, seed: number): string {
+  return `npm run sim -- --seed ${seed} --nodes ${options.voters} --steps ${options.steps}${options.broken === null ? '' : ` --broken ${options.broken}`}${options.skipMissedTicks ? ' --skip-missed-ticks' : ''}`;
 }
 
 function main(): void {
@@ -92,6 +97,7 @@ function main(): void {
   for (let seed = options.from; seed < options.from + options.seeds; seed++) {
     const result = runSeed({
       seed, voters: options.voters, steps: options.steps, core,
+      ...(options.skipMissedTicks ? { scenario: { pauseTickCatchUp: false } } : {}),
       ...(options.verbose ? { onTrace: (line: string) => process.stdout.write(`${line}\n`) } : {}),
     });
     addToTotals(totals, result);
@@ -101,7 +107,7 @@ function main(): void {
       process.stdout.write(`seed ${seed} FAILED (${failure.invariant}): ${failure.message.split('\n')[0]}\n`);
       const lines = options.verbose ? [] : result.trace.slice(-options.traceLines);
       for (const line of lines) process.stdout.write(`  | ${line}\n`);
-      process.stdout.write(`  replay: ${replayCommand(seed, options.voters, options.steps, options.broken)}\n`);
+      process.stdout.write(`  replay: ${replayCommand(options, seed)}\n`);
     }
     const nowMs = performance.now();
     if (nowMs - lastProgressMs > 30_000) {
@@ -117,7 +123,7 @@ function main(): void {
   }
   if (failures.length > 0) {
     process.stdout.write(`\nfailing seeds (replay each with the command shown):\n`);
-    for (const failed of failures) process.stdout.write(`  ${replayCommand(failed.seed, options.voters, options.steps, options.broken)}   # ${failed.failure?.invariant}\n`);
+    for (const failed of failures) process.stdout.write(`  ${replayCommand(options, failed.seed)}   # ${failed.failure?.invariant}\n`);
     process.exitCode = 1;
   }
 }

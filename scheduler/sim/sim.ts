@@ -78,6 +78,7 @@ export interface SeedStats {
   compactions: number;
   snapshotsInstalled: number;
   leaseIntervals: number;
+  closestLeaseHandoverUs: number;
 }
 
 export interface SeedResult {
@@ -226,6 +227,7 @@ export function emptyStats(): SeedStats {
     writesProposed: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, readsAbandoned: 0,
     crashes: 0, pauses: 0, partitions: 0, messagesDropped: 0, messagesDuplicated: 0, configChanges: 0,
     transfers: 0, compactions: 0, snapshotsInstalled: 0, leaseIntervals: 0,
+    closestLeaseHandoverUs: Number.POSITIVE_INFINITY,
   };
 }
 
@@ -366,6 +368,7 @@ export class Simulation {
     this.stats.entriesCommitted = this.checker.commitIndex;
     this.stats.writesAcknowledged = this.checker.counters.writesAcknowledged;
     this.stats.leaseIntervals = this.checker.counters.leaseIntervals;
+    this.stats.closestLeaseHandoverUs = this.checker.counters.closestLeaseHandoverUs;
     this.stats.messagesDropped = this.network.counters.dropped + this.network.counters.cutOff + this.network.counters.overflowed;
     this.stats.messagesDuplicated = this.network.counters.duplicated;
     return {
@@ -797,9 +800,7 @@ export class Simulation {
       const durationUs = random.range(10_000, 2 * this.scenario.electionTicks * node.periodUs);
       node.pausedUntilUs = this.nowUs + durationUs;
       node.missedTicks = 0;
-      // A stalled process serves nothing, so it holds no lease the checker must count; if its
-      // lease is still good when it resumes, the checker sees it again then.
-      this.checker.onLease(node.id, false, node.term, this.nowUs);
+      this.checker.onStalled(node.id);
       this.queue.push(node.pausedUntilUs, { kind: 'resume', node: node.index, incarnation: node.incarnation });
       this.stats.pauses++;
       this.note(node.id, `PAUSE for ${(durationUs / 1000).toFixed(1)}ms`);

@@ -24,6 +24,8 @@ export interface Totals {
   transfers: number;
   compactions: number;
   snapshotsInstalled: number;
+  leaseIntervals: number;
+  closestLeaseHandoverUs: number;
   failuresByInvariant: Record<string, number>;
   lastTraceHash: string;
 }
@@ -33,7 +35,7 @@ export function emptyTotals(): Totals {
     seeds: 0, passed: 0, failed: 0, events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0,
     entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, pauses: 0, partitions: 0,
     messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0,
-    failuresByInvariant: {}, lastTraceHash: '',
+    leaseIntervals: 0, closestLeaseHandoverUs: Number.POSITIVE_INFINITY, failuresByInvariant: {}, lastTraceHash: '',
   };
 }
 
@@ -63,6 +65,8 @@ export function addToTotals(totals: Totals, result: SeedResult): void {
   totals.transfers += stats.transfers;
   totals.compactions += stats.compactions;
   totals.snapshotsInstalled += stats.snapshotsInstalled;
+  totals.leaseIntervals += stats.leaseIntervals;
+  totals.closestLeaseHandoverUs = Math.min(totals.closestLeaseHandoverUs, stats.closestLeaseHandoverUs);
   totals.lastTraceHash = result.traceHash;
 }
 
@@ -86,6 +90,7 @@ export function formatSummary(totals: Totals, elapsedMs: number, voters: number,
     ['partitions', `${totals.partitions}`],
     ['messages dropped / duplicated', `${totals.messagesDropped} / ${totals.messagesDuplicated}`],
     ['config changes / transfers', `${totals.configChanges} / ${totals.transfers}`],
+    ['leases taken / closest handover', `${totals.leaseIntervals} / ${Number.isFinite(totals.closestLeaseHandoverUs) ? `${(totals.closestLeaseHandoverUs / 1000).toFixed(3)} ms` : 'none'}`],
     ['compactions / snapshots installed', `${totals.compactions} / ${totals.snapshotsInstalled}`],
   ];
   const width = Math.max(...rows.map(([name]) => name.length));
