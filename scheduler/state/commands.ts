@@ -53,8 +53,8 @@ export const TaskSubmitCommand = Type.Object({
   id: TaskId,
   input: TaskInput,
   at: At,
-  /** Usually input.idempotencyKey; the state indexes this one. */
-  idempotencyKey: Type.Union([Type.String({ minLength: 1, maxLength: limits.idempotencyKeyLengthMax }), Type.Null()]),
+  /** Usually input.idempotencyKey; the state indexes this one. Absent means none. */
+  idempotencyKey: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: limits.idempotencyKeyLengthMax }), Type.Null()])),
   /** Hash of canonicalJson(input): the same key with another body is a conflict. */
   bodyHash: Type.String({ minLength: 1, maxLength: 128 }),
 }, { additionalProperties: false });
@@ -65,9 +65,9 @@ export const TaskAssign = Type.Object({
   node: NodeName,
   attempt: AttemptNumber,
   term: Type.Integer({ minimum: 0 }),
-  /** The model to run: the task's own, or the chosen agent's for a capability task. */
-  model: Type.Union([Type.String({ minLength: 1, maxLength: limits.modelNameLengthMax }), Type.Null()]),
-  agentId: Type.Union([Type.String({ minLength: 1, maxLength: 128 }), Type.Null()]),
+  /** The model to run: the task's own (when absent or null), or the chosen agent's for a capability task. */
+  model: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: limits.modelNameLengthMax }), Type.Null()])),
+  agentId: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 128 }), Type.Null()])),
   at: At,
 }, { additionalProperties: false });
 

@@ -109,6 +109,14 @@ describe('task.submit', () => {
     expect(h.state.findTaskByIdempotencyKey('k1')?.id).toBe('t1');
   });
 
+  it('accepts commands without the optional fields', () => {
+    const h = new Harness();
+    const input = taskInput();
+    h.ok({ type: 'task.submit', id: 't1', input, at: 1, bodyHash: 'h' });
+    const assigned = h.ok({ type: 'task.assign', id: 't1', node: 'n1', attempt: 1, term: 1, at: 2 });
+    expect(assigned.task?.attempts[0]).toMatchObject({ model: 'llama3', agentId: null });
+  });
+
   it('treats the same submission committed twice as one task, and refuses a different task under a taken id', () => {
     const h = new Harness();
     h.submit('t1');

@@ -386,13 +386,14 @@ export class ReplicatedState {
   }
 
   private taskSubmit(index: number, command: CommandOf<'task.submit'>): ApplyResult {
-    if (command.idempotencyKey !== null) {
-      const existingId = this.taskIdByIdempotencyKey.get(command.idempotencyKey);
+    const idempotencyKey = command.idempotencyKey ?? null;
+    if (idempotencyKey !== null) {
+      const existingId = this.taskIdByIdempotencyKey.get(idempotencyKey);
       if (existingId !== undefined) {
         const existing = this.tasks.get(existingId)!;
         if (existing.bodyHash === command.bodyHash) return this.done(index, existing, [], false);
         return refuse(index, 'idempotency-conflict',
-          `idempotency key ${JSON.stringify(command.idempotencyKey)} was used for task ${existingId} with a different body; use a new key for a new task`,
+          `idempotency key ${JSON.stringify(idempotencyKey)} was used for task ${existingId} with a different body; use a new key for a new task`,
           [existingId]);
       }
     }
@@ -424,7 +425,7 @@ export class ReplicatedState {
       return refuse(index, 'queue-full', `the cluster holds ${this.activeTasksLimit} unfinished tasks, its limit; retry when some have finished`);
     }
     const record: TaskRecord = {
-      seq: index, id: command.id, input: command.input, idempotencyKey: command.idempotencyKey, bodyHash: command.bodyHash, status: 'queued',
+      seq: index, id: command.id, input: command.input, idempotencyKey, bodyHash: command.bodyHash, status: 'queued',
       pinnedNode: null, assignedNode: null, attempt: 0, attempts: [], output: null, outputTruncated: false,
       error: null, usage: null, notBefore: null, createdAt: command.at, startedAt: null, completedAt: null,
     };
@@ -432,7 +433,7 @@ export class ReplicatedState {
     this.taskIdBySeq.set(record.seq, record.id);
     this.allSeqs.insert(record.seq);
     this.statusIndex('queued').insert(record.seq);
-    if (command.idempotencyKey !== null) this.taskIdByIdempotencyKey.set(command.idempotencyKey, record.id);
+    if (idempotencyKey !== null) this.taskIdByIdempotencyKey.set(idempotencyKey, record.id);
     for (const dependency of dependsOn) {
       let dependents = this.waitingDependents.get(dependency);
       if (dependents === undefined) this.waitingDependents.set(dependency, (dependents = new Set()));
@@ -480,7 +481,7 @@ export class ReplicatedState {
     record.notBefore = null;
     record.attempts.push({
       attempt: command.attempt, node: command.node, term: command.term, model: command.model ?? record.input.model,
-      agentId: command.agentId, status: 'assigned', assignedAt: command.at, startedAt: null, endedAt: null, error: null,
+      agentId: command.agentId ?? null, status: 'assigned', assignedAt: command.at, startedAt: null, endedAt: null, error: null,
     });
     this.setStatus(record, 'assigned');
     return this.done(index, record, [this.statusEvent(record, command.at, null)]);
