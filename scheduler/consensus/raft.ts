@@ -1093,7 +1093,8 @@ export class Raft {
   /**
    * Linearizable read (dissertation §6.4). Default: record the commit index and confirm
    * leadership by a quorum acknowledging a message sent after the request. With lease:
-   * answer at once while the lease holds. Answers arrive as Ready.readStates.
+   * answer at once while the lease holds. Answers arrive as Ready.readStates. Reads still
+   * waiting when this node loses leadership are dropped without an answer: callers time out.
    */
   readIndex(context: string, options: { lease?: boolean } = {}): ReadIndexResult {
     if (this.role !== 'leader') return { ok: false, reason: 'not-leader', leader: this.leader, message: 'this node is not the leader; read from the leader' };
@@ -1163,6 +1164,7 @@ export class Raft {
   compact(index: number, data: string): Snapshot | null {
     invariant(index <= this.applied, `compact(${index}) beyond applied index ${this.applied}`);
     if (index <= this.snapshotIndex) return null;
+    invariant(index < this.unstableFrom, `compact(${index}) covers entries not yet persisted (from ${this.unstableFrom})`);
     const config = copyConfig(this.configAt(index));
     const term = this.termAt(index) as number;
     this.snapshot = { index, term, config, data };
