@@ -41,7 +41,7 @@ const lonelyHost = {
   subscribe: () => () => undefined,
   handle: async () => undefined,
   handleMessages: async () => undefined,
-  request: async function* (peerId: string): AsyncGenerator<Uint8Array> {
+  request: (peerId: string): AsyncGenerator<Uint8Array> => {
     throw new Error(`no route to ${peerId} in the single-node harness`);
   },
   send: () => undefined,
