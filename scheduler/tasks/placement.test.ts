@@ -299,12 +299,14 @@ describe('planAssignments', () => {
     h.submit('nobody', { model: 'giant' });
     h.submit('dead-only', { model: 'mistral' });
     h.submit('cap', { model: undefined, capability: 'poetry' });
-    const plan = planAssignments(h.state, [node('a'), node('b', { alive: false, modelsInstalled: ['mistral'] })], [], 0);
+    h.submit('closed', { model: 'qwen' });
+    const plan = planAssignments(h.state, [node('a'), node('b', { alive: false, modelsInstalled: ['mistral'] }), node('c', { modelsInstalled: ['qwen'], concurrencyLimit: 0 })], [], 0);
     expect(plan.assignments).toEqual([]);
     expect(Object.fromEntries(plan.waiting.map((waiting) => [waiting.taskId, waiting.reason]))).toEqual({
       nobody: 'no node has model giant',
       'dead-only': 'no alive node has model mistral',
       cap: 'no node has an agent with capability poetry',
+      closed: 'the nodes with model qwen take no work (concurrency limit 0)',
     });
   });
 

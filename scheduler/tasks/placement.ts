@@ -229,7 +229,11 @@ function ineligibleReason(task: Readonly<TaskRecord>, nodes: readonly NodeView[]
     return null;
   }
   if (eligibleNodes(task, nodes).length > 0) return null;
-  const anyNode = nodes.some((node) => candidateOn(task, { ...node, alive: true, concurrencyLimit: Math.max(1, node.concurrencyLimit) }) !== null);
+  const openUp = (node: NodeView): NodeView => ({ ...node, concurrencyLimit: Math.max(1, node.concurrencyLimit) });
+  if (nodes.some((node) => node.alive && candidateOn(task, openUp(node)) !== null)) {
+    return `the nodes with ${describeNeed(task)} take no work (concurrency limit 0)`;
+  }
+  const anyNode = nodes.some((node) => candidateOn(task, { ...openUp(node), alive: true }) !== null);
   return anyNode ? `no alive node has ${describeNeed(task)}` : `no node has ${describeNeed(task)}`;
 }
 
