@@ -263,6 +263,7 @@ export class Raft {
   private messageSeq = 0;
   private committedInTerm = false;
   private leadTransferee: NodeId | null = null;
+  private transferElapsed = 0;
   /** Once a timeout-now left in this term, another node may win at once: no more leases. */
   private leaseRevokedInTerm = false;
   private pendingReads: PendingRead[] = [];
@@ -491,7 +492,11 @@ export class Raft {
         this.becomeFollower(this.term, null);
         return;
       }
-      if (this.leadTransferee !== null) this.leadTransferee = null; // transfer timed out: resume
+    }
+    if (this.leadTransferee !== null) {
+      // A transfer must finish within an election timeout; else it is abandoned and we resume.
+      this.transferElapsed += 1;
+      if (this.transferElapsed >= this.options.electionTicks) this.leadTransferee = null;
     }
     if (this.heartbeatElapsed >= this.options.heartbeatTicks) {
       this.heartbeatElapsed = 0;
@@ -1147,8 +1152,9 @@ export class Raft {
     if (progress === undefined || !this.isVoter(to)) return { ok: false, reason: 'invalid-target', leader: this.leader, message: `${to} is not a voter` };
     if (this.leadTransferee === to) return { ok: true };
     this.leadTransferee = to;
-    // The transfer must finish within an election timeout or it is abandoned (tickLeader).
-    this.electionElapsed = 0;
+    // The transfer must finish within an election timeout or it is abandoned (tickLeader). Its
+    // own counter, so repeated transfers cannot postpone CheckQuorum.
+    this.transferElapsed = 0;
     if (progress.match === this.lastIndex()) this.sendTimeoutNow(to);
     else this.sendAppend(to, progress, true);
     return { ok: true };
