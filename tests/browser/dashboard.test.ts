@@ -235,6 +235,58 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     expect(await page.locator('#task-rows').textContent()).not.toContain('completed');
   });
 
+  it('is usable from the keyboard, and the 2 s refresh keeps the focus where it was', async () => {
+    fake.addTask({ id: 'kb-1', title: 'first', status: 'queued' });
+    fake.addTask({ id: 'kb-2', title: 'second', status: 'queued' });
+    await openSignedIn();
+    const second = page.locator('#task-rows button', { hasText: 'kb-2' });
+    await second.focus();
+    // Two polls go by; the button is redrawn each time but keeps the focus.
+    await page.waitForTimeout(4_500);
+    expect(await page.evaluate(() => (document.activeElement as HTMLElement | null)?.dataset.focus)).toBe('task-kb-2');
+    await page.keyboard.press('Enter');
+    await page.locator('#task-detail h3', { hasText: 'kb-2' }).waitFor();
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('task-detail');
+    // Tab reaches the cancel button in the panel, Enter presses it.
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Cancel task');
+    await page.keyboard.press('Enter');
+    await expect.poll(() => fake.cancelRequests, { timeout: stepTimeoutMs }).toEqual(['kb-2']);
+  });
+
+  it('stops polling while the tab is hidden and resumes when it is shown', async () => {
+    await openSignedIn();
+    let statusRequests = 0;
+    page.on('request', (request) => {
+      if (request.url().endsWith('/api/status/cluster')) statusRequests += 1;
+    });
+    const setHidden = (hidden: boolean) => page.evaluate((value) => {
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => value });
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (value ? 'hidden' : 'visible') });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, hidden);
+    await setHidden(true);
+    await page.locator('#freshness', { hasText: 'paused' }).waitFor();
+    // A poll already under way may finish; none starts after it.
+    await page.waitForTimeout(500);
+    const before = statusRequests;
+    await page.waitForTimeout(4_500);
+    expect(statusRequests).toBe(before);
+    await setHidden(false);
+    await expect.poll(() => statusRequests, { timeout: stepTimeoutMs }).toBeGreaterThan(before);
+    await page.locator('#freshness', { hasText: 'updated' }).waitFor();
+  });
+
+  it('says in plain words when the node stops answering', async () => {
+    await openSignedIn();
+    await page.locator('#events-state', { hasText: 'live' }).waitFor();
+    await fake.stop();
+    const banner = page.locator('#connection');
+    await banner.waitFor({ state: 'visible' });
+    expect(await banner.textContent()).toMatch(/cannot reach the node at 127\.0\.0\.1:\d+: is the hivemesh daemon still running\? The page keeps trying\. The figures below are from the last successful update\./);
+    await page.locator('#events-state', { hasText: 'reconnecting in' }).waitFor();
+  });
+
   it('looks right on a laptop and a phone (screenshots in /tmp)', async () => {
     fake.addTask({ id: 'gen-7', title: 'translate the README to French', status: 'running', attempt: 1, assignedNode: '12D3KooWSelfNode000000000000000000000000000001', startedAt: Date.now() - 4_000 });
     fake.addTask({ id: 'gen-6', title: 'review pull request 118', status: 'queued', capability: 'review', model: null, waitingFor: 'waiting for a node with capability review' });

@@ -270,7 +270,9 @@ export class FakeCluster {
   async stop(): Promise<void> {
     for (const subscriber of this.subscribers) subscriber.raw.end();
     this.subscribers.clear();
-    await this.app?.close();
+    const app = this.app;
+    this.app = null;
+    await app?.close();
   }
 }
 
