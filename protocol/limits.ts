@@ -125,8 +125,11 @@ export const p2pDialTimeoutMs = 5_000;
 // Redial backoff for bootstrap peers that are not connected: starts low, doubles, capped.
 export const p2pRedialMsMin = 250;
 export const p2pRedialMsMax = 5_000;
-// mDNS query period: short enough that a new node is found well inside 2 s.
-export const mdnsIntervalMsDefault = 1_000;
+// Periodic mDNS query. A new node finds the others with its own burst of queries at start
+// (daemon/p2p/host.ts) and they learn of it when it dials; the period only bounds how long
+// a healed partition takes to reconnect. Every node answers every query, so the LAN-wide
+// cost grows with nodes squared over this period.
+export const mdnsIntervalMsDefault = 5_000;
 // Peers one peer-exchange answer may list.
 export const peerExchangePeersMax = clusterNodesMax;
 export const peerExchangeAddressesPerPeerMax = 16;

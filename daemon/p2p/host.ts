@@ -136,6 +136,10 @@ interface BootstrapTarget {
 const channelsMax = limits.clusterNodesMax * 8;
 const bootstrapTickMs = 250;
 const conflictReportEveryMs = 60_000;
+/** Extra mDNS queries after start, in ms from start. */
+const mdnsStartBurstMs = [100, 400, 1_000];
+/** Delay of the extra mDNS query sent when a peer disconnects (a restart takes a moment). */
+const mdnsAfterDisconnectMs = 1_000;
 
 /** Creates and starts a host. */
 export async function createP2PHost(options: P2PHostOptions): Promise<P2PHost> {
@@ -156,6 +160,7 @@ export class P2PHost extends EventTarget {
   readonly #conflictReportedAtMs = new Map<string, number>();
   #node: Libp2p<Services> | null = null;
   #bootstrapTimer: NodeJS.Timeout | null = null;
+  readonly #mdnsQueryTimers = new Set<NodeJS.Timeout>();
   #state: 'new' | 'running' | 'stopped' = 'new';
   #peerId = '';
 
@@ -249,6 +254,7 @@ export class P2PHost extends EventTarget {
         }
       }
       this.#emit('peer:disconnected', { peerId });
+      if (this.#node?.services.mdns !== undefined && this.#state === 'running') this.#scheduleMdnsQuery(mdnsAfterDisconnectMs);
     });
     node.services.pubsub.addEventListener('message', (event) => {
       const message = event.detail;
@@ -293,7 +299,32 @@ export class P2PHost extends EventTarget {
       this.#bootstrapTimer = setInterval(() => this.#bootstrapTick(), bootstrapTickMs);
       this.#bootstrapTimer.unref();
     }
+    if (node.services.mdns !== undefined) {
+      for (const delayMs of mdnsStartBurstMs) this.#scheduleMdnsQuery(delayMs);
+    }
     log.info('p2p host listening', { peerId: this.#peerId, addresses: this.multiaddrs() });
+  }
+
+  /**
+   * Sends one extra mDNS query after delayMs. Existing nodes find a new one when it
+   * dials them, so what matters is that the new node's own queries are answered: a
+   * short burst at start covers a lost first packet, and a query after losing a peer
+   * finds it again without waiting for the periodic one.
+   */
+  #scheduleMdnsQuery(delayMs: number): void {
+    if (this.#mdnsQueryTimers.size >= mdnsStartBurstMs.length + 1) return;
+    const timer = setTimeout(() => {
+      this.#mdnsQueryTimers.delete(timer);
+      if (this.#state !== 'running') return;
+      const responder = (this.#node?.services.mdns as { mdns?: { query(query: unknown): void } } | undefined)?.mdns;
+      try {
+        responder?.query({ questions: [{ name: MDNS_SERVICE_TAG, type: 'PTR' }] });
+      } catch (error) {
+        log.debug('mDNS query failed', { error });
+      }
+    }, delayMs);
+    timer.unref();
+    this.#mdnsQueryTimers.add(timer);
   }
 
   async stop(): Promise<void> {
@@ -302,6 +333,8 @@ export class P2PHost extends EventTarget {
     this.#state = 'stopped';
     this.#shutdown.abort(new HostStoppedError());
     if (this.#bootstrapTimer !== null) clearInterval(this.#bootstrapTimer);
+    for (const timer of this.#mdnsQueryTimers) clearTimeout(timer);
+    this.#mdnsQueryTimers.clear();
     for (const channel of this.#channels.values()) {
       channel.stream?.abort(new HostStoppedError());
       channel.stream = null;
