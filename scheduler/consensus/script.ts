@@ -396,6 +396,24 @@ export function runCommand(harness: Harness, line: string): string[] {
     case 'heal':
       harness.heal();
       break;
+    case 'cut-link': {
+      // cut-link 1 3: messages between 1 and 3 are lost both ways; the others still flow.
+      const [a, b] = positional as [NodeId, NodeId];
+      harness.cutLinks.add(`${a}->${b}`);
+      harness.cutLinks.add(`${b}->${a}`);
+      break;
+    }
+    case 'run-ticks': {
+      // run-ticks 12: twelve rounds of every node ticking once, as real clocks do, then
+      // stabilize. Heartbeat traffic is left out of the transcript to keep it readable.
+      for (let i = 0; i < Number(positional[0] ?? 1); i += 1) {
+        for (const id of [...harness.nodes.keys()].sort()) harness.tick(id, 1);
+        harness.stabilize();
+      }
+      const lines = harness.takeOutput().filter((text) => !/ heartbeat(-response)? /.test(text));
+      for (const text of lines) harness.log(text);
+      break;
+    }
     case 'restart':
       for (const id of ids(0)) harness.restart(id);
       break;
