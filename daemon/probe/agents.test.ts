@@ -97,4 +97,21 @@ describe('agents', () => {
     expect(agentsFor(configured, []).agents).toEqual([]);
     expect(heartbeatAgent({ ...configured[2]!, system: 'secret' })).not.toHaveProperty('system');
   });
+
+  it('takes capabilities from Ollama when it reports them, else from the name', () => {
+    const reported: Record<string, string[]> = {
+      'llama3.2:1b': ['completion', 'tools'],
+      'qwen2.5:72b': ['completion', 'vision', 'tools', 'thinking'],
+      'nomic-embed-text:latest': ['embedding'],
+      'mystery:latest': ['insert'],
+    };
+    const agents = agentsFromModels(installed, (name) => reported[name] ?? null);
+    expect(agents.map((agent) => agent.capabilities)).toEqual([
+      [{ name: 'chat', proficiency: 0.42 }, { name: 'tools', proficiency: 0.42 }],
+      [{ name: 'chat', proficiency: 0.77 }, { name: 'vision', proficiency: 0.77 }, { name: 'tools', proficiency: 0.77 }],
+      [{ name: 'embed', proficiency: 1 }],
+      [{ name: 'chat', proficiency: 0.5 }],
+    ]);
+    expect(agentsFor([], installed, () => null).agents).toEqual(agentsFromModels(installed));
+  });
 });

@@ -6,14 +6,18 @@
 //    means proficiency 1. An agent is advertised only while its model is installed in the
 //    local Ollama (a node cannot run an agent whose model it lacks); `agentsFor` reports
 //    the others as unavailable so the daemon can say so.
-// 2. Otherwise every installed model is an agent, with the model name as its id:
+// 2. Otherwise every installed model is an agent, with the model name as its id. What it
+//    can do comes from Ollama's /api/show `capabilities` when Ollama says:
+//    `completion` → `chat`, `embedding` → `embed`, `vision` → `vision`, `tools` → `tools`.
+//    When Ollama does not say (older versions, or not asked yet), from the name:
 //    - an embedding model (name like *embed*, *minilm*, bge-*, e5-*, gte-*, or family
-//      bert / nomic-bert / xlm-roberta) gets the capability `embed` only, because Ollama
-//      refuses to chat or generate with it;
-//    - any other model gets `chat`, with a proficiency that grows with its parameter count
-//      (0.4 at 1B, 0.6 at 10B, 0.8 at 100B, clamped to 0.3..0.9; 0.5 when the size is
-//      unknown), so that, all else equal, a scheduler picking by capability prefers the
-//      larger model.
+//      bert / nomic-bert / xlm-roberta) gets `embed` only, because Ollama refuses to chat
+//      or generate with it;
+//    - any other model gets `chat`.
+//    `embed` has proficiency 1; the others a proficiency that grows with the parameter
+//    count (0.4 at 1B, 0.6 at 10B, 0.8 at 100B, clamped to 0.3..0.9; 0.5 when the size is
+//    unknown), so that, all else equal, a scheduler picking by capability prefers the
+//    larger model.
 import type { Agent, InstalledModel } from '../../protocol/heartbeat.ts';
 import { HivemeshError } from '../../protocol/errors.ts';
 import * as limits from '../../protocol/limits.ts';
@@ -115,12 +119,26 @@ export function chatProficiency(parameterSize: string | undefined): number {
   return Math.round(Math.min(0.9, Math.max(0.3, proficiency)) * 100) / 100;
 }
 
-export function agentsFromModels(installed: readonly InstalledModel[]): AgentDefinition[] {
-  return installed.slice(0, limits.agentsPerNodeMax).map((model) => ({
-    id: model.name.slice(0, agentIdLengthMax),
-    model: model.name,
-    capabilities: isEmbeddingModel(model) ? [{ name: 'embed', proficiency: 1 }] : [{ name: 'chat', proficiency: chatProficiency(model.parameterSize) }],
-  }));
+/** Ollama's capability names and the agent capabilities they give. */
+const capabilityFromOllama: Record<string, string> = { completion: 'chat', embedding: 'embed', vision: 'vision', tools: 'tools' };
+
+/** What Ollama says a model can do, or null when unknown. */
+export type ModelCapabilitiesLookup = (modelName: string) => readonly string[] | null;
+
+export function agentsFromModels(installed: readonly InstalledModel[], ollamaCapabilities: ModelCapabilitiesLookup = () => null): AgentDefinition[] {
+  return installed.slice(0, limits.agentsPerNodeMax).map((model) => {
+    const reported = ollamaCapabilities(model.name);
+    const names = reported !== null && reported.length > 0
+      ? [...new Set(reported.map((name) => capabilityFromOllama[name]).filter((name): name is string => name !== undefined))]
+      : [isEmbeddingModel(model) ? 'embed' : 'chat'];
+    // A model whose reported capabilities hivemesh has no name for falls back to the name rule.
+    if (names.length === 0) names.push(isEmbeddingModel(model) ? 'embed' : 'chat');
+    return {
+      id: model.name.slice(0, agentIdLengthMax),
+      model: model.name,
+      capabilities: names.map((name) => ({ name, proficiency: name === 'embed' ? 1 : chatProficiency(model.parameterSize) })),
+    };
+  });
 }
 
 export interface AgentsResolution {
@@ -131,8 +149,8 @@ export interface AgentsResolution {
 }
 
 /** Applies the rule above to the configured agents and the models Ollama reports. */
-export function agentsFor(configured: readonly AgentDefinition[], installed: readonly InstalledModel[]): AgentsResolution {
-  if (configured.length === 0) return { agents: agentsFromModels(installed), unavailable: [] };
+export function agentsFor(configured: readonly AgentDefinition[], installed: readonly InstalledModel[], ollamaCapabilities?: ModelCapabilitiesLookup): AgentsResolution {
+  if (configured.length === 0) return { agents: agentsFromModels(installed, ollamaCapabilities), unavailable: [] };
   const agents: AgentDefinition[] = [];
   const unavailable: Array<{ id: string; model: string }> = [];
   for (const agent of configured) {

@@ -38,9 +38,9 @@ describe('HealthProbe', () => {
     // Snapshots between polls are the same objects: nothing is recomputed per heartbeat.
     expect(probe.snapshot().agents).toBe(snapshot.agents);
 
-    server.setModels(['qwen2.5:7b']);
+    server.setModels([{ name: 'qwen2.5:7b', capabilities: ['completion', 'tools'] }]);
     await probe.ollama.refresh();
-    expect(probe.snapshot().agents.map((agent) => agent.id)).toEqual(['qwen2.5:7b']);
+    expect(probe.snapshot().agents).toEqual([{ id: 'qwen2.5:7b', model: 'qwen2.5:7b', capabilities: [{ name: 'chat', proficiency: 0.57 }, { name: 'tools', proficiency: 0.57 }] }]);
 
     const result = await new Ollama({ host: server.url }).generate({ model: 'qwen2.5:7b', prompt: 'hi', options: { num_predict: 20 } });
     probe.recordGeneration('qwen2.5:7b', result.eval_count, result.eval_duration);

@@ -74,7 +74,7 @@ export class HealthProbe {
   // agents only when Ollama was polled, not on every heartbeat.
   private resolveAgents(ollama: OllamaState): { definitions: AgentDefinition[]; heartbeat: Agent[] } {
     if (this.agentsCache?.installed === ollama.installed) return this.agentsCache;
-    const { agents, unavailable } = agentsFor(this.configuredAgents, ollama.installed);
+    const { agents, unavailable } = agentsFor(this.configuredAgents, ollama.installed, (name) => this.ollama.modelCapabilities(name));
     const unavailableText = unavailable.map((agent) => `${agent.id} (${agent.model})`).join(', ');
     if (ollama.reachable && unavailableText !== this.reportedUnavailable && unavailableText !== '') {
       log.warn(`agents not offered because their model is not installed in Ollama at ${ollama.url}: ${unavailableText}; install with \`ollama pull MODEL\``);

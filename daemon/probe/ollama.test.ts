@@ -179,4 +179,28 @@ describe('OllamaProbe', () => {
     expect(expiryFrom('not a date', now)).toBeNull();
     expect(expiryFrom(undefined, now)).toBeNull();
   });
+
+  it('asks /api/show once per model digest and reports what Ollama says each model can do', async () => {
+    const server = await standin({ models: [{ name: 'qwen2.5:7b', capabilities: ['completion', 'tools'] }, 'nomic-embed-text', 'llava:7b'] });
+    const shows: string[] = [];
+    const countingFetch: typeof fetch = (input, init) => {
+      if (String(input).endsWith('/api/show')) shows.push(String(init?.body));
+      return fetch(input, init);
+    };
+    const ollamaProbe = probe({ url: server.url, intervalMs: 60_000, fetch: countingFetch });
+    await ollamaProbe.start();
+    await ollamaProbe.refresh();
+    await ollamaProbe.refresh();
+    expect(shows).toHaveLength(3);
+    expect(ollamaProbe.modelCapabilities('qwen2.5:7b')).toEqual(['completion', 'tools']);
+    expect(ollamaProbe.modelCapabilities('nomic-embed-text')).toEqual(['embedding']);
+    expect(ollamaProbe.modelCapabilities('llava:7b')).toEqual(['completion', 'vision']);
+    expect(ollamaProbe.modelCapabilities('absent:1b')).toBeNull();
+    // A model that is gone is forgotten; a new one is asked about.
+    server.setModels(['qwen2.5:7b', 'gemma3:4b']);
+    await ollamaProbe.refresh();
+    expect(shows).toHaveLength(4);
+    expect(ollamaProbe.modelCapabilities('nomic-embed-text')).toBeNull();
+    expect(ollamaProbe.modelCapabilities('gemma3:4b')).toEqual(['completion']);
+  });
 });

@@ -34,6 +34,10 @@ export const ollamaRequestTimeoutMsDefault = 3_000;
 export const ollamaBackoffInitialMsDefault = 1_000;
 export const ollamaBackoffMaxMsDefault = 30_000;
 const errorLengthMax = 1024;
+// New models are asked about (/api/show) a few per poll, so a host with hundreds of
+// models does not send hundreds of requests at once.
+const showRequestsPerPollMax = 8;
+const capabilitiesPerModelMax = 16;
 // Ollama reports a negative keep-alive as "now + 292 years"; beyond this, it never expires.
 const neverExpiresAfterMs = 100 * 365 * 24 * 3600 * 1000;
 
@@ -184,6 +188,9 @@ export class OllamaProbe {
   private readonly client: Ollama;
   private stopController = new AbortController();
   private readonly speeds = new Map<string, number>();
+  /** /api/show capabilities by model digest; only digests still installed are kept. */
+  private readonly capabilitiesByDigest = new Map<string, string[]>();
+  private capabilitiesByName = new Map<string, string[]>();
   private state: OllamaState;
   private failures = 0;
   private nextDelayMs: number;
@@ -285,6 +292,48 @@ export class OllamaProbe {
     if (this.running && this.state.reachable && !this.state.loaded.some((loaded) => loaded.name === model)) void this.refresh();
   }
 
+  /**
+   * What Ollama's /api/show says the model can do ("completion", "embedding", "tools",
+   * "vision", ...), or null while not known (not asked yet, or an Ollama too old to say).
+   */
+  modelCapabilities(name: string): readonly string[] | null {
+    const capabilities = this.capabilitiesByName.get(normalizeModelName(name));
+    return capabilities === undefined || capabilities.length === 0 ? null : capabilities;
+  }
+
+  // Asks /api/show about installed models not seen before (by digest). A failure leaves
+  // the model unknown, to be asked again next poll; it never makes Ollama unreachable.
+  private async learnCapabilities(models: readonly ModelResponse[]): Promise<void> {
+    const digests = new Map<string, string>();
+    for (const model of models.slice(0, limits.modelsPerNodeMax)) {
+      const name = model.name ?? model.model;
+      if (validModelName(name)) digests.set(normalizeModelName(name), typeof model.digest === 'string' && model.digest !== '' ? model.digest : `name:${name}`);
+    }
+    const unknown = [...digests].filter(([, digest]) => !this.capabilitiesByDigest.has(digest)).slice(0, showRequestsPerPollMax);
+    const answers = await Promise.allSettled(unknown.map(([name]) => this.client.show({ model: name })));
+    answers.forEach((answer, index) => {
+      const digest = unknown[index]?.[1];
+      if (digest === undefined) return;
+      if (answer.status === 'rejected') {
+        log.debug(`could not ask Ollama about ${unknown[index]?.[0]}`, { error: answer.reason as Error });
+        return;
+      }
+      const reported = (answer.value as { capabilities?: unknown }).capabilities;
+      const capabilities = Array.isArray(reported)
+        ? reported.filter((entry): entry is string => typeof entry === 'string' && entry !== '' && entry.length <= limits.capabilityLengthMax).slice(0, capabilitiesPerModelMax)
+        : [];
+      this.capabilitiesByDigest.set(digest, capabilities);
+    });
+    const installedDigests = new Set(digests.values());
+    for (const digest of [...this.capabilitiesByDigest.keys()]) if (!installedDigests.has(digest)) this.capabilitiesByDigest.delete(digest);
+    const byName = new Map<string, string[]>();
+    for (const [name, digest] of digests) {
+      const capabilities = this.capabilitiesByDigest.get(digest);
+      if (capabilities !== undefined) byName.set(name, capabilities);
+    }
+    this.capabilitiesByName = byName;
+  }
+
   private speedsRecord(): Record<string, number> {
     const record: Record<string, number> = {};
     for (const [model, speed] of this.speeds) record[model] = Math.round(speed * 100) / 100;
@@ -311,6 +360,7 @@ export class OllamaProbe {
       const [version, tags, ps] = settled.map((result) => (result as PromiseFulfilledResult<unknown>).value) as [{ version?: unknown }, ListResponse, ListResponse];
       endpoint = 'GET /api/tags';
       const installed = installedModelsFrom(modelsOf(tags, endpoint));
+      await this.learnCapabilities(modelsOf(tags, endpoint));
       endpoint = 'GET /api/ps';
       const loaded = loadedModelsFrom(modelsOf(ps, endpoint), Date.now());
       next = {

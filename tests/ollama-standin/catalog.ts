@@ -19,6 +19,8 @@ export interface StandinModelSpec {
   tokensPerSecond?: number;
   /** Cold-load delay of this model; the server-wide setting when left out. */
   coldLoadMs?: number;
+  /** What /api/show lists; when left out: ["embedding"], or ["completion"] plus "vision" for vision or llava models. */
+  capabilities?: string[];
 }
 
 export interface StandinModel {
@@ -33,6 +35,7 @@ export interface StandinModel {
   digest: string;
   tokensPerSecond: number | null;
   coldLoadMs: number | null;
+  capabilities: string[];
 }
 
 /** Ollama treats a name without a tag as `name:latest`. */
@@ -81,6 +84,7 @@ export function resolveModelSpec(input: string | StandinModelSpec): StandinModel
     digest: createHash('sha256').update(`standin-model\0${name}`).digest('hex'),
     tokensPerSecond: spec.tokensPerSecond ?? null,
     coldLoadMs: spec.coldLoadMs ?? null,
+    capabilities: spec.capabilities ?? (embedding ? ['embedding'] : /vision|llava/i.test(name) ? ['completion', 'vision'] : ['completion']),
   };
 }
 

@@ -864,7 +864,7 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
             [`${model.family}.context_length`]: model.contextLength,
             [`${model.family}.embedding_length`]: model.embeddingLength,
           },
-          capabilities: model.embedding ? ['embedding'] : ['completion'],
+          capabilities: model.capabilities,
           modified_at: modifiedAt,
         });
       }
