@@ -49,6 +49,8 @@ export interface Scenario {
   compactAfterEntries: number;
   /** Whether clients change membership and transfer leadership in this run. */
   reconfigure: boolean;
+  /** Clients demote or remove voters (the leader included) only while more than this many remain. */
+  votersMin: number;
   /**
    * Process pauses (a stalled event loop, a GC pause, a suspended VM): after one, the daemon
    * catches its clock up, delivering the missed ticks before anything else. Set false to see
@@ -79,6 +81,8 @@ export interface SeedStats {
   snapshotsInstalled: number;
   leaseIntervals: number;
   closestLeaseHandoverUs: number;
+  /** Simulated time from the end of faults until a new write was applied on every member. */
+  recoveryUs: number;
 }
 
 export interface SeedResult {
@@ -216,6 +220,7 @@ export function drawScenario(random: Prng, voters: number, overrides: Partial<Sc
     maxInflightAppends: random.pick([1, 4, 16]),
     compactAfterEntries: random.pick([5, 20, 1_000_000]),
     reconfigure: random.chance(0.6),
+    votersMin: random.pick([1, 2, 3, 3]),
     pauseTickCatchUp: true,
   };
   return { ...scenario, ...overrides };
@@ -227,7 +232,7 @@ export function emptyStats(): SeedStats {
     writesProposed: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, readsAbandoned: 0,
     crashes: 0, pauses: 0, partitions: 0, messagesDropped: 0, messagesDuplicated: 0, configChanges: 0,
     transfers: 0, compactions: 0, snapshotsInstalled: 0, leaseIntervals: 0,
-    closestLeaseHandoverUs: Number.POSITIVE_INFINITY,
+    closestLeaseHandoverUs: Number.POSITIVE_INFINITY, recoveryUs: 0,
   };
 }
 
@@ -723,7 +728,7 @@ export class Simulation {
     this.afterInput(target);
   }
 
-  /** A plausible membership change for the leader's config; keeps at least 3 voters. */
+  /** A plausible membership change for the leader's config; keeps at least votersMin voters. */
   private pickConfigChange(target: SimNode): ConfigChange | null {
     if (target.role !== 'leader') return null;
     const random = this.clientRandom;
@@ -732,8 +737,9 @@ export class Simulation {
     const options: ConfigChange[] = [];
     for (const node of outsiders) options.push({ type: 'add-learner', node });
     for (const node of learners) options.push({ type: 'promote', node }, { type: 'remove', node });
-    if (voters.length > 3) {
-      for (const node of voters) if (node !== target.id) options.push({ type: 'demote', node }, { type: 'remove', node });
+    if (voters.length > this.scenario.votersMin) {
+      // The leader may demote or remove itself: it hands over once the change commits.
+      for (const node of voters) options.push({ type: 'demote', node }, { type: 'remove', node });
     }
     return options.length === 0 ? null : random.pick(options);
   }
@@ -859,6 +865,7 @@ export class Simulation {
       if (node.kv.appliedIndex < this.livenessIndex) return;
     }
     this.finished = true;
+    this.stats.recoveryUs = this.nowUs - this.quietStartUs;
     this.note('sim', `liveness shown: entry ${this.livenessIndex} committed and applied on every member ${(this.nowUs - this.quietStartUs) / 1000}ms after faults stopped`);
   }
 

@@ -26,6 +26,8 @@ export interface Totals {
   snapshotsInstalled: number;
   leaseIntervals: number;
   closestLeaseHandoverUs: number;
+  recoveryUsMax: number;
+  recoveryUsTotal: number;
   failuresByInvariant: Record<string, number>;
   lastTraceHash: string;
 }
@@ -35,7 +37,8 @@ export function emptyTotals(): Totals {
     seeds: 0, passed: 0, failed: 0, events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0,
     entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, pauses: 0, partitions: 0,
     messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0,
-    leaseIntervals: 0, closestLeaseHandoverUs: Number.POSITIVE_INFINITY, failuresByInvariant: {}, lastTraceHash: '',
+    leaseIntervals: 0, closestLeaseHandoverUs: Number.POSITIVE_INFINITY,
+    recoveryUsMax: 0, recoveryUsTotal: 0, failuresByInvariant: {}, lastTraceHash: '',
   };
 }
 
@@ -66,6 +69,8 @@ export function addToTotals(totals: Totals, result: SeedResult): void {
   totals.compactions += stats.compactions;
   totals.snapshotsInstalled += stats.snapshotsInstalled;
   totals.leaseIntervals += stats.leaseIntervals;
+  totals.recoveryUsMax = Math.max(totals.recoveryUsMax, stats.recoveryUs);
+  totals.recoveryUsTotal += stats.recoveryUs;
   totals.closestLeaseHandoverUs = Math.min(totals.closestLeaseHandoverUs, stats.closestLeaseHandoverUs);
   totals.lastTraceHash = result.traceHash;
 }
@@ -91,6 +96,7 @@ export function formatSummary(totals: Totals, elapsedMs: number, voters: number,
     ['messages dropped / duplicated', `${totals.messagesDropped} / ${totals.messagesDuplicated}`],
     ['config changes / transfers', `${totals.configChanges} / ${totals.transfers}`],
     ['leases taken / closest handover', `${totals.leaseIntervals} / ${Number.isFinite(totals.closestLeaseHandoverUs) ? `${(totals.closestLeaseHandoverUs / 1000).toFixed(3)} ms` : 'none'}`],
+    ['recovery after faults stop, mean / max', `${(totals.recoveryUsTotal / Math.max(1, totals.passed) / 1000).toFixed(0)} ms / ${(totals.recoveryUsMax / 1000).toFixed(0)} ms`],
     ['compactions / snapshots installed', `${totals.compactions} / ${totals.snapshotsInstalled}`],
   ];
   const width = Math.max(...rows.map(([name]) => name.length));
