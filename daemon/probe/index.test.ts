@@ -42,14 +42,15 @@ describe('HealthProbe', () => {
     await probe.ollama.refresh();
     expect(probe.snapshot().agents).toEqual([{ id: 'qwen2.5:7b', model: 'qwen2.5:7b', capabilities: [{ name: 'chat', proficiency: 0.57 }, { name: 'tools', proficiency: 0.57 }] }]);
 
+    server.setTokensPerSecond(100);
     const result = await new Ollama({ host: server.url }).generate({ model: 'qwen2.5:7b', prompt: 'hi', options: { num_predict: 20 } });
     probe.recordGeneration('qwen2.5:7b', result.eval_count, result.eval_duration);
     const measured = probe.snapshot().ollama.tokensPerSecond['qwen2.5:7b'] ?? 0;
     // The model was not loaded before: recording the generation polls Ollama at once.
     await vi.waitFor(() => expect(probe.snapshot().ollama.loaded.map((model) => model.name)).toEqual(['qwen2.5:7b']), { timeout: 2000 });
-    // The stand-in streams at 1000 tokens/s; timer granularity makes it a little slower.
-    expect(measured).toBeGreaterThan(300);
-    expect(measured).toBeLessThan(1100);
+    // The stand-in streams at 100 tokens/s (a loaded machine can make it a little slower).
+    expect(measured).toBeGreaterThan(50);
+    expect(measured).toBeLessThan(110);
   });
 
   it('offers configured agents with their system prompts while their model is installed', async () => {

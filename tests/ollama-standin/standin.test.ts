@@ -173,7 +173,8 @@ describe('ollama stand-in', () => {
     await waitFor(() => server.generations()[0]?.outcome === 'aborted');
     const tokensAtAbort = server.generations()[0]?.tokens ?? 0;
     expect(tokensAtAbort).toBeGreaterThanOrEqual(3);
-    expect(tokensAtAbort).toBeLessThan(50);
+    // Well short of the 1000 asked for, even on a busy machine.
+    expect(tokensAtAbort).toBeLessThan(200);
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(server.generations()[0]).toMatchObject({ aborted: true, tokens: tokensAtAbort });
     const counts = summarizeGenerations(readStandinLog(logFile));
