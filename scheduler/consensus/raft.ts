@@ -294,8 +294,14 @@ export class Raft {
     this.snapshotIndex = restore.snapshot?.index ?? 0;
     this.snapshotTerm = restore.snapshot?.term ?? 0;
     this.entries = [...restore.entries];
+    let previousTerm = this.snapshotTerm;
     for (let i = 0; i < this.entries.length; i += 1) {
-      invariant((this.entries[i] as Entry).index === this.snapshotIndex + 1 + i, 'restored entries must follow the snapshot contiguously');
+      const entry = this.entries[i] as Entry;
+      invariant(entry.index === this.snapshotIndex + 1 + i, 'restored entries must follow the snapshot contiguously');
+      // Terms never decrease along a log; a storage that kept entries across an installed
+      // snapshot, or mixed two logs, shows up here instead of as divergence later.
+      invariant(entry.term >= previousTerm, `restored entry ${entry.index} has term ${entry.term} after term ${previousTerm}`);
+      previousTerm = entry.term;
     }
     this.unstableFrom = this.lastIndex() + 1;
     this.applied = this.snapshotIndex;

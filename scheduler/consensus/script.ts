@@ -176,7 +176,8 @@ export class Harness {
     // 1. Persist.
     if (ready.snapshot !== null) {
       node.storage.snapshot = ready.snapshot;
-      node.storage.entries = node.storage.entries.filter((entry) => entry.index > (ready.snapshot as Snapshot).index);
+      // An installed snapshot replaces the whole log (see Ready.snapshot).
+      node.storage.entries = [];
       node.applied = [`<snapshot ${ready.snapshot.index}: ${ready.snapshot.data}>`];
       this.log(`${id} installed snapshot ${ready.snapshot.term}/${ready.snapshot.index}`);
     }

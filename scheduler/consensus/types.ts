@@ -131,7 +131,12 @@ export interface SoftState {
 export interface Ready {
   softState: SoftState | null;
   hardState: HardState | null;
-  /** A snapshot to persist and install (replaces the state machine and the log up to its index). */
+  /**
+   * A snapshot from the leader to persist and install. It replaces the state machine and the
+   * WHOLE stored log: delete every stored entry, including those after snapshot.index (the
+   * core discarded them; a restart must not bring them back). Entries of the same Ready, if
+   * any, follow the snapshot.
+   */
   snapshot: Snapshot | null;
   /** Entries to append durably; any stored entries at or after entries[0].index are replaced. */
   entries: Entry[];
