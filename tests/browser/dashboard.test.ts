@@ -68,6 +68,7 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     await dialog.waitFor({ state: 'visible' });
     await expect(dialog.textContent()).resolves.toContain('admin.token');
     await expect(dialog.textContent()).resolves.toContain('hivemesh token create --role viewer --name dash');
+    await page.screenshot({ path: '/tmp/dashboard-token.png' });
     await page.locator('#token-input').fill(adminToken);
     await page.locator('#token-save').click();
     await dialog.waitFor({ state: 'hidden' });
@@ -300,6 +301,11 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     await page.screenshot({ path: '/tmp/dashboard.png', fullPage: true });
     await page.setViewportSize({ width: 390, height: 844 });
     await page.screenshot({ path: '/tmp/dashboard-phone.png', fullPage: true });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: '/tmp/dashboard-phone-top.png' });
+    await page.locator('#tasks').screenshot({ path: '/tmp/dashboard-phone-tasks.png' });
+    // Nothing is wider than a phone's screen (tables scroll inside their own box).
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     // Dark scheme.
     await page.emulateMedia({ colorScheme: 'dark' });
     await page.setViewportSize({ width: 1280, height: 900 });
