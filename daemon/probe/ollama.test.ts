@@ -135,6 +135,18 @@ describe('OllamaProbe', () => {
     expect(consoleLog).not.toHaveBeenCalled();
     consoleLog.mockRestore();
     expect(wrong.error).toBe(`Ollama at ${wrongUrl} answered GET /api/version with HTTP 502: <html>Bad Gateway</html>`);
+    const huge = http.createServer((_request, response) => {
+      response.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': String(64 * 1024 * 1024) });
+      response.write('{"models":[');
+    });
+    await new Promise<void>((resolve) => huge.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => {
+      huge.closeAllConnections();
+      huge.close(() => resolve());
+    }));
+    const hugeUrl = `http://127.0.0.1:${(huge.address() as AddressInfo).port}`;
+    const tooBig = await probe({ url: hugeUrl, intervalMs: 60_000 }).refresh();
+    expect(tooBig.error).toMatch(new RegExp(`^unexpected answer from ${hugeUrl} to GET /api/\\w+: the answer is 67108864 bytes, over the 8388608-byte limit`));
     const wrongTags = await probe({ url: wrongUrl.replace('127.0.0.1', 'localhost'), intervalMs: 60_000, fetch: (input, init) => fetch(String(input).replace('/api/version', '/api/other'), init) }).refresh();
     expect(wrongTags.error).toContain('to GET /api/tags: GET /api/tags has no "models" list; is this URL an Ollama server? Check --ollama-url');
   });

@@ -38,6 +38,28 @@ const errorLengthMax = 1024;
 // models does not send hundreds of requests at once.
 const showRequestsPerPollMax = 8;
 const capabilitiesPerModelMax = 16;
+// /api/tags with the heartbeat's 512 models is about 200 KB; anything far bigger is not Ollama.
+const ollamaAnswerBytesMax = 8 * 1024 * 1024;
+const errorBodyBytesMax = 4096;
+
+/** The first `bytesMax` bytes of a body as text; the rest is not read. */
+async function readPrefix(response: Response, bytesMax: number): Promise<string> {
+  if (response.body === null) return '';
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < bytesMax) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.byteLength;
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks).subarray(0, bytesMax));
+}
 // Ollama reports a negative keep-alive as "now + 292 years"; beyond this, it never expires.
 const neverExpiresAfterMs = 100 * 365 * 24 * 3600 * 1000;
 
@@ -216,10 +238,15 @@ export class OllamaProbe {
       const signals = [AbortSignal.timeout(this.requestTimeoutMs), this.stopController.signal];
       if (init?.signal) signals.push(init.signal);
       const response = await baseFetch(input, { ...init, signal: AbortSignal.any(signals) });
+      const declaredBytes = Number(response.headers.get('content-length') ?? 0);
+      if (declaredBytes > ollamaAnswerBytesMax) {
+        await response.body?.cancel();
+        throw new ProbeRequestError(`the answer is ${declaredBytes} bytes, over the ${ollamaAnswerBytesMax}-byte limit`);
+      }
       if (response.ok || (response.headers.get('content-type') ?? '').includes('application/json')) return response;
-      // The client console.logs while reading a non-JSON error body; hand it the text as
-      // Ollama's JSON error shape instead, so the daemon's output stays clean.
-      const text = (await response.text()).slice(0, 200).trim();
+      // The client console.logs while reading a non-JSON error body; hand it the start of
+      // the text as Ollama's JSON error shape instead, so the daemon's output stays clean.
+      const text = (await readPrefix(response, errorBodyBytesMax)).slice(0, 200).trim();
       return new Response(JSON.stringify({ error: text || response.statusText || 'no message' }), {
         status: response.status, statusText: response.statusText, headers: { 'content-type': 'application/json' },
       });
