@@ -18,6 +18,8 @@ import { EventBus } from './events.ts';
 import { taskRoutes } from './http/routes/tasks.ts';
 import { tokenRoutes } from './http/routes/tokens.ts';
 import { logger } from './log.ts';
+import { mcpRoutes } from './mcp/server.ts';
+import { nodeViewFromHeartbeat, type NodeView } from '../scheduler/tasks/node-view.ts';
 import { TaskService, type OutputSource } from './tasks/service.ts';
 import { TokenService } from './tokens.ts';
 import { Membership, type MemberView } from './membership/membership.ts';
@@ -179,12 +181,17 @@ export class Daemon {
       bus: this.bus,
       outputs: this.outputs,
       resolveNode: (nodeOrName) => this.resolveNode(nodeOrName),
+      nodeViews: () => this.nodeViews(),
     });
     this.tokens = new TokenService({ state: () => this.state.current, propose, waitApplied });
 
     this.app = await buildApp({
       services: this.httpServices(),
-      plugins: [taskRoutes(this.tasks, this.bus), tokenRoutes(this.tokens)],
+      plugins: [
+        taskRoutes(this.tasks, this.bus),
+        tokenRoutes(this.tokens),
+        mcpRoutes({ clusterStatus: () => this.clusterStatus(), agentsStatus: () => this.agentsStatus(), tasks: this.tasks, can: roleCan }),
+      ],
     });
     await this.app.listen({ host: config.apiHost, port: config.apiPort });
     if (config.apiPort === 0) {
@@ -361,6 +368,16 @@ export class Daemon {
       listenAddresses: this.host.multiaddrs(),
       alerts,
     };
+  }
+
+  /** The scheduler's view of every known node, from their last heartbeats. */
+  nodeViews(): NodeView[] {
+    const views: NodeView[] = [];
+    for (const member of this.membership.members()) {
+      if (member.heartbeat === null || member.state === 'left') continue;
+      views.push(nodeViewFromHeartbeat(member.heartbeat, member.state === 'alive'));
+    }
+    return views;
   }
 
   /** A node id, or the name of a node currently known, to its id. */

@@ -11,6 +11,8 @@ import {
 } from '../../protocol/tasks.ts';
 import { encodeCommand, type Command } from '../../scheduler/state/commands.ts';
 import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
+import { describeTask } from '../../scheduler/tasks/placement.ts';
+import type { NodeView } from '../../scheduler/tasks/node-view.ts';
 import type { EventBus } from '../events.ts';
 
 export interface OutputSource {
@@ -26,7 +28,12 @@ export interface TaskServiceDeps {
   outputs: OutputSource;
   /** Resolves a node given by id or name to its id, or null. */
   resolveNode: (nodeOrName: string) => string | null;
+  /** The gossiped view of the nodes, to say why a queued task waits. */
+  nodeViews?: () => NodeView[];
 }
+
+/** A list page stops growing past this many bytes of JSON (outputs can be large); nextCursor continues it. */
+export const listPageBytesMax = 8 * 1024 * 1024;
 
 export function newTaskId(): string {
   return `t_${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
@@ -65,17 +72,34 @@ export class TaskService {
   }
 
   get(id: string): Task {
-    const task = this.deps.state().getTask(id);
+    const task = this.deps.nodeViews === undefined ? this.deps.state().getTask(id) : describeTask(this.deps.state(), id, this.deps.nodeViews(), Date.now());
     if (task === undefined) throw new HivemeshError(ErrorCode.notFound, `no task ${id} (finished tasks are pruned after a while)`);
     return task;
   }
 
   list(query: TaskListQuery): TaskList {
-    return this.deps.state().listTasks({
+    const state = this.deps.state();
+    const page = state.listTasks({
       ...(query.status === undefined ? {} : { status: query.status }),
       limit: query.limit ?? listLimitDefault,
       ...(query.cursor === undefined ? {} : { cursor: query.cursor }),
     });
+    const nodes = this.deps.nodeViews?.() ?? null;
+    const now = Date.now();
+    let bytes = 0;
+    for (let position = 0; position < page.tasks.length; position += 1) {
+      let task = page.tasks[position]!;
+      if (task.status === 'queued' && nodes !== null) task = describeTask(state, task.id, nodes, now) ?? task;
+      page.tasks[position] = task;
+      bytes += (task.output?.length ?? 0) * 3 + 1024;
+      if (bytes > listPageBytesMax && position < page.tasks.length - 1) {
+        // Cut the page here; the next one starts after this task.
+        page.tasks.length = position + 1;
+        page.nextCursor = String(state.getTaskRecord(task.id)!.seq);
+        break;
+      }
+    }
+    return page;
   }
 
   async cancel(id: string, reason?: string): Promise<Task> {
