@@ -1,0 +1,97 @@
+// Task execution across three real daemons on loopback, each with its own Ollama stand-in
+// holding different models at different speeds: tasks submitted to any node complete on a
+// node that has their model, exactly once; output streams to a watcher on another node as
+// it is generated; a cancel on one node stops the generation on another.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TaskEvent, TaskOutputEvent } from '../../protocol/tasks.ts';
+import { standinText } from '../ollama-standin/catalog.ts';
+import { ProcessGroup, waitUntil } from '../support/processes.ts';
+import {
+  runtimeWired, getTask, promptSha, readEvents, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster,
+} from './tasks-helpers.ts';
+
+describe.skipIf(!runtimeWired)('tasks on three daemons with different models', () => {
+  const group = new ProcessGroup();
+  let cluster: TaskCluster;
+  const tag = Date.now().toString(36);
+
+  beforeAll(async () => {
+    cluster = await startTaskCluster(group, [
+      { name: 'tasks-a', standin: { models: ['llama3.2:1b'], tokensPerSecond: 400 } },
+      { name: 'tasks-b', standin: { models: ['llama3.2:1b', 'qwen2.5:7b'], tokensPerSecond: 200 } },
+      { name: 'tasks-c', standin: { models: ['qwen2.5:7b', 'phi3:mini'], tokensPerSecond: 100 } },
+    ]);
+    await waitModelsGossiped(cluster);
+  }, 60_000);
+
+  afterAll(async () => {
+    await group.stopAll();
+  }, 30_000);
+
+  it('completes tasks submitted to every node, each on a node with its model, each generated once', async () => {
+    const hasModel = (index: number, model: string) => cluster.standins[index]!.installedModels().includes(model);
+    const submitted: Array<{ id: string; model: string; prompt: string }> = [];
+    const started = performance.now();
+    for (const [index, daemon] of cluster.daemons.entries()) {
+      for (const model of ['llama3.2:1b', 'qwen2.5:7b', 'phi3:mini']) {
+        for (let n = 0; n < 3; n += 1) {
+          const prompt = `${tag} from node ${index}, ${model} #${n}`;
+          const task = await submit(daemon, { model, prompt, options: { num_predict: 12 } });
+          submitted.push({ id: task.id, model, prompt });
+        }
+      }
+    }
+    const done = await waitFinished(cluster.daemons, submitted.map((task) => task.id), 30_000);
+    console.log(`[measure] ${submitted.length} tasks submitted to 3 nodes completed in ${(performance.now() - started).toFixed(0)} ms`);
+    const tally = tallyGenerations(cluster.logFiles);
+    for (const { id, model, prompt } of submitted) {
+      const task = done.get(id)!;
+      expect(task.status, `${id}: ${task.error}`).toBe('completed');
+      const node = cluster.daemons.findIndex((daemon) => daemon.nodeId === task.assignedNode);
+      expect(hasModel(node, model), `${model} ran on ${cluster.daemons[node]?.spec.name}`).toBe(true);
+      expect(task.output).toBe(standinText(model, prompt, 12));
+      expect(task.usage?.completionTokens).toBe(12);
+      const generations = tally.get(promptSha(prompt));
+      expect(generations?.finished).toBe(1);
+      expect(generations?.finishedOn).toEqual([node]);
+    }
+    // phi3:mini exists only on tasks-c.
+    expect(submitted.filter((task) => task.model === 'phi3:mini').every((task) => done.get(task.id)!.assignedNode === cluster.daemons[2]!.nodeId)).toBe(true);
+  }, 45_000);
+
+  it('streams output to a watcher on another node as it is generated', async () => {
+    const [watcher, , worker] = cluster.daemons as [typeof cluster.daemons[0], typeof cluster.daemons[0], typeof cluster.daemons[0]];
+    const prompt = `${tag} stream me`;
+    const task = await submit(watcher, { model: 'phi3:mini', prompt, options: { num_predict: 60 } });
+    const arrivals: number[] = [];
+    const events = await readEvents(watcher, task.id, 20_000, (event) => {
+      if (event.type === 'output') arrivals.push(performance.now());
+    });
+    const final = events.at(-1) as Extract<TaskEvent, { type: 'final' }>;
+    expect(final.type).toBe('final');
+    expect(final.task.status).toBe('completed');
+    expect(final.task.assignedNode).toBe(worker.nodeId);
+    const output = events.filter((event): event is TaskOutputEvent => event.type === 'output');
+    expect(output.map((event) => event.text).join('')).toBe(final.task.output);
+    expect(output.map((event) => event.sequence)).toEqual(output.map((_, position) => position));
+    // 60 tokens at 100 tokens/s: chunks arrive over about half a second, not all at the end.
+    expect(arrivals.at(-1)! - arrivals[0]!).toBeGreaterThan(200);
+  }, 30_000);
+
+  it('cancel on one node aborts the generation running on another', async () => {
+    const [a, b, c] = cluster.daemons as [typeof cluster.daemons[0], typeof cluster.daemons[0], typeof cluster.daemons[0]];
+    const prompt = `${tag} a long one`;
+    const task = await submit(a, { model: 'phi3:mini', prompt, options: { num_predict: 2_000 } });
+    await waitUntil('the task to run', async () => (await getTask(b, task.id))?.status === 'running', 10_000, 50);
+    await waitUntil('tokens to flow', () => (tallyGenerations(cluster.logFiles).get(promptSha(prompt))?.started ?? 0) === 1, 5_000, 50);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const { status } = await b.api(`/api/tasks/${task.id}`, { method: 'DELETE' });
+    expect(status).toBe(200);
+    await waitUntil('the stand-in to log the abort', () => (tallyGenerations(cluster.logFiles).get(promptSha(prompt))?.aborted ?? 0) === 1, 5_000, 50);
+    const generation = cluster.standins[2]!.generations().find((record) => record.promptText === prompt);
+    expect(generation?.outcome).toBe('aborted');
+    expect(generation!.tokens).toBeLessThan(2_000);
+    expect((await getTask(c, task.id))?.status).toBe('cancelled');
+    expect(tallyGenerations(cluster.logFiles).get(promptSha(prompt))?.finished).toBe(0);
+  }, 30_000);
+});
