@@ -199,6 +199,8 @@ export function drawScenario(random: Prng, voters: number, overrides: Partial<Sc
   const tickPeriodsUs = overrides.tickPeriodsUs
     ?? drawTickPeriods(random, voters + spareNodes, baseTickUs, { electionTicks, driftTicks });
   const stormy = random.chance(0.5);
+  // One run in ten is a hurricane: a network that loses, repeats and reorders a lot.
+  const hurricane = random.chance(0.1);
   const scenario: Scenario = {
     electionTicks,
     heartbeatTicks: random.range(1, Math.max(1, Math.floor(electionTicks / 3))),
@@ -207,13 +209,14 @@ export function drawScenario(random: Prng, voters: number, overrides: Partial<Sc
     tickPeriodsUs,
     spareNodes,
     network: {
-      dropProbability: stormy ? random.pick([0.02, 0.05, 0.15]) : random.pick([0, 0.01]),
-      duplicateProbability: random.pick([0, 0.01, 0.05]),
-      slowProbability: random.pick([0, 0.02, 0.1]),
+      dropProbability: hurricane ? 0.3 : stormy ? random.pick([0.02, 0.05, 0.15]) : random.pick([0, 0.01]),
+      duplicateProbability: hurricane ? 0.2 : random.pick([0, 0.01, 0.05]),
+      slowProbability: hurricane ? 0.3 : random.pick([0, 0.02, 0.1]),
     },
     delayMinUs: 100,
     delayMaxUs: random.pick([1_000, 3_000, 8_000]),
-    slowDelayMaxUs: random.pick([20_000, 60_000]),
+    // The longest slow path delivers messages from terms long gone.
+    slowDelayMaxUs: random.pick([20_000, 60_000, 60_000, 500_000]),
     clientGapMeanUs: random.pick([2_000, 5_000, 10_000]),
     faultGapMeanUs: stormy ? random.pick([40_000, 100_000]) : random.pick([200_000, 400_000]),
     maxEntriesPerAppend: random.pick([1, 3, 64]),
@@ -773,7 +776,7 @@ export class Simulation {
       }
     } else if (action === 1) {
       this.stats.partitions++;
-      const shape = random.int(3);
+      const shape = random.int(4);
       if (shape === 0) {
         const node = random.pick(ids);
         this.network.isolate(node);
@@ -789,11 +792,20 @@ export class Simulation {
         const groupB = shuffled.slice(cut);
         this.network.split(groupA, groupB);
         this.note('net', `split {${groupA.join(',')}} | {${groupB.join(',')}}`);
-      } else {
+      } else if (shape === 2) {
         const from = random.pick(ids);
         const to = random.pick(ids.filter((id) => id !== from));
         this.network.cut(from, to);
         this.note('net', `cut ${from} -> ${to} (one way)`);
+      } else {
+        // A bridge: two groups that reach each other only through one node, the topology in
+        // which CheckQuorum and leader stickiness are known to struggle.
+        const bridge = random.pick(ids);
+        const others = ids.filter((id) => id !== bridge);
+        const groupA = others.filter(() => random.chance(0.5));
+        const groupB = others.filter((id) => !groupA.includes(id));
+        this.network.split(groupA, groupB);
+        this.note('net', `bridge through ${bridge}: {${groupA.join(',')}} | {${groupB.join(',')}}`);
       }
       this.queue.push(this.nowUs + random.range(20_000, 600_000), { kind: 'heal' });
     } else if (action === 2) {
