@@ -109,8 +109,11 @@ export async function readEvents(daemon: MeshDaemon, id: string, timeoutMs: numb
   const events: TaskEvent[] = [];
   const decoder = new TextDecoder();
   let buffer = '';
-  for await (const bytes of response.body) {
-    buffer += decoder.decode(bytes as Uint8Array, { stream: true });
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
     let end: number;
     while ((end = buffer.indexOf('\n\n')) >= 0) {
       const block = buffer.slice(0, end);
@@ -120,7 +123,10 @@ export async function readEvents(daemon: MeshDaemon, id: string, timeoutMs: numb
       const event = JSON.parse(data) as TaskEvent;
       events.push(event);
       onEvent?.(event);
-      if (event.type === 'final') return events;
+      if (event.type === 'final') {
+        await reader.cancel();
+        return events;
+      }
     }
   }
   return events;
