@@ -137,3 +137,6 @@ export const peerExchangeAddressesPerPeerMax = 16;
 export const identityConflictsMax = 64;
 // A peer that left on purpose stays listed as left this long.
 export const forgetLeftAfterMsDefault = 30_000;
+// Each node asks one random peer for its peer list this often, so a dial that failed
+// after a connect-time exchange is retried and the mesh stays fully connected.
+export const peerExchangeIntervalMs = 10_000;

@@ -24,7 +24,7 @@ class FakeHost implements MembershipHost {
     this.published.push(heartbeatCodec.decode(bytes));
     return 0;
   }
-  subscribe(_topic: string, handler: GossipHandler): () => void {
+  subscribe(_topic: string, handler: GossipHandler, _options?: { relay?: boolean }): () => void {
     this.handler = handler;
     return () => { this.handler = null; };
   }

@@ -140,7 +140,11 @@ export class Membership {
   async start(): Promise<void> {
     if (this.#state !== 'new') throw new Error('Membership starts once');
     this.#state = 'running';
-    this.#cleanups.push(this.#host.subscribe(HEARTBEAT_TOPIC, (from, bytes) => this.#receive(from, bytes)));
+    // Heartbeats are flood-published to every peer and every node connects to every
+    // other, so relaying them only multiplies traffic; and a peer we cannot reach
+    // directly is one Raft cannot reach either, so seeing it only through others would
+    // overstate its health.
+    this.#cleanups.push(this.#host.subscribe(HEARTBEAT_TOPIC, (from, bytes) => this.#receive(from, bytes), { relay: false }));
     this.#cleanups.push(this.#host.on('peer:subscribed', ({ topic }) => {
       if (topic === HEARTBEAT_TOPIC) this.publishNow();
     }));

@@ -109,6 +109,11 @@ type Services = {
   mdns?: PeerDiscovery;
 };
 
+/** Gossipsub has this method; its exported interface does not list it. */
+interface GossipValidationReporter {
+  reportMessageValidationResult(msgId: string, propagationSource: string, acceptance: 'accept' | 'ignore' | 'reject'): void;
+}
+
 interface OutboundChannel {
   peerId: string;
   protocol: string;
@@ -153,6 +158,7 @@ export class P2PHost extends EventTarget {
   readonly #options: P2PHostOptions;
   readonly #frameBytesMax: number;
   readonly #gossipHandlers = new Map<string, Set<GossipHandler>>();
+  readonly #relayTopics = new Set<string>();
   readonly #channels = new Map<string, OutboundChannel>();
   readonly #bootstrapTargets: BootstrapTarget[];
   readonly #shutdown = new AbortController();
@@ -160,6 +166,7 @@ export class P2PHost extends EventTarget {
   readonly #conflictReportedAtMs = new Map<string, number>();
   #node: Libp2p<Services> | null = null;
   #bootstrapTimer: NodeJS.Timeout | null = null;
+  #peerExchangeTimer: NodeJS.Timeout | null = null;
   readonly #mdnsQueryTimers = new Set<NodeJS.Timeout>();
   #state: 'new' | 'running' | 'stopped' = 'new';
   #peerId = '';
@@ -205,6 +212,8 @@ export class P2PHost extends EventTarget {
         // Our own messages go straight to every subscribed peer, not only the mesh:
         // the mesh is small and it cuts the time to be seen to one hop.
         floodPublish: true,
+        // Forwarding is decided per topic after delivery (subscribe's `relay` option).
+        asyncValidation: true,
         emitSelf: false,
         fallbackToFloodsub: false,
         maxInboundDataLength: limits.heartbeatBytesMax * 4,
@@ -256,20 +265,22 @@ export class P2PHost extends EventTarget {
       this.#emit('peer:disconnected', { peerId });
       if (this.#node?.services.mdns !== undefined && this.#state === 'running') this.#scheduleMdnsQuery(mdnsAfterDisconnectMs);
     });
-    node.services.pubsub.addEventListener('message', (event) => {
-      const message = event.detail;
+    node.services.pubsub.addEventListener('gossipsub:message', (event) => {
+      const { msg: message, msgId, propagationSource } = event.detail;
       // StrictSign: gossipsub verified the signature; `from` is the signer.
       if (message.type !== 'signed') return;
       const handlers = this.#gossipHandlers.get(message.topic);
-      if (handlers === undefined) return;
       const from = message.from.toString();
-      for (const handler of handlers) {
+      for (const handler of handlers ?? []) {
         try {
           handler(from, message.data);
         } catch (error) {
           log.error('gossip handler failed', { topic: message.topic, error });
         }
       }
+      // With asyncValidation on, nothing is forwarded until we say so (see subscribe()).
+      const relay = handlers !== undefined && this.#relayTopics.has(message.topic);
+      (node.services.pubsub as unknown as GossipValidationReporter).reportMessageValidationResult(msgId, propagationSource.toString(), relay ? 'accept' : 'ignore');
     });
     node.services.pubsub.addEventListener('subscription-change', (event) => {
       const peerId = event.detail.peerId.toString();
@@ -294,6 +305,12 @@ export class P2PHost extends EventTarget {
     for (const target of this.#bootstrapTargets) {
       if (target.peerId === this.#peerId) target.namesOurId = true;
     }
+    this.#peerExchangeTimer = setInterval(() => {
+      const peers = this.#node?.getPeers() ?? [];
+      const peer = peers[Math.floor(Math.random() * peers.length)];
+      if (peer !== undefined) void this.#exchangePeers(peer);
+    }, limits.peerExchangeIntervalMs);
+    this.#peerExchangeTimer.unref();
     if (this.#bootstrapTargets.length > 0) {
       this.#bootstrapTick();
       this.#bootstrapTimer = setInterval(() => this.#bootstrapTick(), bootstrapTickMs);
@@ -333,6 +350,7 @@ export class P2PHost extends EventTarget {
     this.#state = 'stopped';
     this.#shutdown.abort(new HostStoppedError());
     if (this.#bootstrapTimer !== null) clearInterval(this.#bootstrapTimer);
+    if (this.#peerExchangeTimer !== null) clearInterval(this.#peerExchangeTimer);
     for (const timer of this.#mdnsQueryTimers) clearTimeout(timer);
     this.#mdnsQueryTimers.clear();
     for (const channel of this.#channels.values()) {
@@ -395,8 +413,14 @@ export class P2PHost extends EventTarget {
     return result.recipients.length;
   }
 
-  /** Subscribes; the handler gets the verified signer's peer id. Returns an unsubscribe function. */
-  subscribe(topic: string, handler: GossipHandler): () => void {
+  /**
+   * Subscribes; the handler gets the verified signer's peer id. Returns an unsubscribe
+   * function. `relay: false` delivers without forwarding: for topics whose publishers
+   * flood-publish to every peer, on a mesh where every node connects to every other
+   * (which this host maintains), forwarding only multiplies the traffic by the mesh
+   * degree; the cost is that a node reaches only the peers it is connected to.
+   */
+  subscribe(topic: string, handler: GossipHandler, options: { relay?: boolean } = {}): () => void {
     const node = this.#running();
     let handlers = this.#gossipHandlers.get(topic);
     if (handlers === undefined) {
@@ -404,6 +428,7 @@ export class P2PHost extends EventTarget {
       this.#gossipHandlers.set(topic, handlers);
       node.services.pubsub.subscribe(topic);
     }
+    if (options.relay ?? true) this.#relayTopics.add(topic);
     handlers.add(handler);
     return () => {
       const current = this.#gossipHandlers.get(topic);
@@ -411,6 +436,7 @@ export class P2PHost extends EventTarget {
       current.delete(handler);
       if (current.size === 0) {
         this.#gossipHandlers.delete(topic);
+        this.#relayTopics.delete(topic);
         if (this.#state === 'running') node.services.pubsub.unsubscribe(topic);
       }
     };
@@ -730,7 +756,7 @@ export class P2PHost extends EventTarget {
     }
   }
 
-  /** Asks a newly connected peer whom it knows, and dials those we are not connected to. */
+  /** Asks a peer whom it knows (on connect, and periodically), and dials those we are not connected to. */
   async #exchangePeers(remote: PeerId): Promise<void> {
     if (this.#state !== 'running') return;
     try {
