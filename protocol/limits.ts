@@ -140,3 +140,23 @@ export const forgetLeftAfterMsDefault = 30_000;
 // Each node asks one random peer for its peer list this often, so a dial that failed
 // after a connect-time exchange is retried and the mesh stays fully connected.
 export const peerExchangeIntervalMs = 10_000;
+
+// Gateway (daemon/gateway): Ollama- and OpenAI-compatible requests placed at once.
+// Gateway requests this node handles as the entry node at once (local or relayed); past
+// it, 429 with Retry-After.
+export const gatewayRequestsInFlightMax = 256;
+// Relayed gateway requests this node serves for peers at once; past it the peer is told
+// this node is busy and tries its next-ranked node.
+export const gatewayInboundRelaysMax = 256;
+// Nodes tried for one request when the chosen one fails before answering anything.
+export const gatewayTriesMax = 2;
+// One gateway request, response included (a long generation streams for a while).
+export const gatewayRequestTimeoutMs = 60 * 60_000;
+// Body bytes per relay frame; Ollama's chunks are split to fit.
+export const gatewayRelayChunkBytesMax = 64 * 1024;
+export const gatewayRetryAfterSeconds = 1;
+// Metrics (daemon/metrics): label combinations per metric family; more go to one
+// overflow series so a bad label cannot grow memory without end.
+export const metricsSeriesPerFamilyMax = 1_000;
+// Window of the cluster figures of /api/metrics/performance.
+export const performanceWindowMs = 60_000;
