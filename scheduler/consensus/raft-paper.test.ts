@@ -3,7 +3,7 @@
 // Figure 8), Figure 7 log repair, plus this core's bounds (batching, pipelining, limits).
 import { describe, expect, it } from 'vitest';
 import { raftPendingReadsMax } from '../../protocol/limits.ts';
-import { Raft } from './raft.ts';
+import { Raft, committedEntriesPerReadyMax, messageProblem, uncommittedBytesMax } from './raft.ts';
 import { Harness, defaultOptions } from './script.ts';
 import type { Entry, Message, NodeId, RaftOptions, RaftRestore, Ready } from './types.ts';
 
@@ -442,6 +442,49 @@ describe('bounds', () => {
     const raft = electLeader(makeRaft('1', voters3), voters3);
     for (let index = 0; index < raftPendingReadsMax; index += 1) expect(raft.readIndex(`r${index}`).ok).toBe(true);
     expect(raft.readIndex('one-too-many')).toMatchObject({ ok: false, reason: 'busy' });
+  });
+
+  it('drops malformed messages from the network instead of crashing, and counts them', () => {
+    const raft = makeRaft('1', voters3, {}, { hardState: { term: 1, vote: null, commit: 0 } });
+    const malformed: Message[] = [
+      { type: 'append', from: '2', to: '1', term: 1, logIndex: 0, logTerm: 0, commit: 0, entries: [{ term: 1, index: 2, type: 'normal', data: 'gap' }] },
+      { type: 'append', from: '2', to: '1', term: 1, logIndex: 0, logTerm: 0, commit: 0, entries: [{ term: 5, index: 1, type: 'normal', data: 'future term' }] },
+      { type: 'snapshot', from: '2', to: '1', term: 1 },
+      { type: 'vote', from: '2', to: '1', term: -1, logIndex: 0, logTerm: 0 },
+      { type: 'gossip' as Message['type'], from: '2', to: '1', term: 1 },
+    ];
+    for (const message of malformed) expect(messageProblem(message)).not.toBeNull();
+    for (const message of malformed) raft.step(message);
+    expect(raft.status()).toMatchObject({ lastIndex: 0, term: 1, malformedMessagesDropped: malformed.length });
+    expect(drainMessages(raft)).toEqual([]);
+  });
+
+  it('refuses proposals as busy once too much data waits to commit', () => {
+    const raft = electLeader(makeRaft('1', voters3, { maxBytesPerAppend: 8 * 1024 * 1024 }), voters3);
+    const chunk = 'c'.repeat(4 * 1024 * 1024);
+    let accepted = 0;
+    while (raft.propose(chunk).ok) accepted += 1;
+    expect(accepted).toBe(uncommittedBytesMax / chunk.length);
+    expect(raft.propose('small but still refused'.repeat(1000))).toMatchObject({ ok: false, reason: 'busy' });
+    // A quorum acknowledging everything frees the room again.
+    raft.step({ type: 'append-response', from: '2', to: '1', term: 1, reject: false, hintIndex: raft.status().lastIndex });
+    expect(raft.propose(chunk).ok).toBe(true);
+  });
+
+  it('hands out committed entries in Readys bounded by count and size', () => {
+    const raft = makeRaft('1', ['1'], { maxBytesPerAppend: 8 * 1024 * 1024 });
+    raft.campaign();
+    drainReady(raft);
+    const chunk = 'd'.repeat(3 * 1024 * 1024);
+    for (let index = 0; index < 12; index += 1) expect(raft.propose(chunk).ok).toBe(true);
+    const sizes: number[] = [];
+    for (let ready = drainReady(raft); ready !== null; ready = drainReady(raft)) if (ready.committed.length > 0) sizes.push(ready.committed.length);
+    // 16 MiB per Ready: five 3 MiB entries fit, the sixth would not.
+    expect(sizes).toEqual([5, 5, 2]);
+    for (let index = 0; index < committedEntriesPerReadyMax + 10; index += 1) raft.propose('e');
+    const counts: number[] = [];
+    for (let ready = drainReady(raft); ready !== null; ready = drainReady(raft)) if (ready.committed.length > 0) counts.push(ready.committed.length);
+    expect(counts).toEqual([committedEntriesPerReadyMax, 10]);
   });
 
   it('treats ready() twice without advance() as a driver bug', () => {

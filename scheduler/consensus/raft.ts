@@ -10,8 +10,15 @@ import type {
   RaftRestore, RaftStatus, ReadIndexResult, ReadState, Ready, Role, Snapshot, SoftState, TransferResult,
 } from './types.ts';
 
-/** Committed entries handed out in one Ready; the rest follow in the next one. */
+/** Committed entries handed out in one Ready (count, and data size); the rest follow in the next one. */
 export const committedEntriesPerReadyMax = 4096;
+export const committedBytesPerReadyMax = 16 * 1024 * 1024;
+/**
+ * Uncommitted data a leader accepts before refusing proposals as 'busy' (with the entry
+ * count bound raftPendingProposalsMax), so a leader cut off from its followers does not
+ * grow its log without bound.
+ */
+export const uncommittedBytesMax = 64 * 1024 * 1024;
 /** Framing we charge per entry on top of its data when sizing appends and proposals. */
 export const entryOverheadBytes = 32;
 /**
@@ -118,6 +125,68 @@ interface PendingRead {
   index: number;
   /** Any acknowledged leader message with sequence >= this was sent after the request. */
   requiredSeq: number;
+}
+
+function isIndex(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+function isNodeIdList(value: unknown): boolean {
+  return Array.isArray(value) && value.every((node) => typeof node === 'string');
+}
+
+const entryTypes = new Set(['normal', 'config', 'noop']);
+
+/**
+ * Why a message from the network cannot be stepped, or null when it is well formed. The
+ * daemon's codec checks the schema; this checks what a schema cannot (contiguous entries,
+ * terms that never decrease), so a faulty peer costs a dropped message, not a crash.
+ */
+export function messageProblem(message: Message): string | null {
+  if (typeof message !== 'object' || message === null) return 'not an object';
+  if (typeof message.from !== 'string' || typeof message.to !== 'string') return 'from and to must be node ids';
+  if (!isIndex(message.term)) return `term ${String(message.term)} is not a non-negative integer`;
+  switch (message.type) {
+    case 'pre-vote':
+    case 'vote':
+      return isIndex(message.logIndex) && isIndex(message.logTerm) ? null : `${message.type} needs logIndex and logTerm`;
+    case 'append': {
+      if (!isIndex(message.logIndex) || !isIndex(message.logTerm) || !isIndex(message.commit)) return 'append needs logIndex, logTerm and commit';
+      const entries = message.entries ?? [];
+      if (!Array.isArray(entries)) return 'append entries must be an array';
+      let previousTerm = message.logTerm;
+      for (let k = 0; k < entries.length; k += 1) {
+        const entry = entries[k] as Entry;
+        if (typeof entry !== 'object' || entry === null) return `entry ${k} is not an object`;
+        if (entry.index !== message.logIndex + 1 + k) return `entry ${k} has index ${String(entry.index)}, expected ${message.logIndex + 1 + k}`;
+        if (!isIndex(entry.term) || entry.term < previousTerm || entry.term > message.term) return `entry ${entry.index} has term ${String(entry.term)} outside [${previousTerm}, ${message.term}]`;
+        if (!entryTypes.has(entry.type) || typeof entry.data !== 'string') return `entry ${entry.index} has an unknown type or non-string data`;
+        previousTerm = entry.term;
+      }
+      return null;
+    }
+    case 'append-response':
+      if (message.reject === true && !isIndex(message.logIndex)) return 'a rejection needs the rejected logIndex';
+      return message.hintIndex === undefined || isIndex(message.hintIndex) ? null : 'hintIndex must be a non-negative integer';
+    case 'heartbeat':
+      return isIndex(message.commit) ? null : 'heartbeat needs commit';
+    case 'snapshot': {
+      const snapshot = message.snapshot;
+      if (typeof snapshot !== 'object' || snapshot === null) return 'snapshot message carries no snapshot';
+      if (!isIndex(snapshot.index) || !isIndex(snapshot.term) || snapshot.term > message.term) return 'snapshot index or term is invalid';
+      if (typeof snapshot.config !== 'object' || snapshot.config === null || !isNodeIdList(snapshot.config.voters) || !isNodeIdList(snapshot.config.learners)) return 'snapshot config is invalid';
+      return typeof snapshot.data === 'string' ? null : 'snapshot data must be a string';
+    }
+    case 'snapshot-response':
+      return message.hintIndex === undefined || isIndex(message.hintIndex) ? null : 'hintIndex must be a non-negative integer';
+    case 'heartbeat-response':
+    case 'pre-vote-response':
+    case 'vote-response':
+    case 'timeout-now':
+      return null;
+    default:
+      return `unknown message type ${JSON.stringify((message as { type?: unknown }).type)}`;
+  }
 }
 
 /** A thrown Error for a broken invariant: a bug in the core or its driver, never input. */
@@ -262,6 +331,8 @@ export class Raft {
   private progress = new Map<NodeId, Progress>();
   private messageSeq = 0;
   private committedInTerm = false;
+  /** Size (UTF-16 units) of the data of entries after commit; leader only. */
+  private uncommittedBytes = 0;
   private leadTransferee: NodeId | null = null;
   private transferElapsed = 0;
   /** Once a timeout-now left in this term, another node may win at once: no more leases. */
@@ -270,6 +341,8 @@ export class Raft {
   private appendBroadcastWanted = false;
   private commitBroadcastWanted = false;
   private readRoundWanted = false;
+
+  private malformedMessagesDropped = 0;
 
   // Output, handed over by ready().
   private outbox: Message[] = [];
@@ -572,6 +645,8 @@ export class Raft {
     for (const node of [...this.config.voters, ...this.config.learners]) {
       if (node !== this.id) this.progress.set(node, new Progress(this.lastIndex() + 1));
     }
+    this.uncommittedBytes = 0;
+    for (let index = this.commit + 1; index <= this.lastIndex(); index += 1) this.uncommittedBytes += this.entryAt(index).data.length;
     // The no-op commits the log of earlier terms, which the leader may not count (Figure 8).
     this.appendAsLeader([{ term, index: this.lastIndex() + 1, type: 'noop', data: '' }]);
   }
@@ -633,6 +708,11 @@ export class Raft {
   // ---------------------------------------------------------------- step
 
   step(message: Message): void {
+    if (messageProblem(message) !== null) {
+      // Malformed input is the sender's fault, not ours: drop it and count it for status().
+      this.malformedMessagesDropped += 1;
+      return;
+    }
     if (message.to !== this.id || message.from === this.id) return;
     if (message.term > this.term) {
       const isVoteRequest = message.type === 'pre-vote' || message.type === 'vote';
@@ -954,6 +1034,9 @@ export class Raft {
   private maybeCommit(): boolean {
     const candidate = this.quorumValue(this.lastIndex(), (progress) => progress.match);
     if (candidate <= this.commit || this.termAt(candidate) !== this.term) return false;
+    for (let index = Math.max(this.commit + 1, this.firstIndex()); index <= candidate; index += 1) {
+      this.uncommittedBytes -= this.entryAt(index).data.length;
+    }
     this.commit = candidate;
     return true;
   }
@@ -979,6 +1062,7 @@ export class Raft {
   }
 
   private appendAsLeader(entries: Entry[]): void {
+    for (const entry of entries) this.uncommittedBytes += entry.data.length;
     this.appendToLog(entries, 0);
     if (this.maybeCommit()) this.onCommitAdvanced();
     this.appendBroadcastWanted = true;
@@ -1097,6 +1181,9 @@ export class Raft {
     }
     if (this.lastIndex() - this.commit >= raftPendingProposalsMax) {
       return { ok: false, reason: 'busy', leader: this.leader, message: `${raftPendingProposalsMax} entries are waiting to commit; retry when followers catch up` };
+    }
+    if (this.uncommittedBytes + data.length > uncommittedBytesMax) {
+      return { ok: false, reason: 'busy', leader: this.leader, message: `${uncommittedBytesMax} bytes of entries are waiting to commit; retry when followers catch up` };
     }
     return null;
   }
@@ -1237,8 +1324,16 @@ export class Raft {
 
     const snapshot = this.pendingSnapshot;
     const applyFrom = Math.max(this.applied, snapshot?.index ?? 0, this.snapshotIndex) + 1;
-    const applyTo = Math.min(this.commit, applyFrom + committedEntriesPerReadyMax - 1);
+    let applyTo = Math.min(this.commit, applyFrom + committedEntriesPerReadyMax - 1);
     const offset = this.snapshotIndex + 1;
+    let committedBytes = 0;
+    for (let index = applyFrom; index <= applyTo; index += 1) {
+      committedBytes += this.entryAt(index).data.length;
+      if (committedBytes > committedBytesPerReadyMax && index > applyFrom) {
+        applyTo = index - 1;
+        break;
+      }
+    }
     const ready: Ready = {
       softState: softChanged ? soft : null,
       hardState: hardChanged ? hard : null,
@@ -1298,6 +1393,7 @@ export class Raft {
       leaseRemainingTicks: this.leaseRemainingTicks(),
       transferee: this.leadTransferee,
       pendingReads: this.pendingReads.length,
+      malformedMessagesDropped: this.malformedMessagesDropped,
       progress,
     };
   }

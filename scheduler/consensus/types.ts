@@ -228,6 +228,8 @@ export interface RaftStatus {
   /** Leadership transfer target while a transfer is under way. */
   transferee: NodeId | null;
   pendingReads: number;
+  /** Messages step() dropped because messageProblem() found them malformed. */
+  malformedMessagesDropped: number;
   /** Leader only: per follower and learner. */
   progress: Record<NodeId, ProgressStatus>;
 }
