@@ -77,10 +77,9 @@ describe('OllamaProbe', () => {
     expect(ollamaProbe.current().reachable).toBe(true);
     await server.close();
 
-    // The first poll may meet a pooled connection the dying server cut; later ones are refused.
-    const first = await ollamaProbe.refresh();
-    expect(first.reachable).toBe(false);
-    expect(first.error).toMatch(/^connection (refused at|to) http:\/\/127\.0\.0\.1:\d+/);
+    // The first poll may meet a pooled connection the dying server cut (not yet reported,
+    // in case it passes); the retry is refused, which is reported at once.
+    await ollamaProbe.refresh();
     expect(ollamaProbe.status()).toMatchObject({ consecutiveFailures: 1, nextPollDelayMs: 40 });
     const down = await ollamaProbe.refresh();
     expect(down).toMatchObject({ reachable: false, version: null, installed: [], loaded: [] });
@@ -149,6 +148,29 @@ describe('OllamaProbe', () => {
     expect(tooBig.error).toMatch(new RegExp(`^unexpected answer from ${hugeUrl} to GET /api/\\w+: the answer is 67108864 bytes, over the 8388608-byte limit`));
     const wrongTags = await probe({ url: wrongUrl.replace('127.0.0.1', 'localhost'), intervalMs: 60_000, fetch: (input, init) => fetch(String(input).replace('/api/version', '/api/other'), init) }).refresh();
     expect(wrongTags.error).toContain('to GET /api/tags: GET /api/tags has no "models" list; is this URL an Ollama server? Check --ollama-url');
+  });
+
+  it('reports a passing failure of a reachable Ollama only when the retry fails too', async () => {
+    const server = await standin();
+    const ollamaProbe = probe({ url: server.url, intervalMs: 60_000, backoffInitialMs: 60_000 });
+    await ollamaProbe.start();
+    server.failNext(1, { scope: 'all', status: 500 });
+    expect((await ollamaProbe.refresh()).reachable).toBe(true);
+    expect(ollamaProbe.status().consecutiveFailures).toBe(1);
+    expect(await ollamaProbe.refresh()).toMatchObject({ reachable: true, error: null });
+    expect(ollamaProbe.status().consecutiveFailures).toBe(0);
+
+    // A poll sends three requests at once (version, tags, ps): six failures fail two polls.
+    server.failNext(6, { scope: 'all', status: 500 });
+    expect((await ollamaProbe.refresh()).reachable).toBe(true);
+    const failed = await ollamaProbe.refresh();
+    expect(failed).toMatchObject({ reachable: false, installed: [] });
+    expect(failed.error).toMatch(/answered GET \/api\/\w+ with HTTP 500/);
+
+    // A 404 is not Ollama having a bad moment: reported at once.
+    expect((await ollamaProbe.refresh()).reachable).toBe(true);
+    server.failNext(1, { scope: 'all', status: 404 });
+    expect((await ollamaProbe.refresh()).reachable).toBe(false);
   });
 
   it('keeps a bounded moving average of tokens/s per model', () => {

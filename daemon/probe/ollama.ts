@@ -21,6 +21,12 @@ export interface OllamaProbeOptions {
   /** First retry delay after a failure; doubles on each further failure. */
   backoffInitialMs?: number;
   backoffMaxMs?: number;
+  /**
+   * Failures in a row before a reachable Ollama is reported unreachable, for failures that
+   * may be passing (timeouts, cut connections, 5xx). A refused connection or an answer
+   * that is not Ollama's is reported at once.
+   */
+  unreachableAfterFailures?: number;
   /** Weight of the newest generation in the moving average of tokens/s (0..1]. */
   tokensPerSecondSmoothing?: number;
   /** Called after every poll whose result differs from the previous state. */
@@ -88,6 +94,15 @@ function errorCode(error: unknown): string | undefined {
     current = (current as { cause?: unknown }).cause;
   }
   return undefined;
+}
+
+/** Whether a failure leaves no doubt that Ollama is not there (as opposed to slow or restarting). */
+export function isDefinitiveFailure(error: unknown): boolean {
+  if (error instanceof ProbeRequestError || error instanceof SyntaxError) return true;
+  const status = (error as { status_code?: unknown } | null)?.status_code;
+  if (typeof status === 'number') return status < 500;
+  const code = errorCode(error);
+  return code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH';
 }
 
 /** Says in one sentence what failed, at which URL, and what to do about it. */
@@ -206,6 +221,7 @@ export class OllamaProbe {
   private readonly backoffInitialMs: number;
   private readonly backoffMaxMs: number;
   private readonly smoothing: number;
+  private readonly unreachableAfterFailures: number;
   private readonly onChange: ((state: OllamaState) => void) | undefined;
   private readonly client: Ollama;
   private stopController = new AbortController();
@@ -228,6 +244,7 @@ export class OllamaProbe {
     this.backoffInitialMs = options.backoffInitialMs ?? ollamaBackoffInitialMsDefault;
     this.backoffMaxMs = options.backoffMaxMs ?? ollamaBackoffMaxMsDefault;
     this.smoothing = options.tokensPerSecondSmoothing ?? 0.3;
+    this.unreachableAfterFailures = Math.max(1, Math.floor(options.unreachableAfterFailures ?? 2));
     if (!(this.smoothing > 0 && this.smoothing <= 1)) throw new RangeError(`tokensPerSecondSmoothing must be in (0, 1], got ${this.smoothing}`);
     this.onChange = options.onChange;
     this.nextDelayMs = this.intervalMs;
@@ -404,10 +421,18 @@ export class OllamaProbe {
     } catch (error) {
       this.failures++;
       const reason = this.stopController.signal.aborted ? `probe stopped while asking ${this.url}` : describeOllamaFailure(error, this.url, endpoint, this.requestTimeoutMs);
-      // Say it once when it starts failing (and when the reason changes), not every retry.
-      if (this.failures === 1 || reason !== this.state.error) log.warn(reason);
-      // An unreachable Ollama serves nothing: report no models rather than stale ones.
-      next = { url: this.state.url, reachable: false, version: null, error: reason, installed: [], loaded: [], tokensPerSecond: this.speedsRecord() };
+      if (this.state.reachable && this.failures < this.unreachableAfterFailures && !isDefinitiveFailure(error)) {
+        // One timeout or cut connection from an Ollama that was fine is not yet news: the
+        // last state stands until the retry (in backoffInitialMs) confirms the failure,
+        // so a hiccup does not make the node drop all its agents for a moment.
+        log.debug(`${reason} (retrying before reporting it)`);
+        next = { ...this.state, tokensPerSecond: this.speedsRecord() };
+      } else {
+        // Say it once when it starts failing (and when the reason changes), not every retry.
+        if (this.state.reachable || reason !== this.state.error) log.warn(reason);
+        // An unreachable Ollama serves nothing: report no models rather than stale ones.
+        next = { url: this.state.url, reachable: false, version: null, error: reason, installed: [], loaded: [], tokensPerSecond: this.speedsRecord() };
+      }
     }
     this.lastPollAt = Date.now();
     const changed = !sameState(this.state, next);
