@@ -2,7 +2,9 @@
 // (/api/tags), the models loaded and their VRAM (/api/ps), and the measured generation
 // speed per model. Polled in the background; `current()` is synchronous. A missing or dead
 // Ollama is a state to report (reachable: false, with a reason people can act on), retried
-// with exponential backoff; it never throws out of here and never stops the daemon.
+// with exponential backoff (1 s doubling to 30 s, back to the poll period on success); a
+// single passing failure of a healthy Ollama waits for the retry before it is reported.
+// Nothing throws out of here, and nothing here stops the daemon.
 import { Ollama, type ListResponse, type ModelResponse } from 'ollama';
 import type { InstalledModel, LoadedModel, OllamaState } from '../../protocol/heartbeat.ts';
 import * as limits from '../../protocol/limits.ts';
