@@ -131,7 +131,7 @@ function isIndex(value: unknown): value is number {
   return Number.isSafeInteger(value) && (value as number) >= 0;
 }
 
-function isNodeIdList(value: unknown): boolean {
+function isNodeIdList(value: unknown): value is NodeId[] {
   return Array.isArray(value) && value.every((node) => typeof node === 'string');
 }
 
@@ -161,6 +161,10 @@ export function messageProblem(message: Message): string | null {
         if (entry.index !== message.logIndex + 1 + k) return `entry ${k} has index ${String(entry.index)}, expected ${message.logIndex + 1 + k}`;
         if (!isIndex(entry.term) || entry.term < previousTerm || entry.term > message.term) return `entry ${entry.index} has term ${String(entry.term)} outside [${previousTerm}, ${message.term}]`;
         if (!entryTypes.has(entry.type) || typeof entry.data !== 'string') return `entry ${entry.index} has an unknown type or non-string data`;
+        if (entry.type === 'config') {
+          const problem = configEntryProblem(entry);
+          if (problem !== null) return problem;
+        }
         previousTerm = entry.term;
       }
       return null;
@@ -258,26 +262,27 @@ interface ConfigEntryData extends Record<string, unknown> {
   config: ClusterConfig;
 }
 
-function isNodeList(value: unknown): value is NodeId[] {
-  return Array.isArray(value) && value.every((node) => typeof node === 'string');
-}
-
-function parseConfigEntry(entry: Entry): ConfigEntryData {
+/** Why a config entry's data is not a change with its resulting config, or null. */
+function configEntryProblem(entry: Entry): string | null {
   let parsed: unknown;
   try {
     parsed = JSON.parse(entry.data);
   } catch {
-    invariant(false, `config entry ${entry.index} does not hold JSON`);
+    return `config entry ${entry.index} does not hold JSON`;
   }
   const candidate = parsed as Partial<ConfigEntryData> | null;
-  invariant(
-    typeof candidate === 'object' && candidate !== null && typeof candidate.node === 'string'
-      && ['add-learner', 'promote', 'demote', 'remove'].includes(candidate.type as string)
-      && typeof candidate.config === 'object' && candidate.config !== null
-      && isNodeList(candidate.config.voters) && isNodeList(candidate.config.learners),
-    `config entry ${entry.index} does not hold a ConfigChange with its resulting config`,
-  );
-  return candidate as ConfigEntryData;
+  const wellFormed = typeof candidate === 'object' && candidate !== null && typeof candidate.node === 'string'
+    && ['add-learner', 'promote', 'demote', 'remove'].includes(candidate.type as string)
+    && typeof candidate.config === 'object' && candidate.config !== null
+    && isNodeIdList(candidate.config.voters) && isNodeIdList(candidate.config.learners);
+  return wellFormed ? null : `config entry ${entry.index} does not hold a ConfigChange with its resulting config`;
+}
+
+/** Entries reach the log only through messageProblem() or the leader's own proposals. */
+function parseConfigEntry(entry: Entry): ConfigEntryData {
+  const problem = configEntryProblem(entry);
+  invariant(problem === null, problem ?? '');
+  return JSON.parse(entry.data) as ConfigEntryData;
 }
 
 /** Entry data for a config change: the change and the config it produces. */
