@@ -13,6 +13,7 @@ import { fnvNumber, fnvOffset, fnvString, hex32 } from './hash.ts';
 import { encodeSet, KvStateMachine } from './kv.ts';
 import { cloneMessage, quietNetwork, SimNetwork, type NetworkFaults } from './network.ts';
 import { Prng } from './prng.ts';
+import { nextConfigChange, type KnownNode } from '../consensus/voter-policy.ts';
 
 export interface SimOptions {
   seed: number;
@@ -51,6 +52,13 @@ export interface Scenario {
   reconfigure: boolean;
   /** Clients demote or remove voters (the leader included) only while more than this many remain. */
   votersMin: number;
+  /**
+   * Who changes membership: 'random' clients, or the leader running the daemon's voter policy
+   * (scheduler/consensus/voter-policy.ts) on what it can see, as production does.
+   */
+  membership: 'random' | 'policy';
+  /** Voter policy: a voter unreachable this long is replaced. */
+  replaceDeadAfterMs: number;
   /**
    * Process pauses (a stalled event loop, a GC pause, a suspended VM): after one, the daemon
    * catches its clock up, delivering the missed ticks before anything else. Set false to see
@@ -154,6 +162,8 @@ interface SimNode {
   pausedUntilUs: number;
   /** Ticks its clock passed while the process was stalled. */
   missedTicks: number;
+  /** Since when the voter policy has seen this node unreachable (null: reachable). */
+  unreachableSinceUs: number | null;
   pendingReads: Map<string, PendingRead>;
   pendingWrites: Map<number, PendingWrite>;
 }
@@ -224,6 +234,8 @@ export function drawScenario(random: Prng, voters: number, overrides: Partial<Sc
     compactAfterEntries: random.pick([5, 20, 1_000_000]),
     reconfigure: random.chance(0.6),
     votersMin: random.pick([1, 2, 3, 3]),
+    membership: random.chance(0.5) ? 'policy' : 'random',
+    replaceDeadAfterMs: random.pick([100, 300, 1_000]),
     pauseTickCatchUp: true,
   };
   return { ...scenario, ...overrides };
@@ -340,6 +352,7 @@ export class Simulation {
         crashPlan: null,
         pausedUntilUs: 0,
         missedTicks: 0,
+        unreachableSinceUs: null,
         pendingReads: new Map(),
         pendingWrites: new Map(),
       });
@@ -691,7 +704,8 @@ export class Simulation {
     const leaders = live.filter((node) => node.role === 'leader');
     const target = leaders.length > 0 && random.chance(0.8) ? random.pick(leaders) : random.pick(live);
     const core = target.core as SimCore;
-    const reconfigure = this.scenario.reconfigure && !this.quiet;
+    // The voter policy runs in production at all times; random changes stop with the faults.
+    const reconfigure = this.scenario.reconfigure && (!this.quiet || this.scenario.membership === 'policy');
     const action = random.weighted([10, 8, reconfigure ? 0.6 : 0, reconfigure ? 0.3 : 0]);
     if (action === 0) {
       if (target.pendingWrites.size >= pendingWritesPerNodeMax) return;
@@ -715,7 +729,7 @@ export class Simulation {
       }
       target.pendingReads.set(readId, { key, lease, startUs: this.nowUs, index: null });
     } else if (action === 2) {
-      const change = this.pickConfigChange(target);
+      const change = this.scenario.membership === 'policy' ? this.policyConfigChange(target) : this.pickConfigChange(target);
       if (change === null) return;
       const result = core.proposeConfigChange(change);
       this.stats.configChanges++;
@@ -745,6 +759,44 @@ export class Simulation {
       for (const node of voters) options.push({ type: 'demote', node }, { type: 'remove', node });
     }
     return options.length === 0 ? null : random.pick(options);
+  }
+
+  /**
+   * What the daemon's voter policy would propose on this leader, from what the leader can
+   * see: a node is alive when it runs and the links both ways are up (the membership plane's
+   * failure detector, approximated). Checks the policy's promise that a change never leaves
+   * the live voters short of a quorum they had.
+   */
+  private policyConfigChange(target: SimNode): ConfigChange | null {
+    if (target.role !== 'leader' || target.core === null) return null;
+    const status = target.core.status();
+    const nodes: KnownNode[] = this.nodes.map((node) => {
+      const reachable = node === target || (node.core !== null && this.nowUs >= node.pausedUntilUs
+        && !this.network.isCut(target.id, node.id) && !this.network.isCut(node.id, target.id));
+      if (reachable) node.unreachableSinceUs = null;
+      else if (node.unreachableSinceUs === null) node.unreachableSinceUs = this.nowUs;
+      return {
+        id: node.id,
+        alive: reachable,
+        deadForMs: reachable ? 0 : Math.floor((this.nowUs - (node.unreachableSinceUs as number)) / 1000),
+        match: node === target ? status.lastIndex : (status.progress[node.id]?.match ?? 0),
+      };
+    });
+    const change = nextConfigChange({
+      config: status.config, nodes, leader: target.id, replaceDeadAfterMs: this.scenario.replaceDeadAfterMs, lastIndex: status.lastIndex,
+    });
+    if (change === null) return null;
+    const alive = new Set(nodes.filter((node) => node.alive).map((node) => node.id));
+    const quorum = (voters: NodeId[]) => Math.floor(voters.length / 2) + 1;
+    const liveCount = (voters: NodeId[]) => voters.filter((id) => alive.has(id)).length;
+    const before = status.config.voters;
+    const after: ClusterConfig = { voters: [...before], learners: [...status.config.learners] };
+    applyConfigChange(after, change);
+    if (liveCount(before) >= quorum(before) && liveCount(after.voters) < quorum(after.voters)) {
+      throw new InvariantViolation('voter policy keeps a live quorum',
+        `${target.id}'s voter policy proposed ${change.type} ${change.node}: live voters ${liveCount(before)} of ${before.length} (quorum ${quorum(before)}) become ${liveCount(after.voters)} of ${after.voters.length} (quorum ${quorum(after.voters)}); alive: ${[...alive].join(',')}`);
+    }
+    return change;
   }
 
   private expireReads(): void {
