@@ -137,6 +137,12 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     expect(deadText).toContain('unreachable');
     expect(deadText).toContain('ETIMEDOUT');
 
+    // A refresh redraws only the cards that changed: atlas keeps its element, the suspect node turns dead.
+    await atlas.evaluate((card) => { (card as HTMLElement & { marked?: boolean }).marked = true; });
+    fake.editAgents = (agents) => ({ nodes: agents.nodes.map((node) => (node.state === 'suspect' ? { ...node, state: 'dead' as const, lastSeenAgoMs: 9_000 } : node)) });
+    await cards.filter({ hasText: 'gpu-box' }).getByText('✕ dead').waitFor();
+    expect(await atlas.evaluate((card) => (card as HTMLElement & { marked?: boolean }).marked)).toBe(true);
+
     // The cluster event feed shows events from the stream.
     await page.locator('#event-list').getByText('leader changed').waitFor();
     expect(await page.locator('#events-state').textContent()).toBe('live');

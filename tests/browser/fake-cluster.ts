@@ -125,6 +125,8 @@ export class FakeCluster {
   readonly submissions: unknown[] = [];
   private readonly subscribers = new Set<Subscriber>();
   private nextTaskNumber = 1;
+  /** Lets a test change what the node reports about its peers from one poll to the next. */
+  editAgents: (agents: AgentsStatus) => AgentsStatus = (agents) => agents;
   app: App | null = null;
   baseUrl = '';
 
@@ -179,7 +181,7 @@ export class FakeCluster {
       can,
       readiness: () => ({ ready: true, leaderId: selfId }),
       clusterStatus: () => sampleCluster(this.tasks.values()),
-      agentsStatus: () => sampleAgents(Date.now()),
+      agentsStatus: () => this.editAgents(sampleAgents(Date.now())),
       reportInternalError: (error) => {
         throw error;
       },

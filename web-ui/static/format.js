@@ -50,7 +50,9 @@ export function expiresIn(iso, nowMs) {
   const left = at - nowMs;
   // Ollama reports far-future dates for keep_alive=-1.
   if (left > 365 * 86_400_000) return 'never expires';
-  return left <= 0 ? 'expiring now' : `expires in ${duration(left)}`;
+  if (left <= 0) return 'expiring now';
+  // Whole minutes above one minute, so the text (and the card showing it) changes rarely.
+  return left < 60_000 ? `expires in ${Math.ceil(left / 1_000)} s` : `expires in ${Math.ceil(left / 60_000)} min`;
 }
 
 /** Local date and time for a ms timestamp. @param {number | null} ms */
