@@ -191,4 +191,12 @@ describe('P2PHost', () => {
     await waitFor('conflict', () => conflicts.length > 0, 5_000);
     expect(conflicts[0]).toBe(`dial ${privateKey.publicKey.toString()}`);
   }, 15_000);
+
+  it('announces the configured host with the port it actually bound', async () => {
+    const host = await track(startLoopbackHost(newClusterKey(), { announceHosts: ['10.1.2.3', 'gpu-01.lan'] }));
+    const addresses = host.multiaddrs();
+    expect(addresses).toHaveLength(2);
+    expect(addresses[0]).toMatch(new RegExp(`^/ip4/10\\.1\\.2\\.3/tcp/[1-9][0-9]*/p2p/${host.peerId}$`));
+    expect(addresses[1]).toMatch(new RegExp(`^/dns/gpu-01\\.lan/tcp/[1-9][0-9]*/p2p/${host.peerId}$`));
+  });
 });

@@ -14,7 +14,7 @@ import { identify, type Identify } from '@libp2p/identify';
 import { mdns } from '@libp2p/mdns';
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
 import { preSharedKey } from '@libp2p/pnet';
-import { peerIdFromString } from '@libp2p/peer-id';
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId, PeerInfo, PrivateKey, Stream, PeerDiscovery } from '@libp2p/interface';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import * as limits from '../../protocol/limits.ts';
@@ -203,6 +203,7 @@ export class P2PHost extends EventTarget {
     const listenHost = options.listenHost ?? '0.0.0.0';
     const port = options.port ?? P2P_PORT_DEFAULT;
     const announceHosts = options.announceHosts ?? [];
+    const ownPeerId = peerIdFromPrivateKey(options.privateKey).toString();
     const services = {
       identify: identify(),
       pubsub: gossipsub({
@@ -230,7 +231,7 @@ export class P2PHost extends EventTarget {
         ...(announceHosts.length === 0 ? {} : {
           announceFilter: (addresses: Multiaddr[]) => {
             const boundPort = addresses.map((address) => tcpPortOf(address)).find((value) => value !== null) ?? port;
-            return announceHosts.map((host) => multiaddr(`${ipPrefix(host)}/tcp/${boundPort}`));
+            return announceHosts.map((host) => multiaddr(`${ipPrefix(host)}/tcp/${boundPort}/p2p/${ownPeerId}`));
           },
         }),
       },
