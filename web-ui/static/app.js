@@ -147,6 +147,7 @@ class Dashboard {
     if (this.dialogKeepsToken && this.tokens.get() !== null) return;
     this.disconnect();
     element('signed-out').hidden = false;
+    element('where').textContent = `not signed in · ${location.host}`;
   }
 
   /** @param {number} delayMs */
