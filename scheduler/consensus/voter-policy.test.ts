@@ -4,7 +4,7 @@ import { effectiveVotersTarget, nextConfigChange } from './voter-policy.ts';
 import type { KnownNode, VoterPolicyInput } from './voter-policy.ts';
 import type { ClusterConfig } from './types.ts';
 
-const lastIndex = 1_000;
+const lastIndex = 100_000;
 const minute = 60_000;
 
 function alive(id: string, match = lastIndex): KnownNode {
@@ -49,7 +49,7 @@ describe('nextConfigChange', () => {
   });
 
   it('does not promote a learner that is far behind', () => {
-    const nodes = [alive('a'), alive('b', lastIndex - 500), alive('c', lastIndex - 10)];
+    const nodes = [alive('a'), alive('b', lastIndex - 5_000), alive('c', lastIndex - 10)];
     expect(nextConfigChange(input({ voters: ['a'], learners: ['b', 'c'] }, nodes))).toEqual({ type: 'promote', node: 'c' });
     expect(nextConfigChange(input({ voters: ['a'], learners: ['b'] }, nodes.slice(0, 2)))).toBeNull();
   });
