@@ -107,6 +107,14 @@ describe('Membership (fake host)', () => {
     expect(events.map((event) => event.type)).toEqual(['joined', 'suspect', 'dead', 'alive']);
   });
 
+  it('reports how far a member\'s wall clock is from ours', async () => {
+    const host = new FakeHost('self-id');
+    const { membership } = await startMembership(host);
+    host.deliver('peer-a', { ...heartbeatOf('peer-a', 'i1', 1), sentAt: Date.now() - 60_000 });
+    expect(membership.member('peer-a')!.clockOffsetMs).toBeGreaterThanOrEqual(60_000);
+    expect(membership.member('peer-a')!.clockOffsetMs).toBeLessThan(61_000);
+  });
+
   it('marks a peer left at once on its departure heartbeat', async () => {
     const host = new FakeHost('self-id');
     const { membership, events } = await startMembership(host);

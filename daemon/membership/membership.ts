@@ -42,6 +42,12 @@ export interface MemberView {
   lastSeenMs: number;
   /** The last heartbeat accepted from the node; null only before our own first one. */
   heartbeat: Heartbeat | null;
+  /**
+   * Our wall clock minus the sender's when its last heartbeat arrived (network delay
+   * included, so a few ms is normal). For display and drift warnings only: nothing
+   * relies on wall clocks agreeing.
+   */
+  clockOffsetMs: number;
 }
 
 export interface IdentityConflictView {
@@ -74,6 +80,8 @@ interface MemberRecord {
   instanceId: string;
   lastSeenWallMs: number;
   instances: Map<string, InstanceRecord>;
+  /** The clock-offset warning is logged once per node. */
+  clockWarned: boolean;
 }
 
 /** Instances remembered per node id, enough to tell a restart from a twin. */
@@ -84,6 +92,8 @@ const publishNowSpacingMs = 100;
 const conflictExpireMs = 120_000;
 /** How long stop() waits for the departure heartbeat to go out. */
 const leaveTimeoutMs = 1_000;
+/** Wall clocks further apart than this get a warning (once per node). */
+const clockOffsetWarnMs = 2_000;
 /** Log a broken self() body at most this often. */
 const selfErrorLogEveryMs = 60_000;
 
@@ -187,11 +197,11 @@ export class Membership {
   }
 
   members(): MemberView[] {
-    const views: MemberView[] = [{ nodeId: this.nodeId, state: 'alive', self: true, lastSeenMs: Date.now(), heartbeat: this.#lastSent }];
+    const views: MemberView[] = [{ nodeId: this.nodeId, state: 'alive', self: true, lastSeenMs: Date.now(), heartbeat: this.#lastSent, clockOffsetMs: 0 }];
     for (const entry of this.#detector.peers()) {
       const record = this.#members.get(entry.peer);
       if (record === undefined) continue;
-      views.push({ nodeId: entry.peer, state: entry.state, self: false, lastSeenMs: record.lastSeenWallMs, heartbeat: record.heartbeat });
+      views.push({ nodeId: entry.peer, state: entry.state, self: false, lastSeenMs: record.lastSeenWallMs, heartbeat: record.heartbeat, clockOffsetMs: record.lastSeenWallMs - record.heartbeat.sentAt });
     }
     return views;
   }
@@ -300,7 +310,7 @@ export class Membership {
       }
       // The detector may have evicted a dead or left node to make room: drop its record too.
       for (const nodeId of this.#members.keys()) if (this.#detector.state(nodeId) === undefined) this.#members.delete(nodeId);
-      record = { heartbeat, instanceId: heartbeat.instanceId, lastSeenWallMs: Date.now(), instances: new Map() };
+      record = { heartbeat, instanceId: heartbeat.instanceId, lastSeenWallMs: Date.now(), instances: new Map(), clockWarned: false };
       this.#members.set(heartbeat.nodeId, record);
     }
 
@@ -324,6 +334,11 @@ export class Membership {
       record.heartbeat = heartbeat;
     }
     record.lastSeenWallMs = Date.now();
+    const offsetMs = record.lastSeenWallMs - heartbeat.sentAt;
+    if (Math.abs(offsetMs) > clockOffsetWarnMs && !record.clockWarned) {
+      record.clockWarned = true;
+      log.warn('a node\'s wall clock differs from ours; timestamps it reports will look off (run NTP on both)', { nodeId: heartbeat.nodeId, name: heartbeat.name, offsetMs });
+    }
 
     if (heartbeat.leaving) {
       // Only the newest instance's goodbye removes the node: a restarted node's old

@@ -152,6 +152,21 @@ describe('P2PHost', () => {
     expect(received).toEqual([...Array(10).keys()].map((index) => 90 + index));
   }, 15_000);
 
+  it('drops (and counts) messages for a peer it cannot reach, without retrying in a loop', async () => {
+    const key = newClusterKey();
+    const b = await track(startLoopbackHost(key));
+    const gone = await startLoopbackHost(key);
+    const goneId = gone.peerId;
+    await gone.stop();
+    for (let index = 0; index < 20; index++) b.send(goneId, '/test/raft/1', encoder.encode(String(index)));
+    await waitFor('the messages to be dropped', () => b.sendStats()[0]?.dropped === 20, 5_000);
+    expect(b.sendStats()[0]).toMatchObject({ queued: 0, sent: 0 });
+    // During the backoff new messages wait in the bounded queue instead of dialing again.
+    b.send(goneId, '/test/raft/1', encoder.encode('late'));
+    expect(b.sendStats()[0]!.queued).toBe(1);
+    await waitFor('the late message to be dropped after the next failed dial', () => b.sendStats()[0]?.dropped === 21, 5_000);
+  }, 15_000);
+
   it('redials a bootstrap peer that restarts on the same address and key', async () => {
     const key = newClusterKey();
     const { generateKeyPair } = await import('@libp2p/crypto/keys');
