@@ -117,10 +117,8 @@ function main(): void {
   }
   const elapsedMs = performance.now() - startedMs;
   process.stdout.write(`\n${formatSummary(totals, elapsedMs, options.voters, options.steps)}\n`);
-  if (options.seeds === 1 && failures.length === 0) {
-    const only = totals.lastTraceHash;
-    process.stdout.write(`trace hash ${only}\n`);
-  }
+  // One seed: its trace hash, to compare two replays at a glance.
+  if (options.seeds === 1) process.stdout.write(`trace hash ${totals.lastTraceHash}\n`);
   if (failures.length > 0) {
     process.stdout.write(`\nfailing seeds (replay each with the command shown):\n`);
     for (const failed of failures) process.stdout.write(`  ${replayCommand(options, failed.seed)}   # ${failed.failure?.invariant}\n`);

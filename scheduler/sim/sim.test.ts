@@ -44,6 +44,12 @@ describe('simulation of the real core', () => {
     }, 120_000);
   }
 
+  it('passes 20 long seeds (30,000 steps each) with deep logs and many snapshots', () => {
+    const { totals, failures } = runRange(50_001, 20, 3, raftCore, 30_000);
+    expect(describeFailures(failures, 3, 30_000)).toEqual([]);
+    expect(totals.entriesCommitted).toBeGreaterThan(20 * 500);
+  }, 120_000);
+
   it('exercised what it claims: elections, commits, both kinds of reads, faults, reconfiguration, snapshots', () => {
     expect(overall.seeds).toBeGreaterThanOrEqual(2_000);
     expect(overall.elections).toBeGreaterThan(overall.seeds);
