@@ -294,6 +294,27 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     await page.locator('#events-state', { hasText: 'reconnecting in' }).waitFor();
   });
 
+  it('works under a strict Content-Security-Policy (no inline script or style)', async () => {
+    const policy = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+    await page.route(`${baseUrl}/`, async (route) => {
+      const response = await route.fetch();
+      await route.fulfill({ response, headers: { ...response.headers(), 'content-security-policy': policy } });
+    });
+    await context.addInitScript(() => {
+      document.addEventListener('securitypolicyviolation', (event) => {
+        (window as unknown as { violations: string[] }).violations ??= [];
+        (window as unknown as { violations: string[] }).violations.push(`${event.violatedDirective} ${event.blockedURI}`);
+      });
+    });
+    fake.addTask({ id: 'csp-1', status: 'running', attempt: 1, assignedNode: '12D3KooWSelfNode000000000000000000000000000001' });
+    await openSignedIn();
+    await page.locator('#task-rows button', { hasText: 'csp-1' }).click();
+    await expect.poll(() => fake.streamsFor('csp-1'), { timeout: stepTimeoutMs }).toBe(1);
+    const width = await page.locator('#node-list [role=meter][aria-label=VRAM] .bar-fill').first().evaluate((fill) => (fill as HTMLElement).style.width);
+    expect(width).toBe('81.3%');
+    expect(await page.evaluate(() => (window as unknown as { violations?: string[] }).violations ?? [])).toEqual([]);
+  });
+
   it('looks right on a laptop and a phone (screenshots in /tmp)', async () => {
     fake.addTask({ id: 'gen-7', title: 'translate the README to French', status: 'running', attempt: 1, assignedNode: '12D3KooWSelfNode000000000000000000000000000001', startedAt: Date.now() - 4_000 });
     fake.addTask({ id: 'gen-6', title: 'review pull request 118', status: 'queued', capability: 'review', model: null, waitingFor: 'waiting for a node with capability review' });

@@ -447,11 +447,15 @@ export class TasksView {
   }
 
   close() {
+    const id = this.selectedId;
     this.closeStream();
     this.selectedId = null;
     this.selected = null;
     this.detail.hidden = true;
     for (const row of this.rows.querySelectorAll('tr.selected')) row.classList.remove('selected');
+    // Back to the task's row, so a keyboard user continues where they left the list.
+    const button = id === null ? null : this.rows.querySelector(`[data-focus="task-${CSS.escape(id)}"]`);
+    if (button instanceof HTMLElement) button.focus();
   }
 
   /** @param {string} id */
