@@ -1,5 +1,6 @@
 // An Ollama-compatible HTTP server without a GPU, for tests and demos: it answers Ollama's
-// API shapes (tags, ps, show, generate, chat, embed, pull, delete, version) over real HTTP,
+// API shapes (tags, ps, show, generate, chat, embed, pull, delete, version, and the
+// OpenAI-compatible /v1 endpoints) over real HTTP,
 // streams deterministic tokens at a configured speed, simulates cold loads, keep-alive and
 // VRAM, logs every generation, and has knobs (`/_standin/*` or the returned handle) to
 // inject failures, hangs, cut connections and speed changes.
@@ -12,6 +13,10 @@ import {
   type StandinModel, type StandinModelSpec,
 } from './catalog.ts';
 import { StandinEventLog } from './events.ts';
+import {
+  RequestError, nativeOutput, openAiChatOutput, openAiCompletionOutput, openAiError, parseOpenAiChat, parseOpenAiCompletion,
+  type GenerationOutput,
+} from './formats.ts';
 
 export interface StandinOptions {
   host?: string;
@@ -46,7 +51,8 @@ export type GenerationOutcome = 'running' | 'completed' | 'aborted' | 'broken';
 
 export interface GenerationRecord {
   id: number;
-  endpoint: 'generate' | 'chat';
+  /** Native /api/generate and /api/chat, or the OpenAI-compatible /v1 endpoints. */
+  endpoint: 'generate' | 'chat' | 'openai-chat' | 'openai-completion';
   model: string;
   promptSha256: string;
   /** The rendered prompt, clipped to promptTextCharsMax characters. */
@@ -95,6 +101,20 @@ export interface Standin {
   reset(): void;
 }
 
+/** What a generation needs, whichever endpoint and format asked for it. */
+interface GenerationSpec {
+  endpoint: GenerationRecord['endpoint'];
+  model: StandinModel;
+  promptText: string;
+  keepAliveMs: number | null;
+  numPredict: number | null;
+  stops: string[];
+  /** Ollama's `format`: "json" or a JSON schema; empty for text. */
+  format: unknown;
+  stream: boolean;
+  receivedAt: bigint;
+}
+
 export const promptTextCharsMax = 2048;
 const requestBodyBytesMax = 8 * 1024 * 1024;
 const tokensPerRequestMax = 100_000;
@@ -108,15 +128,6 @@ class BusyError extends Error {
 
 class AbortedError extends Error {
   override name = 'AbortedError';
-}
-
-class RequestError extends Error {
-  override name = 'RequestError';
-  readonly status: number;
-  constructor(status: number, message: string) {
-    super(message);
-    this.status = status;
-  }
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -300,6 +311,7 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
   const records: GenerationRecord[] = [];
   let generationsStarted = 0;
   let embedCount = 0;
+  let openAiResponses = 0;
   let closed = false;
 
   const knobs = {
@@ -435,8 +447,8 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
     return controller.signal;
   }
 
-  async function writeLine(response: http.ServerResponse, value: unknown, signal: AbortSignal): Promise<void> {
-    if (response.write(JSON.stringify(value) + '\n')) return;
+  async function writeText(response: http.ServerResponse, text: string, signal: AbortSignal): Promise<void> {
+    if (response.write(text)) return;
     await new Promise<void>((resolve, reject) => {
       const onAbort = () => reject(new AbortedError('aborted'));
       signal.addEventListener('abort', onAbort, { once: true });
@@ -447,7 +459,8 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
     });
   }
 
-  async function handleGeneration(kind: 'generate' | 'chat', body: Record<string, unknown>, response: http.ServerResponse): Promise<void> {
+  /** Parses a native /api/generate or /api/chat body; answers load-only requests itself. */
+  async function handleNative(kind: 'generate' | 'chat', body: Record<string, unknown>, response: http.ServerResponse): Promise<void> {
     const receivedAt = process.hrtime.bigint();
     const model = findModel(body);
     if (model.embedding) throw new RequestError(400, `"${model.name}" does not support ${kind}`);
@@ -455,8 +468,6 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
     const parsedKeepAlive = parseKeepAlive(body.keep_alive);
     const keepAliveMs = parsedKeepAlive === undefined ? defaultKeepAliveMs : parsedKeepAlive;
     const requestOptions = (typeof body.options === 'object' && body.options !== null ? body.options : {}) as Record<string, unknown>;
-    const numPredict = typeof requestOptions.num_predict === 'number' ? Math.floor(requestOptions.num_predict) : null;
-    const stops = Array.isArray(requestOptions.stop) ? requestOptions.stop.filter((stop): stop is string => typeof stop === 'string' && stop !== '') : [];
     const stream = body.stream !== false;
     let promptText: string;
     let empty: boolean;
@@ -473,37 +484,94 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
       promptText = renderChatPrompt(messages.map((message: { role: string; content?: string }) => ({ role: message.role, content: message.content ?? '' })));
       empty = messages.length === 0;
     }
-    const signal = disconnectSignal(response);
-    const createdAt = () => new Date().toISOString();
-    const emptyPiece = kind === 'generate' ? { response: '' } : { message: { role: 'assistant', content: '' } };
+    const output = nativeOutput(kind, model.name, stream);
 
     // Ollama answers an empty prompt by loading (or, with keep_alive 0, unloading) the model.
     if (empty) {
+      const emptyPiece = kind === 'generate' ? { response: '' } : { message: { role: 'assistant', content: '' } };
       if (keepAliveMs === 0) {
         unloadModel(model.name, 'keep_alive 0');
-        sendJson(response, 200, { model: model.name, created_at: createdAt(), ...emptyPiece, done: true, done_reason: 'unload' });
+        sendJson(response, 200, { model: model.name, created_at: new Date().toISOString(), ...emptyPiece, done: true, done_reason: 'unload' });
         return;
       }
-      await ensureLoaded(model, keepAliveMs, signal);
+      await ensureLoaded(model, keepAliveMs, disconnectSignal(response));
       releaseModel(model, keepAliveMs);
-      sendJson(response, 200, { model: model.name, created_at: createdAt(), ...emptyPiece, done: true, done_reason: 'load' });
+      sendJson(response, 200, { model: model.name, created_at: new Date().toISOString(), ...emptyPiece, done: true, done_reason: 'load' });
       return;
     }
+    const numPredict = typeof requestOptions.num_predict === 'number' ? Math.floor(requestOptions.num_predict) : null;
+    const stops = Array.isArray(requestOptions.stop) ? requestOptions.stop.filter((stop): stop is string => typeof stop === 'string' && stop !== '') : [];
+    await runGeneration({ endpoint: kind, model, promptText, keepAliveMs, numPredict, stops, format: body.format, stream, receivedAt }, response, output);
+  }
 
+  /** An OpenAI-compatible /v1/chat/completions or /v1/completions request, as Ollama serves it. */
+  async function handleOpenAi(kind: 'chat' | 'completion', body: Record<string, unknown>, response: http.ServerResponse): Promise<void> {
+    const receivedAt = process.hrtime.bigint();
+    const request = kind === 'chat' ? parseOpenAiChat(body) : parseOpenAiCompletion(body);
+    const model = findModel(body);
+    if (model.embedding) throw new RequestError(400, `"${model.name}" does not support ${kind === 'chat' ? 'chat' : 'generate'}`);
+    const output = kind === 'chat'
+      ? openAiChatOutput(model.name, request.stream, request.includeUsage, ++openAiResponses)
+      : openAiCompletionOutput(model.name, request.stream, request.includeUsage, ++openAiResponses);
+    await runGeneration({
+      endpoint: kind === 'chat' ? 'openai-chat' : 'openai-completion', model, promptText: request.promptText, keepAliveMs: defaultKeepAliveMs,
+      numPredict: request.maxTokens, stops: request.stops, format: request.format, stream: request.stream, receivedAt,
+    }, response, output);
+  }
+
+  /** The tokens of an answer: deterministic text or JSON, cut by num_predict and stop. */
+  function answerTokens(spec: GenerationSpec): { tokens: string[]; doneReason: string } {
+    let tokens: string[];
+    let doneReason = 'stop';
+    const limit = spec.numPredict !== null && spec.numPredict > 0 ? Math.min(spec.numPredict, tokensPerRequestMax) : null;
+    if (spec.format !== undefined && spec.format !== null && spec.format !== '') {
+      tokens = splitJsonTokens(standinJsonText(spec.model.name, spec.promptText, spec.format));
+      if (limit !== null && limit < tokens.length) {
+        tokens = tokens.slice(0, limit);
+        doneReason = 'length';
+      }
+    } else if (limit !== null) {
+      // With a token limit the answer runs to it, as a long answer cut off would.
+      tokens = standinTokens(spec.model.name, spec.promptText, limit);
+      doneReason = 'length';
+    } else {
+      tokens = standinTokens(spec.model.name, spec.promptText, responseTokens);
+    }
+    if (spec.stops.length > 0) {
+      let text = '';
+      for (let index = 0; index < tokens.length; index++) {
+        const candidate = text + tokens[index];
+        const hit = spec.stops.map((stop) => candidate.indexOf(stop)).filter((at) => at >= 0).sort((a, b) => a - b)[0];
+        if (hit !== undefined) {
+          const cut = candidate.slice(text.length, hit);
+          tokens = [...tokens.slice(0, index), ...(cut === '' ? [] : [cut])];
+          doneReason = 'stop';
+          break;
+        }
+        text = candidate;
+      }
+    }
+    return { tokens, doneReason };
+  }
+
+  /** One generation: a slot, the model loaded, tokens at the model's speed, logged throughout. */
+  async function runGeneration(spec: GenerationSpec, response: http.ServerResponse, output: GenerationOutput): Promise<void> {
+    const { model } = spec;
+    const signal = disconnectSignal(response);
     await slots.acquire(signal).catch((error: unknown) => {
       if (error instanceof BusyError) throw new RequestError(503, error.message);
       throw error;
     });
     const id = ++generationsStarted;
     const record: GenerationRecord = {
-      id, endpoint: kind, model: model.name,
-      promptSha256: createHash('sha256').update(promptText).digest('hex'),
-      promptText: promptText.slice(0, promptTextCharsMax),
-      stream, startedAt: Date.now(), finishedAt: null, coldLoad: !loaded.has(model.name),
+      id, endpoint: spec.endpoint, model: model.name,
+      promptSha256: createHash('sha256').update(spec.promptText).digest('hex'),
+      promptText: spec.promptText.slice(0, promptTextCharsMax),
+      stream: spec.stream, startedAt: Date.now(), finishedAt: null, coldLoad: !loaded.has(model.name),
       aborted: false, outcome: 'running', tokens: 0, doneReason: null,
     };
     pushRecord(record);
-    eventLog.write({ event: 'start', id, model: model.name, endpoint: kind, promptSha256: record.promptSha256, stream, coldLoad: record.coldLoad });
+    eventLog.write({ event: 'start', id, model: model.name, endpoint: spec.endpoint, promptSha256: record.promptSha256, stream: spec.stream, coldLoad: record.coldLoad });
     let modelHeld = false;
     let breakAfter: number | null = null;
     if (knobs.breakRemaining > 0) {
@@ -519,49 +587,18 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
       eventLog.write({ event: outcome === 'completed' ? 'finish' : outcome === 'broken' ? 'break' : 'abort', id, model: model.name, tokens: record.tokens, ...(doneReason === null ? {} : { doneReason }) });
     };
     try {
-      const load = await ensureLoaded(model, keepAliveMs, signal);
+      const load = await ensureLoaded(model, spec.keepAliveMs, signal);
       modelHeld = true;
       // Prompt evaluation is about twenty times faster than generation on real hardware.
-      const promptEvalCount = approximateTokenCount(promptText);
+      const promptEvalCount = approximateTokenCount(spec.promptText);
       const promptStarted = process.hrtime.bigint();
       await sleep((promptEvalCount / (tokensPerSecondOf(model) * 20)) * 1000, signal);
       const promptEvalNs = Number(process.hrtime.bigint() - promptStarted);
+      const { tokens, doneReason } = answerTokens(spec);
 
-      let tokens: string[];
-      let doneReason = 'stop';
-      const limit = numPredict !== null && numPredict > 0 ? Math.min(numPredict, tokensPerRequestMax) : null;
-      if (body.format !== undefined && body.format !== null && body.format !== '') {
-        tokens = splitJsonTokens(standinJsonText(model.name, promptText, body.format));
-        if (limit !== null && limit < tokens.length) {
-          tokens = tokens.slice(0, limit);
-          doneReason = 'length';
-        }
-      } else if (limit !== null) {
-        // With num_predict the answer runs to the limit, as a long answer cut off would.
-        tokens = standinTokens(model.name, promptText, limit);
-        doneReason = 'length';
-      } else {
-        tokens = standinTokens(model.name, promptText, responseTokens);
-      }
-      if (stops.length > 0) {
-        let text = '';
-        for (let index = 0; index < tokens.length; index++) {
-          const candidate = text + tokens[index];
-          const hit = stops.map((stop) => candidate.indexOf(stop)).filter((at) => at >= 0).sort((a, b) => a - b)[0];
-          if (hit !== undefined) {
-            const cut = candidate.slice(text.length, hit);
-            tokens = [...tokens.slice(0, index), ...(cut === '' ? [] : [cut])];
-            doneReason = 'stop';
-            break;
-          }
-          text = candidate;
-        }
-      }
-
-      if (stream) response.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
+      if (spec.stream) response.writeHead(200, { 'Content-Type': output.contentType, 'Cache-Control': 'no-cache' });
       const evalStarted = process.hrtime.bigint();
-      const evalStartedMs = performance.now();
-      let nextDueMs = evalStartedMs;
+      let nextDueMs = performance.now();
       let tokensSinceYield = 0;
       let text = '';
       while (record.tokens < tokens.length) {
@@ -584,43 +621,56 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
         const token = tokens[record.tokens] ?? '';
         text += token;
         record.tokens++;
-        if (stream) {
-          const piece = kind === 'generate' ? { response: token } : { message: { role: 'assistant', content: token } };
-          await writeLine(response, { model: model.name, created_at: createdAt(), ...piece, done: false }, signal);
-        }
+        if (spec.stream) await writeText(response, output.chunk(token), signal);
       }
       if (breakAfter !== null && record.tokens >= breakAfter) {
         end('broken', null);
         cutConnection(response);
         return;
       }
-      const evalNs = Number(process.hrtime.bigint() - evalStarted);
-      const finalPiece = stream ? emptyPiece : kind === 'generate' ? { response: text } : { message: { role: 'assistant', content: text } };
-      const final = {
-        model: model.name,
-        created_at: createdAt(),
-        ...finalPiece,
-        done: true,
-        done_reason: doneReason,
-        ...(kind === 'generate' ? { context: Array.from({ length: Math.min(64, promptEvalCount + record.tokens) }, (_, index) => 100 + index) } : {}),
-        total_duration: Number(process.hrtime.bigint() - receivedAt),
-        load_duration: load.loadNs,
-        prompt_eval_count: promptEvalCount,
-        prompt_eval_duration: promptEvalNs,
-        eval_count: record.tokens,
-        eval_duration: evalNs,
-      };
+      const closing = output.end({
+        text, doneReason, promptEvalCount, promptEvalNs, evalCount: record.tokens,
+        evalNs: Number(process.hrtime.bigint() - evalStarted), loadNs: load.loadNs,
+        totalNs: Number(process.hrtime.bigint() - spec.receivedAt),
+      });
       // Logged before the answer leaves, so a client that has its answer finds the event.
       end('completed', doneReason);
-      if (stream) {
-        await writeLine(response, final, signal);
+      if (spec.stream) {
+        await writeText(response, closing, signal);
         response.end();
       } else {
-        sendJson(response, 200, final);
+        response.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(closing) });
+        response.end(closing);
       }
     } catch (error) {
       end('aborted', null);
       if (!(error instanceof AbortedError)) throw error;
+    } finally {
+      if (modelHeld) releaseModel(model, spec.keepAliveMs);
+      slots.release();
+    }
+  }
+
+  /** Embeds inputs through a slot and a loaded model; null when the client went away. */
+  async function embedInputs(model: StandinModel, inputs: string[], dimensions: number, keepAliveMs: number | null, response: http.ServerResponse): Promise<{ embeddings: number[][]; promptEvalCount: number; loadNs: number } | null> {
+    if (inputs.length > embedInputsMax) throw new RequestError(400, `too many inputs: ${inputs.length}, at most ${embedInputsMax}`);
+    const signal = disconnectSignal(response);
+    await slots.acquire(signal).catch((error: unknown) => {
+      if (error instanceof BusyError) throw new RequestError(503, error.message);
+      throw error;
+    });
+    let modelHeld = false;
+    try {
+      const load = await ensureLoaded(model, keepAliveMs, signal);
+      modelHeld = true;
+      const promptEvalCount = inputs.reduce((sum, input) => sum + approximateTokenCount(input), 0);
+      await sleep((promptEvalCount / (tokensPerSecondOf(model) * 20)) * 1000, signal);
+      embedCount++;
+      eventLog.write({ event: 'embed', model: model.name, inputs: inputs.length });
+      return { embeddings: inputs.map((input) => standinEmbedding(model.name, input, dimensions)), promptEvalCount, loadNs: load.loadNs };
+    } catch (error) {
+      if (error instanceof AbortedError) return null;
+      throw error;
     } finally {
       if (modelHeld) releaseModel(model, keepAliveMs);
       slots.release();
@@ -635,7 +685,6 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
     const rawInput = legacy ? body.prompt : body.input;
     const inputs = typeof rawInput === 'string' ? [rawInput] : Array.isArray(rawInput) && rawInput.every((entry) => typeof entry === 'string') ? (rawInput as string[]) : null;
     if (inputs === null) throw new RequestError(400, legacy ? 'prompt must be a string' : 'invalid input type: input must be a string or an array of strings');
-    if (inputs.length > embedInputsMax) throw new RequestError(400, `too many inputs: ${inputs.length}, at most ${embedInputsMax}`);
     let dimensions = model.embeddingLength;
     if (!legacy && body.dimensions !== undefined) {
       if (typeof body.dimensions !== 'number' || !Number.isInteger(body.dimensions) || body.dimensions < 1 || body.dimensions > model.embeddingLength) {
@@ -643,36 +692,38 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
       }
       dimensions = body.dimensions;
     }
-    const signal = disconnectSignal(response);
-    await slots.acquire(signal).catch((error: unknown) => {
-      if (error instanceof BusyError) throw new RequestError(503, error.message);
-      throw error;
-    });
-    let modelHeld = false;
-    try {
-      const load = await ensureLoaded(model, keepAliveMs, signal);
-      modelHeld = true;
-      const promptEvalCount = inputs.reduce((sum, input) => sum + approximateTokenCount(input), 0);
-      await sleep((promptEvalCount / (tokensPerSecondOf(model) * 20)) * 1000, signal);
-      embedCount++;
-      eventLog.write({ event: 'embed', model: model.name, inputs: inputs.length });
-      if (legacy) {
-        sendJson(response, 200, { embedding: standinEmbedding(model.name, inputs[0] ?? '', dimensions) });
-      } else {
-        sendJson(response, 200, {
-          model: model.name,
-          embeddings: inputs.map((input) => standinEmbedding(model.name, input, dimensions)),
-          total_duration: Number(process.hrtime.bigint() - receivedAt),
-          load_duration: load.loadNs,
-          prompt_eval_count: promptEvalCount,
-        });
-      }
-    } catch (error) {
-      if (!(error instanceof AbortedError)) throw error;
-    } finally {
-      if (modelHeld) releaseModel(model, keepAliveMs);
-      slots.release();
+    const result = await embedInputs(model, inputs, dimensions, keepAliveMs, response);
+    if (result === null) return;
+    if (legacy) {
+      sendJson(response, 200, { embedding: result.embeddings[0] ?? [] });
+      return;
     }
+    sendJson(response, 200, {
+      model: model.name,
+      embeddings: result.embeddings,
+      total_duration: Number(process.hrtime.bigint() - receivedAt),
+      load_duration: result.loadNs,
+      prompt_eval_count: result.promptEvalCount,
+    });
+  }
+
+  function openAiModel(model: StandinModel) {
+    return { id: model.name, object: 'model', created: Math.floor(Date.parse(modifiedAt) / 1000), owned_by: 'library' };
+  }
+
+  async function handleOpenAiEmbeddings(body: Record<string, unknown>, response: http.ServerResponse): Promise<void> {
+    const input = body.input;
+    const inputs = typeof input === 'string' ? [input] : Array.isArray(input) && input.every((entry) => typeof entry === 'string') ? (input as string[]) : null;
+    if (inputs === null) throw new RequestError(400, 'invalid input type: input must be a string or an array of strings');
+    const model = findModel(body);
+    const result = await embedInputs(model, inputs, model.embeddingLength, defaultKeepAliveMs, response);
+    if (result === null) return;
+    sendJson(response, 200, {
+      object: 'list',
+      data: result.embeddings.map((embedding, index) => ({ object: 'embedding', embedding, index })),
+      model: model.name,
+      usage: { prompt_tokens: result.promptEvalCount, total_tokens: result.promptEvalCount },
+    });
   }
 
   async function handlePull(body: Record<string, unknown>, response: http.ServerResponse): Promise<void> {
@@ -808,7 +859,7 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
     sendJson(response, 200, snapshot());
   }
 
-  const generationPaths = new Set(['/api/generate', '/api/chat', '/api/embed', '/api/embeddings']);
+  const generationPaths = new Set(['/api/generate', '/api/chat', '/api/embed', '/api/embeddings', '/v1/chat/completions', '/v1/completions', '/v1/embeddings']);
   const hung = new Set<http.ServerResponse>();
 
   async function route(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
@@ -829,7 +880,9 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
       knobs.failRemaining--;
       eventLog.write({ event: 'fail', path, status: knobs.failStatus, remaining: knobs.failRemaining });
       request.resume();
-      return sendError(response, knobs.failStatus, `stand-in: injected failure (${knobs.failRemaining} more to come)`);
+      const message = `stand-in: injected failure (${knobs.failRemaining} more to come)`;
+      if (path.startsWith('/v1/')) return sendJson(response, knobs.failStatus, openAiError(knobs.failStatus, message));
+      return sendError(response, knobs.failStatus, message);
     }
 
     switch (`${method} ${path}`) {
@@ -868,8 +921,13 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
           modified_at: modifiedAt,
         });
       }
-      case 'POST /api/generate': return handleGeneration('generate', await readJsonBody(request), response);
-      case 'POST /api/chat': return handleGeneration('chat', await readJsonBody(request), response);
+      case 'POST /api/generate': return handleNative('generate', await readJsonBody(request), response);
+      case 'POST /api/chat': return handleNative('chat', await readJsonBody(request), response);
+      case 'POST /v1/chat/completions': return handleOpenAi('chat', await readJsonBody(request), response);
+      case 'POST /v1/completions': return handleOpenAi('completion', await readJsonBody(request), response);
+      case 'POST /v1/embeddings': return handleOpenAiEmbeddings(await readJsonBody(request), response);
+      case 'GET /v1/models':
+        return sendJson(response, 200, { object: 'list', data: [...models.values()].map((model) => openAiModel(model)) });
       case 'POST /api/embed': return handleEmbed(false, await readJsonBody(request), response);
       case 'POST /api/embeddings': return handleEmbed(true, await readJsonBody(request), response);
       case 'POST /api/pull': return handlePull(await readJsonBody(request), response);
@@ -886,19 +944,30 @@ export async function startStandin(options: StandinOptions = {}): Promise<Standi
         response.end();
         return;
       }
-      default:
+      default: {
+        const modelPath = /^\/v1\/models\/(.+)$/.exec(path);
+        if (method === 'GET' && modelPath !== null) {
+          const name = decodeURIComponent(modelPath[1] ?? '');
+          const model = models.get(normalizeModelName(name));
+          if (model === undefined) throw new RequestError(404, `model "${name}" not found`);
+          return sendJson(response, 200, openAiModel(model));
+        }
         request.resume();
         response.writeHead(404, { 'Content-Type': 'text/plain' });
         response.end('404 page not found');
+      }
     }
   }
 
   const sockets = new Set<Socket>();
   const server = http.createServer((request, response) => {
     route(request, response).catch((error: unknown) => {
-      if (error instanceof RequestError) return sendError(response, error.status, error.message);
       if (error instanceof AbortedError) return;
-      sendError(response, 500, `stand-in internal error: ${(error as Error).message}`);
+      const status = error instanceof RequestError ? error.status : 500;
+      const message = error instanceof RequestError ? error.message : `stand-in internal error: ${(error as Error).message}`;
+      // The OpenAI-compatible endpoints answer errors in OpenAI's shape, as Ollama does.
+      if ((request.url ?? '').startsWith('/v1/')) sendJson(response, status, openAiError(status, message));
+      else sendError(response, status, message);
     });
   });
   server.on('connection', (socket) => {

@@ -302,6 +302,55 @@ describe('ollama stand-in', () => {
     expect(server.embedRequests()).toBe(1);
   });
 
+  it('serves the OpenAI-compatible endpoints as Ollama does: models, chat, completions, embeddings, errors', async () => {
+    const { server } = await standin({ models: ['llama3.2:1b', 'all-minilm'], responseTokens: 6 });
+    const post = (path: string, body: unknown) => fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const models = await (await fetch(`${server.url}/v1/models`)).json() as { data: Array<{ id: string; object: string }> };
+    expect(models.data.map((model) => model.id)).toEqual(['llama3.2:1b', 'all-minilm:latest']);
+    expect(await (await fetch(`${server.url}/v1/models/llama3.2:1b`)).json()).toMatchObject({ id: 'llama3.2:1b', object: 'model', owned_by: 'library' });
+
+    const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: [{ type: 'text', text: 'Hi there' }] }];
+    const expected = standinText('llama3.2:1b', renderChatPrompt([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi there' }]), 6);
+    const whole = await (await post('/v1/chat/completions', { model: 'llama3.2:1b', messages })).json();
+    expect(whole).toMatchObject({
+      object: 'chat.completion', model: 'llama3.2:1b',
+      choices: [{ index: 0, message: { role: 'assistant', content: expected }, finish_reason: 'stop' }],
+      usage: { completion_tokens: 6 },
+    });
+    const limited = await (await post('/v1/chat/completions', { model: 'llama3.2:1b', messages, max_tokens: 2 })).json() as { choices: Array<{ finish_reason: string }>; usage: { completion_tokens: number } };
+    expect(limited.choices[0]?.finish_reason).toBe('length');
+    expect(limited.usage.completion_tokens).toBe(2);
+
+    const streamed = await post('/v1/chat/completions', { model: 'llama3.2:1b', messages, stream: true, stream_options: { include_usage: true } });
+    expect(streamed.headers.get('content-type')).toBe('text/event-stream');
+    const events = (await streamed.text()).split('\n\n').filter((event) => event !== '').map((event) => event.replace(/^data: /, ''));
+    expect(events.at(-1)).toBe('[DONE]');
+    const chunks = events.slice(0, -1).map((event) => JSON.parse(event) as { object: string; choices: Array<{ delta: { content: string }; finish_reason: string | null }>; usage?: { completion_tokens: number } });
+    expect(chunks.every((chunk) => chunk.object === 'chat.completion.chunk')).toBe(true);
+    expect(chunks.map((chunk) => chunk.choices[0]?.delta.content ?? '').join('')).toBe(expected);
+    expect(chunks.at(-2)?.choices[0]?.finish_reason).toBe('stop');
+    expect(chunks.at(-1)?.usage?.completion_tokens).toBe(6);
+
+    const json = await (await post('/v1/chat/completions', { model: 'llama3.2:1b', messages, response_format: { type: 'json_object' } })).json() as { choices: Array<{ message: { content: string } }> };
+    expect(JSON.parse(json.choices[0]?.message.content ?? '')).toHaveProperty('response');
+
+    const completion = await (await post('/v1/completions', { model: 'llama3.2:1b', prompt: 'Once upon', max_tokens: 4 })).json();
+    expect(completion).toMatchObject({ object: 'text_completion', choices: [{ text: standinText('llama3.2:1b', 'Once upon', 4), finish_reason: 'length' }] });
+
+    const embeddings = await (await post('/v1/embeddings', { model: 'all-minilm', input: ['alpha', 'beta'] })).json() as { object: string; data: Array<{ embedding: number[]; index: number }> };
+    expect(embeddings.object).toBe('list');
+    expect(embeddings.data.map((entry) => entry.index)).toEqual([0, 1]);
+    expect(embeddings.data[0]?.embedding).toEqual(standinEmbedding('all-minilm', 'alpha', 384));
+
+    const missing = await post('/v1/chat/completions', { model: 'mistral:7b', messages });
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toEqual({ error: { message: 'model "mistral:7b" not found, try pulling it first', type: 'api_error', param: null, code: null } });
+    const bad = await post('/v1/chat/completions', { model: 'llama3.2:1b', messages: [] });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ error: { type: 'invalid_request_error', message: 'messages must be a non-empty array' } });
+    expect(server.generations().map((record) => record.endpoint)).toEqual(['openai-chat', 'openai-chat', 'openai-chat', 'openai-chat', 'openai-completion']);
+  });
+
   it('parses keep_alive as Ollama does', () => {
     expect(parseKeepAlive(undefined)).toBeUndefined();
     expect(parseKeepAlive(30)).toBe(30_000);
