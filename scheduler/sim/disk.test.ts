@@ -31,17 +31,16 @@ describe('SimDisk', () => {
     expect(() => disk.persist(null, [entry(2, 1)], null)).toThrow(/overwrite the snapshot/);
   });
 
-  it('compacts and installs snapshots the Raft way, and restores copies', () => {
+  it('compacts, installs leader snapshots over the whole log, and restores copies', () => {
     const disk = new SimDisk(config);
     disk.persist(null, [entry(1, 1), entry(2, 1), entry(3, 1)], { term: 1, vote: null, commit: 3 });
     disk.compact({ index: 2, term: 1, config, data: 'image' });
     expect([disk.firstIndex, disk.lastIndex, disk.termAt(2), disk.entry(2)]).toEqual([3, 3, 1, undefined]);
-    // A snapshot that agrees with the log keeps what follows; one that disagrees drops it.
-    disk.persist({ index: 3, term: 1, config, data: 'image3' }, [], null);
-    expect(disk.lastIndex).toBe(3);
-    disk.persist(null, [entry(4, 1)], null);
+    // A snapshot from the leader replaces the whole log, even entries after its index.
+    disk.persist(null, [entry(4, 1), entry(5, 1)], null);
     disk.persist({ index: 4, term: 2, config, data: 'other' }, [], null);
-    expect([disk.snapshotIndex, disk.lastIndex]).toEqual([4, 4]);
+    expect([disk.snapshotIndex, disk.lastIndex, disk.entry(5)]).toEqual([4, 4, undefined]);
+    expect(() => disk.persist({ index: 3, term: 2, config, data: 'older' }, [], null)).toThrow(/not newer/);
     const restored = disk.restore();
     restored.entries.push(entry(9, 9));
     restored.hardState.term = 99;

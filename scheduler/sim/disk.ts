@@ -114,13 +114,16 @@ export class SimDisk {
     };
   }
 
-  /** Raft §7: a snapshot keeps the log after it only if the log agrees at its index. */
+  /**
+   * A snapshot from the leader replaces the whole stored log, entries after its index
+   * included (types.ts, Ready.snapshot): the core installs one only when its log disagrees
+   * with the leader's at the snapshot's index, so nothing stored after it can be kept.
+   */
   private installSnapshot(snapshot: Snapshot): void {
     if (snapshot.index <= this.snapshotIndex) {
       throw new StorageViolation(`snapshot at ${snapshot.index} is not newer than the stored snapshot at ${this.snapshotIndex}`);
     }
-    const agrees = this.termAt(snapshot.index) === snapshot.term;
-    this.entries = agrees ? this.entries.slice(snapshot.index - this.snapshotIndex) : [];
+    this.entries = [];
     this.snapshot = copySnapshot(snapshot);
   }
 }
