@@ -569,6 +569,29 @@ describe('leader lease', () => {
     expect(harness.node('3').raft.status()).toMatchObject({ role: 'pre-candidate', term: 1 });
   });
 
+  it('a cut-off leader\'s lease ends before the quickest possible new leader takes one', () => {
+    // Every clock ticks together; node 2 times out after exactly electionTicks, the earliest
+    // any follower may; the old leader's lease must be gone by then.
+    const harness = new Harness();
+    harness.quiet = true;
+    const offsets: [NodeId, number][] = [['1', 9], ['2', 0], ['3', 9]];
+    for (const [id, offset] of offsets) {
+      harness.addNode(id, { voters: voters3, learners: [] }, { preVote: true, checkQuorum: true, randomInt: (n) => Math.min(offset, n - 1) });
+    }
+    harness.node('1').raft.campaign();
+    harness.stabilize();
+    harness.partition([['1'], ['2', '3']]);
+    let newLeaderAt = -1;
+    for (let tick = 1; tick <= 30; tick += 1) {
+      for (const id of voters3) harness.node(id).raft.tick();
+      harness.stabilize();
+      const holders = voters3.filter((id) => harness.node(id).raft.leaseRemainingTicks() > 0);
+      expect(holders.length, `tick ${tick}: ${holders.join(', ')} hold leases`).toBeLessThanOrEqual(1);
+      if (newLeaderAt < 0 && harness.node('2').raft.status().role === 'leader') newLeaderAt = tick;
+    }
+    expect(newLeaderAt).toBe(10);
+  });
+
   it('lasts electionTicks - driftTicks - 1 ticks from the quorum-th most recent acknowledged send', () => {
     const raft = electLeader(makeRaft('1', ['1', '2', '3', '4', '5'], { checkQuorum: true, electionTicks: 20, driftTicks: 3 }), ['1', '2', '3', '4', '5']);
     expect(raft.leaseRemainingTicks()).toBe(0); // nothing committed in this term yet
