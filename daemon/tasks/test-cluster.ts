@@ -33,7 +33,7 @@ export function heartbeatOf(node: FakeNode): Heartbeat {
 }
 
 export function memberOf(node: FakeNode, self = false): MemberView {
-  return { nodeId: node.id, state: node.state ?? 'alive', self, lastSeenMs: Date.now(), heartbeat: heartbeatOf(node) };
+  return { nodeId: node.id, state: node.state ?? 'alive', self, lastSeenMs: Date.now(), heartbeat: heartbeatOf(node), clockOffsetMs: 0 };
 }
 
 /** Gossip and one-way messages between in-process fake hosts. */
