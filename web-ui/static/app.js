@@ -197,9 +197,11 @@ class Dashboard {
     const banner = element('connection');
     const message = error instanceof Error ? error.message : String(error);
     const stale = this.lastUpdateMs === 0 ? '' : ' The figures below are from the last successful update.';
-    banner.textContent = error instanceof ApiError && error.status === 503
+    const text = error instanceof ApiError && error.status === 503
       ? `This node cannot answer right now: ${message}. It retries every ${pollIntervalMs / 1000} s.${stale}`
       : `${message}${stale}`;
+    // The same text again is not news; rewriting it would make screen readers repeat the alert.
+    if (banner.textContent !== text) banner.textContent = text;
     banner.hidden = false;
   }
 

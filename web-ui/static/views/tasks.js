@@ -104,6 +104,8 @@ export class TasksView {
     this.stream = null;
     this.streamState = '';
     this.suggestionKey = '';
+    /** What the detail panel shows, to skip redraws that would change nothing. */
+    this.detailKey = '';
 
     this.rows = /** @type {HTMLElement} */ (document.getElementById('task-rows'));
     this.listError = /** @type {HTMLElement} */ (document.getElementById('tasks-error'));
@@ -388,6 +390,15 @@ export class TasksView {
     }
     this.detail.hidden = false;
     const task = this.selected;
+    this.syncOutput(task);
+    // Redraw only when something shown changed: fewer repeats for screen readers, less work.
+    const running = task?.attempts.some((attempt) => attempt.startedAt !== null && attempt.endedAt === null) ?? false;
+    const names = task === null ? [] : [task.assignedNode, task.pinnedNode, ...task.attempts.map((attempt) => attempt.node)]
+      .map((node) => (node === null ? null : this.nodesById.get(node)?.name ?? null));
+    const key = JSON.stringify([id, task, names, this.detailError, this.actionError, this.detailNotice, this.streamState,
+      this.live.gap, this.live.cutFront, running ? Math.floor(Date.now() / 1_000) : 0]);
+    if (key === this.detailKey && this.detail.firstChild !== null) return;
+    this.detailKey = key;
     const head = h('div', { class: 'detail-head' },
       h('h3', { id: 'detail-title' }, 'Task ', h('span', { class: 'mono' }, id)),
       task === null ? null : statusBadge(task.status),
@@ -406,13 +417,6 @@ export class TasksView {
       return;
     }
     const finished = finishedStatuses.has(task.status);
-    if (finished && task.output !== null) {
-      if (this.output.textContent !== task.output) this.output.textContent = task.output;
-    } else if (!finished && this.output.textContent !== this.live.text) {
-      this.output.textContent = this.live.text;
-    } else if (finished && task.output === null && this.output.textContent === '') {
-      this.output.textContent = this.live.text;
-    }
     const usage = task.usage;
     parts.push(
       h('dl', null,
@@ -435,15 +439,29 @@ export class TasksView {
       ),
       task.error !== null ? h('p', { class: 'inline-error' }, h('strong', null, 'Error: '), task.error) : null,
       this.detailNotice ? h('p', { class: 'hint', role: 'status' }, this.detailNotice) : null,
-      h('h3', null, 'Output ', h('span', { class: 'stream-state', role: 'status' }, finished ? '' : this.streamState)),
+      h('h3', null, 'Output ', h('span', { class: 'stream-state' }, finished ? '' : this.streamState)),
       this.output,
       task.outputTruncated ? h('p', { class: 'hint' }, 'The stored output was cut at its size limit; the full text was only streamed live.') : null,
       !finished && this.live.gap ? h('p', { class: 'hint' }, 'Some output chunks were missed while reconnecting; the full output appears when the task finishes.') : null,
       this.live.cutFront && !finished ? h('p', { class: 'hint' }, 'Only the last part of a long output is kept on screen.') : null,
       task.attempts.length > 0 ? attemptsTable(task, this.nodesById) : null,
     );
-    if (finished && task.output === null && this.live.text === '') this.output.textContent = task.status === 'completed' ? '(no output)' : '(none)';
     replaceKeepingFocus(this.detail, parts);
+  }
+
+  /**
+   * The output box shows the stored output once the task has finished with one, else what
+   * was streamed. It is kept out of the redraws so streaming text and scrolling stay put.
+   * @param {Task | null} task
+   */
+  syncOutput(task) {
+    if (task === null) return;
+    let text = this.live.text;
+    if (finishedStatuses.has(task.status)) {
+      if (task.output !== null) text = task.output;
+      else if (text === '') text = task.status === 'completed' ? '(no output)' : '(none)';
+    }
+    if (this.output.textContent !== text) this.output.textContent = text;
   }
 
   close() {
