@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { HEARTBEAT_TOPIC, heartbeatCodec, type Heartbeat } from '../../protocol/heartbeat.ts';
 import { PROTOCOL_VERSION } from '../../protocol/version.ts';
 import { setLogLevel } from '../log.ts';
-import type { GossipHandler, P2PHostEvents } from '../p2p/host.ts';
+import type { GossipHandler, P2PHostEvents, RelayPolicy } from '../p2p/host.ts';
 import { waitFor } from '../p2p/test-helpers.ts';
 import { Membership, type MembershipEvent, type MembershipHost } from './membership.ts';
 import { sampleBody } from './test-fixtures.ts';
@@ -24,7 +24,7 @@ class FakeHost implements MembershipHost {
     this.published.push(heartbeatCodec.decode(bytes));
     return 0;
   }
-  subscribe(_topic: string, handler: GossipHandler, _options?: { relay?: boolean }): () => void {
+  subscribe(_topic: string, handler: GossipHandler, _options?: { relay?: RelayPolicy }): () => void {
     this.handler = handler;
     return () => { this.handler = null; };
   }

@@ -151,10 +151,11 @@ export class Membership {
     if (this.#state !== 'new') throw new Error('Membership starts once');
     this.#state = 'running';
     // Heartbeats are flood-published to every peer and every node connects to every
-    // other, so relaying them only multiplies traffic; and a peer we cannot reach
-    // directly is one Raft cannot reach either, so seeing it only through others would
-    // overstate its health.
-    this.#cleanups.push(this.#host.subscribe(HEARTBEAT_TOPIC, (from, bytes) => this.#receive(from, bytes), { relay: false }));
+    // other, so relaying them in steady state only multiplies traffic; and a peer we
+    // cannot reach directly is one Raft cannot reach either, so seeing it only through
+    // others would overstate its health. A newcomer's are relayed for a few seconds,
+    // so it is seen by all before its direct connections are up.
+    this.#cleanups.push(this.#host.subscribe(HEARTBEAT_TOPIC, (from, bytes) => this.#receive(from, bytes), { relay: 'newcomers' }));
     this.#cleanups.push(this.#host.on('peer:subscribed', ({ topic }) => {
       if (topic === HEARTBEAT_TOPIC) this.publishNow();
     }));

@@ -214,4 +214,28 @@ describe('P2PHost', () => {
     expect(addresses[0]).toMatch(new RegExp(`^/ip4/10\\.1\\.2\\.3/tcp/[1-9][0-9]*/p2p/${host.peerId}$`));
     expect(addresses[1]).toMatch(new RegExp(`^/dns/gpu-01\\.lan/tcp/[1-9][0-9]*/p2p/${host.peerId}$`));
   });
+
+  it('relays gossip per topic policy: always, never, or only a newcomer\'s own messages for a while', async () => {
+    const key = newClusterKey();
+    // A line a - b - c without peer exchange, so c hears a only through b.
+    const b = await track(startLoopbackHost(key, { peerExchange: false, newcomerRelayMs: 1_500 }));
+    const a = await track(startLoopbackHost(key, { peerExchange: false, bootstrap: [loopbackAddress(b)] }));
+    const c = await track(startLoopbackHost(key, { peerExchange: false, bootstrap: [loopbackAddress(b)] }));
+    const heard: Record<string, string[]> = { always: [], never: [], newcomers: [] };
+    for (const policy of ['always', 'never', 'newcomers'] as const) {
+      a.subscribe(policy, () => {});
+      b.subscribe(policy, () => {}, { relay: policy });
+      c.subscribe(policy, (_from, bytes) => heard[policy]!.push(decoder.decode(bytes)));
+    }
+    await waitFor('subscriptions to reach b', () => ['always', 'never', 'newcomers'].every((topic) => b.topicPeers(topic).length === 2 && a.topicPeers(topic).length === 1));
+    expect(a.isConnected(c.peerId)).toBe(false);
+    for (const topic of ['always', 'never', 'newcomers']) await a.publish(topic, encoder.encode('early'));
+    await waitFor('the relayed messages', () => heard.always!.length === 1 && heard.newcomers!.length === 1);
+    // After the newcomer window, b relays only the 'always' topic.
+    await new Promise((resolve) => setTimeout(resolve, 1_600));
+    for (const topic of ['always', 'never', 'newcomers']) await a.publish(topic, encoder.encode('late'));
+    await waitFor('the late message on the always topic', () => heard.always!.length === 2);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(heard).toEqual({ always: ['early', 'late'], never: [], newcomers: ['early'] });
+  }, 15_000);
 });

@@ -53,6 +53,10 @@ export interface P2PHostOptions {
   sendQueueMessagesMax?: number;
   sendQueueBytesMax?: number;
   requestTimeoutMsDefault?: number;
+  /** Ask peers for their peers and dial them (default true): keeps the mesh complete. */
+  peerExchange?: boolean;
+  /** How long after connecting a peer's own messages are relayed under the 'newcomers' policy. */
+  newcomerRelayMs?: number;
 }
 
 export interface IdentityConflict {
@@ -86,6 +90,7 @@ export interface RequestHandlerContext {
 export type RequestHandler = (fromPeerId: string, request: Uint8Array, reply: Reply, context: RequestHandlerContext) => void | Promise<void>;
 export type MessageHandler = (fromPeerId: string, bytes: Uint8Array) => void | Promise<void>;
 export type GossipHandler = (fromPeerId: string, bytes: Uint8Array) => void;
+export type RelayPolicy = 'always' | 'newcomers' | 'never';
 
 export interface RequestOptions {
   signal?: AbortSignal;
@@ -141,6 +146,8 @@ interface BootstrapTarget {
 const channelsMax = limits.clusterNodesMax * 8;
 const bootstrapTickMs = 250;
 const conflictReportEveryMs = 60_000;
+/** How long after connecting a peer's own messages are relayed under the 'newcomers' policy. */
+const newcomerRelayMsDefault = 5_000;
 /** Extra mDNS queries after start, in ms from start. */
 const mdnsStartBurstMs = [100, 400, 1_000];
 /** Delay of the extra mDNS query sent when a peer disconnects (a restart takes a moment). */
@@ -158,7 +165,9 @@ export class P2PHost extends EventTarget {
   readonly #options: P2PHostOptions;
   readonly #frameBytesMax: number;
   readonly #gossipHandlers = new Map<string, Set<GossipHandler>>();
-  readonly #relayTopics = new Set<string>();
+  readonly #relayPolicies = new Map<string, RelayPolicy>();
+  /** When each connected peer connected (ms since epoch), for the 'newcomers' relay policy. */
+  readonly #connectedAtMs = new Map<string, number>();
   readonly #channels = new Map<string, OutboundChannel>();
   readonly #bootstrapTargets: BootstrapTarget[];
   readonly #shutdown = new AbortController();
@@ -250,12 +259,14 @@ export class P2PHost extends EventTarget {
 
     node.addEventListener('peer:connect', (event) => {
       const peerId = event.detail.toString();
+      this.#connectedAtMs.set(peerId, Date.now());
       log.debug('peer connected', { peer: peerId });
       this.#emit('peer:connected', { peerId });
-      void this.#exchangePeers(event.detail);
+      if (options.peerExchange ?? true) void this.#exchangePeers(event.detail);
     });
     node.addEventListener('peer:disconnect', (event) => {
       const peerId = event.detail.toString();
+      this.#connectedAtMs.delete(peerId);
       log.debug('peer disconnected', { peer: peerId });
       for (const channel of this.#channels.values()) {
         if (channel.peerId === peerId && channel.stream !== null) {
@@ -280,7 +291,8 @@ export class P2PHost extends EventTarget {
         }
       }
       // With asyncValidation on, nothing is forwarded until we say so (see subscribe()).
-      const relay = handlers !== undefined && this.#relayTopics.has(message.topic);
+      const policy = handlers === undefined ? 'never' : this.#relayPolicies.get(message.topic) ?? 'always';
+      const relay = policy === 'always' || (policy === 'newcomers' && this.#isNewcomer(from) && propagationSource.equals(message.from));
       (node.services.pubsub as unknown as GossipValidationReporter).reportMessageValidationResult(msgId, propagationSource.toString(), relay ? 'accept' : 'ignore');
     });
     node.services.pubsub.addEventListener('subscription-change', (event) => {
@@ -306,12 +318,12 @@ export class P2PHost extends EventTarget {
     for (const target of this.#bootstrapTargets) {
       if (target.peerId === this.#peerId) target.namesOurId = true;
     }
-    this.#peerExchangeTimer = setInterval(() => {
+    if (options.peerExchange ?? true) this.#peerExchangeTimer = setInterval(() => {
       const peers = this.#node?.getPeers() ?? [];
       const peer = peers[Math.floor(Math.random() * peers.length)];
       if (peer !== undefined) void this.#exchangePeers(peer);
     }, limits.peerExchangeIntervalMs);
-    this.#peerExchangeTimer.unref();
+    this.#peerExchangeTimer?.unref();
     if (this.#bootstrapTargets.length > 0) {
       this.#bootstrapTick();
       this.#bootstrapTimer = setInterval(() => this.#bootstrapTick(), bootstrapTickMs);
@@ -416,12 +428,15 @@ export class P2PHost extends EventTarget {
 
   /**
    * Subscribes; the handler gets the verified signer's peer id. Returns an unsubscribe
-   * function. `relay: false` delivers without forwarding: for topics whose publishers
-   * flood-publish to every peer, on a mesh where every node connects to every other
-   * (which this host maintains), forwarding only multiplies the traffic by the mesh
-   * degree; the cost is that a node reaches only the peers it is connected to.
+   * function. `relay` decides whether received messages are forwarded to our mesh peers:
+   * 'always' (gossipsub's usual way); 'never'; or 'newcomers': only messages a peer sent
+   * us itself within `newcomerRelayMs` of connecting to us. 'newcomers' suits topics whose
+   * publishers flood-publish to every peer on a mesh where every node connects to every
+   * other (which this host maintains): in steady state forwarding only multiplies the
+   * traffic by the mesh degree, while a node that just joined through one peer is heard
+   * by all at once, before its direct connections to them are up.
    */
-  subscribe(topic: string, handler: GossipHandler, options: { relay?: boolean } = {}): () => void {
+  subscribe(topic: string, handler: GossipHandler, options: { relay?: RelayPolicy } = {}): () => void {
     const node = this.#running();
     let handlers = this.#gossipHandlers.get(topic);
     if (handlers === undefined) {
@@ -429,7 +444,7 @@ export class P2PHost extends EventTarget {
       this.#gossipHandlers.set(topic, handlers);
       node.services.pubsub.subscribe(topic);
     }
-    if (options.relay ?? true) this.#relayTopics.add(topic);
+    this.#relayPolicies.set(topic, options.relay ?? 'always');
     handlers.add(handler);
     return () => {
       const current = this.#gossipHandlers.get(topic);
@@ -437,7 +452,7 @@ export class P2PHost extends EventTarget {
       current.delete(handler);
       if (current.size === 0) {
         this.#gossipHandlers.delete(topic);
-        this.#relayTopics.delete(topic);
+        this.#relayPolicies.delete(topic);
         if (this.#state === 'running') node.services.pubsub.unsubscribe(topic);
       }
     };
@@ -775,6 +790,11 @@ export class P2PHost extends EventTarget {
     } catch (error) {
       if (this.#state === 'running') log.debug('peer exchange failed', { peer: remote.toString(), error });
     }
+  }
+
+  #isNewcomer(peerId: string): boolean {
+    const connectedAtMs = this.#connectedAtMs.get(peerId);
+    return connectedAtMs !== undefined && Date.now() - connectedAtMs < (this.#options.newcomerRelayMs ?? newcomerRelayMsDefault);
   }
 
   #reportConflict(source: IdentityConflict['source'], addresses: string[], detail: string): void {
