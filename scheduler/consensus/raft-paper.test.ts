@@ -15,6 +15,7 @@ function makeRaft(id: NodeId, voters: NodeId[], overrides: Partial<RaftOptions> 
     snapshot: restore.snapshot ?? null,
     entries: restore.entries ?? [],
     initialConfig: restore.initialConfig ?? { voters, learners: [] },
+    ...(restore.applied === undefined ? {} : { applied: restore.applied }),
   });
 }
 
@@ -492,6 +493,15 @@ describe('bounds', () => {
     raft.campaign();
     raft.ready();
     expect(() => raft.ready()).toThrow(/before advance/);
+  });
+
+  it('after a restart hands out committed entries again from the snapshot, or from restore.applied', () => {
+    const restore = { hardState: { term: 1, vote: '1', commit: 3 }, entries: entriesOfTerms([1, 1, 1, 1]) };
+    const fromSnapshot = drainReady(makeRaft('1', voters3, {}, restore)) as Ready;
+    expect(fromSnapshot.committed.map((entry) => entry.index)).toEqual([1, 2, 3]);
+    const fromApplied = drainReady(makeRaft('1', voters3, {}, { ...restore, applied: 2 })) as Ready;
+    expect(fromApplied.committed.map((entry) => entry.index)).toEqual([3]);
+    expect(() => makeRaft('1', voters3, {}, { ...restore, applied: 4 })).toThrow(/applied 4/);
   });
 
   it('a single voter elects itself and commits alone', () => {

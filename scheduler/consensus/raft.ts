@@ -382,7 +382,8 @@ export class Raft {
       previousTerm = entry.term;
     }
     this.unstableFrom = this.lastIndex() + 1;
-    this.applied = this.snapshotIndex;
+    this.applied = restore.applied ?? this.snapshotIndex;
+    invariant(this.applied >= this.snapshotIndex && this.applied <= this.commit, `restored applied ${this.applied} outside [${this.snapshotIndex}, ${this.commit}]`);
     invariant(this.commit >= this.snapshotIndex && this.commit <= this.lastIndex(), `restored commit ${this.commit} outside [${this.snapshotIndex}, ${this.lastIndex()}]`);
 
     this.baseConfig = copyConfig(restore.snapshot?.config ?? restore.initialConfig);

@@ -25,6 +25,7 @@
 //   for the lease. Rejected append responses carry the rejected `logIndex`.
 // - Config entry data is the JSON ConfigChange plus `config`, the config it results in, so
 //   a node joining with an empty initialConfig adopts the cluster's view from the log.
+// - RaftRestore.applied (optional), RaftStatus.malformedMessagesDropped.
 
 export type NodeId = string;
 
@@ -176,6 +177,12 @@ export interface RaftRestore {
   entries: Entry[];
   /** Config when neither snapshot nor log carries one (first start of a bootstrapped cluster). */
   initialConfig: ClusterConfig;
+  /**
+   * Optional: the index up to which the application's state is already durable (between the
+   * snapshot index and hardState.commit). Committed entries after it are handed out again;
+   * without it, everything after the snapshot is.
+   */
+  applied?: number;
 }
 
 export type ProposeResult =
