@@ -969,6 +969,11 @@ export class Raft {
     }
 
     const matched = message.hintIndex ?? 0;
+    if (matched > this.lastIndex()) {
+      // No correct follower matches beyond our log (we never shrink it as leader).
+      this.malformedMessagesDropped += 1;
+      return;
+    }
     const previousMatch = progress.match;
     const updated = progress.maybeUpdate(matched);
     if (progress.state === 'snapshot' && progress.match >= progress.pendingSnapshot) {
