@@ -94,6 +94,8 @@ export class TasksView {
     this.selectedId = null;
     /** @type {Task | null} */
     this.selected = null;
+    /** Whether `selected` came from GET /api/tasks/:id (or the final event), not from a list page. */
+    this.selectedFetched = false;
     /** @type {string | null} why the task could not be loaded */
     this.detailError = null;
     /** @type {string | null} why the last action on it (cancel) failed; kept across refreshes */
@@ -244,6 +246,7 @@ export class TasksView {
       this.closeStream();
       this.selectedId = id;
       this.selected = this.tasks.find((task) => task.id === id) ?? null;
+      this.selectedFetched = false;
       this.detailError = null;
       this.actionError = null;
       this.detailNotice = '';
@@ -260,10 +263,18 @@ export class TasksView {
   async refreshSelected() {
     const id = this.selectedId;
     if (id === null) return;
+    // A finished task no longer changes: once fetched by itself (list pages may carry less),
+    // there is no need to ask for it every 2 s.
+    if (this.selectedFetched && this.selected !== null && finishedStatuses.has(this.selected.status) && this.detailError === null) {
+      this.closeStream();
+      this.renderDetail();
+      return;
+    }
     try {
       const task = await this.api.getTask(id);
       if (id !== this.selectedId) return;
       this.selected = task;
+      this.selectedFetched = true;
       this.detailError = null;
     } catch (error) {
       if (id !== this.selectedId) return;
@@ -361,6 +372,7 @@ export class TasksView {
       this.renderDetail();
     } else if (type === 'final' && event.type === 'final') {
       this.selected = event.task;
+      this.selectedFetched = true;
       this.closeStream();
       this.streamState = 'finished';
       this.renderDetail();
