@@ -199,6 +199,11 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     expect(await detail.locator('table.attempts').textContent()).toContain('atlas');
     expect(await detail.getByRole('button', { name: 'Cancel task' }).count()).toBe(0);
     expect(await output.textContent()).toBe(finished.output);
+
+    // The address names the open task; opening it again shows the same task.
+    expect(new URL(page.url()).hash).toBe('#task=gen-42');
+    await page.reload();
+    await page.locator('#task-detail').getByText('88.5 tok/s', { exact: false }).waitFor();
   });
 
   it('cancels a task with DELETE and shows it cancelled', async () => {

@@ -59,6 +59,9 @@ class Dashboard {
       this.disconnect();
       this.askForToken('The token was removed from this browser. Paste one to continue.', false);
     });
+    window.addEventListener('hashchange', () => {
+      if (this.running) this.tasks.selectFromAddress();
+    });
     document.addEventListener('visibilitychange', () => {
       if (!document.hidden && this.running) this.pollSoon(0);
       this.renderFreshness();
@@ -74,6 +77,7 @@ class Dashboard {
     element('signed-out').hidden = true;
     this.running = true;
     this.followClusterEvents();
+    this.tasks.selectFromAddress();
     this.pollSoon(0);
   }
 

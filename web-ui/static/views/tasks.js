@@ -256,8 +256,23 @@ export class TasksView {
       for (const row of this.rows.querySelectorAll('tr')) row.classList.toggle('selected', row.dataset.taskId === id);
     }
     this.renderDetail();
+    // The address names the open task, so it can be bookmarked or sent to someone.
+    history.replaceState(null, '', `#task=${encodeURIComponent(id)}`);
     if (moveFocus) this.detail.focus();
     void this.refreshSelected();
+  }
+
+  /** Opens the task named in the address (#task=ID), if any. */
+  selectFromAddress() {
+    const match = /^#task=([^&]+)$/.exec(location.hash);
+    if (match === null) return;
+    let id;
+    try {
+      id = decodeURIComponent(match[1] ?? '');
+    } catch {
+      return;
+    }
+    if (id !== '' && id !== this.selectedId) this.select(id, false);
   }
 
   async refreshSelected() {
@@ -482,6 +497,7 @@ export class TasksView {
     this.selectedId = null;
     this.selected = null;
     this.detail.hidden = true;
+    history.replaceState(null, '', location.pathname + location.search);
     for (const row of this.rows.querySelectorAll('tr.selected')) row.classList.remove('selected');
     // Back to the task's row, so a keyboard user continues where they left the list.
     const button = id === null ? null : this.rows.querySelector(`[data-focus="task-${CSS.escape(id)}"]`);
