@@ -341,6 +341,7 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     // Dark scheme.
     await page.emulateMedia({ colorScheme: 'dark' });
     await page.setViewportSize({ width: 1280, height: 900 });
+    await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: '/tmp/dashboard-dark.png', fullPage: false });
   });
 });
