@@ -62,6 +62,7 @@ describe('simulation of the real core', () => {
     expect(overall.partitions).toBeGreaterThan(overall.seeds);
     expect(overall.messagesDropped).toBeGreaterThan(0);
     expect(overall.messagesDuplicated).toBeGreaterThan(0);
+    expect(overall.messagesGarbled).toBeGreaterThan(0);
     expect(overall.configChanges).toBeGreaterThan(0);
     expect(overall.transfers).toBeGreaterThan(0);
     expect(overall.snapshotsInstalled).toBeGreaterThan(0);

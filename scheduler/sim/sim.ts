@@ -12,6 +12,7 @@ import { EventQueue } from './event-queue.ts';
 import { fnvNumber, fnvOffset, fnvString, hex32 } from './hash.ts';
 import { encodeSet, KvStateMachine } from './kv.ts';
 import { cloneMessage, quietNetwork, SimNetwork, type NetworkFaults } from './network.ts';
+import { garble } from './garble.ts';
 import { Prng } from './prng.ts';
 import { nextConfigChange, type KnownNode } from '../consensus/voter-policy.ts';
 
@@ -59,6 +60,8 @@ export interface Scenario {
   membership: 'random' | 'policy';
   /** Voter policy: a voter unreachable this long is replaced. */
   replaceDeadAfterMs: number;
+  /** Probability that a delivered message arrives structurally malformed (see garble.ts). */
+  garbleProbability: number;
   /**
    * Process pauses (a stalled event loop, a GC pause, a suspended VM): after one, the daemon
    * catches its clock up, delivering the missed ticks before anything else. Set false to see
@@ -80,6 +83,7 @@ export interface SeedStats {
   readsAbandoned: number;
   crashes: number;
   pauses: number;
+  messagesGarbled: number;
   partitions: number;
   messagesDropped: number;
   messagesDuplicated: number;
@@ -236,6 +240,7 @@ export function drawScenario(random: Prng, voters: number, overrides: Partial<Sc
     votersMin: random.pick([1, 2, 3, 3]),
     membership: random.chance(0.5) ? 'policy' : 'random',
     replaceDeadAfterMs: random.pick([100, 300, 1_000]),
+    garbleProbability: random.pick([0, 0, 0.002, 0.01]),
     pauseTickCatchUp: true,
   };
   return { ...scenario, ...overrides };
@@ -245,7 +250,7 @@ export function emptyStats(): SeedStats {
   return {
     events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0, entriesCommitted: 0,
     writesProposed: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, readsAbandoned: 0,
-    crashes: 0, pauses: 0, partitions: 0, messagesDropped: 0, messagesDuplicated: 0, configChanges: 0,
+    crashes: 0, pauses: 0, messagesGarbled: 0, partitions: 0, messagesDropped: 0, messagesDuplicated: 0, configChanges: 0,
     transfers: 0, compactions: 0, snapshotsInstalled: 0, leaseIntervals: 0,
     closestLeaseHandoverUs: Number.POSITIVE_INFINITY, recoveryUs: 0,
   };
@@ -303,6 +308,8 @@ export class Simulation {
   private readonly network: SimNetwork;
   private readonly clientRandom: Prng;
   private readonly faultRandom: Prng;
+  /** Its own stream, so that turning garbling on or off leaves every other draw alone. */
+  private readonly garbleRandom: Prng;
   private nowUs = 0;
   private traceHash = fnvOffset;
   private readonly traceRing: TraceRecord[] = [];
@@ -335,6 +342,7 @@ export class Simulation {
     }, root.fork());
     this.clientRandom = root.fork();
     this.faultRandom = root.fork();
+    this.garbleRandom = root.fork();
     const initialConfig: ClusterConfig = { voters: ids.slice(0, options.voters), learners: [] };
     for (const [index, id] of ids.entries()) {
       this.nodeIndex.set(id, index);
@@ -450,6 +458,10 @@ export class Simulation {
         }
         if (!this.network.arrive(message)) return;
         this.hashMessage(message);
+        if (!this.quiet && this.scenario.garbleProbability > 0 && this.garbleRandom.chance(this.scenario.garbleProbability)) {
+          this.stepGarbled(node, message);
+          return;
+        }
         this.record(node.id, message);
         node.core.step(message);
         this.afterInput(node);
@@ -481,6 +493,24 @@ export class Simulation {
         }
         return;
     }
+  }
+
+  /**
+   * Delivers a malformed variant of `message` instead of it. The core must drop it and count
+   * it, neither crashing nor acting on it.
+   */
+  private stepGarbled(node: SimNode, message: Message): void {
+    const core = node.core as SimCore;
+    const garbled = garble(message, this.garbleRandom);
+    if (garbled === null) return;
+    this.stats.messagesGarbled++;
+    this.note(node.id, `GARBLED ${describeMessage(message)}: ${garbled.how}`);
+    const droppedBefore = core.status().malformedMessagesDropped;
+    core.step(garbled.message);
+    if (core.status().malformedMessagesDropped !== droppedBefore + 1) {
+      throw new InvariantViolation('malformed messages are dropped', `${node.id} accepted a malformed message (${garbled.how}) instead of dropping and counting it`);
+    }
+    this.afterInput(node);
   }
 
   /** After any input to a node: drain its Ready batches, then look at its status. */

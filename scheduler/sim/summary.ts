@@ -17,6 +17,7 @@ export interface Totals {
   leaseReadsServed: number;
   crashes: number;
   pauses: number;
+  messagesGarbled: number;
   partitions: number;
   messagesDropped: number;
   messagesDuplicated: number;
@@ -35,7 +36,7 @@ export interface Totals {
 export function emptyTotals(): Totals {
   return {
     seeds: 0, passed: 0, failed: 0, events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0,
-    entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, pauses: 0, partitions: 0,
+    entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, pauses: 0, messagesGarbled: 0, partitions: 0,
     messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0,
     leaseIntervals: 0, closestLeaseHandoverUs: Number.POSITIVE_INFINITY,
     recoveryUsMax: 0, recoveryUsTotal: 0, failuresByInvariant: {}, lastTraceHash: '',
@@ -61,6 +62,7 @@ export function addToTotals(totals: Totals, result: SeedResult): void {
   totals.leaseReadsServed += stats.leaseReadsServed;
   totals.crashes += stats.crashes;
   totals.pauses += stats.pauses;
+  totals.messagesGarbled += stats.messagesGarbled;
   totals.partitions += stats.partitions;
   totals.messagesDropped += stats.messagesDropped;
   totals.messagesDuplicated += stats.messagesDuplicated;
@@ -93,7 +95,7 @@ export function formatSummary(totals: Totals, elapsedMs: number, voters: number,
     ['reads served (lease)', `${totals.readsServed} (${totals.leaseReadsServed})`],
     ['crashes / process pauses', `${totals.crashes} / ${totals.pauses}`],
     ['partitions', `${totals.partitions}`],
-    ['messages dropped / duplicated', `${totals.messagesDropped} / ${totals.messagesDuplicated}`],
+    ['messages dropped / duplicated / malformed', `${totals.messagesDropped} / ${totals.messagesDuplicated} / ${totals.messagesGarbled}`],
     ['config changes / transfers', `${totals.configChanges} / ${totals.transfers}`],
     ['leases taken / closest handover', `${totals.leaseIntervals} / ${Number.isFinite(totals.closestLeaseHandoverUs) ? `${(totals.closestLeaseHandoverUs / 1000).toFixed(3)} ms` : 'none'}`],
     ['recovery after faults stop, mean / max', `${(totals.recoveryUsTotal / Math.max(1, totals.passed) / 1000).toFixed(0)} ms / ${(totals.recoveryUsMax / 1000).toFixed(0)} ms`],
