@@ -102,6 +102,14 @@ export class Counter extends Family<{ value: number }> {
     this.at(labels).value += amount;
   }
 
+  /**
+   * Copies a total counted elsewhere (a collector reading another module's counter). The
+   * source only grows, except when it restarts, which Prometheus reads as a counter reset.
+   */
+  setTotal(labels: Labels, value: number): void {
+    this.at(labels).value = value;
+  }
+
   get(labels: Labels = {}): number {
     return this.series.get(labelKey(labels))?.value.value ?? 0;
   }

@@ -1,0 +1,173 @@
+// The gateway's HTTP routes: a drop-in endpoint for Ollama clients (/api/chat, /api/generate,
+// /api/embed, /api/show, /api/tags, /api/ps, /api/version) and OpenAI clients
+// (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models) on the node's one
+// port. Generation and embedding requests go to the best node for their model (gateway.ts);
+// model lists come from the heartbeats. Bodies are passed through as Ollama takes them
+// (Ollama accepts fields this code does not know), so only `model` is checked here; every
+// error is answered in the shape of the API the client speaks, hivemesh's own 401/403/413
+// included.
+import { Readable } from 'node:stream';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { AgentsStatus } from '../../protocol/api.ts';
+import { httpBodyBytesMax } from '../../protocol/limits.ts';
+import type { App } from '../http/app.ts';
+import { GatewayBusyError, ModelNotFoundError, UpstreamUnavailableError, relayablePaths, type Gateway } from './gateway.ts';
+import {
+  modelNotFoundMessage, ollamaError, ollamaPs, ollamaTags, openaiError, openaiErrorType, openaiModels, workShapeOfRequest,
+  type GatewayFlavor,
+} from './shapes.ts';
+
+export interface GatewayRouteDeps {
+  gateway: Gateway;
+  /** Every known node with its models, state and Ollama version (from heartbeats). */
+  agentsStatus: () => AgentsStatus;
+}
+
+function flavorOf(url: string): GatewayFlavor {
+  return url.startsWith('/v1/') ? 'openai' : 'ollama';
+}
+
+function errorBody(flavor: GatewayFlavor, status: number, message: string, code: string | null = null) {
+  return flavor === 'ollama' ? ollamaError(message) : openaiError(message, openaiErrorType(status), code);
+}
+
+function sendGatewayError(reply: FastifyReply, flavor: GatewayFlavor, status: number, message: string, code: string | null = null): FastifyReply {
+  return reply.code(status).type('application/json; charset=utf-8').send(errorBody(flavor, status, message, code));
+}
+
+/** Ollama's own loose JSON reading: any content type, an empty body is `{}`. */
+function parseLooseJson(_request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
+  if (body.trim() === '') return done(null, {});
+  try {
+    done(null, JSON.parse(body));
+  } catch (error) {
+    const failure = new Error(`invalid JSON body: ${(error as Error).message}`) as Error & { statusCode: number };
+    failure.statusCode = 400;
+    done(failure);
+  }
+}
+
+export function gatewayRoutes(deps: GatewayRouteDeps) {
+  return async (app: App): Promise<void> => {
+    const { gateway } = deps;
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: httpBodyBytesMax }, parseLooseJson);
+
+    // hivemesh's errors (401, 403, 413, 400 from the shared hooks) in the client's shape.
+    app.addHook('onSend', async (request, reply, payload) => {
+      if (reply.statusCode < 400 || typeof payload !== 'string') return payload;
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(payload);
+      } catch {
+        return payload;
+      }
+      const error = (parsed as { error?: unknown }).error;
+      if (typeof error !== 'object' || error === null || 'type' in error) return payload;
+      const { code, message } = error as { code?: unknown; message?: unknown };
+      if (typeof message !== 'string') return payload;
+      return JSON.stringify(errorBody(flavorOf(request.url), reply.statusCode, message, typeof code === 'string' ? code : null));
+    });
+
+    const proxy = async (request: FastifyRequest, reply: FastifyReply, path: string, modelField: 'model' | 'model-or-name') => {
+      const startedAtMs = performance.now();
+      const flavor = flavorOf(path);
+      const body = request.body;
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+        gateway.recordOutcome(path, 'client_error', startedAtMs);
+        return sendGatewayError(reply, flavor, 400, 'the request body must be a JSON object');
+      }
+      const fields = body as Record<string, unknown>;
+      const model = typeof fields.model === 'string' && fields.model !== '' ? fields.model
+        : modelField === 'model-or-name' && typeof fields.name === 'string' && fields.name !== '' ? fields.name : null;
+      if (model === null) {
+        gateway.recordOutcome(path, 'client_error', startedAtMs);
+        return sendGatewayError(reply, flavor, 400, flavor === 'ollama' ? 'model is required' : 'you must provide a model parameter', flavor === 'openai' ? 'missing_model' : null);
+      }
+      const controller = new AbortController();
+      reply.raw.on('close', () => {
+        if (!reply.raw.writableFinished) controller.abort(new Error('the client went away'));
+      });
+      let response;
+      try {
+        response = await gateway.open({
+          path,
+          method: 'POST',
+          body: fields,
+          work: relayablePaths[path]?.generation === true ? workShapeOfRequest(path, fields, model) : { model, promptCharacters: 0, outputTokens: 1 },
+          signal: controller.signal,
+        });
+      } catch (error) {
+        if (controller.signal.aborted) {
+          gateway.recordOutcome(path, 'aborted', startedAtMs);
+          return reply;
+        }
+        if (error instanceof ModelNotFoundError) {
+          gateway.recordOutcome(path, 'not_found', startedAtMs);
+          return sendGatewayError(reply, flavor, 404, modelNotFoundMessage(model), 'model_not_found');
+        }
+        if (error instanceof GatewayBusyError) {
+          gateway.recordOutcome(path, 'rejected', startedAtMs);
+          reply.header('retry-after', String(error.retryAfterSeconds));
+          return sendGatewayError(reply, flavor, 429, error.message, 'rate_limited');
+        }
+        if (error instanceof UpstreamUnavailableError) {
+          gateway.recordOutcome(path, 'unavailable', startedAtMs);
+          return sendGatewayError(reply, flavor, 502, error.message);
+        }
+        throw error;
+      }
+      const opened = response;
+      reply.raw.on('close', () => {
+        opened.release();
+        const outcome = !reply.raw.writableFinished ? 'aborted' : opened.status < 400 ? 'ok' : opened.status < 500 ? 'client_error' : 'upstream_error';
+        gateway.recordOutcome(path, outcome, startedAtMs);
+      });
+      reply.code(opened.status).header('content-type', opened.contentType).header('x-hivemesh-node', opened.nodeId);
+      // Streamed answers must reach the client as they are produced: no buffering proxy between.
+      if (/ndjson|event-stream/.test(opened.contentType)) reply.header('cache-control', 'no-cache').header('x-accel-buffering', 'no');
+      return reply.send(Readable.from(opened.body, { objectMode: false }));
+    };
+
+    const generationRoutes: Array<[string, 'model' | 'model-or-name', 'submit' | 'read']> = [
+      ['/api/chat', 'model', 'submit'],
+      ['/api/generate', 'model', 'submit'],
+      ['/api/embed', 'model', 'submit'],
+      ['/api/show', 'model-or-name', 'read'],
+      ['/v1/chat/completions', 'model', 'submit'],
+      ['/v1/completions', 'model', 'submit'],
+      ['/v1/embeddings', 'model', 'submit'],
+    ];
+    for (const [path, modelField, action] of generationRoutes) {
+      app.post(path, { config: { action } }, (request, reply) => proxy(request, reply, path, modelField));
+    }
+
+    const listed = (path: string, answer: () => unknown) => {
+      app.get(path, { config: { action: 'read' } }, async (_request, reply) => {
+        const startedAtMs = performance.now();
+        const body = answer();
+        gateway.recordOutcome(path, 'ok', startedAtMs);
+        return reply.type('application/json; charset=utf-8').send(body);
+      });
+    };
+    listed('/api/tags', () => ollamaTags(deps.agentsStatus().nodes));
+    listed('/api/ps', () => ollamaPs(deps.agentsStatus().nodes));
+    listed('/v1/models', () => openaiModels(deps.agentsStatus().nodes));
+
+    app.get('/api/version', { config: { action: 'read' } }, async (_request, reply) => {
+      const startedAtMs = performance.now();
+      const nodes = deps.agentsStatus().nodes;
+      // This node's Ollama version when it is up, else any alive node's: clients check it for features.
+      const self = nodes.find((node) => node.self && node.ollama.version !== null);
+      const other = nodes.find((node) => node.state === 'alive' && node.ollama.reachable && node.ollama.version !== null);
+      const version = self?.ollama.version ?? other?.ollama.version ?? null;
+      if (version === null) {
+        gateway.recordOutcome('/api/version', 'unavailable', startedAtMs);
+        reply.header('retry-after', '5');
+        return sendGatewayError(reply, 'ollama', 503, 'no Ollama in the cluster is reachable yet; start Ollama on a node (hivemesh nodes shows each one\'s Ollama state)');
+      }
+      gateway.recordOutcome('/api/version', 'ok', startedAtMs);
+      return reply.send({ version });
+    });
+  };
+}
