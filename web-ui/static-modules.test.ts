@@ -19,6 +19,7 @@ interface SseModule {
     onMessage: (message: SseMessage) => void;
     onProblem?: (problem: { message: string; retryInMs: number | null; status: number }) => void;
     shouldStop?: () => boolean;
+    idleMs?: number;
   }, signal: AbortSignal): Promise<void>;
 }
 interface LiveOutputInstance { attempt: number; nextSequence: number; text: string; gap: boolean; cutFront: boolean; accept(chunk: { attempt: number; sequence: number; text: string }): string }
@@ -156,6 +157,33 @@ describe('followEventStream', () => {
     await sse.followEventStream(url, () => ({}), { onMessage: () => undefined, onProblem: (problem) => problems.push(problem) }, new AbortController().signal);
     expect(connections).toBe(1);
     expect(problems).toEqual([{ message: 'the bearer token is not valid on this cluster', retryInMs: null, status: 401 }]);
+  });
+
+  it('drops a connection that goes silent and connects again', async () => {
+    let connections = 0;
+    const url = await serve((_request, response) => {
+      connections += 1;
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      // The first connection says one thing and then nothing more; the next ones end at once.
+      response.write(`event: hello\ndata: ${connections}\n\n`);
+      if (connections > 1) response.end();
+    });
+    const controller = new AbortController();
+    const problems: string[] = [];
+    const messages: string[] = [];
+    await Promise.race([
+      sse.followEventStream(url, () => ({}), {
+        idleMs: 300,
+        onMessage: (message) => {
+          messages.push(message.data);
+          if (messages.length === 2) controller.abort();
+        },
+        onProblem: (problem) => problems.push(problem.message),
+      }, controller.signal),
+      new Promise((_resolve, reject) => setTimeout(() => reject(new Error('the silent connection was not replaced within 5 s')), 5_000)),
+    ]);
+    expect(messages).toEqual(['1', '2']);
+    expect(problems[0]).toMatch(/^no data from the node for 0 s/);
   });
 
   it('stops for good when shouldStop says the stream is complete', async () => {

@@ -111,6 +111,12 @@ export class SseParser {
   }
 }
 
+/**
+ * A connection that delivers nothing, not even the daemon's 15 s keep-alive comment, for
+ * this long is dead (a laptop that slept, a NAT that forgot it) and is replaced.
+ */
+export const streamIdleMsMax = 45_000;
+
 /** Backoff after a broken stream: 0.5 s, 1 s, 2 s ... capped at 15 s, with jitter so many tabs do not reconnect in step. */
 export const reconnectDelayMsMin = 500;
 export const reconnectDelayMsMax = 15_000;
@@ -128,6 +134,7 @@ export function reconnectDelayMs(failures, random = Math.random()) {
  * @property {(problem: { message: string, retryInMs: number | null, status: number }) => void} [onProblem]
  *   the stream broke; retryInMs null means it gives up (401, 403, 404, or `stop` said so)
  * @property {() => boolean} [shouldStop] checked after the stream ends normally: true ends it for good
+ * @property {number} [idleMs] silence after which the connection counts as dead (default streamIdleMsMax)
  */
 
 /**
@@ -139,12 +146,28 @@ export function reconnectDelayMs(failures, random = Math.random()) {
  * @param {AbortSignal} signal
  */
 export async function followEventStream(url, headers, handlers, signal) {
+  const idleMs = handlers.idleMs ?? streamIdleMsMax;
   let failures = 0;
   while (!signal.aborted) {
     let status = 0;
     let problem = '';
+    // One controller per connection: ending it (idle, parse error, stop) frees the socket.
+    const connection = new AbortController();
+    const abortConnection = () => connection.abort();
+    signal.addEventListener('abort', abortConnection, { once: true });
+    let idle = false;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let idleTimer;
+    const armIdleTimer = () => {
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(() => {
+        idle = true;
+        connection.abort();
+      }, idleMs);
+    };
     try {
-      const response = await fetch(url, { headers: { accept: 'text/event-stream', ...headers() }, signal, cache: 'no-store' });
+      armIdleTimer();
+      const response = await fetch(url, { headers: { accept: 'text/event-stream', ...headers() }, signal: connection.signal, cache: 'no-store' });
       status = response.status;
       if (!response.ok || response.body === null) {
         problem = await errorMessageOf(response);
@@ -160,6 +183,7 @@ export async function followEventStream(url, headers, handlers, signal) {
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         try {
           while (true) {
+            armIdleTimer();
             const { value, done } = await reader.read();
             if (done) break;
             parser.push(value);
@@ -172,7 +196,13 @@ export async function followEventStream(url, headers, handlers, signal) {
       }
     } catch (error) {
       if (signal.aborted) return;
-      problem = error instanceof SseParseError ? error.message : `the node did not answer (${error instanceof Error ? error.message : String(error)})`;
+      if (idle) problem = `no data from the node for ${Math.round(idleMs / 1000)} s (it sends a keep-alive every 15 s), so the connection was dropped`;
+      else if (error instanceof SseParseError) problem = error.message;
+      else problem = `the node did not answer (${error instanceof Error ? error.message : String(error)})`;
+    } finally {
+      clearTimeout(idleTimer);
+      signal.removeEventListener('abort', abortConnection);
+      connection.abort();
     }
     if (signal.aborted) return;
     failures += 1;
