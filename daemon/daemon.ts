@@ -15,6 +15,9 @@ import type { StateMachine } from './consensus/raft-node.ts';
 import { buildApp, type App } from './http/app.ts';
 import type { Action, HttpServices, Principal, Role } from './http/services.ts';
 import { EventBus } from './events.ts';
+import { Gateway } from './gateway/gateway.ts';
+import { gatewayRoutes } from './gateway/routes.ts';
+import { metricsRoutes } from './metrics/routes.ts';
 import { taskRoutes } from './http/routes/tasks.ts';
 import { tokenRoutes } from './http/routes/tokens.ts';
 import { logger } from './log.ts';
@@ -70,6 +73,7 @@ export class Daemon {
   app!: App;
   tasks!: TaskService;
   tokens!: TokenService;
+  gateway!: Gateway;
   /** Where task output comes from; the task runtime replaces it when wired. */
   outputs: OutputSource = { follow: async function* () { /* no runtime: no output until it is wired */ } };
   clusterSecret!: ClusterSecret;
@@ -185,12 +189,30 @@ export class Daemon {
     });
     this.tokens = new TokenService({ state: () => this.state.current, propose, waitApplied });
 
+    this.gateway = new Gateway({
+      host: this.host,
+      nodeId: () => this.host.peerId,
+      ollamaUrl: config.ollamaUrl,
+      nodeViews: () => this.nodeViews(),
+      recordGeneration: (model, tokens, evalDurationNs) => this.probe.recordGeneration(model, tokens, evalDurationNs),
+    });
+    await this.gateway.start();
+
     this.app = await buildApp({
       services: this.httpServices(),
       plugins: [
         taskRoutes(this.tasks, this.bus),
         tokenRoutes(this.tokens),
         mcpRoutes({ clusterStatus: () => this.clusterStatus(), agentsStatus: () => this.agentsStatus(), tasks: this.tasks, can: roleCan }),
+        gatewayRoutes({ gateway: this.gateway, agentsStatus: () => this.agentsStatus() }),
+        metricsRoutes({
+          clusterStatus: () => this.clusterStatus(),
+          agentsStatus: () => this.agentsStatus(),
+          heartbeats: () => this.membership.members().flatMap((member) => (member.heartbeat === null || member.state === 'left' ? [] : [member.heartbeat])),
+          sendStats: () => this.host.sendStats(),
+          state: () => this.state.current,
+          bus: this.bus,
+        }),
       ],
     });
     await this.app.listen({ host: config.apiHost, port: config.apiPort });
@@ -207,6 +229,7 @@ export class Daemon {
       await this.cluster?.stop({ transferLeadership: true }).catch((error: unknown) => log.warn('consensus stop failed', { error: error as Error }));
       await this.membership?.stop().catch((error: unknown) => log.warn('membership stop failed', { error: error as Error }));
       await this.app?.close().catch(() => undefined);
+      this.gateway?.stop();
       await this.probe?.stop().catch(() => undefined);
       await this.host?.stop().catch(() => undefined);
       await this.storage?.close().catch(() => undefined);
@@ -278,7 +301,8 @@ export class Daemon {
       },
       hardware: probe.hardware,
       ollama: probe.ollama,
-      load: { running: inFlight, queued: 0, concurrencyLimit: this.config.concurrency },
+      // Gateway requests run beside tasks on the same Ollama: the scheduler must see both.
+      load: { running: inFlight + (this.gateway?.inFlight() ?? 0), queued: 0, concurrencyLimit: this.config.concurrency },
       agents: probe.agents,
     };
   }
