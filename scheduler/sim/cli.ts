@@ -87,14 +87,28 @@ export function replayCommand(options: CliOptions, seed: number): string {
   return `npm run sim -- --seed ${seed} --nodes ${options.voters} --steps ${options.steps}${options.broken === null ? '' : ` --broken ${options.broken}`}${options.skipMissedTicks ? ' --skip-missed-ticks' : ''}`;
 }
 
-function main(): void {
+/** Seeds between two yields to the event loop, so that Ctrl-C (SIGINT) or SIGTERM is heard. */
+const seedsPerYield = 20;
+
+async function main(): Promise<void> {
   const options = parse(process.argv.slice(2));
+  // An interrupted range still prints its table: stop after the current seed, then report.
+  let stopRequested = false;
+  const requestStop = () => {
+    if (stopRequested) process.exit(130);
+    stopRequested = true;
+  };
+  process.on('SIGINT', requestStop);
+  process.on('SIGTERM', requestStop);
   const totals: Totals = emptyTotals();
   const failures: SeedResult[] = [];
   const core: CoreFactory = options.broken === null ? raftCore : (faultyCores[options.broken] as { factory: CoreFactory }).factory;
   const startedMs = performance.now();
   let lastProgressMs = startedMs;
-  for (let seed = options.from; seed < options.from + options.seeds; seed++) {
+  let nextSeed = options.from;
+  for (let seed = options.from; seed < options.from + options.seeds && !stopRequested; seed++) {
+    nextSeed = seed + 1;
+    if ((seed - options.from) % seedsPerYield === seedsPerYield - 1) await new Promise((resolve) => setImmediate(resolve));
     const result = runSeed({
       seed, voters: options.voters, steps: options.steps, core,
       ...(options.skipMissedTicks ? { scenario: { pauseTickCatchUp: false } } : {}),
@@ -116,6 +130,11 @@ function main(): void {
     }
   }
   const elapsedMs = performance.now() - startedMs;
+  if (stopRequested) {
+    process.stdout.write(`\nstopped on request after seed ${nextSeed - 1} (${totals.seeds} of ${options.seeds} seeds run)\n`);
+    // A partial range is not a pass: scripts must not mistake it for one.
+    process.exitCode = 130;
+  }
   process.stdout.write(`\n${formatSummary(totals, elapsedMs, options.voters, options.steps)}\n`);
   // One seed: its trace hash, to compare two replays at a glance.
   if (options.seeds === 1) process.stdout.write(`trace hash ${totals.lastTraceHash}\n`);
@@ -124,6 +143,8 @@ function main(): void {
     for (const failed of failures) process.stdout.write(`  ${replayCommand(options, failed.seed)}   # ${failed.failure?.invariant}\n`);
     process.exitCode = 1;
   }
+  process.removeListener('SIGINT', requestStop);
+  process.removeListener('SIGTERM', requestStop);
 }
 
-main();
+await main();
