@@ -117,6 +117,28 @@ describe.skipIf(unavailable !== null)('mDNS on a namespace LAN', () => {
     await waitFor('the others to see the fourth node left', () => nodes.every((node) => node.latest!.members.some((member) => member.nodeId === fourthId && member.state === 'left')), 3_000, 20);
   }, 60_000);
 
+  it('marks a node cut off the LAN dead within 5 s, and alive again after the link heals', async () => {
+    const [first, second, third] = running as [RunningNode, RunningNode, RunningNode];
+    const cutHost = lan.hosts[2]!;
+    const cutId = third.latest!.peerId;
+    const others = [first, second];
+    const stateSeenBy = (node: RunningNode): string | undefined => node.latest!.members.find((member) => member.nodeId === cutId)?.state;
+    await waitFor('all to see the third node alive', () => others.every((node) => stateSeenBy(node) === 'alive'), 5_000, 20);
+    await lan.disconnect(cutHost);
+    const cutAt = performance.now();
+    try {
+      await waitFor('the others to see it dead', () => others.every((node) => stateSeenBy(node) === 'dead'), 6_000, 20);
+      const deadAfterMs = performance.now() - cutAt;
+      console.log(`[measure] partition: a node cut off the LAN was dead for the others ${deadAfterMs.toFixed(0)} ms after the cut`);
+      expect(deadAfterMs).toBeLessThan(5_000 + 200);
+    } finally {
+      await lan.reconnect(cutHost);
+    }
+    const healedAt = performance.now();
+    await waitFor('the third node alive again everywhere', () => others.every((node) => stateSeenBy(node) === 'alive') && aliveViews(third) === 3, 15_000, 20);
+    console.log(`[measure] partition healed: alive again ${(performance.now() - healedAt).toFixed(0)} ms after the link came back`);
+  }, 30_000);
+
   it('reports a second live process with a copied identity', async () => {
     const key = await generateKeyPair('Ed25519');
     const privateKeyHex = Buffer.from(privateKeyToProtobuf(key)).toString('hex');
