@@ -43,7 +43,7 @@ describe.skipIf(unavailable !== null)('daemon mesh on a namespace LAN (mDNS only
     stranger = daemons[3]!;
     await startAll(daemons, 40_000);
     startIsolationSampling();
-  }, 75_000);
+  }, 90_000);
 
   afterAll(async () => {
     sampling.running = false;

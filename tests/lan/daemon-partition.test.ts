@@ -34,7 +34,7 @@ describe.skipIf(unavailable !== null)('leader partitioned on a namespace LAN', (
     })), { bootstrapAll: false });
     daemons.forEach((daemon, index) => hostOf.set(daemon, lan.hosts[index]!));
     await formCluster(daemons, 45_000, { voters: 3 });
-  }, 75_000);
+  }, 90_000);
 
   afterAll(() => group.stopAll());
 

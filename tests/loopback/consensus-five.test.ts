@@ -16,7 +16,7 @@ describe('five daemons on loopback', () => {
     const secretFile = writeClusterKey(tempDir('consensus5-key'));
     daemons = await prepareDaemons(group, ['c5-a', 'c5-b', 'c5-c', 'c5-d', 'c5-e'].map((name) => ({ name, mdns: false, secretFile })), { bootstrapAll: true });
     await formCluster(daemons, 50_000, { voters: 5 });
-  }, 75_000);
+  }, 90_000);
 
   afterAll(() => group.stopAll());
 

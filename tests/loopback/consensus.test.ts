@@ -1,9 +1,8 @@
-// Consensus over real daemon processes on loopback: a single node forms a working
-// cluster of one; with three daemons, a leader killed with SIGKILL is replaced and no
-// acknowledged write is lost (failover measured); a leader frozen with SIGSTOP is
-// replaced, steps down after SIGCONT, never shares a term's leadership, and never
-// acknowledges a write it then loses; a full stop and restart keeps the cluster id, the
-// node ids and every acknowledged task.
+// Consensus over three real daemon processes on loopback: a leader killed with SIGKILL is
+// replaced and no acknowledged write is lost (failover measured); a leader frozen with
+// SIGSTOP is replaced, steps down after SIGCONT, never shares a term's leadership, and
+// never acknowledges a write it then loses; a full stop and restart keeps the cluster id,
+// the node ids and every acknowledged task. (A cluster of one: consensus-single.test.ts.)
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   clusterStatus, daemonById, formCluster, outputTails, prepareDaemons, RoleSampler, startAll, submitTask,
@@ -12,31 +11,6 @@ import {
 import { ProcessGroup, tempDir, waitUntil } from '../support/processes.ts';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-describe('a single daemon alone', () => {
-  const group = new ProcessGroup();
-  afterAll(() => group.stopAll());
-
-  it('forms a cluster of one that is ready and accepts writes', async () => {
-    const [solo] = await prepareDaemons(group, [{ name: 'solo', mdns: false }], { bootstrapAll: false });
-    const started = performance.now();
-    const agreement = await formCluster([solo!], 30_000, { voters: 1 });
-    console.log(`[measure] a lone fresh daemon was leader of its own cluster ${(performance.now() - started).toFixed(0)} ms after spawn (3 s discovery window included)`);
-    expect(agreement.leaderId).toBe(solo!.nodeId);
-    const ready = await solo!.api<{ status: string; leaderId: string }>('/health/ready', { token: null });
-    expect(ready.status).toBe(200);
-    expect(ready.body.leaderId).toBe(solo!.nodeId);
-    const write = await submitTask(solo!, 'solo-write');
-    expect(write.status).toBe(201);
-    expect(write.task!.status).toBe('queued');
-    const read = await solo!.api<{ id: string; title: string }>(`/api/tasks/${write.task!.id}`);
-    expect(read.status).toBe(200);
-    expect(read.body.title).toBe('solo-write');
-    const status = await clusterStatus(solo!);
-    expect(status!.voters).toEqual([solo!.nodeId]);
-    expect(status!.tasks.total).toBe(1);
-  }, 45_000);
-});
 
 describe('three daemons on loopback', () => {
   const group = new ProcessGroup();
@@ -50,7 +24,7 @@ describe('three daemons on loopback', () => {
     daemons = await prepareDaemons(group, ['c3-a', 'c3-b', 'c3-c'].map((name) => ({ name, mdns: false, secretFile })), { bootstrapAll: true });
     const agreement = await formCluster(daemons, 40_000, { voters: 3 });
     clusterId = agreement.clusterId;
-  }, 60_000);
+  }, 90_000);
 
   afterAll(() => group.stopAll());
 
@@ -133,10 +107,12 @@ describe('three daemons on loopback', () => {
     }));
     const restartedAt = performance.now();
     await startAll(daemons);
+    const liveMs = performance.now() - restartedAt;
     const agreement = await waitForAgreement(daemons, 30_000, { voters: 3 }).catch((error: Error) => {
       throw new Error(`${error.message}\n${outputTails(daemons)}`);
     });
-    console.log(`[measure] 3 nodes restarted together: leader agreed ${(performance.now() - restartedAt).toFixed(0)} ms after spawn`);
+    // Most of this is process start-up (module loading on a shared 2-core machine).
+    console.log(`[measure] 3 nodes restarted together: all live ${liveMs.toFixed(0)} ms after spawn, leader agreed ${(performance.now() - restartedAt).toFixed(0)} ms after spawn`);
     expect(agreement.clusterId).toBe(clusterId);
     expect(agreement.statuses.map((status) => status.nodeId)).toEqual(daemons.map((daemon) => daemon.nodeId));
     await waitTasksEverywhere(daemons, acknowledged, 15_000);
