@@ -2,6 +2,7 @@
 // real bug would; the tests (and `npm run sim -- --broken NAME`) show that the checker
 // catches every one, so a passing simulation means something.
 import type { ConfigChange, Message, NodeId, ProposeResult, RaftStatus, ReadIndexResult, ReadState, Ready, Snapshot, TransferResult } from '../consensus/types.ts';
+import { Raft } from '../consensus/raft.ts';
 import { raftCore, type CoreFactory, type SimCore } from './core.ts';
 
 /** Passes everything through; subclasses override the one thing they break. */
@@ -104,10 +105,39 @@ class AckWithoutStoringCore extends WrappedCore {
   }
 }
 
+/** The private parts of the real core that the Figure 8 breakage replaces. */
+interface CommitInternals {
+  maybeCommit: () => boolean;
+  quorumValue: (own: number, valueOf: (progress: { match: number }) => number) => number;
+  lastIndex: () => number;
+  commit: number;
+}
+
+/**
+ * The classic mistake of Raft's Figure 8: a leader commits an entry of an earlier term as soon
+ * as a majority stores it, instead of only through an entry of its own term. Reaches into the
+ * real core's private commit rule, so it fails loudly if that rule is renamed.
+ */
+function oldTermCommitCore(options: Parameters<CoreFactory>[0], restore: Parameters<CoreFactory>[1]): SimCore {
+  const raft = new Raft(options, restore);
+  const internals = raft as unknown as CommitInternals;
+  if (typeof internals.maybeCommit !== 'function' || typeof internals.quorumValue !== 'function') {
+    throw new Error('the core no longer has maybeCommit/quorumValue: update faulty-cores.ts old-term-commit to its commit rule');
+  }
+  internals.maybeCommit = function maybeCommitAnyTerm(this: CommitInternals): boolean {
+    const candidate = this.quorumValue(this.lastIndex(), (progress) => progress.match);
+    if (candidate <= this.commit) return false;
+    this.commit = candidate;
+    return true;
+  };
+  return raft;
+}
+
 export const faultyCores: Record<string, { describe: string; factory: CoreFactory }> = {
   'double-vote': { describe: 'grants every vote request', factory: (options, restore) => new DoubleVoteCore(raftCore(options, restore)) },
   'forgetful-vote': { describe: 'does not persist its vote', factory: (options, restore) => new ForgetfulVoteCore(raftCore(options, restore)) },
   'stale-lease-read': { describe: 'serves lease reads without a lease', factory: (options, restore) => new StaleLeaseReadCore(raftCore(options, restore)) },
   'endless-lease': { describe: 'reports a lease whenever it leads', factory: (options, restore) => new EndlessLeaseCore(raftCore(options, restore)) },
+  'old-term-commit': { describe: 'commits entries of earlier terms by counting replicas (Figure 8)', factory: oldTermCommitCore },
   'ack-without-storing': { describe: 'acknowledges appends it did not persist', factory: (options, restore) => new AckWithoutStoringCore(raftCore(options, restore)) },
 };

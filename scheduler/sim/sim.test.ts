@@ -104,6 +104,16 @@ describe('the checker catches broken cores', () => {
     }, 60_000);
   }
 
+  it('catches a core that commits entries of earlier terms by counting replicas (Figure 8)', () => {
+    const factory = (faultyCores['old-term-commit'] as { factory: CoreFactory }).factory;
+    let caught: SeedResult | null = null;
+    for (let seed = 1; seed <= 1_000 && caught === null; seed++) {
+      const result = runSeed({ seed, voters: 5, steps: 3_000, core: factory });
+      if (!result.ok && ['linearizable reads', 'leader completeness', 'committed entries are never lost', 'committed entries never change'].includes(result.failure?.invariant ?? '')) caught = result;
+    }
+    expect(caught, 'no seed caught the Figure 8 commit rule').not.toBeNull();
+  }, 120_000);
+
   it('catches overlapping leases when clocks drift beyond the stated bound', () => {
     // n1 ticks 2.5x slower than the rest, far beyond driftTicks: its lease outlives the
     // followers' election timeouts.
