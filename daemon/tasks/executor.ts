@@ -33,6 +33,8 @@ interface LocalAttempt {
   phase: 'queued' | 'running';
   cause: AbortCause | null;
   model: string | null;
+  /** The task.start report, once sent; a completion waits for it so the log keeps the order. */
+  started: Promise<unknown> | null;
 }
 
 export interface ExecutorDeps {
@@ -46,6 +48,8 @@ export interface ExecutorDeps {
   reporter: Reporter;
   /** Attempts waiting for a local slot; beyond, an assignment is failed back as retryable. */
   queueMax?: number;
+  /** task.start is reported once a generation has run this long (shorter ones complete without it). */
+  startReportDelayMs?: number;
   /** Attempts remembered after they ended here, so a late or replayed event does not rerun them. */
   endedRememberMax?: number;
 }
@@ -112,7 +116,7 @@ export class Executor {
     }
     const local: LocalAttempt = {
       taskId, attempt, controller: new AbortController(), output: this.deps.outputs.open(taskId, attempt),
-      phase: 'queued', cause: null, model: null,
+      phase: 'queued', cause: null, model: null, started: null,
     };
     this.attempts.set(taskId, local);
     this.queue.push(local);
@@ -233,24 +237,38 @@ export class Executor {
     const model = assignment.model ?? live.input.model;
     local.model = model;
 
-    // Reported at once, in parallel with the generation: the running status costs no latency.
-    const started = live.status === 'running'
-      ? Promise.resolve(null)
-      : this.report({ type: 'task.start', id: taskId, attempt, node: this.deps.nodeId, at: Date.now() }, taskId, attempt).then((result) => {
+    // task.start goes out once the generation has run for startReportDelayMs, in parallel
+    // with it: a generation that ends sooner goes straight from assigned to completed, which
+    // saves a quarter of the log entries of short tasks and costs them no latency.
+    if (live.status === 'running') local.started = Promise.resolve(null);
+    const reportStart = () => {
+      if (local.started !== null || local.cause !== null) return;
+      local.started = this.report({ type: 'task.start', id: taskId, attempt, node: this.deps.nodeId, at: Date.now() }, taskId, attempt).then((result) => {
         if (result !== null && !result.ok && (result.refusal.code === 'stale-attempt' || result.refusal.code === 'task-finished' || result.refusal.code === 'not-found')) {
           this.abortLocal(local, { reason: `the log refused the start: ${result.refusal.message}`, report: false });
         }
         return result;
       });
+    };
+    const startTimer = local.started === null ? setTimeout(reportStart, this.deps.startReportDelayMs ?? 100) : null;
+    try {
+      await this.generate(local, live, model);
+    } finally {
+      if (startTimer !== null) clearTimeout(startTimer);
+      await local.started;
+    }
+  }
 
+  private async generate(local: LocalAttempt, live: Readonly<TaskRecord>, model: string | null): Promise<void> {
+    const { taskId, attempt } = local;
+    const state = this.deps.state();
+    const assignment = live.attempts.at(-1)!;
     if (model === null) {
-      await started;
       await this.reportFail(local, `attempt ${attempt} of task ${taskId} names no model to run`, false);
       return;
     }
     const rendered = renderPrompt(state, live);
     if (!rendered.ok) {
-      await started;
       await this.reportFail(local, rendered.reason, false);
       return;
     }
@@ -272,7 +290,7 @@ export class Executor {
         onText: (text) => local.output.append(text),
       });
     } catch (error) {
-      await started;
+      await local.started;
       // Read through a fresh type: the check at the top narrowed cause to null before awaits.
       const cause = local.cause as AbortCause | null;
       if (cause !== null) {
@@ -286,7 +304,7 @@ export class Executor {
       return;
     }
     this.deps.probe.recordGeneration(model, result.evalCount, result.evalDurationNs);
-    await started;
+    await local.started;
     if ((local.cause as AbortCause | null) !== null) return;
     const completion = await this.report({
       type: 'task.complete', id: taskId, attempt, output: result.output,

@@ -28,15 +28,16 @@ async function collect(stream: AsyncIterable<TaskEvent>): Promise<TaskEvent[]> {
 describe('task runtime on one node', () => {
   it('runs a prompt task on Ollama, streams its output in sequence and records usage and speed', async () => {
     const h = await harness();
-    const { task } = await h.service.submit({ model: 'llama3.2:1b', prompt: 'Say something about meshes.' });
+    // 300 tokens at 2,000 tokens/s: long enough (over 100 ms) for task.start to be reported.
+    const { task } = await h.service.submit({ model: 'llama3.2:1b', prompt: 'Say something about meshes.', options: { num_predict: 300 } });
     const events = await collect(h.service.events(task.id, AbortSignal.timeout(10_000)));
     const final = events.at(-1);
     expect(final?.type).toBe('final');
     const done = (final as Extract<TaskEvent, { type: 'final' }>).task;
     expect(done.status).toBe('completed');
     expect(done.assignedNode).toBe(h.nodeId);
-    expect(done.output).toBe(standinText('llama3.2:1b', 'Say something about meshes.', 24));
-    expect(done.usage?.completionTokens).toBe(24);
+    expect(done.output).toBe(standinText('llama3.2:1b', 'Say something about meshes.', 300));
+    expect(done.usage?.completionTokens).toBe(300);
     expect(done.usage?.promptTokens).toBeGreaterThan(0);
     expect(done.usage?.tokensPerSecond).toBeGreaterThan(0);
     expect(done.usage?.totalMs).toBeGreaterThan(0);
@@ -48,6 +49,15 @@ describe('task runtime on one node', () => {
     expect(h.probe.snapshot().ollama.tokensPerSecond['llama3.2:1b']).toBeGreaterThan(0);
     expect(h.proposed).toEqual(expect.arrayContaining(['task.submit', 'task.assign', 'task.start', 'task.complete']));
     expect(h.standin.generations()).toHaveLength(1);
+  });
+
+  it('completes a short generation without a task.start entry', async () => {
+    const h = await harness({ tuning: { startReportDelayMs: 5_000 } });
+    const { task } = await h.service.submit({ model: 'llama3.2:1b', prompt: 'quick' });
+    const done = await h.service.waitFinished(task.id, 10_000);
+    expect(done.status).toBe('completed');
+    expect(done.startedAt).toBe(done.completedAt);
+    expect(h.proposed).not.toContain('task.start');
   });
 
   it('runs messages with the agent system prompt through chat for a capability task', async () => {

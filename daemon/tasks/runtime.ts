@@ -53,6 +53,8 @@ export interface TaskRuntimeTuning {
   scheduler?: Partial<SchedulerTiming>;
   output?: Partial<OutputLimits>;
   reportRetryDelayMs?: (retry: number) => number;
+  /** task.start is reported once a generation has run this long; shorter ones complete without it. */
+  startReportDelayMs?: number;
 }
 
 export class TaskRuntime {
@@ -92,6 +94,7 @@ export class TaskRuntime {
       agents: deps.agents,
       outputs: this.hub,
       reporter: this.reporter,
+      ...(deps.tuning?.startReportDelayMs === undefined ? {} : { startReportDelayMs: deps.tuning.startReportDelayMs }),
     });
     this.bids = new BidService({
       nodeId: deps.nodeId,
