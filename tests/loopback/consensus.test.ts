@@ -5,7 +5,7 @@
 // the node ids and every acknowledged task. (A cluster of one: consensus-single.test.ts.)
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  clusterStatus, daemonById, formCluster, outputTails, prepareDaemons, RoleSampler, startAll, submitTask,
+  clusterStatus, ContinuousWriter, daemonById, formCluster, outputTails, prepareDaemons, RoleSampler, startAll, submitTask,
   waitForAgreement, waitTasksEverywhere, writeClusterKey, writeUntilAcknowledged, type MeshDaemon,
 } from '../support/cluster.ts';
 import { ProcessGroup, tempDir, waitUntil } from '../support/processes.ts';
@@ -35,18 +35,32 @@ describe('three daemons on loopback', () => {
     const leader = daemonById(daemons, before.leaderId);
     const survivors = daemons.filter((daemon) => daemon !== leader);
 
-    const killedAt = performance.now();
-    leader.kill('SIGKILL');
-    await leader.waitExit(5_000);
-    const after = await waitForAgreement(survivors, 15_000);
-    const electedMs = performance.now() - killedAt;
-    expect(after.leaderId).not.toBe(leader.nodeId);
-    expect(after.term).toBeGreaterThan(before.term);
-    const write = await writeUntilAcknowledged(survivors, 'after-kill', 15_000);
-    const writableMs = performance.now() - killedAt;
-    acknowledged.push(write.task.id);
-    console.log(`[measure] 3 nodes, SIGKILL of the leader: new leader known to both survivors after ${electedMs.toFixed(0)} ms, first write acknowledged after ${writableMs.toFixed(0)} ms`);
-    await waitTasksEverywhere(survivors, acknowledged, 10_000);
+    // Writes keep arriving at every node, the leader included, across the crash.
+    const writer = new ContinuousWriter();
+    writer.start(daemons, 'across-kill', { pauseMs: 50 });
+    try {
+      await waitUntil('writes to flow before the crash', () => writer.acknowledged.length >= 10, 15_000);
+      const killedAt = performance.now();
+      leader.kill('SIGKILL');
+      await leader.waitExit(5_000);
+      const after = await waitForAgreement(survivors, 15_000);
+      const electedMs = performance.now() - killedAt;
+      expect(after.leaderId).not.toBe(leader.nodeId);
+      expect(after.term).toBeGreaterThan(before.term);
+      const write = await writeUntilAcknowledged(survivors, 'after-kill', 15_000);
+      const writableMs = performance.now() - killedAt;
+      acknowledged.push(write.task.id);
+      const mark = writer.acknowledged.length;
+      await waitUntil('writes to flow again after the crash', () => writer.acknowledged.length >= mark + 10, 15_000);
+      console.log(`[measure] 3 nodes, SIGKILL of the leader: new leader known to both survivors after ${electedMs.toFixed(0)} ms, first write acknowledged after ${writableMs.toFixed(0)} ms`);
+    } finally {
+      await writer.stop();
+    }
+    console.log(`[measure] 3 nodes, writes across the SIGKILL: ${writer.summary()}`);
+    // 201 acknowledged, 503 refused (no leader yet / outcome unknown), 0 the dead node's refused connections.
+    for (const status of writer.statusCounts.keys()) expect(['201', '503/no_leader', '503/no_quorum', '503/unavailable', '0']).toContain(status);
+    acknowledged.push(...writer.acknowledged);
+    await waitTasksEverywhere(survivors, acknowledged, 15_000);
 
     // The killed leader comes back with its data dir, follows, and catches up.
     leader.start();
@@ -73,10 +87,14 @@ describe('three daemons on loopback', () => {
       // The scenario is "frozen for a few seconds": hold the stop for 3 s in all.
       await sleep(Math.max(0, 3_000 - (performance.now() - stoppedAt)));
 
+      // Writes sent to the frozen leader wait in its socket buffers; it reads them on waking.
+      const sentWhileFrozen = Array.from({ length: 3 }, (_, index) => submitTask(old, `to-frozen-leader-${index}`, 15_000));
+      await sleep(200);
       const continuedAt = performance.now();
       old.kill('SIGCONT');
       // Writes aimed at the old leader the moment it wakes, while it may still think it leads.
-      const outcomes = await Promise.all(Array.from({ length: 4 }, (_, index) => submitTask(old, `to-old-leader-${index}`, 12_000)));
+      const afterWaking = Array.from({ length: 4 }, (_, index) => submitTask(old, `to-old-leader-${index}`, 15_000));
+      const outcomes = await Promise.all([...sentWhileFrozen, ...afterWaking]);
       for (const outcome of outcomes) {
         expect([201, 503], `a write to the old leader answered ${outcome.status} (${outcome.errorCode})`).toContain(outcome.status);
         if (outcome.task !== null) acknowledged.push(outcome.task.id);

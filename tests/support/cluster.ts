@@ -284,3 +284,43 @@ export class RoleSampler {
     return [...leadersByTerm].filter(([, leaders]) => leaders.size > 1).map(([term, leaders]) => ({ term, leaders: [...leaders] }));
   }
 }
+
+/** Writes most kept per ContinuousWriter run: a bound on memory and on the read-back check. */
+const continuousWritesMax = 2_000;
+
+/**
+ * Keeps submitting tasks to every given daemon, one loop per daemon (a frozen or dead
+ * daemon stalls only its own loop), and records what each answered: the ids of every
+ * acknowledged (201) write, to check later that none was lost, and the other statuses.
+ */
+export class ContinuousWriter {
+  readonly acknowledged: string[] = [];
+  readonly statusCounts = new Map<string, number>();
+  private running = false;
+  private loops: Array<Promise<void>> = [];
+  private written = 0;
+
+  start(daemons: DaemonProcess[], label: string, options: { pauseMs?: number; requestTimeoutMs?: number } = {}): void {
+    this.running = true;
+    this.loops = daemons.map(async (daemon) => {
+      while (this.running && this.written < continuousWritesMax) {
+        this.written += 1;
+        const outcome = await submitTask(daemon, `${label}-${daemon.spec.name}-${this.written}`, options.requestTimeoutMs ?? 12_000);
+        const key = `${outcome.status}${outcome.errorCode === null ? '' : `/${outcome.errorCode}`}`;
+        this.statusCounts.set(key, (this.statusCounts.get(key) ?? 0) + 1);
+        if (outcome.task !== null) this.acknowledged.push(outcome.task.id);
+        // A refused connection returns at once: do not spin on a dead daemon.
+        await new Promise((resolve) => setTimeout(resolve, outcome.status === 201 ? (options.pauseMs ?? 20) : 100));
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await Promise.all(this.loops);
+  }
+
+  summary(): string {
+    return [...this.statusCounts].map(([status, count]) => `${status}x${count}`).join(' ');
+  }
+}
