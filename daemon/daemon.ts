@@ -122,10 +122,7 @@ export class Daemon {
       bootstrap: config.bootstrap,
       mdns: config.mdns,
     });
-    this.host.on('identity-conflict', (conflict) => {
-      this.raiseAlert('identity-conflict', `another live process uses this node's identity (${conflict.detail}). A data dir was probably copied: stop one of them, delete <data-dir>/peer.key there and start it again.`);
-    });
-
+    // Identity conflicts the host sees are forwarded into membership, which raises one alert for both.
     this.probe = new HealthProbe({ ollamaUrl: config.ollamaUrl, agents: config.agents });
     await this.probe.start();
 
@@ -142,9 +139,7 @@ export class Daemon {
         const name = this.membership.member(event.nodeId)?.heartbeat?.name ?? null;
         this.bus.publish({ type: `node.${event.type}`, at: Date.now(), nodeId: event.nodeId, name });
       }
-      if (event.type === 'identity-conflict') {
-        this.raiseAlert('identity-conflict', `two live processes claim node id ${event.nodeId}: a data dir was probably copied. Stop one, delete <data-dir>/peer.key there and start it again.`);
-      }
+      if (event.type === 'identity-conflict') this.raiseAlert('identity-conflict', event.conflict.message);
     });
     await this.membership.start();
 

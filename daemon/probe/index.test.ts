@@ -50,7 +50,7 @@ describe('HealthProbe', () => {
     await vi.waitFor(() => expect(probe.snapshot().ollama.loaded.map((model) => model.name)).toEqual(['qwen2.5:7b']), { timeout: 2000 });
     // The stand-in streams at 100 tokens/s (a loaded machine can make it a little slower).
     expect(measured).toBeGreaterThan(50);
-    expect(measured).toBeLessThan(110);
+    expect(measured).toBeLessThan(150);
   });
 
   it('offers configured agents with their system prompts while their model is installed', async () => {
