@@ -2,10 +2,11 @@
 // the leader's host is cut off the bridge. The majority elects a new leader and takes
 // writes; the isolated old leader stops acting as leader within its lease and never
 // acknowledges a write; after the cable is back, the logs converge (same commit index)
-// and every acknowledged write is readable on every node. Skips without namespaces.
+// and every acknowledged write -- including those of a writer that keeps writing to all
+// three nodes throughout -- is readable on every node. Skips without namespaces.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  clusterStatus, daemonById, formCluster, outputTails, prepareDaemons, RoleSampler, submitTask, waitForAgreement,
+  clusterStatus, ContinuousWriter, daemonById, formCluster, outputTails, prepareDaemons, RoleSampler, submitTask, waitForAgreement,
   waitTasksEverywhere, writeClusterKey, writeUntilAcknowledged, type MeshDaemon, type WriteOutcome,
 } from '../support/cluster.ts';
 import { addManagementLinks } from '../support/lan-management.ts';
@@ -47,8 +48,12 @@ describe.skipIf(unavailable !== null)('leader partitioned on a namespace LAN', (
     const majority = daemons.filter((daemon) => daemon !== old);
     const sampler = new RoleSampler();
     sampler.start(daemons, 100);
+    // Writes keep arriving at all three nodes from before the cut until after the heal.
+    const writer = new ContinuousWriter();
+    writer.start(daemons, 'across-partition', { pauseMs: 100 });
     const toOld: Array<Promise<WriteOutcome>> = [];
     try {
+      await waitUntil('writes to flow before the cut', () => writer.acknowledged.length >= 6, 15_000);
       const cutAt = performance.now();
       await lan.disconnect(hostOf.get(old)!);
 
@@ -103,11 +108,18 @@ describe.skipIf(unavailable !== null)('leader partitioned on a namespace LAN', (
         throw new Error(`${error.message}\n${JSON.stringify(statuses.map((status) => status && { node: status.nodeName, role: status.role, term: status.term, leader: status.leaderId, commit: status.commitIndex, applied: status.appliedIndex }))}\n${outputTails(daemons)}`);
       });
       console.log(`[measure] LAN partition healed: same leader and commit index on all three ${(performance.now() - healedAt).toFixed(0)} ms after reconnecting`);
-      await waitTasksEverywhere(daemons, acknowledged, 15_000);
+      const mark = writer.acknowledged.length;
+      await waitUntil('writes to flow after the heal', () => writer.acknowledged.length >= mark + 6, 15_000);
+      await writer.stop();
+      console.log(`[measure] LAN partition, writes across cut and heal: ${writer.summary()}`);
+      for (const status of writer.statusCounts.keys()) expect(['201', '503/no_leader', '503/no_quorum', '503/unavailable']).toContain(status);
+      acknowledged.push(...writer.acknowledged);
+      await waitTasksEverywhere(daemons, acknowledged, 20_000);
       const final = await waitForAgreement(daemons, 10_000, { voters: 3 });
       expect(final.clusterId).toBe(before.clusterId);
     } finally {
       await lan.reconnect(hostOf.get(old)!).catch(() => undefined);
+      await writer.stop();
       await sampler.stop();
     }
     expect(sampler.leaderConflicts(), 'two nodes claimed leadership of the same term').toEqual([]);
