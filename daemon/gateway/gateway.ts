@@ -228,7 +228,7 @@ export class Gateway {
         } catch (error) {
           this.addOutstanding(nodeId, -1);
           if (call.signal.aborted) throw error;
-          failures.push(`${nodeId}: ${describeError(error)}`);
+          failures.push(`${nodeId}: ${(error as Error).message}`);
           log.debug('gateway node failed before answering', { node: nodeId, path: call.path, error: error as Error });
           continue;
         }
