@@ -22,6 +22,7 @@ import { BidService } from './bids.ts';
 import { Executor } from './executor.ts';
 import { LeaderScheduler, type RaftStatusView, type SchedulerTiming } from './leader.ts';
 import { OutputHub, type OutputLimits } from './output.ts';
+import { ReportRelay } from './report-relay.ts';
 import { Reporter } from './reports.ts';
 
 const log = logger('tasks');
@@ -61,6 +62,7 @@ export class TaskRuntime {
   private readonly deps: TaskRuntimeDeps;
   private readonly hub: OutputHub;
   private readonly reporter: Reporter;
+  readonly relay: ReportRelay;
   private readonly executor: Executor;
   private readonly bids: BidService;
   readonly scheduler: LeaderScheduler;
@@ -81,8 +83,15 @@ export class TaskRuntime {
       followTimeoutMs: (taskId) => (deps.state().getTaskRecord(taskId)?.input.timeoutMs ?? 24 * 60 * 60_000) + 60_000,
       ...(deps.tuning?.output === undefined ? {} : { limits: deps.tuning.output }),
     });
-    this.reporter = new Reporter({
+    this.relay = new ReportRelay({
+      nodeId: deps.nodeId,
+      host: deps.host,
       propose: deps.propose,
+      leader: () => deps.raftStatus()?.leader ?? null,
+      isLeader: () => deps.raftStatus()?.role === 'leader',
+    });
+    this.reporter = new Reporter({
+      propose: (data) => this.relay.propose(data),
       ...(deps.tuning?.reportRetryDelayMs === undefined ? {} : { retryDelayMs: deps.tuning.reportRetryDelayMs }),
     });
     this.executor = new Executor({
@@ -127,6 +136,7 @@ export class TaskRuntime {
     if (this.started) return;
     this.started = true;
     await this.hub.start();
+    await this.relay.start();
     await this.bids.start();
     this.scheduler.start();
     this.timer = setInterval(() => this.watch(), 100);

@@ -1,0 +1,45 @@
+// Executor reports in batches: a node that is not the leader sends the task.start,
+// task.complete and task.fail commands of its attempts to the leader several at a time, on
+// one streamed request, instead of forwarding each on a stream of its own. The leader
+// proposes them (Raft commits them in one batch anyway) and answers with one result each,
+// in order. Commands stay the replicated log's own JSON text; the leader's state machine
+// decodes and checks them like any other proposal.
+import { Type, type Static } from '@sinclair/typebox';
+import { jsonCodec } from './codec.ts';
+import * as limits from './limits.ts';
+import { PROTOCOL_VERSION } from './version.ts';
+
+export const TASK_REPORTS_PROTOCOL = `/hivemesh/task-reports/${PROTOCOL_VERSION}.0.0`;
+
+/** Commands per batch. */
+export const reportsPerBatchMax = 256;
+/** Bytes of one batch request (a completion carries up to taskOutputBytesMax of output). */
+export const reportBatchBytesMax = 8 * 1024 * 1024;
+
+export const TaskReportBatch = Type.Object({
+  kind: Type.Literal('task-reports'),
+  commands: Type.Array(Type.String({ minLength: 1, maxLength: limits.raftProposalBytesMax }), { minItems: 1, maxItems: reportsPerBatchMax }),
+}, { additionalProperties: false });
+export type TaskReportBatch = Static<typeof TaskReportBatch>;
+
+export const TaskReportResult = Type.Union([
+  /** Committed: `result` is the state machine's ApplyResult (a refusal is a result too). */
+  Type.Object({ ok: Type.Literal(true), result: Type.Unknown() }, { additionalProperties: false }),
+  /** Not committed: an error code of protocol/errors.ts, or 'not_leader'. */
+  Type.Object({
+    ok: Type.Literal(false),
+    code: Type.String({ maxLength: 64 }),
+    message: Type.String({ maxLength: 4096 }),
+  }, { additionalProperties: false }),
+]);
+export type TaskReportResult = Static<typeof TaskReportResult>;
+
+export const TaskReportResults = Type.Object({
+  kind: Type.Literal('task-report-results'),
+  results: Type.Array(TaskReportResult, { maxItems: reportsPerBatchMax }),
+}, { additionalProperties: false });
+export type TaskReportResults = Static<typeof TaskReportResults>;
+
+export const taskReportBatchCodec = jsonCodec('task report batch', TaskReportBatch, reportBatchBytesMax);
+/** Results are small: apply results carry the task view, output included, so allow as much as a batch. */
+export const taskReportResultsCodec = jsonCodec('task report results', TaskReportResults, reportBatchBytesMax * 2);
