@@ -25,6 +25,7 @@ export const relayablePaths: Readonly<Record<string, { method: 'GET' | 'POST'; g
   '/api/chat': { method: 'POST', generation: true },
   '/api/generate': { method: 'POST', generation: true },
   '/api/embed': { method: 'POST', generation: true },
+  '/api/embeddings': { method: 'POST', generation: true },
   '/api/show': { method: 'POST', generation: false },
   '/v1/chat/completions': { method: 'POST', generation: true },
   '/v1/completions': { method: 'POST', generation: true },

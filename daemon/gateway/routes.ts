@@ -1,6 +1,6 @@
 // The gateway's HTTP routes: a drop-in endpoint for Ollama clients (/api/chat, /api/generate,
-// /api/embed, /api/show, /api/tags, /api/ps, /api/version) and OpenAI clients
-// (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models) on the node's one
+// /api/embed, /api/embeddings, /api/show, /api/tags, /api/ps, /api/version) and OpenAI
+// clients (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models) on the node's one
 // port. Generation and embedding requests go to the best node for their model (gateway.ts);
 // model lists come from the heartbeats. Bodies are passed through as Ollama takes them
 // (Ollama accepts fields this code does not know), so only `model` is checked here; every
@@ -10,6 +10,7 @@ import { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AgentsStatus } from '../../protocol/api.ts';
 import { httpBodyBytesMax } from '../../protocol/limits.ts';
+import { normalizeModelName } from '../../scheduler/tasks/node-view.ts';
 import type { App } from '../http/app.ts';
 import { GatewayBusyError, ModelNotFoundError, UpstreamUnavailableError, relayablePaths, type Gateway } from './gateway.ts';
 import {
@@ -133,6 +134,8 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
       ['/api/chat', 'model', 'submit'],
       ['/api/generate', 'model', 'submit'],
       ['/api/embed', 'model', 'submit'],
+      // The legacy embedding endpoint older clients (and LangChain's Ollama class) still call.
+      ['/api/embeddings', 'model', 'submit'],
       ['/api/show', 'model-or-name', 'read'],
       ['/v1/chat/completions', 'model', 'submit'],
       ['/v1/completions', 'model', 'submit'],
@@ -153,6 +156,18 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
     listed('/api/tags', () => ollamaTags(deps.agentsStatus().nodes));
     listed('/api/ps', () => ollamaPs(deps.agentsStatus().nodes));
     listed('/v1/models', () => openaiModels(deps.agentsStatus().nodes));
+
+    app.get<{ Params: { model: string } }>('/v1/models/:model', { config: { action: 'read' } }, async (request, reply) => {
+      const startedAtMs = performance.now();
+      const wanted = normalizeModelName(request.params.model);
+      const found = openaiModels(deps.agentsStatus().nodes).data.find((model) => model.id === wanted);
+      if (found === undefined) {
+        gateway.recordOutcome('/v1/models/:model', 'not_found', startedAtMs);
+        return sendGatewayError(reply, 'openai', 404, modelNotFoundMessage(request.params.model), 'model_not_found');
+      }
+      gateway.recordOutcome('/v1/models/:model', 'ok', startedAtMs);
+      return reply.send(found);
+    });
 
     app.get('/api/version', { config: { action: 'read' } }, async (_request, reply) => {
       const startedAtMs = performance.now();

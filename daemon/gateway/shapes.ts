@@ -155,7 +155,7 @@ export function workShapeOfRequest(endpoint: string, body: Record<string, unknow
   const input = body.input;
   if (typeof input === 'string') promptCharacters += input.length;
   else if (Array.isArray(input)) for (const entry of input) promptCharacters += textLength(entry);
-  const embedding = endpoint === '/api/embed' || endpoint === '/v1/embeddings';
+  const embedding = endpoint === '/api/embed' || endpoint === '/api/embeddings' || endpoint === '/v1/embeddings';
   const options = typeof body.options === 'object' && body.options !== null ? body.options as Record<string, unknown> : {};
   const outputTokens = embedding ? 1 : positiveInteger(options.num_predict) ?? positiveInteger(body.max_tokens) ?? positiveInteger(body.max_completion_tokens);
   return outputTokens === undefined ? { model, promptCharacters } : { model, promptCharacters, outputTokens };

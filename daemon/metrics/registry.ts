@@ -256,8 +256,3 @@ export class MetricsRegistry {
 /** The process-wide registry: one daemon runs per process. */
 export const metrics = new MetricsRegistry();
 
-/**
- * Counters other modules increment where the thing happens (declared here so every
- * module spells them the same way and /metrics lists them from the start).
- */
-export const heartbeatBytesTotal = metrics.counter('hivemesh_heartbeat_bytes_total', 'Bytes of heartbeats this node sent (direction="sent") or received (direction="received"), encoded.');

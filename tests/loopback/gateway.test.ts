@@ -14,6 +14,7 @@ import { startStandin, type Standin } from '../ollama-standin/server.ts';
 import { agentsStatus, outputTails, prepareDaemons, startAll, writeClusterKey, type MeshDaemon } from '../support/cluster.ts';
 import { ProcessGroup, tempDir, waitUntil } from '../support/processes.ts';
 import { join } from 'node:path';
+import { httpBodyBytesMax } from '../../protocol/limits.ts';
 
 const modelsA = ['llama3.2:1b'];
 const modelsB = ['qwen2.5:7b', 'all-minilm:latest'];
@@ -73,6 +74,11 @@ describe('gateway over two daemons (loopback)', () => {
     expect(body.object).toBe('list');
     expect(body.data.map((model) => model.id).sort()).toEqual([...modelsA, ...modelsB].sort());
     expect((await client.version()).version).toBe('0.12.6');
+    const one = await fetch(`${nodeA.apiUrl}/v1/models/${onlyOnB}`, { headers: headers() });
+    expect(await one.json()).toMatchObject({ id: onlyOnB, object: 'model' });
+    const missing = await fetch(`${nodeA.apiUrl}/v1/models/absent:1b`, { headers: headers() });
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('model_not_found');
   });
 
   it('chats with a model only node B has, through node A, streaming and not', async () => {
@@ -112,6 +118,8 @@ describe('gateway over two daemons (loopback)', () => {
     expect(result.embeddings).toHaveLength(2);
     expect(result.embeddings[0]!.length).toBeGreaterThan(0);
     expect(standinB.embedRequests() - before).toBe(1);
+    const legacy = await client.embeddings({ model: 'all-minilm', prompt: 'first text' });
+    expect(legacy.embedding).toEqual(result.embeddings[0]);
     const openai = await post('/v1/embeddings', { model: 'all-minilm', input: 'one text' });
     expect(openai.status).toBe(200);
     const body = await openai.json() as { data: Array<{ embedding: number[] }> };
@@ -158,6 +166,11 @@ describe('gateway over two daemons (loopback)', () => {
     const noToken = await post('/v1/chat/completions', { model: onlyOnB, messages: [] }, { token: null });
     expect(noToken.status).toBe(401);
     expect(((await noToken.json()) as { error: { message: string } }).error.message).toMatch(/bearer token/);
+    // Bodies are bounded by the HTTP body limit; the refusal is in Ollama's shape.
+    const oversized = await post('/api/generate', { model: onlyOnB, prompt: 'x'.repeat(httpBodyBytesMax + 1) });
+    expect(oversized.status).toBe(413);
+    expect(((await oversized.json()) as { error: unknown }).error).toMatch(/byte limit/);
+
     const tags = await fetch(`${nodeA.apiUrl}/api/tags`);
     expect(tags.status).toBe(401);
     expect(typeof ((await tags.json()) as { error: unknown }).error).toBe('string');
@@ -193,6 +206,34 @@ describe('gateway over two daemons (loopback)', () => {
       const nodes = (await agentsStatus(nodeA))?.nodes ?? [];
       return nodes.find((node) => node.id === nodeB.nodeId)?.load.running === 0;
     }, 5_000, 100);
+  });
+
+  it('measures what the relay adds: time to the first token and to the whole answer, direct vs via node A', async () => {
+    const messages = [{ role: 'user', content: 'timing' }];
+    const body = JSON.stringify({ model: onlyOnB, messages, stream: true, options: { num_predict: 8 } });
+    const time = async (url: string, auth: boolean): Promise<{ firstMs: number; totalMs: number }> => {
+      const started = performance.now();
+      const response = await fetch(url, { method: 'POST', headers: auth ? headers() : { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(10_000) });
+      const reader = response.body!.getReader();
+      let firstMs = -1;
+      for (;;) {
+        const { done } = await reader.read();
+        if (firstMs < 0) firstMs = performance.now() - started;
+        if (done) break;
+      }
+      return { firstMs, totalMs: performance.now() - started };
+    };
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+    const direct: Array<{ firstMs: number; totalMs: number }> = [];
+    const relayed: Array<{ firstMs: number; totalMs: number }> = [];
+    for (let round = 0; round < 15; round++) {
+      direct.push(await time(`${standinB.url}/api/chat`, false));
+      relayed.push(await time(`${nodeA.apiUrl}/api/chat`, true));
+    }
+    const report = (name: string, samples: typeof direct) => `${name} first ${median(samples.map((s) => s.firstMs)).toFixed(1)} ms, whole ${median(samples.map((s) => s.totalMs)).toFixed(1)} ms`;
+    console.log(`[measure] 8-token streamed chat, medians of 15: ${report('direct to B\'s stand-in', direct)}; ${report('via A relayed to B', relayed)}`);
+    // The relay is one libp2p hop on loopback: it must not add more than a fraction of a second.
+    expect(median(relayed.map((s) => s.firstMs)) - median(direct.map((s) => s.firstMs))).toBeLessThan(250);
   });
 
   it('serves /metrics as Prometheus text with the hivemesh series, and the performance figures', async () => {
