@@ -89,6 +89,8 @@ describe.skipIf(unavailable !== null)('leader partitioned on a namespace LAN', (
       }
       const oldStatus = await clusterStatus(old);
       expect(oldStatus!.role).not.toBe('leader');
+      // Cut off, it knows no leader: it says it is not ready, so a load balancer skips it.
+      await waitUntil('the isolated node to report not ready', async () => (await old.api('/health/ready', { token: null, timeoutMs: 1_000 })).status === 503, 10_000, 100);
       console.log(`[measure] LAN partition of the leader: it last said leader ${oldLeadingUntilMs.toFixed(0)} ms after the cut and had stepped down by ${stepDownMs.toFixed(0)} ms; majority leader after ${electedMs.toFixed(0)} ms, first write acknowledged after ${writableMs.toFixed(0)} ms; writes to the isolated node: ${outcomes.map((outcome) => `${outcome.status}/${outcome.errorCode}`).join(',')}`);
       // CheckQuorum: leadership without a quorum ends within about an election timeout
       // (plus the sampling period and scheduling on a busy machine).

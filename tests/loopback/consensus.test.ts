@@ -30,6 +30,9 @@ describe('three daemons on loopback', () => {
 
   it('after SIGKILL of the leader, a new one is elected, takes writes, and no acknowledged write is lost', async () => {
     for (let index = 0; index < 5; index++) acknowledged.push((await writeUntilAcknowledged(daemons, `before-kill-${index}`, 10_000)).task.id);
+    const keyed = await submitTask(daemons[0]!, 'keyed-before-kill', 8_000, 'keyed-before-kill-key');
+    expect(keyed.status).toBe(201);
+    acknowledged.push(keyed.task!.id);
     await waitTasksEverywhere(daemons, acknowledged, 10_000);
     const before = await waitForAgreement(daemons, 10_000, { voters: 3 });
     const leader = daemonById(daemons, before.leaderId);
@@ -61,6 +64,13 @@ describe('three daemons on loopback', () => {
     for (const status of writer.statusCounts.keys()) expect(['201', '503/no_leader', '503/no_quorum', '503/unavailable', '0']).toContain(status);
     acknowledged.push(...writer.acknowledged);
     await waitTasksEverywhere(survivors, acknowledged, 15_000);
+    // A client retrying a write from before the crash (same key, same body) gets the same task, not a second one.
+    for (const survivor of survivors) {
+      const retry = await submitTask(survivor, 'keyed-before-kill', 8_000, 'keyed-before-kill-key');
+      expect(retry.status).toBe(201);
+      expect(retry.task!.id).toBe(keyed.task!.id);
+      expect(retry.replayed).toBe(true);
+    }
 
     // The killed leader comes back with its data dir, follows, and catches up.
     leader.start();

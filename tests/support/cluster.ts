@@ -153,17 +153,22 @@ export interface WriteOutcome {
   status: number;
   task: Task | null;
   errorCode: string | null;
+  /** The daemon answered a replay of an earlier write with the same idempotency key. */
+  replayed?: boolean;
 }
 
-/** POST /api/tasks with a unique idempotency key; a network failure is status 0. */
-export async function submitTask(daemon: DaemonProcess, title: string, timeoutMs = 8_000): Promise<WriteOutcome> {
+/**
+ * POST /api/tasks; the idempotency key is unique unless given (a retry passes the first
+ * one's). A network failure or client timeout is status 0.
+ */
+export async function submitTask(daemon: DaemonProcess, title: string, timeoutMs = 8_000, idempotencyKey = `${title}-${randomBytes(4).toString('hex')}`): Promise<WriteOutcome> {
   try {
-    const { status, body } = await daemon.api<Task & { error?: { code: string } }>('/api/tasks', {
+    const { status, body, headers } = await daemon.api<Task & { error?: { code: string } }>('/api/tasks', {
       method: 'POST',
-      body: { model: absentModel, prompt: `write ${title}`, title, idempotencyKey: `${title}-${randomBytes(4).toString('hex')}` },
+      body: { model: absentModel, prompt: `write ${title}`, title, idempotencyKey },
       timeoutMs,
     });
-    if (status === 201) return { status, task: body, errorCode: null };
+    if (status === 201) return { status, task: body, errorCode: null, replayed: headers.get('idempotent-replayed') === 'true' };
     return { status, task: null, errorCode: (body as { error?: { code: string } }).error?.code ?? null };
   } catch {
     return { status: 0, task: null, errorCode: null };
