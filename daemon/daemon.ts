@@ -21,7 +21,7 @@ import { metricsRoutes } from './metrics/routes.ts';
 import { taskRoutes } from './http/routes/tasks.ts';
 import { tokenRoutes } from './http/routes/tokens.ts';
 import { logger } from './log.ts';
-import { mcpRoutes } from './mcp/server.ts';
+import { mcpRoutes } from './mcp/routes.ts';
 import { nodeViewFromHeartbeat, type NodeView } from '../scheduler/tasks/node-view.ts';
 import { TaskService, type OutputSource } from './tasks/service.ts';
 import { TokenService } from './tokens.ts';

@@ -84,7 +84,7 @@ if [ -n "$secret_file" ]; then
 fi
 run chown -R hivemesh:hivemesh "$data_dir"
 run chmod 0700 "$data_dir"
-run ln -sf "$prefix/bin/hivemesh.cjs" /usr/local/bin/hivemesh
+run ln -sf "$prefix/bin/hivemesh" /usr/local/bin/hivemesh
 
 quoted_args=""
 for argument in "${extra_args[@]+"${extra_args[@]}"}"; do quoted_args+=" $(printf '%q' "$argument")"; done
@@ -96,7 +96,7 @@ Wants=network-online.target
 [Service]
 User=hivemesh
 Environment=HIVEMESH_DATA_DIR=$data_dir
-ExecStart=$prefix/bin/hivemesh.cjs start$quoted_args
+ExecStart=$prefix/bin/hivemesh start$quoted_args
 Restart=on-failure
 RestartSec=2
 TimeoutStopSec=20

@@ -1,11 +1,8 @@
-// The MCP endpoint (/mcp, Streamable HTTP, stateless): the tools Claude Code and other MCP
-// clients use to look at the mesh and run tasks on it. Same bearer tokens and roles as
-// the HTTP API; the Origin header of browser requests must match the node. A tool that
-// fails returns `isError` with a sentence the model can act on; protocol errors are
-// reserved for broken requests.
-import type { FastifyReply, FastifyRequest } from 'fastify';
+// The MCP tools Claude Code and other MCP clients use to look at the mesh and run tasks on
+// it. A tool that fails returns `isError` with a sentence the model can act on; protocol
+// errors are reserved for broken requests. Loaded on the first /mcp request (routes.ts):
+// the SDK and zod are a sizeable part of an idle daemon's memory otherwise.
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { z } from 'zod';
 import type { AgentsStatus, ClusterStatus } from '../../protocol/api.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
@@ -13,8 +10,6 @@ import { listLimitMax, taskPriorityMax, taskPriorityMin } from '../../protocol/l
 import { taskStatuses, type Task } from '../../protocol/tasks.ts';
 import type { Action, Role } from '../../protocol/tokens.ts';
 import { SOFTWARE_VERSION } from '../../protocol/version.ts';
-import type { App } from '../http/app.ts';
-import { sendError } from '../http/app.ts';
 import type { Principal } from '../http/services.ts';
 import type { TaskService } from '../tasks/service.ts';
 
@@ -62,7 +57,7 @@ const submitShape = {
   options: z.record(z.string(), z.unknown()).optional().describe('Ollama options such as temperature, num_predict'),
 };
 
-function buildServer(deps: McpDeps, principal: Principal): McpServer {
+export function buildServer(deps: McpDeps, principal: Principal): McpServer {
   const server = new McpServer({ name: 'hivemesh', version: SOFTWARE_VERSION }, {
     instructions: 'hivemesh runs LLM tasks on the GPU machines of a LAN. Use list_models to see what can run, run_prompt for a quick answer, submit_task + wait_for_task for longer work or several tasks in parallel.',
   });
@@ -238,41 +233,3 @@ function buildServer(deps: McpDeps, principal: Principal): McpServer {
   return server;
 }
 
-/** Browsers send Origin; only pages served by this node (or localhost) may call MCP. */
-export function originAllowed(origin: string | undefined, host: string | undefined): boolean {
-  if (origin === undefined || origin === 'null') return origin === undefined;
-  let url: URL;
-  try {
-    url = new URL(origin);
-  } catch {
-    return false;
-  }
-  if (host !== undefined && url.host === host) return true;
-  return url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]';
-}
-
-export function mcpRoutes(deps: McpDeps) {
-  return async (app: App) => {
-    const handle = async (request: FastifyRequest, reply: FastifyReply) => {
-      if (!originAllowed(request.headers.origin, request.headers.host)) {
-        return sendError(reply, new HivemeshError(ErrorCode.forbidden, `Origin ${request.headers.origin} may not use this MCP endpoint; connect from a client (Claude Code) or a page served by this node`));
-      }
-      const principal = request.principal!;
-      const server = buildServer(deps, principal);
-      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: false });
-      reply.hijack();
-      reply.raw.on('close', () => {
-        void transport.close();
-        void server.close();
-      });
-      await server.connect(transport);
-      await transport.handleRequest(request.raw, reply.raw, request.body);
-    };
-    app.post('/mcp', { config: { action: 'read' } }, handle);
-    // Stateless: no server-initiated stream and no sessions to delete.
-    const notAllowed = async (_request: FastifyRequest, reply: FastifyReply) =>
-      reply.code(405).header('allow', 'POST').send({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this MCP endpoint is stateless; use POST' }, id: null });
-    app.get('/mcp', { config: { action: 'read' } }, notAllowed);
-    app.delete('/mcp', { config: { action: 'read' } }, notAllowed);
-  };
-}
