@@ -95,6 +95,8 @@ export interface SeedStats {
   closestLeaseHandoverUs: number;
   /** Simulated time from the end of faults until a new write was applied on every member. */
   recoveryUs: number;
+  /** Length of the stability window that passed (0 if the run did not get there). */
+  stableUs: number;
 }
 
 export interface SeedResult {
@@ -117,6 +119,12 @@ const eventQueueCapacity = 200_000;
 const networkInFlightMax = 20_000;
 /** Liveness: once faults stop, a leader must commit within this many maximal election timeouts. */
 const livenessElectionTimeouts = 40;
+/**
+ * Stability: once the cluster has recovered and every message from the faulty phase has
+ * landed, a healthy cluster keeps its leader (PreVote and CheckQuorum exist for this) for
+ * this many maximal election timeouts.
+ */
+const stabilityElectionTimeouts = 2;
 /** A quiet phase that runs away (a livelock processing events without time passing) is cut here. */
 const quietEventsMax = 400_000;
 const keys = ['a', 'b', 'c', 'd'];
@@ -252,7 +260,7 @@ export function emptyStats(): SeedStats {
     writesProposed: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, readsAbandoned: 0,
     crashes: 0, pauses: 0, messagesGarbled: 0, partitions: 0, messagesDropped: 0, messagesDuplicated: 0, configChanges: 0,
     transfers: 0, compactions: 0, snapshotsInstalled: 0, leaseIntervals: 0,
-    closestLeaseHandoverUs: Number.POSITIVE_INFINITY, recoveryUs: 0,
+    closestLeaseHandoverUs: Number.POSITIVE_INFINITY, recoveryUs: 0, stableUs: 0,
   };
 }
 
@@ -387,6 +395,7 @@ export class Simulation {
         this.step();
         this.checkLiveness();
       }
+      this.checkStability();
     } catch (error) {
       if (error instanceof InvariantViolation) failure = { invariant: error.invariant, message: error.message };
       else if (error instanceof StorageViolation) failure = { invariant: 'storage contract', message: error.message };
@@ -736,7 +745,10 @@ export class Simulation {
     const core = target.core as SimCore;
     // The voter policy runs in production at all times; random changes stop with the faults.
     const reconfigure = this.scenario.reconfigure && (!this.quiet || this.scenario.membership === 'policy');
-    const action = random.weighted([10, 8, reconfigure ? 0.6 : 0, reconfigure ? 0.3 : 0]);
+    // Leadership transfers are client requests like random membership changes: they stop
+    // with the faults, so that the stability window means something.
+    const transfer = this.scenario.reconfigure && !this.quiet;
+    const action = random.weighted([10, 8, reconfigure ? 0.6 : 0, transfer ? 0.3 : 0]);
     if (action === 0) {
       if (target.pendingWrites.size >= pendingWritesPerNodeMax) return;
       const key = random.pick(keys);
@@ -961,6 +973,35 @@ export class Simulation {
     this.finished = true;
     this.stats.recoveryUs = this.nowUs - this.quietStartUs;
     this.note('sim', `liveness shown: entry ${this.livenessIndex} committed and applied on every member ${(this.nowUs - this.quietStartUs) / 1000}ms after faults stopped`);
+  }
+
+  /**
+   * After recovery, waits until nothing from the faulty phase can still arrive (the slowest
+   * message, a pending leadership transfer), then requires that the leader stays and no node
+   * goes past its term (a node joining late catches up to it, which is fine), with clients
+   * still at work and every node up.
+   */
+  private checkStability(): void {
+    const electionTimeoutMaxUs = 2 * this.scenario.electionTicks * Math.max(...this.scenario.tickPeriodsUs);
+    const fromUs = Math.max(this.nowUs, this.quietStartUs + this.scenario.slowDelayMaxUs + electionTimeoutMaxUs);
+    while (this.queue.peek() !== undefined && (this.queue.peek()?.timeUs as number) < fromUs) this.step();
+    const leader = this.nodes.find((node) => node.role === 'leader' && node.core !== null);
+    const untilUs = fromUs + stabilityElectionTimeouts * electionTimeoutMaxUs;
+    this.note('sim', `stability window: ${leader === undefined ? 'no leader' : `${leader.id} leads term ${leader.term}`}; it must keep leading until ${(untilUs / 1000).toFixed(3)}ms`);
+    if (leader === undefined) throw new InvariantViolation('leader stability', `no leader ${(fromUs - this.quietStartUs) / 1000}ms after faults stopped, although a write had committed: ${this.describeCluster()}`);
+    const term = leader.term;
+    while (this.queue.peek() !== undefined && (this.queue.peek()?.timeUs as number) < untilUs) {
+      this.step();
+      if (leader.role !== 'leader' || leader.term !== term) {
+        throw new InvariantViolation('leader stability', `with no faults, leader ${leader.id} of term ${term} became ${leader.role} of term ${leader.term}: ${this.describeCluster()}`);
+      }
+      for (const node of this.nodes) {
+        if (node.term > term) {
+          throw new InvariantViolation('leader stability', `with no faults, ${node.id} moved to ${node.role} of term ${node.term} while ${leader.id} led term ${term}: ${this.describeCluster()}`);
+        }
+      }
+    }
+    this.stats.stableUs = untilUs - fromUs;
   }
 
   private describeCluster(): string {

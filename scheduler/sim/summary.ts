@@ -29,6 +29,7 @@ export interface Totals {
   closestLeaseHandoverUs: number;
   recoveryUsMax: number;
   recoveryUsTotal: number;
+  stableUs: number;
   failuresByInvariant: Record<string, number>;
   lastTraceHash: string;
 }
@@ -39,7 +40,7 @@ export function emptyTotals(): Totals {
     entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, pauses: 0, messagesGarbled: 0, partitions: 0,
     messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0,
     leaseIntervals: 0, closestLeaseHandoverUs: Number.POSITIVE_INFINITY,
-    recoveryUsMax: 0, recoveryUsTotal: 0, failuresByInvariant: {}, lastTraceHash: '',
+    recoveryUsMax: 0, recoveryUsTotal: 0, stableUs: 0, failuresByInvariant: {}, lastTraceHash: '',
   };
 }
 
@@ -73,6 +74,7 @@ export function addToTotals(totals: Totals, result: SeedResult): void {
   totals.leaseIntervals += stats.leaseIntervals;
   totals.recoveryUsMax = Math.max(totals.recoveryUsMax, stats.recoveryUs);
   totals.recoveryUsTotal += stats.recoveryUs;
+  totals.stableUs += stats.stableUs;
   totals.closestLeaseHandoverUs = Math.min(totals.closestLeaseHandoverUs, stats.closestLeaseHandoverUs);
   totals.lastTraceHash = result.traceHash;
 }
@@ -99,6 +101,7 @@ export function formatSummary(totals: Totals, elapsedMs: number, voters: number,
     ['config changes / transfers', `${totals.configChanges} / ${totals.transfers}`],
     ['leases taken / closest handover', `${totals.leaseIntervals} / ${Number.isFinite(totals.closestLeaseHandoverUs) ? `${(totals.closestLeaseHandoverUs / 1000).toFixed(3)} ms` : 'none'}`],
     ['recovery after faults stop, mean / max', `${(totals.recoveryUsTotal / Math.max(1, totals.passed) / 1000).toFixed(0)} ms / ${(totals.recoveryUsMax / 1000).toFixed(0)} ms`],
+    ['leader kept through stability windows', `${(totals.stableUs / 1e6).toFixed(1)} s in all`],
     ['compactions / snapshots installed', `${totals.compactions} / ${totals.snapshotsInstalled}`],
   ];
   const width = Math.max(...rows.map(([name]) => name.length));
