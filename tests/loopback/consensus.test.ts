@@ -28,6 +28,22 @@ describe('three daemons on loopback', () => {
 
   afterAll(() => group.stopAll());
 
+  it("each node's admin token is accepted by every node once replicated", async () => {
+    const started = performance.now();
+    await waitUntil('every admin token to work on every node', async () => {
+      for (const owner of daemons) {
+        for (const server of daemons) {
+          const answer = await server.api('/api/status/cluster', { token: owner.adminToken, timeoutMs: 1_500 });
+          if (answer.status !== 200) return false;
+        }
+      }
+      return true;
+    }, 15_000, 200);
+    console.log(`[measure] 3 nodes: every admin token valid on every node ${(performance.now() - started).toFixed(0)} ms after the cluster agreed`);
+    const stranger = await daemons[0]!.api('/api/status/cluster', { token: 'not-a-token-of-this-cluster' });
+    expect(stranger.status).toBe(401);
+  }, 30_000);
+
   it('after SIGKILL of the leader, a new one is elected, takes writes, and no acknowledged write is lost', async () => {
     for (let index = 0; index < 5; index++) acknowledged.push((await writeUntilAcknowledged(daemons, `before-kill-${index}`, 10_000)).task.id);
     const keyed = await submitTask(daemons[0]!, 'keyed-before-kill', 8_000, 'keyed-before-kill-key');
