@@ -119,6 +119,13 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
         throw error;
       }
       const opened = response;
+      if (controller.signal.aborted) {
+        // The client left while the node was being reached: nobody will read this answer.
+        opened.release();
+        void opened.body[Symbol.asyncIterator]().return?.();
+        gateway.recordOutcome(path, 'aborted', startedAtMs);
+        return reply;
+      }
       reply.raw.on('close', () => {
         opened.release();
         const outcome = !reply.raw.writableFinished ? 'aborted' : opened.status < 400 ? 'ok' : opened.status < 500 ? 'client_error' : 'upstream_error';
