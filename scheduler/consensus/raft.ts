@@ -974,7 +974,6 @@ export class Raft {
       this.malformedMessagesDropped += 1;
       return;
     }
-    const previousMatch = progress.match;
     const updated = progress.maybeUpdate(matched);
     if (progress.state === 'snapshot' && progress.match >= progress.pendingSnapshot) {
       progress.becomeProbe();
@@ -984,9 +983,7 @@ export class Raft {
     } else if (progress.state === 'replicate') {
       progress.freeInflightUpTo(matched);
     }
-    if (updated || previousMatch !== progress.match) {
-      if (this.maybeCommit()) this.onCommitAdvanced();
-    }
+    if (updated && this.maybeCommit()) this.onCommitAdvanced();
     if (this.role !== 'leader') return; // stepped down after committing our own removal
     // Keep the pipeline full.
     while (!progress.isPaused(this.options.maxInflightAppends) && progress.next <= this.lastIndex()) {
