@@ -132,6 +132,19 @@ describe('Gateway over two loopback hosts', () => {
     }
   });
 
+  it('spreads a burst over equal nodes before any heartbeat reports the load', async () => {
+    // Both nodes look idle and equal in the (stale) views: only the gateway's own count of
+    // what it sent where can tell them apart.
+    const gateway = new Gateway({ host: hostA, nodeId: () => hostA.peerId, ollamaUrl: standinA.url, nodeViews: () => [view(hostA.peerId), view(hostB.peerId)], metrics: new MetricsRegistry() });
+    const responses = await Promise.all(Array.from({ length: 6 }, () => gateway.open(chatCall(AbortSignal.timeout(10_000), 20))));
+    const byNode = new Map<string, number>();
+    for (const response of responses) byNode.set(response.nodeId, (byNode.get(response.nodeId) ?? 0) + 1);
+    expect(byNode.get(hostA.peerId)).toBe(3);
+    expect(byNode.get(hostB.peerId)).toBe(3);
+    await Promise.all(responses.map((response) => drain(response)));
+    expect(gateway.rank({ model, promptCharacters: 0 }).map((node) => node.running)).toEqual([0, 0]);
+  });
+
   it('relays only the gateway\'s paths: a peer cannot pull or delete models', async () => {
     const request = new TextEncoder().encode(JSON.stringify({ method: 'POST', path: '/api/pull', body: JSON.stringify({ model: 'evil:1b' }) }));
     const frames: string[] = [];

@@ -1,0 +1,131 @@
+// The gateway routes on the real fastify app (inject, no port) with a gateway whose only
+// node is this one, on an Ollama stand-in: roles, the 429 bound with Retry-After, every
+// error in the client's own shape, the legacy body forms Ollama accepts, and the lists.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AgentsStatus, NodeStatus } from '../../protocol/api.ts';
+import { startStandin, type Standin } from '../../tests/ollama-standin/server.ts';
+import { buildApp, type App } from '../http/app.ts';
+import type { HttpServices } from '../http/services.ts';
+import { MetricsRegistry } from '../metrics/registry.ts';
+import { Gateway, type GatewayHost } from './gateway.ts';
+import { gatewayRoutes } from './routes.ts';
+
+const model = 'llama3.2:1b';
+const tokens: Record<string, 'viewer' | 'operator'> = { 'viewer-token': 'viewer', 'operator-token': 'operator' };
+
+// A single-node cluster: nothing is relayed, so the host is never asked.
+const host: GatewayHost = {
+  handle: async () => undefined,
+  request: () => {
+    throw new Error('no peer in this test');
+  },
+};
+
+function selfNode(ollamaVersion: string | null, installed: string[]): NodeStatus {
+  return {
+    id: 'self', name: 'self', apiUrl: '', state: 'alive', raftRole: 'leader', self: true, clusterId: 'c', softwareVersion: '0', protocolVersion: 1,
+    startedAt: '2026-11-22T00:00:00.000Z',
+    hardware: { cpu: { model: '', cores: 1, load: 0 }, memory: { totalBytes: 0, usedBytes: 0 }, gpus: [] },
+    ollama: { url: '', reachable: ollamaVersion !== null, version: ollamaVersion, error: null },
+    models: { installed: installed.map((name) => ({ name, sizeBytes: 5 })), loaded: [], tokensPerSecond: {} },
+    load: { running: 0, queued: 0, concurrencyLimit: 2 }, agents: [], capabilities: [], lastSeen: '', lastSeenAgoMs: 0,
+  };
+}
+
+let standin: Standin;
+let agents: AgentsStatus;
+let inFlightMax = 256;
+
+async function appWith(): Promise<App> {
+  const services: HttpServices = {
+    nodeId: 'self',
+    authenticate: (token) => (tokens[token] === undefined ? null : { tokenId: token, name: token, role: tokens[token]! }),
+    can: (role, action) => action === 'read' || role === 'operator',
+    readiness: () => ({ ready: true, leaderId: 'self' }),
+    clusterStatus: () => { throw new Error('not used'); },
+    agentsStatus: () => agents,
+    reportInternalError: () => undefined,
+  };
+  const gateway = new Gateway({
+    host, nodeId: () => 'self', ollamaUrl: standin.url, metrics: new MetricsRegistry(),
+    nodeViews: () => [{ id: 'self', alive: true, modelsInstalled: [model], modelsLoaded: [], tokensPerSecond: {}, running: 0, concurrencyLimit: 2, agents: [] }],
+    get requestsInFlightMax() {
+      return inFlightMax;
+    },
+  });
+  return buildApp({ services, plugins: [gatewayRoutes({ gateway, agentsStatus: () => agents })] });
+}
+
+let app: App;
+beforeAll(async () => {
+  standin = await startStandin({ models: [model], tokensPerSecond: 1000, coldLoadMs: 0, responseTokens: 4 });
+  agents = { nodes: [selfNode('0.12.6', [model])] };
+  app = await appWith();
+});
+afterAll(async () => {
+  await app.close();
+  await standin.close();
+});
+
+const auth = (token: string) => ({ authorization: `Bearer ${token}` });
+
+describe('gateway routes', () => {
+  it('lets a viewer list but not generate, answering in the client\'s shape', async () => {
+    expect((await app.inject({ method: 'GET', url: '/api/tags', headers: auth('viewer-token') })).json()).toMatchObject({ models: [{ name: model }] });
+    const ollama = await app.inject({ method: 'POST', url: '/api/generate', headers: auth('viewer-token'), payload: { model, prompt: 'x' } });
+    expect(ollama.statusCode).toBe(403);
+    expect(typeof ollama.json().error).toBe('string');
+    const openai = await app.inject({ method: 'POST', url: '/v1/completions', headers: auth('viewer-token'), payload: { model, prompt: 'x' } });
+    expect(openai.statusCode).toBe(403);
+    expect(openai.json().error).toMatchObject({ type: 'permission_error', code: 'forbidden' });
+  });
+
+  it('generates for an operator, with the answering node named, from a body sent without a JSON content type', async () => {
+    const response = await app.inject({ method: 'POST', url: '/api/generate', headers: { ...auth('operator-token'), 'content-type': 'application/x-www-form-urlencoded' }, payload: JSON.stringify({ model, prompt: 'x', stream: false }) });
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['x-hivemesh-node']).toBe('self');
+    expect(response.json()).toMatchObject({ model, done: true, eval_count: 4 });
+    const show = await app.inject({ method: 'POST', url: '/api/show', headers: auth('viewer-token'), payload: { name: model } });
+    expect(show.statusCode).toBe(200);
+    expect(show.json().capabilities).toContain('completion');
+  });
+
+  it('refuses beyond the in-flight bound with 429 and Retry-After', async () => {
+    inFlightMax = 0;
+    try {
+      const ollama = await app.inject({ method: 'POST', url: '/api/chat', headers: auth('operator-token'), payload: { model, messages: [] } });
+      expect(ollama.statusCode).toBe(429);
+      expect(ollama.headers['retry-after']).toBe('1');
+      expect(ollama.json().error).toMatch(/limit/);
+      const openai = await app.inject({ method: 'POST', url: '/v1/chat/completions', headers: auth('operator-token'), payload: { model, messages: [] } });
+      expect(openai.statusCode).toBe(429);
+      expect(openai.json().error).toMatchObject({ type: 'rate_limit_error', code: 'rate_limited' });
+    } finally {
+      inFlightMax = 256;
+    }
+  });
+
+  it('says what is wrong with a body: not an object, no model', async () => {
+    const array = await app.inject({ method: 'POST', url: '/api/chat', headers: { ...auth('operator-token'), 'content-type': 'application/json' }, payload: '[1]' });
+    expect(array.statusCode).toBe(400);
+    expect(array.json()).toEqual({ error: 'the request body must be a JSON object' });
+    const noModel = await app.inject({ method: 'POST', url: '/v1/embeddings', headers: auth('operator-token'), payload: { input: 'x' } });
+    expect(noModel.statusCode).toBe(400);
+    expect(noModel.json().error).toMatchObject({ type: 'invalid_request_error', code: 'missing_model' });
+  });
+
+  it('answers /api/version from a reachable Ollama, 503 while none is', async () => {
+    expect((await app.inject({ method: 'GET', url: '/api/version', headers: auth('viewer-token') })).json()).toEqual({ version: '0.12.6' });
+    agents = { nodes: [selfNode(null, [model])] };
+    try {
+      const down = await app.inject({ method: 'GET', url: '/api/version', headers: auth('viewer-token') });
+      expect(down.statusCode).toBe(503);
+      expect(down.headers['retry-after']).toBe('5');
+      expect(down.json().error).toMatch(/no Ollama/);
+      // An unreachable Ollama's models are not offered.
+      expect((await app.inject({ method: 'GET', url: '/v1/models', headers: auth('viewer-token') })).json()).toEqual({ object: 'list', data: [] });
+    } finally {
+      agents = { nodes: [selfNode('0.12.6', [model])] };
+    }
+  });
+});
