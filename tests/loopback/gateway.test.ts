@@ -206,6 +206,23 @@ describe('gateway over two daemons (loopback)', () => {
       const nodes = (await agentsStatus(nodeA))?.nodes ?? [];
       return nodes.find((node) => node.id === nodeB.nodeId)?.load.running === 0;
     }, 5_000, 100);
+
+    // The same for an OpenAI client reading SSE.
+    const openaiController = new AbortController();
+    const sse = await post('/v1/chat/completions', { model: onlyOnB, stream: true, max_tokens: 20_000, messages: [{ role: 'user', content: 'long' }] }, { signal: openaiController.signal });
+    expect(sse.status).toBe(200);
+    const sseReader = sse.body!.getReader();
+    let events = 0;
+    while (events < 3) {
+      const { value, done } = await sseReader.read();
+      if (done) throw new Error('the SSE stream ended before the abort');
+      events += (new TextDecoder().decode(value).match(/^data: /gm) ?? []).length;
+    }
+    openaiController.abort();
+    await waitUntil('B\'s stand-in to log the OpenAI generation aborted', () => {
+      const counts = summarizeGenerations(readStandinLog(standinB.logFile!));
+      return counts.aborted === 2 && counts.running === 0;
+    }, 5_000, 50);
   });
 
   it('measures what the relay adds: time to the first token and to the whole answer, direct vs via node A', async () => {
