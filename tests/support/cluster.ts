@@ -223,9 +223,15 @@ export async function killAndWait(daemon: DaemonProcess, signal: NodeJS.Signals)
   await daemon.waitExit(15_000);
 }
 
-/** Starts the first daemon alone until it leads, then the rest, which join its cluster. */
+/**
+ * Starts the first daemon alone until it leads, then the rest, which join its cluster: the
+ * way an operator brings up a LAN (first machine with no peers, the others pointed at
+ * it). The first one gets no --bootstrap list, so it founds after the discovery window
+ * instead of waiting for static peers that are not started yet; the others dial it.
+ */
 export async function formCluster(daemons: DaemonProcess[], timeoutMs = 40_000, options: { voters?: number } = {}): Promise<Agreement> {
   const [first, ...rest] = daemons;
+  first!.spec.bootstrap = [];
   await startAll([first!], timeoutMs);
   await waitForAgreement([first!], timeoutMs);
   await startAll(rest, timeoutMs);
