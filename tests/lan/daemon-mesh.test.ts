@@ -140,10 +140,11 @@ describe.skipIf(unavailable !== null)('daemon mesh on a namespace LAN (mDNS only
     }, deadAfterMs + 8_000, 100);
     console.log(`[measure] LAN, SIGKILL: suspect after ${suspectAt.map((at) => at!.toFixed(0)).join('/')} ms, dead after ${deadAt.map((at) => at!.toFixed(0)).join('/')} ms (configured ${suspectAfterMs}/${deadAfterMs} ms of silence)`);
     for (let index = 0; index < observers.length; index++) {
-      // Suspect before dead, and neither much before the configured silence could have passed.
+      // Suspect before dead, and neither much before the configured silence could have passed
+      // (the last heartbeat left up to one period, 1 s, before the kill; more on a busy host).
       expect(suspectAt[index]!).toBeLessThan(deadAt[index]!);
-      expect(suspectAt[index]!).toBeGreaterThan(suspectAfterMs - 1_500);
-      expect(deadAt[index]!).toBeGreaterThan(deadAfterMs - 1_500);
+      expect(suspectAt[index]!).toBeGreaterThan(suspectAfterMs - 2_000);
+      expect(deadAt[index]!).toBeGreaterThan(deadAfterMs - 2_000);
       expect(deadAt[index]!).toBeLessThan(deadAfterMs + 3_000);
     }
   }, 30_000);
