@@ -46,6 +46,16 @@ export class StateHolder implements StateMachine<ApplyResult> {
   restore(data: string): void {
     this.current = ReplicatedState.restore(data);
   }
+  reset(): void {
+    this.current = new ReplicatedState();
+  }
+  /** Nothing of users' yet: no tasks (live or finished), no keys, only nodes' own admin tokens. */
+  isTrivial(): boolean {
+    const state = this.current;
+    const counts = state.countsByStatus();
+    return Object.values(counts).every((count) => count === 0) && state.kvKeys().length === 0
+      && state.listTokens().every((token) => token.id.startsWith('admin-'));
+  }
 }
 
 interface Alert {
@@ -141,7 +151,6 @@ export class Daemon {
       }
       if (event.type === 'identity-conflict') this.raiseAlert('identity-conflict', event.conflict.message);
     });
-    await this.membership.start();
 
     this.cluster = new Cluster<ApplyResult>({
       nodeId: this.host.peerId,
@@ -153,6 +162,8 @@ export class Daemon {
       votersTarget: config.votersTarget,
       voterReplaceAfterMs: config.voterReplaceAfterMs,
       initCommand: (clusterId) => encodeCommand({ type: 'cluster.init', clusterId, at: Date.now() }),
+      isTrivial: () => this.state.isTrivial(),
+      waitForPeers: config.bootstrap.length > 0,
       onRoleChange: () => this.onRoleChange(),
       onApplied: (applied) => {
         const at = Date.now();
@@ -163,6 +174,8 @@ export class Daemon {
       },
     });
     await this.cluster.start();
+    // After the cluster loaded its identity, so the first heartbeat already names it.
+    await this.membership.start();
     this.maintenanceTimer = setInterval(() => this.maintain(), 1_000);
     this.maintenanceTimer.unref();
 
@@ -293,6 +306,7 @@ export class Daemon {
         term: raft?.term ?? 0,
         leaderId: raft?.leader ?? null,
         commitIndex: raft?.commit ?? 0,
+        clusterEmpty: this.cluster?.clusterId === null || this.cluster?.clusterId === undefined ? true : this.cluster.isEmpty(),
       },
       hardware: probe.hardware,
       ollama: probe.ollama,
@@ -308,6 +322,7 @@ export class Daemon {
       nodeId: member.nodeId,
       state: member.state,
       clusterId: member.heartbeat?.clusterId ?? null,
+      clusterEmpty: member.heartbeat?.raft.clusterEmpty ?? true,
       silentForMs: Math.max(0, now - member.lastSeenMs),
     }));
   }

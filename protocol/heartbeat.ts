@@ -108,6 +108,8 @@ export const Heartbeat = Type.Object({
     term: Type.Integer({ minimum: 0 }),
     leaderId: Type.Union([Type.String({ maxLength: 128 }), Type.Null()]),
     commitIndex: Type.Integer({ minimum: 0 }),
+    /** The node's cluster holds nothing of users' yet (no tasks, tokens or keys): it may merge into another. */
+    clusterEmpty: Type.Boolean(),
   }, { additionalProperties: false }),
   hardware: Hardware,
   ollama: OllamaState,

@@ -29,6 +29,13 @@ export const RAFT_PROTOCOL = '/hivemesh/raft/1.0.0';
 export const PROPOSE_PROTOCOL = '/hivemesh/propose/1.0.0';
 export const READ_INDEX_PROTOCOL = '/hivemesh/read-index/1.0.0';
 
+/** A foreign cluster not heard from for this long is no longer reported. */
+const foreignForgetMs = 15_000;
+/** A foreign cluster must be seen this long before a trivial cluster yields to it. */
+const foreignSettleMs = 2_000;
+/** Most entries a cluster may have and still count as holding nothing yet. */
+const trivialLogEntriesMax = 64;
+
 /** What the cluster plane needs from the libp2p host (daemon/p2p/host.ts). */
 export type ClusterTransport = Pick<P2PHost, 'send' | 'handle' | 'handleMessages' | 'request'>;
 
@@ -37,6 +44,8 @@ export interface PeerView {
   nodeId: string;
   state: 'alive' | 'suspect' | 'dead' | 'left';
   clusterId: string | null;
+  /** The node's cluster holds nothing of users' yet (from its heartbeat). */
+  clusterEmpty: boolean;
   /** Wall-clock ms since the node was last heard from. */
   silentForMs: number;
 }
@@ -57,6 +66,10 @@ export interface ClusterOptions<Result> {
   snapshotEveryEntries?: number;
   /** Builds the command that records the cluster's id and birth in the replicated state. */
   initCommand: (clusterId: string) => string;
+  /** True while the replicated state holds nothing of users' (no tasks, tokens or keys). */
+  isTrivial?: () => boolean;
+  /** Static peers are configured: a fresh node waits to hear one before founding. */
+  waitForPeers?: boolean;
   onApplied?: RaftNodeOptionsApplied<Result>;
   onRoleChange?: () => void;
 }
@@ -87,13 +100,13 @@ export class Cluster<Result> {
   private node: RaftNode<Result> | null = null;
   private clusterIdValue: string | null = null;
   private phaseValue: ClusterPhase = 'discovering';
-  private readonly startedAtMs = Date.now();
+  private discoveryStartedAtMs = Date.now();
   private maintenanceTimer: NodeJS.Timeout | null = null;
   private adopting: Promise<void> | null = null;
   private changeInFlight = false;
   private stopped = false;
-  /** Other clusters seen on this LAN with our key: id -> node ids. */
-  private readonly foreignClusters = new Map<string, Set<string>>();
+  /** Other clusters seen on this LAN with our key: id -> when first seen, and each node's last sighting. */
+  private readonly foreignClusters = new Map<string, { firstSeenMs: number; nodes: Map<string, number>; holdsData: boolean }>();
 
   constructor(options: ClusterOptions<Result>) {
     this.options = options;
@@ -112,8 +125,16 @@ export class Cluster<Result> {
     return this.node;
   }
 
-  foreign(): Array<{ clusterId: string; nodes: string[] }> {
-    return [...this.foreignClusters].map(([clusterId, nodes]) => ({ clusterId, nodes: [...nodes] }));
+  /** Other clusters with our key seen in the last foreignForgetMs. */
+  foreign(): Array<{ clusterId: string; nodes: string[]; firstSeenMs: number; holdsData: boolean }> {
+    const now = Date.now();
+    const result: Array<{ clusterId: string; nodes: string[]; firstSeenMs: number; holdsData: boolean }> = [];
+    for (const [clusterId, entry] of this.foreignClusters) {
+      for (const [nodeId, seenMs] of entry.nodes) if (now - seenMs > foreignForgetMs) entry.nodes.delete(nodeId);
+      if (entry.nodes.size === 0) this.foreignClusters.delete(clusterId);
+      else result.push({ clusterId, nodes: [...entry.nodes.keys()], firstSeenMs: entry.firstSeenMs, holdsData: entry.holdsData });
+    }
+    return result;
   }
 
   async start(): Promise<void> {
@@ -245,15 +266,54 @@ export class Cluster<Result> {
     await this.startRaft(clusterId, initialConfig);
   }
 
-  private noteForeign(clusterId: string, nodeId: string): void {
-    let nodes = this.foreignClusters.get(clusterId);
-    if (nodes === undefined) {
+  private noteForeign(clusterId: string, nodeId: string, holdsData = false): void {
+    let entry = this.foreignClusters.get(clusterId);
+    if (entry !== undefined && holdsData) entry.holdsData = true;
+    if (entry === undefined) {
       if (this.foreignClusters.size >= 16) return;
-      nodes = new Set();
-      this.foreignClusters.set(clusterId, nodes);
-      log.error('another hivemesh cluster with the same cluster key is on this LAN', { ours: this.clusterIdValue, theirs: clusterId, node: nodeId });
+      entry = { firstSeenMs: Date.now(), nodes: new Map(), holdsData };
+      this.foreignClusters.set(clusterId, entry);
+      log.warn('another hivemesh cluster with the same cluster key is on this LAN', { ours: this.clusterIdValue, theirs: clusterId, node: nodeId });
     }
-    if (nodes.size < limits.clusterNodesMax) nodes.add(nodeId);
+    if (entry.nodes.size < limits.clusterNodesMax || entry.nodes.has(nodeId)) entry.nodes.set(nodeId, Date.now());
+  }
+
+  /**
+   * Heals the split that a simultaneous start can cause (nodes that did not hear each other
+   * within the discovery window each found a cluster). Only a cluster that holds nothing
+   * yet gives itself up: this node its only voter, no learners, a handful of log entries,
+   * no snapshot, and no tasks, tokens or keys of users (the application says, via
+   * isTrivial). It yields to a foreign cluster seen for a while that holds data or has
+   * more members, or, between two empty ones, whose id orders first, so exactly one of
+   * them yields. It then starts afresh and is added by the other cluster's leader.
+   * Clusters with data never do this: they report the other cluster and wait for an
+   * operator.
+   */
+  isEmpty(): boolean {
+    const status = this.node?.status();
+    if (status === undefined || this.options.isTrivial?.() !== true) return false;
+    return status.config.voters.length === 1 && status.config.voters[0] === this.options.nodeId
+      && status.config.learners.length === 0 && status.firstIndex <= 1 && status.lastIndex <= trivialLogEntriesMax;
+  }
+
+  private async maybeYield(): Promise<void> {
+    const ours = this.clusterIdValue;
+    if (ours === null || !this.isEmpty()) return;
+    const now = Date.now();
+    const target = this.foreign().find((other) => now - other.firstSeenMs >= foreignSettleMs
+      && (other.holdsData || other.nodes.length > 1 || other.clusterId < ours));
+    if (target === undefined) return;
+    log.warn('this node founded a cluster alone that holds no work yet; joining the cluster seen on the LAN instead', { abandoned: ours, joining: target.clusterId });
+    const node = this.node!;
+    this.node = null;
+    this.clusterIdValue = null;
+    this.phaseValue = 'discovering';
+    this.discoveryStartedAtMs = now;
+    await node.stop();
+    await this.store.clear();
+    this.options.state.reset();
+    this.foreignClusters.clear();
+    this.options.onRoleChange?.();
   }
 
   /** Periodic work: bootstrap while fresh, membership changes while leader. */
@@ -262,7 +322,7 @@ export class Cluster<Result> {
     const peers = this.options.peers().filter((peer) => peer.nodeId !== this.options.nodeId);
     for (const peer of peers) {
       if (peer.clusterId !== null && this.clusterIdValue !== null && peer.clusterId !== this.clusterIdValue && peer.state === 'alive') {
-        this.noteForeign(peer.clusterId, peer.nodeId);
+        this.noteForeign(peer.clusterId, peer.nodeId, !peer.clusterEmpty);
       }
     }
     if (this.node === null) {
@@ -272,12 +332,17 @@ export class Cluster<Result> {
     }
     const status = this.node.status();
     if (status.role === 'leader') await this.maybeChangeMembership(status, peers);
+    await this.maybeYield();
   }
 
   private async maybeFound(peers: PeerView[]): Promise<void> {
     const windowMs = this.options.bootstrapWindowMs ?? 3_000;
-    if (Date.now() - this.startedAtMs < windowMs) return;
+    const waitedMs = Date.now() - this.discoveryStartedAtMs;
+    if (waitedMs < windowMs) return;
     const alive = peers.filter((peer) => peer.state === 'alive');
+    // With static peers configured, hear from one of them before founding (they may just be
+    // slower to boot), unless none answers for a long while.
+    if (this.options.waitForPeers === true && alive.length === 0 && waitedMs < windowMs * 10) return;
     if (alive.some((peer) => peer.clusterId !== null)) return; // an existing cluster will add us
     const fresh = [this.options.nodeId, ...alive.map((peer) => peer.nodeId)].sort();
     if (fresh[0] !== this.options.nodeId) return; // the smallest fresh node founds

@@ -42,6 +42,13 @@ export class RaftLogStore {
     await this.storage.db.batch([{ type: 'put', sublevel: this.storage.raft, key: identityKey, value: JSON.stringify(identity) }], { sync: true });
   }
 
+  /** Forgets the cluster: identity, hard state, log and snapshot. */
+  async clear(): Promise<void> {
+    await this.storage.raft.clear();
+    this.firstIndex = 1;
+    this.lastIndex = 0;
+  }
+
   /** Reads everything a restarted node needs to rebuild its consensus core. */
   async load(initialConfig: ClusterConfig): Promise<RaftRestore> {
     const hardStateText = await this.storage.raft.get(hardStateKey);

@@ -15,6 +15,8 @@ export interface StateMachine<Result> {
   apply(index: number, data: string): Result;
   snapshot(): string;
   restore(data: string): void;
+  /** Back to the empty state (the node gives up a cluster that held nothing). */
+  reset(): void;
 }
 
 export interface RaftNodeOptions<Result> {

@@ -9,7 +9,7 @@ export function sampleBody(name: string, overrides: Partial<HeartbeatBody> = {})
     name,
     apiUrl: `http://127.0.0.1:7420`,
     startedAt: 1_700_000_000_000,
-    raft: { role: 'follower', term: 3, leaderId: null, commitIndex: 42 },
+    raft: { role: 'follower', term: 3, leaderId: null, commitIndex: 42, clusterEmpty: false },
     hardware: {
       cpu: { model: 'AMD Ryzen 9 7950X 16-Core Processor', cores: 32, load: 0.12 },
       memory: { totalBytes: 64 * 2 ** 30, usedBytes: 21 * 2 ** 30 },
