@@ -50,6 +50,15 @@ function errorToResult(error: unknown): TaskReportResult {
   return { ok: false, code: ErrorCode.internal, message: String((error as Error)?.message ?? error).slice(0, 4096) };
 }
 
+/**
+ * An apply result without the task view: the reporter reads only whether the report was
+ * taken or refused, and the view (output included) would double what travels back.
+ */
+function slim(result: ApplyResult | null): ApplyResult | null {
+  if (result === null || !result.ok) return result;
+  return { ...result, task: null, events: [], prunedTaskIds: [] };
+}
+
 export class ReportRelay {
   private readonly deps: ReportRelayDeps;
   private readonly queue: Pending[] = [];
@@ -75,7 +84,7 @@ export class ReportRelay {
         results = batch.commands.map(() => ({ ok: false, code: 'not_leader', message: `node ${this.deps.nodeId} is not the leader` }));
       } else {
         results = await Promise.all(batch.commands.map((data) => this.deps.propose(data).then(
-          (result): TaskReportResult => ({ ok: true, result }),
+          (result): TaskReportResult => ({ ok: true, result: slim(result) }),
           errorToResult,
         )));
       }
