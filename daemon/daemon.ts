@@ -23,6 +23,7 @@ import { tokenRoutes } from './http/routes/tokens.ts';
 import { logger } from './log.ts';
 import { mcpRoutes } from './mcp/routes.ts';
 import { nodeViewFromHeartbeat, type NodeView } from '../scheduler/tasks/node-view.ts';
+import { TaskRuntime } from './tasks/runtime.ts';
 import { TaskService, type OutputSource } from './tasks/service.ts';
 import { TokenService } from './tokens.ts';
 import { Membership, type MemberView } from './membership/membership.ts';
@@ -84,8 +85,8 @@ export class Daemon {
   tasks!: TaskService;
   tokens!: TokenService;
   gateway!: Gateway;
-  /** Where task output comes from; the task runtime replaces it when wired. */
-  outputs: OutputSource = { follow: async function* () { /* no runtime: no output until it is wired */ } };
+  runtime: TaskRuntime | null = null;
+  outputs!: OutputSource;
   clusterSecret!: ClusterSecret;
   adminToken!: AdminToken;
   private adminTokenHash = '';
@@ -166,6 +167,7 @@ export class Daemon {
       waitForPeers: config.bootstrap.length > 0,
       onRoleChange: () => this.onRoleChange(),
       onApplied: (applied) => {
+        this.runtime?.onApplied(applied);
         const at = Date.now();
         for (const { result } of applied) {
           if (result === null || !result.ok) continue;
@@ -185,6 +187,27 @@ export class Daemon {
       if (raft !== null) await raft.waitApplied(index);
     };
     // >>> task runtime wiring
+    this.runtime = new TaskRuntime({
+      nodeId: this.host.peerId,
+      state: () => this.state.current,
+      propose,
+      raftStatus: () => {
+        const raft = this.cluster.raft;
+        if (raft === null) return null;
+        const status = raft.status();
+        return { role: status.role, term: status.term, leader: status.leader, commit: status.commit };
+      },
+      host: this.host,
+      members: () => this.membership.members(),
+      probe: this.probe,
+      ollamaUrl: config.ollamaUrl,
+      concurrency: config.concurrency,
+      agents: config.agents,
+      keepFinishedTasks: config.keepFinishedTasks,
+      keepFinishedTasksMs: config.keepFinishedTasksMs,
+    });
+    await this.runtime.start();
+    this.outputs = this.runtime.outputs;
     // <<< task runtime wiring
     this.tasks = new TaskService({
       state: () => this.state.current,
@@ -234,6 +257,8 @@ export class Daemon {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer);
+      // Local generations are aborted and reported first, so the leader retries them elsewhere at once.
+      await this.runtime?.stop().catch((error: unknown) => log.warn('task runtime stop failed', { error: error as Error }));
       await this.cluster?.stop({ transferLeadership: true }).catch((error: unknown) => log.warn('consensus stop failed', { error: error as Error }));
       await this.membership?.stop().catch((error: unknown) => log.warn('membership stop failed', { error: error as Error }));
       await this.app?.close().catch(() => undefined);
@@ -294,7 +319,7 @@ export class Daemon {
   private heartbeatBody() {
     const probe = this.probe.snapshot();
     const raft = this.cluster?.raft?.status();
-    const inFlight = this.state.current.inFlightByNode().get(this.host.peerId) ?? 0;
+    const local = this.runtime?.load() ?? { running: 0, queued: 0 };
     return {
       softwareVersion: SOFTWARE_VERSION,
       clusterId: this.cluster?.clusterId ?? null,
@@ -311,7 +336,7 @@ export class Daemon {
       hardware: probe.hardware,
       ollama: probe.ollama,
       // Gateway requests run beside tasks on the same Ollama: the scheduler must see both.
-      load: { running: inFlight + (this.gateway?.inFlight() ?? 0), queued: 0, concurrencyLimit: this.config.concurrency },
+      load: { running: local.running + (this.gateway?.inFlight() ?? 0), queued: local.queued, concurrencyLimit: this.config.concurrency },
       agents: probe.agents,
     };
   }
