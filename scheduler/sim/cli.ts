@@ -83,7 +83,7 @@ function parse(argv: string[]): CliOptions {
   return options;
 }
 
-export function replayCommand(options: CliOptions, seed: number): string {
+function replayCommand(options: CliOptions, seed: number): string {
   return `npm run sim -- --seed ${seed} --nodes ${options.voters} --steps ${options.steps}${options.broken === null ? '' : ` --broken ${options.broken}`}${options.skipMissedTicks ? ' --skip-missed-ticks' : ''}`;
 }
 

@@ -26,7 +26,7 @@ interface KvImage {
   pairs: [string, string][];
 }
 
-/** A state-machine image that a snapshot carries; thrown away as malformed on decode failure. */
+/** The key-value state machine of one simulated node. */
 export class KvStateMachine {
   appliedIndex = 0;
   /** Hash of the sequence of entries applied so far (index, term, type, data). */
@@ -93,14 +93,4 @@ export function chainStep(chain: number, entry: Entry): number {
   hash = fnvNumber(hash, entry.term);
   hash = fnvString(hash, entry.type);
   return fnvString(hash, entry.data);
-}
-
-/** Reads the chain hash out of a snapshot image without restoring it; null if malformed. */
-export function imageChain(data: string): number | null {
-  try {
-    const image = JSON.parse(data) as KvImage;
-    return typeof image.chain === 'number' ? image.chain : null;
-  } catch {
-    return null;
-  }
 }
