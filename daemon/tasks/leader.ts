@@ -253,8 +253,10 @@ export class LeaderScheduler {
     const own = expect.has(this.deps.nodeId)
       ? estimateBids(state, this.deps.selfView(), tasks).map((bid) => ({ taskId: bid.taskId, node: this.deps.nodeId, estimateMs: bid.estimateMs }))
       : [];
+    const asked = performance.now();
     const remote = await this.deps.bids.collect(tasks, [...expect], term, this.timing.bidWaitMs);
     this.stats.bidsReceived += remote.length;
+    log.debug('bid round', { tasks: tasks.length, nodes: expect.size, bids: remote.length, waitedMs: Math.round(performance.now() - asked) });
     return [...own, ...remote];
   }
 

@@ -172,6 +172,17 @@ export class TaskRuntime {
     return this.executor.load();
   }
 
+  /** Counters for /metrics and /api/metrics/performance. */
+  stats(): { scheduler: LeaderScheduler['stats']; relay: ReportRelay['stats']; bidRequestsAnswered: number; outputAttemptsHeld: number; reportsPending: number } {
+    return {
+      scheduler: { ...this.scheduler.stats },
+      relay: { ...this.relay.stats },
+      bidRequestsAnswered: this.bids.answeredCount,
+      outputAttemptsHeld: this.hub.attemptCount,
+      reportsPending: this.reporter.pending,
+    };
+  }
+
   /** Called by the daemon after each applied batch, in log order, on every node. */
   onApplied(applied: Array<{ entry: Entry; result: ApplyResult | null }>): void {
     if (this.stopped) return;
