@@ -81,12 +81,11 @@ export class RaftLogStore {
     let firstIndex = this.firstIndex;
     if (ready.snapshot !== null) {
       operations.push({ type: 'put', sublevel: raft, key: snapshotKey, value: JSON.stringify(ready.snapshot) });
-      // Entries the snapshot covers are no longer needed.
-      for (let index = firstIndex; index <= Math.min(ready.snapshot.index, lastIndex); index += 1) {
-        operations.push({ type: 'del', sublevel: raft, key: entryKey(index) });
-      }
+      // A snapshot from the leader replaces the whole stored log, entries after its index too:
+      // the core discarded them, and a restart must not bring them back.
+      for (let index = firstIndex; index <= lastIndex; index += 1) operations.push({ type: 'del', sublevel: raft, key: entryKey(index) });
       firstIndex = ready.snapshot.index + 1;
-      if (lastIndex < ready.snapshot.index) lastIndex = ready.snapshot.index;
+      lastIndex = ready.snapshot.index;
     }
     if (ready.entries.length > 0) {
       const first = ready.entries[0]!.index;

@@ -1,0 +1,86 @@
+// The durable Raft log in LevelDB: what a restart reads back after appends, a replaced
+// suffix, compaction and an installed snapshot.
+import { rmSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Entry, Ready } from '../../scheduler/consensus/types.ts';
+import { Storage } from '../storage.ts';
+import { tempDir } from '../../tests/support/processes.ts';
+import { RaftLogStore } from './log-store.ts';
+
+const config = { voters: ['n1'], learners: [] };
+
+function ready(part: Partial<Ready>): Ready {
+  return { softState: null, hardState: null, snapshot: null, entries: [], messages: [], committed: [], readStates: [], ...part };
+}
+
+function entries(from: number, to: number, term: number): Entry[] {
+  return Array.from({ length: to - from + 1 }, (_, offset) => ({ index: from + offset, term, type: 'normal' as const, data: `e${from + offset}t${term}` }));
+}
+
+const dirs: string[] = [];
+async function open(dir?: string): Promise<{ storage: Storage; store: RaftLogStore; dir: string }> {
+  const path = dir ?? tempDir('log-store');
+  if (dir === undefined) dirs.push(path);
+  const storage = await Storage.open(path);
+  return { storage, store: new RaftLogStore(storage), dir: path };
+}
+
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('RaftLogStore', () => {
+  it('reads back hard state and entries, with a replaced suffix gone', async () => {
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    await store.persist(ready({ entries: entries(1, 10, 1), hardState: { term: 1, vote: 'n1', commit: 5 } }));
+    // A new leader replaces 6..10 with 6..7 of term 2: 8..10 must not come back.
+    await store.persist(ready({ entries: entries(6, 7, 2), hardState: { term: 2, vote: null, commit: 6 } }));
+    await storage.close();
+    const again = await open(dir);
+    const restored = await again.store.load(config);
+    expect(restored.hardState).toEqual({ term: 2, vote: null, commit: 6 });
+    expect(restored.entries.map((entry) => `${entry.index}:${entry.term}`)).toEqual(['1:1', '2:1', '3:1', '4:1', '5:1', '6:2', '7:2']);
+    await again.storage.close();
+  });
+
+  it('keeps only what follows a compaction snapshot', async () => {
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    await store.persist(ready({ entries: entries(1, 20, 1), hardState: { term: 1, vote: 'n1', commit: 20 } }));
+    await store.saveSnapshot({ index: 12, term: 1, config, data: 'state@12' });
+    await storage.close();
+    const again = await open(dir);
+    const restored = await again.store.load(config);
+    expect(restored.snapshot?.data).toBe('state@12');
+    expect(restored.entries.map((entry) => entry.index)).toEqual([13, 14, 15, 16, 17, 18, 19, 20]);
+    await again.storage.close();
+  });
+
+  it('drops the whole stored log when a snapshot from the leader is installed', async () => {
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    await store.persist(ready({ entries: entries(1, 30, 1) }));
+    // The leader's snapshot ends at 25 in term 3: our 26..30 of term 1 were discarded by the core.
+    await store.persist(ready({ snapshot: { index: 25, term: 3, config, data: 'leader@25' }, hardState: { term: 3, vote: null, commit: 25 } }));
+    await store.persist(ready({ entries: entries(26, 27, 3) }));
+    await storage.close();
+    const again = await open(dir);
+    const restored = await again.store.load(config);
+    expect(restored.snapshot?.index).toBe(25);
+    expect(restored.entries.map((entry) => `${entry.index}:${entry.term}`)).toEqual(['26:3', '27:3']);
+    await again.storage.close();
+  });
+
+  it('forgets everything on clear, identity included', async () => {
+    const { storage, store } = await open();
+    await store.saveIdentity({ clusterId: 'c1', initialConfig: config, joinedAt: new Date(0).toISOString() });
+    await store.persist(ready({ entries: entries(1, 3, 1), hardState: { term: 1, vote: 'n1', commit: 3 } }));
+    await store.clear();
+    expect(await store.identity()).toBeNull();
+    const restored = await store.load(config);
+    expect(restored.entries).toEqual([]);
+    expect(restored.hardState).toEqual({ term: 0, vote: null, commit: 0 });
+    await storage.close();
+  });
+});
