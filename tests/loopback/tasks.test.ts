@@ -94,4 +94,28 @@ describe.skipIf(!runtimeWired)('tasks on three daemons with different models', (
     expect((await getTask(c, task.id))?.status).toBe('cancelled');
     expect(tallyGenerations(cluster.logFiles).get(promptSha(prompt))?.finished).toBe(0);
   }, 30_000);
+
+  // Last: it stops one of the daemons.
+  it('a graceful stop (SIGTERM) of a busy node hands its attempt back at once; another node completes it', async () => {
+    const prompt = `${tag} handed back`;
+    const task = await submit(cluster.daemons[0]!, { model: 'qwen2.5:7b', prompt, options: { num_predict: 300 } });
+    const running = await waitUntil('the task to run', async () => {
+      const current = await getTask(cluster.daemons[0]!, task.id);
+      return current?.status === 'running' ? current : null;
+    }, 10_000, 50);
+    const busy = cluster.daemons.find((daemon) => daemon.nodeId === running.assignedNode)!;
+    const other = cluster.daemons.find((daemon) => daemon !== busy && cluster.standins[cluster.daemons.indexOf(daemon)]!.installedModels().includes('qwen2.5:7b'))!;
+    const stoppedAt = performance.now();
+    await busy.stop();
+    const survivors = cluster.daemons.filter((daemon) => daemon.running);
+    const done = (await waitFinished(survivors, [task.id], 20_000)).get(task.id)!;
+    console.log(`[measure] SIGTERM of the busy node: the task completed on another node ${(performance.now() - stoppedAt).toFixed(0)} ms later`);
+    expect(done.status).toBe('completed');
+    expect(done.assignedNode).toBe(other.nodeId);
+    expect(done.attempts[0]).toMatchObject({ node: busy.nodeId, status: 'failed' });
+    expect(done.attempts[0]!.error).toMatch(/shutting down/);
+    const generations = tallyGenerations(cluster.logFiles).get(promptSha(prompt))!;
+    expect(generations.aborted).toBe(1);
+    expect(generations.finished).toBe(1);
+  }, 40_000);
 });
