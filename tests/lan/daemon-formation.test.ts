@@ -2,9 +2,8 @@
 // other at first: each host starts cut off the bridge, so each daemon founds a cluster of
 // its own; once the cables are in, the split must heal into one cluster by itself as long
 // as no cluster holds work, and a cluster that holds work must be the one that is joined,
-// its tasks kept. Skips where namespaces are unavailable. Committed HEAD has no merge at
-// all (tests/FINDINGS.md #1, #2), so the suite runs only with HIVEMESH_REPRO_FORMATION=1
-// until the merge lands; then drop the `enabled` guard.
+// its tasks kept, whichever cluster id orders first (tests/FINDINGS.md #1, #2). Skips
+// where namespaces are unavailable.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   clusterStatus, outputTails, prepareDaemons, startAll, submitTask, waitForAgreement, waitTasksEverywhere, writeClusterKey, type MeshDaemon,
@@ -13,8 +12,7 @@ import { addManagementLinks, type ManagedHost } from '../support/lan-management.
 import { ProcessGroup, tempDir, waitUntil } from '../support/processes.ts';
 import { createLan, netnsUnavailableReason, type Lan } from './netns.ts';
 
-const enabled = process.env.HIVEMESH_REPRO_FORMATION === '1';
-const unavailable = enabled ? await netnsUnavailableReason() : 'set HIVEMESH_REPRO_FORMATION=1 to run it (see tests/FINDINGS.md #1, #2)';
+const unavailable = await netnsUnavailableReason();
 if (unavailable !== null) console.warn(`[skip] daemon formation LAN suite skipped: ${unavailable}`);
 
 describe.skipIf(unavailable !== null)('clusters founded apart on a namespace LAN', () => {
