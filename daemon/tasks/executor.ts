@@ -305,7 +305,11 @@ export class Executor {
     }
     this.deps.probe.recordGeneration(model, result.evalCount, result.evalDurationNs);
     await local.started;
-    if ((local.cause as AbortCause | null) !== null) return;
+    // Aborted just as it finished: a cancelled or superseded attempt reports nothing, but
+    // one stopped by fencing or shutdown still owes the log an outcome, and a finished
+    // generation is the best one (the state machine refuses it if the attempt moved on).
+    const late = local.cause as AbortCause | null;
+    if (late !== null && !late.report) return;
     const completion = await this.report({
       type: 'task.complete', id: taskId, attempt, output: result.output,
       ...(result.outputTruncated ? { outputTruncated: true } : {}), usage: result.usage, at: Date.now(),
