@@ -322,10 +322,15 @@ export function runCommand(harness: Harness, line: string): string[] {
       const overrides = nodeOverrides(named);
       // timeout-offsets=0,0,5: node i's election timeout is electionTicks + offset i.
       const offsets = parseList(named.get('timeout-offsets')).map(Number);
+      // log-terms=1,1,4: the nodes start with stored entries of these terms (and that last term).
+      const logTerms = parseList(named.get('log-terms')).map(Number);
+      const entries: Entry[] = logTerms.map((term, offset) => ({ term, index: offset + 1, type: 'normal', data: `i${offset + 1}t${term}` }));
+      const term = Number(named.get('term') ?? logTerms[logTerms.length - 1] ?? 0);
       for (let i = 0; i < count; i += 1) {
         const id = String(harness.nodes.size + 1);
         const offset = offsets[i] ?? 0;
-        harness.addNode(id, config, { ...overrides, randomInt: (n) => Math.min(offset, n - 1) });
+        const restore = entries.length > 0 || term > 0 ? { hardState: { term, vote: null, commit: 0 }, entries: [...entries] } : undefined;
+        harness.addNode(id, config, { ...overrides, randomInt: (n) => Math.min(offset, n - 1) }, restore);
         harness.log(`${id} added voters=${config.voters.join(',')} learners=${config.learners.join(',')}`);
       }
       break;
