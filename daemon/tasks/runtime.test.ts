@@ -161,6 +161,16 @@ describe('task runtime on one node', () => {
     expect(h.service.get(task.id).status).not.toBe('failed');
   });
 
+  it('says why a queued task waits', async () => {
+    const h = await harness();
+    const { task } = await h.service.submit({ model: 'mistral:7b', prompt: 'nobody has me' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(h.service.get(task.id).status).toBe('queued');
+    expect(h.runtime.waitingFor(task.id)).toBe('no node has model mistral:7b');
+    const done = (await h.service.submit({ model: 'llama3.2:1b', prompt: 'run me' })).task;
+    expect(h.runtime.waitingFor(done.id)).toBeNull();
+  });
+
   it('fails an attempt the log shows running here that this process does not run (a restart)', async () => {
     const h = await harness();
     h.runtime.scheduler.stop();

@@ -11,6 +11,7 @@
 import type { Entry } from '../../scheduler/consensus/types.ts';
 import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
 import { normalizeModelName, type NodeView } from '../../scheduler/tasks/node-view.ts';
+import { waitingReason } from '../../scheduler/tasks/placement.ts';
 import type { TaskOutputEvent } from '../../protocol/tasks.ts';
 import type { AgentConfig } from '../config.ts';
 import { logger } from '../log.ts';
@@ -170,6 +171,18 @@ export class TaskRuntime {
 
   load(): { running: number; queued: number } {
     return this.executor.load();
+  }
+
+  /**
+   * Why a queued task is not placed yet, for the Task view's waitingFor (dependencies,
+   * backoff, no node with the model, all such nodes busy); null when it is not queued or
+   * could be placed now. Computed from this node's own view; costs no log entries.
+   */
+  waitingFor(taskId: string): string | null {
+    const state = this.deps.state();
+    const record = state.getTaskRecord(taskId);
+    if (record === undefined || record.status !== 'queued') return null;
+    return waitingReason(state, record, this.scheduler.nodeViews(state), Date.now());
   }
 
   /** Counters for /metrics and /api/metrics/performance. */
