@@ -34,7 +34,7 @@ interface FormatModule {
   safeHttpUrl(url: string): string | null;
 }
 interface ApiModule { fieldErrorsOf(details: unknown): Array<{ field: string; reason: string }> }
-interface EventsModule { describeEvent(data: unknown, raw: string): string }
+interface EventsModule { describeEvent(data: unknown, raw: string, nodeNames?: Map<string, string>): string }
 
 // A variable specifier keeps tsc from looking for declarations of the browser JS.
 const load = async <T>(path: string): Promise<T> => (await import(/* @vite-ignore */ path)) as T;
@@ -245,6 +245,9 @@ describe('describeEvent', () => {
     expect(events.describeEvent({ type: 'task.status', at: 1, event: { type: 'status', taskId: 't1', status: 'running', attempt: 1, node: 'n1', at: 1, reason: null } }, ''))
       .toBe('task t1 · node n1 · running');
     expect(events.describeEvent(null, 'not json at all')).toBe('not json at all');
+    // Nodes are named as people know them when the page knows the name.
+    expect(events.describeEvent({ type: 'leader.changed', at: 1, leaderId: '12D3KooWAbcdefghijklmnop', term: 5 }, '', new Map([['12D3KooWAbcdefghijklmnop', 'atlas']])))
+      .toBe('leader atlas · term 5');
   });
 });
 

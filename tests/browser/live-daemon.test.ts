@@ -1,7 +1,8 @@
 // The dashboard against a real hivemesh daemon (one node, with the Ollama stand-in): sign
 // in with the node's admin token, see the node and its models, submit a task from the
-// form and see it listed, opened and reported by the event feed. This checks the page
-// against the real routes and event streams rather than the fake of dashboard.test.ts.
+// form, see it listed and reported by the event feed, and watch its output stream in
+// until it completes. This checks the page against the real routes and event streams
+// rather than the fake of dashboard.test.ts.
 import { existsSync } from 'node:fs';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,7 +22,7 @@ describe.skipIf(!haveChromium)('dashboard on a real daemon', () => {
   let browser: Browser;
 
   beforeAll(async () => {
-    standin = await startStandin({ host: '127.0.0.1', port: 0, models: ['llama3.2:3b'], tokensPerSecond: 40, coldLoadMs: 200, responseTokens: 60, logFile: null });
+    standin = await startStandin({ host: '127.0.0.1', port: 0, models: ['llama3.2:3b'], tokensPerSecond: 40, coldLoadMs: 200, responseTokens: 120, logFile: null });
     group.onCleanup(() => standin.close());
     daemon = await group.daemon({ name: 'dash-live', ollamaUrl: standin.url, mdns: false });
     daemon.start();
@@ -41,7 +42,7 @@ describe.skipIf(!haveChromium)('dashboard on a real daemon', () => {
     await group.stopAll();
   });
 
-  it('signs in, shows the node and its models, submits a task and follows it', async () => {
+  it('signs in, shows the node and its models, submits a task and streams its output to the end', async () => {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     context.setDefaultTimeout(stepTimeoutMs);
     const errors: string[] = [];
@@ -69,6 +70,19 @@ describe.skipIf(!haveChromium)('dashboard on a real daemon', () => {
       await page.locator('#event-list', { hasText: 'task' }).waitFor();
       const listed = await daemon.api<{ tasks: Array<{ title: string | null; model: string | null }> }>('/api/tasks');
       expect(listed.body.tasks.map((task) => [task.title, task.model])).toEqual([['live check', 'llama3.2:3b']]);
+
+      // The stand-in generates 120 tokens at 40 tokens/s, so the text arrives in pieces for 3 s while the panel watches.
+      const output = detail.locator('pre.output');
+      await expect.poll(async () => ((await output.textContent()) ?? '').length, { timeout: 20_000 }).toBeGreaterThan(0);
+      const partial = (await output.textContent()) ?? '';
+      await detail.locator('.badge', { hasText: 'completed' }).waitFor({ timeout: 30_000 });
+      const final = (await output.textContent()) ?? '';
+      expect(final.length).toBeGreaterThan(20);
+      // Seen while it was being generated: a beginning of the final text, shorter than it.
+      expect(partial.length).toBeLessThan(final.length);
+      expect(final.startsWith(partial)).toBe(true);
+      expect(await detail.textContent()).toContain('tok/s');
+      await page.locator('#task-rows tr', { hasText: 'live check' }).locator('.badge', { hasText: 'completed' }).waitFor();
       await page.screenshot({ path: '/tmp/dashboard-live.png', fullPage: true });
       expect(errors).toEqual([]);
     } catch (error) {

@@ -11,7 +11,7 @@ import { TasksView } from './views/tasks.js';
 /** @typedef {import('./api.js').NodeStatus} NodeStatus */
 
 export const pollIntervalMs = 2_000;
-/** Task events in the cluster feed trigger an early refresh of the task list, at most this often. */
+/** Task events in the cluster feed trigger an early refresh, at most this often. */
 const taskRefreshDebounceMs = 300;
 
 /** @param {string} id */
@@ -180,6 +180,7 @@ class Dashboard {
       element('where').textContent = `${cluster.nodeName} · cluster ${cluster.clusterId === null ? 'not formed yet' : shortId(cluster.clusterId)} · ${location.host}`;
       document.title = `hivemesh · ${cluster.nodeName}`;
       this.tasks.setNodes(nodesById);
+      this.feed.nodeNames = new Map(agents.nodes.map((node) => [node.id, node.name]));
       element('connection').hidden = true;
       this.lastUpdateMs = nowMs;
       await this.tasks.refresh();
@@ -244,11 +245,13 @@ class Dashboard {
     }, controller.signal);
   }
 
+  /** A task changed somewhere: refresh soon (counts, list, panel) rather than at the next 2 s tick. */
   refreshTasksSoon() {
     if (this.taskRefreshTimer !== null || document.hidden) return;
     this.taskRefreshTimer = setTimeout(() => {
       this.taskRefreshTimer = null;
-      if (this.running) void this.tasks.refreshList();
+      // poll() skips when one is under way; the next tick comes 2 s after this one.
+      if (this.running) void this.poll();
     }, taskRefreshDebounceMs);
   }
 }

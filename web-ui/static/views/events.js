@@ -14,6 +14,8 @@ export class EventFeed {
     this.list = list;
     this.stateLabel = stateLabel;
     this.received = 0;
+    /** @type {Map<string, string>} node id to name, so events name nodes as people know them */
+    this.nodeNames = new Map();
   }
 
   /** @param {string} text */
@@ -38,7 +40,7 @@ export class EventFeed {
     const item = h('li', null,
       h('time', { datetime: at.toISOString() }, at.toLocaleTimeString()),
       h('span', { class: 'kind' }, kind.replace(/[._-]+/g, ' ')),
-      h('span', { class: 'text' }, describeEvent(data, message.data)));
+      h('span', { class: 'text' }, describeEvent(data, message.data, this.nodeNames)));
     this.list.prepend(item);
     while (this.list.children.length > feedEventsMax) this.list.lastElementChild?.remove();
   }
@@ -49,21 +51,24 @@ export class EventFeed {
  * daemon has one; otherwise the well-known fields are listed.
  * @param {any} data
  * @param {string} raw
+ * @param {Map<string, string>} [nodeNames]
  */
-export function describeEvent(data, raw) {
+export function describeEvent(data, raw, nodeNames = new Map()) {
+  /** @param {string} id */
+  const nodeName = (id) => nodeNames.get(id) ?? shortId(id);
   if (data === null || typeof data !== 'object') return excerpt(raw, 200);
   if (typeof data.message === 'string' && data.message !== '') return excerpt(data.message, 300);
   if (typeof data.error?.message === 'string') return excerpt(data.error.message, 300);
   // task.status events carry the task's status event inside.
-  if (data.event && typeof data.event === 'object' && typeof data.event.taskId === 'string') return describeEvent(data.event, raw);
+  if (data.event && typeof data.event === 'object' && typeof data.event.taskId === 'string') return describeEvent(data.event, raw, nodeNames);
   /** @type {string[]} */
   const parts = [];
   if (typeof data.taskId === 'string') parts.push(`task ${data.taskId}`);
   const name = data.nodeName ?? data.name ?? null;
   if (typeof name === 'string') parts.push(`node ${name}`);
-  else if (typeof data.nodeId === 'string') parts.push(`node ${shortId(data.nodeId)}`);
-  else if (typeof data.node === 'string') parts.push(`node ${shortId(data.node)}`);
-  if (typeof data.leaderId === 'string') parts.push(`leader ${shortId(data.leaderId)}`);
+  else if (typeof data.nodeId === 'string') parts.push(`node ${nodeName(data.nodeId)}`);
+  else if (typeof data.node === 'string') parts.push(`node ${nodeName(data.node)}`);
+  if (typeof data.leaderId === 'string') parts.push(`leader ${nodeName(data.leaderId)}`);
   if (typeof data.term === 'number') parts.push(`term ${data.term}`);
   if (typeof data.from === 'string' && typeof data.to === 'string') parts.push(`${data.from} → ${data.to}`);
   else if (typeof data.status === 'string') parts.push(data.status);
