@@ -169,6 +169,8 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     expect(await page.locator('#submit-priority-error').isVisible()).toBe(false);
     expect(fake.submissions.at(-1)).toEqual({ model: 'llama3.1:8b', title: 'haiku', prompt: 'Write a haiku about <b>gossip</b>', priority: 7 });
     await page.locator('#task-rows').getByText('haiku').waitFor();
+    // Why a queued task waits shows in the list too.
+    await page.locator('#task-rows tr', { hasText: 'haiku' }).getByText('no node has this model loaded yet').waitFor();
     // The new task opens in the detail panel with why it waits.
     await page.locator('#task-detail').getByText('no node has this model loaded yet').waitFor();
   });

@@ -223,7 +223,9 @@ export class TasksView {
     replaceKeepingFocus(this.rows, this.tasks.map((task) => {
       const row = h('tr', { class: task.id === this.selectedId ? 'selected' : null, 'data-task-id': task.id },
         h('td', null, h('button', { type: 'button', class: 'link-button', 'data-focus': `task-${task.id}`, 'aria-label': `task ${task.id}: show details`, title: task.id }, shortId(task.id))),
-        h('td', { class: 'title-cell' }, task.title ? excerpt(task.title, 80) : h('span', { class: 'empty' }, 'untitled')),
+        h('td', { class: 'title-cell' }, task.title ? excerpt(task.title, 80) : h('span', { class: 'empty' }, 'untitled'),
+          // Why a queued task waits is the first question about it; answer it in the list.
+          task.status === 'queued' && task.waitingFor ? h('div', { class: 'sub' }, excerpt(task.waitingFor, 100)) : null),
         h('td', { class: 'col-optional' }, task.model ?? (task.capability === null ? '–' : `capability ${task.capability}`)),
         h('td', null, statusBadge(task.status)),
         h('td', { class: 'col-optional' }, task.assignedNode === null ? h('span', { class: 'empty' }, '–') : nodeLabel(task.assignedNode, this.nodesById)),
