@@ -173,6 +173,14 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     await page.locator('#task-rows tr', { hasText: 'haiku' }).getByText('no node has this model loaded yet').waitFor();
     // The new task opens in the detail panel with why it waits.
     await page.locator('#task-detail').getByText('no node has this model loaded yet').waitFor();
+
+    // A refusal without field details (429, queue full) shows the server's words and when to retry.
+    fake.queueFull = true;
+    await page.locator('#submit-prompt').fill('one more');
+    await page.locator('#submit-button').click();
+    const formError = page.locator('#submit-form-error');
+    await formError.getByText('the task queue is full', { exact: false }).waitFor();
+    expect(await formError.textContent()).toBe('Not submitted: the task queue is full (10000 active tasks); wait for some to finish. Try again in 5 s.');
   });
 
   it('streams a running task\'s output live from its event stream, then shows the final state', async () => {

@@ -6,7 +6,7 @@
 import type { ServerResponse } from 'node:http';
 import type { AgentsStatus, ClusterStatus, NodeStatus } from '../../protocol/api.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
-import { isFinished, validateTaskSubmit, validationError, type Task, type TaskEvent, type TaskStatus } from '../../protocol/tasks.ts';
+import { isFinished, refusalToError, validateTaskSubmit, validationError, type Task, type TaskEvent, type TaskStatus } from '../../protocol/tasks.ts';
 import { buildApp, type App } from '../../daemon/http/app.ts';
 import type { HttpServices, Principal } from '../../daemon/http/services.ts';
 import { can } from '../../protocol/tokens.ts';
@@ -125,6 +125,8 @@ export class FakeCluster {
   readonly submissions: unknown[] = [];
   private readonly subscribers = new Set<Subscriber>();
   private nextTaskNumber = 1;
+  /** While true, submissions are refused as the replicated state does when its queue is full (429). */
+  queueFull = false;
   /** Lets a test change what the node reports about its peers from one poll to the next. */
   editAgents: (agents: AgentsStatus) => AgentsStatus = (agents) => agents;
   app: App | null = null;
@@ -195,6 +197,7 @@ export class FakeCluster {
         this.submissions.push(request.body);
         const result = validateTaskSubmit(request.body);
         if (!result.ok) throw validationError(result.errors);
+        if (this.queueFull) throw refusalToError({ code: 'queue-full', message: 'the task queue is full (10000 active tasks); wait for some to finish' });
         const task = this.addTask({
           model: result.input.model, capability: result.input.capability, title: result.input.title,
           priority: result.input.priority, createdAt: Date.now(), waitingFor: 'no node has this model loaded yet',

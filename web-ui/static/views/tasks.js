@@ -599,7 +599,8 @@ export class TasksView {
     }
     if (fields.length === 0 || unplaced.length > 0) {
       const retry = error.retryAfterSeconds !== null ? ` Try again in ${error.retryAfterSeconds} s.` : '';
-      this.formError.textContent = fields.length === 0 ? `Not submitted: ${error.message}${retry}` : `Not submitted: ${unplaced.join('; ')}`;
+      const sentence = /[.!?]$/.test(error.message) ? error.message : `${error.message}.`;
+      this.formError.textContent = fields.length === 0 ? `Not submitted: ${sentence}${retry}` : `Not submitted: ${unplaced.join('; ')}`;
       this.formError.hidden = false;
     } else {
       this.formError.textContent = 'Not submitted: correct the fields marked below.';
