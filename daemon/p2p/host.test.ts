@@ -216,7 +216,7 @@ describe('P2PHost', () => {
   });
 
   // Timing-bound by design (a newcomer window): retried when a loaded machine misses it.
-  it('relays gossip per topic policy: always, never, or only a newcomer\'s own messages for a while', { retry: 2 }, async () => {
+  it('relays gossip per topic policy: always, never, or only a newcomer\'s own messages for a while', { retry: 2, timeout: 15_000 }, async () => {
     const key = newClusterKey();
     // A line a - b - c without peer exchange, so c hears a only through b.
     const b = await track(startLoopbackHost(key, { peerExchange: false, newcomerRelayMs: 1_500 }));
@@ -238,5 +238,5 @@ describe('P2PHost', () => {
     await waitFor('the late message on the always topic', () => heard.always!.length === 2);
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(heard).toEqual({ always: ['early', 'late'], never: [], newcomers: ['early'] });
-  }, 15_000);
+  });
 });
