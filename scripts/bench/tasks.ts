@@ -1,0 +1,436 @@
+// Task benchmarks (issue 4) on real daemon processes over loopback, each with its own
+// Ollama stand-in: (a) end-to-end tasks/s and submit-to-committed latency on three
+// daemons with instant stand-ins; (c) on the same cluster, how much later a watcher on
+// another node sees the first token than a watcher on the executing node; (b) placement
+// quality on four stand-ins of different speeds against two simple dispatchers sending
+// the same workload straight to the stand-ins, and against a lower bound.
+import { setLogLevel } from '../../daemon/log.ts';
+import type { ClusterStatus } from '../../protocol/api.ts';
+import type { Task, TaskEvent } from '../../protocol/tasks.ts';
+import { startTaskCluster, waitFinished, waitModelsGossiped, type TaskCluster } from '../../tests/loopback/tasks-helpers.ts';
+import { approximateTokenCount } from '../../tests/ollama-standin/catalog.ts';
+import { startStandin, type Standin, type StandinOptions } from '../../tests/ollama-standin/server.ts';
+import type { MeshDaemon } from '../../tests/support/cluster.ts';
+import { ProcessGroup, waitUntil } from '../../tests/support/processes.ts';
+import { mean, median, percentile, type BenchRow } from './report.ts';
+
+const section = 'tasks';
+/** Goals from issue 4. */
+const tasksPerSecondGoal = 1_000;
+const submitP99GoalMs = 20;
+const streamDelayGoalMs = 5;
+const versusRoundRobinGoal = 0.7;
+const versusLowerBoundGoal = 1.1;
+/** Bound on any single HTTP request of the benchmark. */
+const requestTimeoutMs = 20_000;
+/** A client retries a 503 (no leader reachable for a moment) this often, as the loopback suite does. */
+const retries503Max = 5;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+}
+
+/** POST /api/tasks; retries 503s with the same idempotency key. Returns the task, or throws with the answer. */
+async function submitTask(daemon: MeshDaemon, token: string, body: Record<string, unknown>, counters: { retries: number }): Promise<Task> {
+  for (let tries = 0; ; tries += 1) {
+    const response = await fetch(`${daemon.apiUrl}/api/tasks`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(requestTimeoutMs),
+    });
+    const text = await response.text();
+    if (response.status === 201 || response.status === 200) return JSON.parse(text) as Task;
+    if (response.status === 503 && tries < retries503Max) {
+      counters.retries += 1;
+      await sleep(200);
+      continue;
+    }
+    throw new Error(`POST /api/tasks on ${daemon.spec.name} answered ${response.status}: ${text.slice(0, 300)}`);
+  }
+}
+
+async function taskCounts(daemon: MeshDaemon): Promise<ClusterStatus['tasks']> {
+  const { status, body } = await daemon.api<ClusterStatus>('/api/status/cluster', { timeoutMs: 3_000 });
+  if (status !== 200) throw new Error(`GET /api/status/cluster on ${daemon.spec.name} answered ${status}`);
+  return body.tasks;
+}
+
+// ---------------------------------------------------------------------------------------
+// (a) throughput and submit latency, (c) streaming, on three daemons with instant stand-ins
+
+/** The model only node 0's stand-in has, slow and cold, so watchers connect before its first token. */
+const streamModel = 'stream:1b';
+const instantModel = 'llama3.2:1b';
+
+async function startThroughputCluster(group: ProcessGroup): Promise<TaskCluster> {
+  const instant: StandinOptions = { tokensPerSecond: 1_000_000, responseTokens: 4, maxConcurrency: 1_024, maxQueue: 4_096, logFile: null };
+  const cluster = await startTaskCluster(group, ['tp-a', 'tp-b', 'tp-c'].map((name, index) => ({
+    name,
+    // Generation slots per node: the stand-ins answer at once, so the orchestration is what is measured.
+    concurrency: 128,
+    standin: { ...instant, models: index === 0 ? [instantModel, { name: streamModel, tokensPerSecond: 50, coldLoadMs: 1_000 }] : [instantModel] },
+  })), 90_000);
+  await waitModelsGossiped(cluster, 30_000);
+  return cluster;
+}
+
+async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount: number): Promise<void> {
+  const { daemons } = cluster;
+  const tokens = daemons.map((daemon) => daemon.adminToken);
+  const runId = Date.now().toString(36);
+  const counters = { retries: 0 };
+
+  // Unloaded: one request at a time, so the latency is the path's, not a queue's.
+  const unloadedMs: number[] = [];
+  for (let n = 0; n < 200; n += 1) {
+    const index = n % daemons.length;
+    const started = performance.now();
+    await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `unloaded ${n}`, idempotencyKey: `bench-one-${runId}-${n}` }, counters);
+    unloadedMs.push(performance.now() - started);
+  }
+  await waitUntil('the unloaded tasks to finish', async () => {
+    const counts = await taskCounts(daemons[0]!);
+    return (counts.queued ?? 0) + (counts.assigned ?? 0) + (counts.running ?? 0) === 0;
+  }, 30_000, 100);
+  const before = await taskCounts(daemons[0]!);
+
+  // Loaded: many clients at once, spread over the three nodes.
+  const clients = 96;
+  const loadedMs: number[] = [];
+  const failures: string[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(Array.from({ length: clients }, async () => {
+    while (next < taskCount) {
+      const n = next++;
+      const index = n % daemons.length;
+      const sent = performance.now();
+      try {
+        await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `throughput ${n}`, idempotencyKey: `bench-tp-${runId}-${n}` }, counters);
+        loadedMs.push(performance.now() - sent);
+      } catch (error) {
+        failures.push((error as Error).message);
+      }
+    }
+  }));
+  const submittedMs = performance.now() - started;
+  let counts = before;
+  const finishedCount = () => (counts.completed ?? 0) + (counts.failed ?? 0) - (before.completed ?? 0) - (before.failed ?? 0);
+  await waitUntil(`${loadedMs.length} accepted tasks to finish`, async () => {
+    counts = await taskCounts(daemons[0]!);
+    return finishedCount() >= loadedMs.length;
+  }, 120_000, 20);
+  const totalMs = performance.now() - started;
+  const failedCount = (counts.failed ?? 0) - (before.failed ?? 0);
+  const completedPerSecond = ((counts.completed ?? 0) - (before.completed ?? 0)) / (totalMs / 1000);
+  const note = `${taskCount} tasks, ${clients} clients over 3 nodes; ${failures.length} refused, ${counters.retries} 503s retried, ${failedCount} failed`;
+  if (failures.length > 0) process.stderr.write(`bench tasks: submit failures, first: ${failures[0]}\n`);
+  rows.push({ section, name: `completed tasks/s end to end, 3 daemons, instant stand-ins (${note})`, value: completedPerSecond, unit: 'tasks/s', goal: { text: `>= ${tasksPerSecondGoal} tasks/s`, met: completedPerSecond >= tasksPerSecondGoal } });
+  rows.push({ section, name: `submit rate while loaded (all ${finishedCount()} finished ${((totalMs - submittedMs) / 1000).toFixed(1)} s after the last 201)`, value: taskCount / (submittedMs / 1000), unit: 'tasks/s' });
+  rows.push({ section, name: `POST /api/tasks until 201 p50, ${clients} in flight`, value: median(loadedMs), unit: 'ms', baseline: { name: '1 in flight', value: median(unloadedMs) } });
+  rows.push({ section, name: `POST /api/tasks until 201 p99, ${clients} in flight`, value: percentile(loadedMs, 99), unit: 'ms', baseline: { name: '1 in flight', value: percentile(unloadedMs, 99) }, goal: { text: `p99 <= ${submitP99GoalMs} ms`, met: percentile(loadedMs, 99) <= submitP99GoalMs } });
+  rows.push({ section, name: 'POST /api/tasks until 201 p99, 1 in flight (200 sequential)', value: percentile(unloadedMs, 99), unit: 'ms', goal: { text: `p99 <= ${submitP99GoalMs} ms`, met: percentile(unloadedMs, 99) <= submitP99GoalMs } });
+}
+
+/**
+ * Opens GET /api/tasks/:id/events (retrying while the node has not applied the task yet)
+ * and reads until the final event; returns when the stream was open and when the first
+ * output chunk arrived, on this process's monotonic clock.
+ */
+async function watchFirstOutput(daemon: MeshDaemon, taskId: string): Promise<{ connectedAt: number; firstOutputAt: number }> {
+  const deadline = performance.now() + requestTimeoutMs;
+  let response: Response;
+  for (;;) {
+    response = await fetch(`${daemon.apiUrl}/api/tasks/${taskId}/events`, {
+      headers: { authorization: `Bearer ${daemon.adminToken}` },
+      signal: AbortSignal.timeout(requestTimeoutMs),
+    });
+    if (response.status === 200 && response.body !== null) break;
+    await response.body?.cancel();
+    if (response.status !== 404 || performance.now() > deadline) throw new Error(`GET /api/tasks/${taskId}/events on ${daemon.spec.name} answered ${response.status}`);
+    await sleep(5);
+  }
+  const connectedAt = performance.now();
+  let firstOutputAt: number | null = null;
+  const decoder = new TextDecoder();
+  let buffer = '';
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split('\n').filter((line) => line.startsWith('data:')).map((line) => line.slice(5).trimStart()).join('\n');
+      if (data === '') continue;
+      const event = JSON.parse(data) as TaskEvent;
+      if (event.type === 'output' && firstOutputAt === null) firstOutputAt = performance.now();
+      if (event.type === 'final') {
+        await reader.cancel();
+        if (firstOutputAt === null) throw new Error(`the watcher on ${daemon.spec.name} saw no output for task ${taskId}`);
+        return { connectedAt, firstOutputAt };
+      }
+    }
+  }
+  throw new Error(`the event stream of task ${taskId} on ${daemon.spec.name} ended before its final event`);
+}
+
+async function benchStreaming(rows: BenchRow[], cluster: TaskCluster, trials: number): Promise<void> {
+  const [executor, watcher] = cluster.daemons as [MeshDaemon, MeshDaemon, MeshDaemon];
+  const submitter = cluster.daemons[2]!;
+  const token = submitter.adminToken;
+  const delaysMs: number[] = [];
+  const counters = { retries: 0 };
+  let late = 0;
+  for (let trial = 0; trial < trials; trial += 1) {
+    // Cold model: the first token comes 1 s after the task starts, well after both watchers are connected.
+    cluster.standins[0]!.unload(streamModel);
+    const task = await submitTask(submitter, token, { model: streamModel, prompt: `stream ${trial} ${Date.now()}`, options: { num_predict: 8 } }, counters);
+    const [executorWatch, otherWatch] = await Promise.all([watchFirstOutput(executor, task.id), watchFirstOutput(watcher, task.id)]);
+    // A watcher that connected after the first token would be replayed the buffer: not a live figure.
+    if (Math.max(executorWatch.connectedAt, otherWatch.connectedAt) >= Math.min(executorWatch.firstOutputAt, otherWatch.firstOutputAt)) {
+      late += 1;
+      continue;
+    }
+    const [atExecutor, atWatcher] = [executorWatch.firstOutputAt, otherWatch.firstOutputAt];
+    delaysMs.push(atWatcher - atExecutor);
+  }
+  rows.push({
+    section, name: `first token: SSE watcher on another node minus SSE watcher on the executor, p50 (${delaysMs.length} tasks; ${late} left out: a watcher connected late)`, value: median(delaysMs), unit: 'ms',
+    goal: { text: `p50 <= ${streamDelayGoalMs} ms`, met: median(delaysMs) <= streamDelayGoalMs },
+  });
+  rows.push({ section, name: 'first token: other node minus executor, p95', value: percentile(delaysMs, 95), unit: 'ms' });
+}
+
+// ---------------------------------------------------------------------------------------
+// (b) placement quality
+
+/** Node speeds (tokens/s), slowest first; each node runs `placementSlots` generations at once. */
+const nodeSpeeds = [20, 40, 80, 160];
+const placementSlots = 2;
+const coldLoadMs = 3_000;
+const placementModels = ['llama3.2:3b', 'qwen2.5:7b', 'mistral:7b'];
+/** Which models are in VRAM on each node when a run starts (index = node): the fast nodes lack some. */
+const warmAtStart: string[][] = [
+  ['llama3.2:3b', 'qwen2.5:7b'],
+  ['llama3.2:3b', 'qwen2.5:7b'],
+  ['llama3.2:3b', 'mistral:7b'],
+  ['llama3.2:3b'],
+];
+
+interface WorkItem {
+  index: number;
+  model: string;
+  prompt: string;
+  numPredict: number;
+  /** When it is submitted, ms after the run starts. */
+  arrivalMs: number;
+}
+
+/** A fixed, seeded workload: mixed models and lengths arriving at a steady pace. */
+function placementWorkload(count: number, spacingMs: number): WorkItem[] {
+  let seed = 0x5eed1234;
+  const random = () => {
+    // mulberry32: the same workload every run.
+    seed = (seed + 0x6d2b79f5) | 0;
+    let value = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    value = (value + Math.imul(value ^ (value >>> 7), 61 | value)) ^ value;
+    return ((value ^ (value >>> 14)) >>> 0) / 4_294_967_296;
+  };
+  const lengths = [16, 16, 48, 48, 96, 192];
+  return Array.from({ length: count }, (_, index) => ({
+    index,
+    model: placementModels[Math.floor(random() * placementModels.length)]!,
+    prompt: `placement task ${index}: summarise the incident report`,
+    numPredict: lengths[Math.floor(random() * lengths.length)]!,
+    arrivalMs: index * spacingMs,
+  }));
+}
+
+function placementStandinOptions(speed: number): StandinOptions {
+  return { models: placementModels, tokensPerSecond: speed, coldLoadMs, maxConcurrency: placementSlots, maxQueue: 512, logFile: null };
+}
+
+/** Loads the start-of-run models into each stand-in's VRAM (an empty prompt only loads, as in Ollama). */
+async function warmStandins(urls: string[]): Promise<void> {
+  await Promise.all(urls.map(async (url, node) => {
+    for (const model of warmAtStart[node]!) {
+      const response = await fetch(`${url}/api/generate`, { method: 'POST', body: JSON.stringify({ model, prompt: '' }), signal: AbortSignal.timeout(requestTimeoutMs) });
+      if (response.status !== 200) throw new Error(`warming ${model} on stand-in ${url} answered ${response.status}: ${await response.text()}`);
+    }
+  }));
+}
+
+/** Lower bound per task: prompt evaluation and generation on the fastest node, model warm, no queueing. */
+function lowerBoundMs(item: WorkItem): number {
+  const fastest = Math.max(...nodeSpeeds);
+  // The stand-in evaluates a prompt twenty times faster than it generates.
+  return (approximateTokenCount(item.prompt) / (fastest * 20) + item.numPredict / fastest) * 1000;
+}
+
+/** Runs `items` at their arrival times; `start(item)` resolves when the item completes. Returns ms from arrival to completion. */
+async function replay(items: WorkItem[], start: (item: WorkItem) => Promise<void>): Promise<number[]> {
+  const began = performance.now();
+  const done: Array<Promise<number>> = [];
+  for (const item of items) {
+    await sleep(began + item.arrivalMs - performance.now());
+    const arrived = performance.now();
+    done.push(start(item).then(() => performance.now() - arrived));
+  }
+  return Promise.all(done);
+}
+
+/**
+ * A small dispatcher in front of the stand-ins, as a baseline: `round-robin` gives item i to
+ * node i mod n (waiting there for a slot); `least-busy` gives each item, in arrival order, to
+ * the node with the fewest generations in flight (ties in rotation), waiting when all are full.
+ */
+async function runDispatcher(policy: 'round-robin' | 'least-busy', items: WorkItem[]): Promise<number[]> {
+  const standins: Standin[] = [];
+  try {
+    for (const speed of nodeSpeeds) standins.push(await startStandin(placementStandinOptions(speed)));
+    await warmStandins(standins.map((standin) => standin.url));
+    const inFlight = nodeSpeeds.map(() => 0);
+    const waiting: Array<{ item: WorkItem; node: number | null; run: (node: number) => void }> = [];
+    let rotation = 0;
+    const generate = async (node: number, item: WorkItem): Promise<void> => {
+      const response = await fetch(`${standins[node]!.url}/api/generate`, {
+        method: 'POST',
+        body: JSON.stringify({ model: item.model, prompt: item.prompt, stream: false, options: { num_predict: item.numPredict } }),
+        signal: AbortSignal.timeout(120_000),
+      });
+      const text = await response.text();
+      if (response.status !== 200) throw new Error(`${policy}: stand-in ${node} answered ${response.status}: ${text.slice(0, 200)}`);
+    };
+    const pump = () => {
+      // FIFO per node for round-robin; one FIFO for least-busy. Bounded by the workload's size.
+      for (let position = 0; position < waiting.length;) {
+        const entry = waiting[position]!;
+        let node: number | null = entry.node;
+        if (node === null) {
+          const free = inFlight.map((count, index) => ({ count, index })).filter(({ count }) => count < placementSlots);
+          if (free.length === 0) break;
+          const least = Math.min(...free.map(({ count }) => count));
+          const tied = free.filter(({ count }) => count === least).map(({ index }) => index);
+          node = tied.find((index) => index >= rotation % nodeSpeeds.length) ?? tied[0]!;
+          rotation = node + 1;
+        } else if (inFlight[node]! >= placementSlots) {
+          position += 1;
+          continue;
+        }
+        waiting.splice(position, 1);
+        inFlight[node] = inFlight[node]! + 1;
+        entry.run(node);
+      }
+    };
+    return await replay(items, (item) => new Promise<void>((resolve, reject) => {
+      waiting.push({
+        item,
+        node: policy === 'round-robin' ? item.index % nodeSpeeds.length : null,
+        run: (node) => {
+          generate(node, item).then(resolve, reject).finally(() => {
+            inFlight[node] = inFlight[node]! - 1;
+            pump();
+          });
+        },
+      });
+      pump();
+    }));
+  } finally {
+    for (const standin of standins) await standin.close();
+  }
+}
+
+async function runHivemesh(items: WorkItem[]): Promise<{ completionMs: number[]; perNode: number[]; failed: number }> {
+  const group = new ProcessGroup();
+  try {
+    const cluster = await startTaskCluster(group, nodeSpeeds.map((speed, index) => ({
+      name: `pl-${index}-${speed}tps`, concurrency: placementSlots, standin: placementStandinOptions(speed),
+    })), 90_000);
+    await waitModelsGossiped(cluster, 30_000);
+    await warmStandins(cluster.standins.map((standin) => standin.url));
+    // Start only once every node's view shows the warm models: the leader places by what it knows.
+    await waitUntil('every node to see the warm models of every node', async () => {
+      for (const observer of cluster.daemons) {
+        const { body } = await observer.api<{ nodes: Array<{ id: string; models: { loaded: Array<{ name: string }> } }> }>('/api/status/agents', { timeoutMs: 2_000 });
+        for (const [index, subject] of cluster.daemons.entries()) {
+          const loaded = body.nodes.find((node) => node.id === subject.nodeId)?.models.loaded.map((model) => model.name) ?? [];
+          if (!warmAtStart[index]!.every((model) => loaded.includes(model))) return false;
+        }
+      }
+      return true;
+    }, 30_000, 200);
+    const { daemons } = cluster;
+    const tokens = daemons.map((daemon) => daemon.adminToken);
+    const runId = Date.now().toString(36);
+    const counters = { retries: 0 };
+    const submitted = new Map<string, { wallMs: number }>();
+    await replay(items, async (item) => {
+      const node = item.index % daemons.length;
+      const wallMs = Date.now();
+      const task = await submitTask(daemons[node]!, tokens[node]!, {
+        model: item.model, prompt: item.prompt, options: { num_predict: item.numPredict }, idempotencyKey: `bench-pl-${runId}-${item.index}`,
+      }, counters);
+      submitted.set(task.id, { wallMs });
+    });
+    const finished = await waitFinished(daemons, [...submitted.keys()], 180_000);
+    const nodeIndex = new Map(daemons.map((daemon, index) => [daemon.nodeId, index]));
+    const perNode = nodeSpeeds.map(() => 0);
+    const completionMs: number[] = [];
+    let failed = 0;
+    for (const [id, { wallMs }] of submitted) {
+      const task = finished.get(id)!;
+      if (task.status !== 'completed' || task.completedAt === null) {
+        failed += 1;
+        continue;
+      }
+      // Replicated timestamps are wall-clock ms of this same machine.
+      completionMs.push(task.completedAt - wallMs);
+      const index = nodeIndex.get(task.assignedNode ?? '');
+      if (index !== undefined) perNode[index] = perNode[index]! + 1;
+    }
+    return { completionMs, perNode, failed };
+  } finally {
+    await group.stopAll();
+  }
+}
+
+async function benchPlacement(rows: BenchRow[], taskCount: number): Promise<void> {
+  const items = placementWorkload(taskCount, 300);
+  const bound = items.map(lowerBoundMs);
+  const hivemesh = await runHivemesh(items);
+  const roundRobin = await runDispatcher('round-robin', items);
+  const leastBusy = await runDispatcher('least-busy', items);
+  const workload = `${taskCount} tasks, 3 models, ${nodeSpeeds.join('/')} tok/s x ${placementSlots} slots, cold load ${coldLoadMs / 1000} s`;
+  const hivemeshMean = mean(hivemesh.completionMs);
+  rows.push({
+    section, name: `placement: mean submit-to-completed, hivemesh vs round-robin (${workload}; ${hivemesh.failed} failed; per node ${hivemesh.perNode.join('/')})`,
+    value: hivemeshMean, unit: 'ms', baseline: { name: 'round-robin', value: mean(roundRobin) },
+    goal: { text: `<= ${versusRoundRobinGoal} x round-robin`, met: hivemeshMean <= versusRoundRobinGoal * mean(roundRobin) },
+  });
+  rows.push({
+    section, name: 'placement: mean submit-to-completed, hivemesh vs lower bound (fastest node, warm, no queueing)',
+    value: hivemeshMean, unit: 'ms', baseline: { name: 'lower bound', value: mean(bound) },
+    goal: { text: `<= ${versusLowerBoundGoal} x lower bound`, met: hivemeshMean <= versusLowerBoundGoal * mean(bound) },
+  });
+  rows.push({ section, name: 'placement: mean submit-to-completed, hivemesh vs least-busy', value: hivemeshMean, unit: 'ms', baseline: { name: 'least-busy', value: mean(leastBusy) } });
+  rows.push({ section, name: 'placement: p95 submit-to-completed, hivemesh vs round-robin', value: percentile(hivemesh.completionMs, 95), unit: 'ms', baseline: { name: 'round-robin', value: percentile(roundRobin, 95) } });
+  rows.push({ section, name: 'placement: p95 submit-to-completed, hivemesh vs least-busy', value: percentile(hivemesh.completionMs, 95), unit: 'ms', baseline: { name: 'least-busy', value: percentile(leastBusy, 95) } });
+  rows.push({ section, name: 'placement: p95 submit-to-completed, hivemesh vs lower bound', value: percentile(hivemesh.completionMs, 95), unit: 'ms', baseline: { name: 'lower bound', value: percentile(bound, 95) } });
+}
+
+export async function run(rows: BenchRow[], quick: boolean): Promise<void> {
+  setLogLevel('error');
+  const group = new ProcessGroup();
+  try {
+    const cluster = await startThroughputCluster(group);
+    await benchThroughput(rows, cluster, quick ? 1_000 : 3_000);
+    await benchStreaming(rows, cluster, quick ? 10 : 40);
+  } finally {
+    await group.stopAll();
+  }
+  await benchPlacement(rows, quick ? 30 : 60);
+}
