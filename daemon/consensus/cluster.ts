@@ -103,6 +103,13 @@ export class Cluster<Result> {
   private discoveryStartedAtMs = Date.now();
   private maintenanceTimer: NodeJS.Timeout | null = null;
   private adopting: Promise<void> | null = null;
+  /**
+   * maintain() runs one round at a time: founding and yielding await the disk, and a round
+   * started meanwhile would see no node yet and found a second cluster on this node.
+   */
+  private maintaining = false;
+  /** Founding or yielding is under way: a leader's message must not start an adoption too. */
+  private changingIdentity = false;
   private changeInFlight = false;
   private stopped = false;
   /** Other clusters seen on this LAN with our key: id -> when first seen, and each node's last sighting. */
@@ -245,7 +252,7 @@ export class Cluster<Result> {
     }
     if (this.clusterIdValue === null) {
       // A fresh node joins the first cluster whose leader reaches out to it.
-      if (this.adopting === null && this.node === null && (envelope.message.type === 'append' || envelope.message.type === 'snapshot' || envelope.message.type === 'heartbeat')) {
+      if (this.adopting === null && this.node === null && !this.changingIdentity && (envelope.message.type === 'append' || envelope.message.type === 'snapshot' || envelope.message.type === 'heartbeat')) {
         this.adopting = this.adopt(envelope.clusterId).finally(() => { this.adopting = null; });
       }
       return;
@@ -305,20 +312,34 @@ export class Cluster<Result> {
     if (target === undefined) return;
     log.warn('this node founded a cluster alone that holds no work yet; joining the cluster seen on the LAN instead', { abandoned: ours, joining: target.clusterId });
     const node = this.node!;
-    this.node = null;
-    this.clusterIdValue = null;
-    this.phaseValue = 'discovering';
-    this.discoveryStartedAtMs = now;
-    await node.stop();
-    await this.store.clear();
-    this.options.state.reset();
-    this.foreignClusters.clear();
+    this.changingIdentity = true;
+    try {
+      this.node = null;
+      this.clusterIdValue = null;
+      this.phaseValue = 'discovering';
+      this.discoveryStartedAtMs = now;
+      await node.stop();
+      await this.store.clear();
+      this.options.state.reset();
+      this.foreignClusters.clear();
+    } finally {
+      this.changingIdentity = false;
+    }
     this.options.onRoleChange?.();
   }
 
   /** Periodic work: bootstrap while fresh, membership changes while leader. */
   private async maintain(): Promise<void> {
-    if (this.stopped) return;
+    if (this.stopped || this.maintaining) return;
+    this.maintaining = true;
+    try {
+      await this.maintainOnce();
+    } finally {
+      this.maintaining = false;
+    }
+  }
+
+  private async maintainOnce(): Promise<void> {
     const peers = this.options.peers().filter((peer) => peer.nodeId !== this.options.nodeId);
     for (const peer of peers) {
       if (peer.clusterId !== null && this.clusterIdValue !== null && peer.clusterId !== this.clusterIdValue && peer.state === 'alive') {
@@ -348,16 +369,24 @@ export class Cluster<Result> {
     if (fresh[0] !== this.options.nodeId) return; // the smallest fresh node founds
     const clusterId = randomUUID();
     const initialConfig: ClusterConfig = { voters: [this.options.nodeId], learners: [] };
-    await this.store.saveIdentity({ clusterId, initialConfig, joinedAt: new Date().toISOString() });
-    log.info('founding a new cluster', { clusterId, freshNodesSeen: fresh.length });
-    await this.startRaft(clusterId, initialConfig);
-    this.node!.campaign();
-    // Record the cluster's birth in the replicated state once we lead.
+    this.changingIdentity = true;
+    let node: RaftNode<Result>;
+    try {
+      await this.store.saveIdentity({ clusterId, initialConfig, joinedAt: new Date().toISOString() });
+      log.info('founding a new cluster', { clusterId, freshNodesSeen: fresh.length });
+      await this.startRaft(clusterId, initialConfig);
+      node = this.node!;
+    } finally {
+      this.changingIdentity = false;
+    }
+    node.campaign();
+    // Record the cluster's birth in the replicated state once we lead (on this very node:
+    // a yield may replace this.node meanwhile).
     const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline && !this.stopped) {
-      if (this.node!.status().role === 'leader') {
+    while (Date.now() < deadline && !this.stopped && this.node === node) {
+      if (node.status().role === 'leader') {
         try {
-          await this.node!.propose(this.options.initCommand(clusterId));
+          await node.propose(this.options.initCommand(clusterId));
         } catch (error) {
           log.warn('could not record the cluster birth yet', { error: error as Error });
         }
