@@ -93,7 +93,7 @@ describe('the checker catches broken cores', () => {
     { core: 'ack-without-storing', invariants: ['persist before send', 'storage contract'], seeds: 20 },
     { core: 'stale-lease-read', invariants: ['linearizable reads'], seeds: 300 },
     { core: 'endless-lease', invariants: ['lease exclusivity'], seeds: 300 },
-    // Without PreVote, a removed server that never learned of its removal deposes the leader.
+    // Without PreVote and CheckQuorum, a server back from a partition deposes the leader.
     { core: 'no-prevote', invariants: ['leader stability'], seeds: 300 },
   ];
   for (const testCase of cases) {
