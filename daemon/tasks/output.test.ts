@@ -121,6 +121,16 @@ describe('OutputHub', () => {
     expect(outputs.get('t4', 1)).toBe(running);
   });
 
+  it('bounds the text ended attempts hold together', () => {
+    const outputs = hub('never', { endedCharsMax: 25 });
+    for (let n = 1; n <= 4; n += 1) {
+      const output = outputs.open(`t${n}`, 1);
+      output.append('x'.repeat(10));
+      outputs.end(output, 'completed', 1_000 + n);
+    }
+    expect(['t1', 't2', 't3', 't4'].map((id) => outputs.get(id, 1) !== undefined)).toEqual([false, false, true, true]);
+  });
+
   it('refuses watchers beyond its bound with a reason', async () => {
     const outputs = hub('may-open', { watchersMax: 1, openWaitMs: 300 });
     const first = outputs.read('t1', 1, 0, AbortSignal.timeout(5_000));

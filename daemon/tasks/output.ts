@@ -20,6 +20,8 @@ export interface OutputLimits {
   attemptCharsMax: number;
   /** Attempts kept after they ended, for late watchers, and for how long. */
   endedAttemptsMax: number;
+  /** Characters held by ended attempts together; the longest-ended go first beyond it. */
+  endedCharsMax: number;
   endedKeepMs: number;
   /** Watchers waiting, across all attempts (local and remote). */
   watchersMax: number;
@@ -28,8 +30,11 @@ export interface OutputLimits {
 }
 
 export const outputLimitsDefault: OutputLimits = {
-  attemptCharsMax: 4 * 1024 * 1024,
+  // Four times what the log keeps of an output (taskOutputBytesMax): late watchers of a long
+  // generation get its recent text; the whole stored output is in the task once it ends.
+  attemptCharsMax: 1024 * 1024,
   endedAttemptsMax: 1_024,
+  endedCharsMax: 64 * 1024 * 1024,
   endedKeepMs: 60_000,
   watchersMax: 4_096,
   openWaitMs: 10_000,
@@ -57,6 +62,11 @@ export class AttemptOutput {
     this.taskId = taskId;
     this.attempt = attempt;
     this.charsMax = charsMax;
+  }
+
+  /** Characters held now. */
+  get chars(): number {
+    return this.charCount;
   }
 
   get nextSequence(): number {
@@ -152,6 +162,7 @@ export class OutputHub {
   private readonly attempts = new Map<string, AttemptOutput>();
   /** Ended attempts in the order they ended, for eviction. */
   private readonly endedOrder: string[] = [];
+  private endedChars = 0;
   private openWakers = new Set<() => void>();
   private watchers = 0;
   private readonly stopController = new AbortController();
@@ -225,6 +236,7 @@ export class OutputHub {
     if (output.ended) return;
     output.end(reason, nowMs);
     this.endedOrder.push(attemptKey(output.taskId, output.attempt));
+    this.endedChars += output.chars;
     this.sweep(nowMs);
   }
 
@@ -234,9 +246,12 @@ export class OutputHub {
       const key = this.endedOrder[0]!;
       const output = this.attempts.get(key);
       const expired = output === undefined || output.endedAtMs === null || nowMs - output.endedAtMs >= this.limits.endedKeepMs;
-      if (!expired && this.endedOrder.length <= this.limits.endedAttemptsMax) break;
+      if (!expired && this.endedOrder.length <= this.limits.endedAttemptsMax && this.endedChars <= this.limits.endedCharsMax) break;
       this.endedOrder.shift();
-      if (output !== undefined && output.ended) this.attempts.delete(key);
+      if (output !== undefined && output.ended) {
+        this.attempts.delete(key);
+        this.endedChars -= output.chars;
+      }
     }
   }
 
