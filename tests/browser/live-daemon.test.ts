@@ -13,7 +13,8 @@ const chromiumPath = '/usr/bin/chromium';
 const haveChromium = existsSync(chromiumPath);
 if (!haveChromium) console.warn(`tests/browser: skipped, ${chromiumPath} is missing (install it: apt-get install -y chromium)`);
 
-const stepTimeoutMs = 10_000;
+// Generous: this suite shares two cores with real daemons and the rest of the test run.
+const stepTimeoutMs = 20_000;
 
 describe.skipIf(!haveChromium)('dashboard on a real daemon', () => {
   const group = new ProcessGroup();
@@ -48,8 +49,14 @@ describe.skipIf(!haveChromium)('dashboard on a real daemon', () => {
     const errors: string[] = [];
     const page = await context.newPage();
     page.on('pageerror', (error) => errors.push(error.message));
+    const failedRequests: string[] = [];
+    page.on('requestfailed', (request) => failedRequests.push(`${request.url()}: ${request.failure()?.errorText ?? 'failed'}`));
+    page.on('console', (message) => {
+      if (message.type() === 'error' && failedRequests.length < 50) failedRequests.push(`console: ${message.text()}`);
+    });
     try {
       await page.goto(daemon.apiUrl);
+      await page.locator('#token-dialog').waitFor({ state: 'visible', timeout: 30_000 });
       await page.locator('#token-input').fill(daemon.adminToken);
       await page.locator('#token-save').click();
       const card = page.locator('#node-list article', { hasText: 'dash-live' });
@@ -89,7 +96,8 @@ describe.skipIf(!haveChromium)('dashboard on a real daemon', () => {
       // Say what the node thought of the task, and keep a picture of the page.
       await page.screenshot({ path: '/tmp/dashboard-live-failure.png', fullPage: true }).catch(() => undefined);
       const tasks = await daemon.api('/api/tasks').catch((problem: Error) => ({ body: problem.message }));
-      throw new Error(`${(error as Error).message}\ntasks on the node: ${JSON.stringify(tasks.body).slice(0, 2000)}\ndaemon output: ${daemon.output.slice(-2000)}`);
+      throw new Error(`${(error as Error).message}\npage errors: ${JSON.stringify(errors)}\nfailed requests: ${JSON.stringify(failedRequests.slice(0, 20))}`
+        + `\ntasks on the node: ${JSON.stringify(tasks.body).slice(0, 2000)}\ndaemon output: ${daemon.output.slice(-2000)}`);
     } finally {
       await context.close();
     }
