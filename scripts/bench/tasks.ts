@@ -379,6 +379,7 @@ async function runHivemesh(items: WorkItem[]): Promise<{ completionMs: number[];
     const finished = await waitFinished(daemons, [...submitted.keys()], 180_000);
     const nodeIndex = new Map(daemons.map((daemon, index) => [daemon.nodeId, index]));
     const perNode = nodeSpeeds.map(() => 0);
+    const perNodeMs: number[][] = nodeSpeeds.map(() => []);
     const completionMs: number[] = [];
     let failed = 0;
     for (const [id, { wallMs }] of submitted) {
@@ -390,8 +391,13 @@ async function runHivemesh(items: WorkItem[]): Promise<{ completionMs: number[];
       // Replicated timestamps are wall-clock ms of this same machine.
       completionMs.push(task.completedAt - wallMs);
       const index = nodeIndex.get(task.assignedNode ?? '');
-      if (index !== undefined) perNode[index] = perNode[index]! + 1;
+      if (index !== undefined) {
+        perNode[index] = perNode[index]! + 1;
+        perNodeMs[index]!.push(task.completedAt - wallMs);
+      }
     }
+    // Detail for reading the placement (not a figure of the table): where tasks went and how they fared there.
+    process.stderr.write(`bench tasks: hivemesh placement per node (${nodeSpeeds.join('/')} tok/s): ${perNodeMs.map((times, index) => `${nodeSpeeds[index]} tok/s: ${times.length} tasks, mean ${mean(times).toFixed(0)} ms`).join('; ')}\n`);
     return { completionMs, perNode, failed };
   } finally {
     await group.stopAll();
