@@ -15,7 +15,7 @@ import { waitFor } from './test-harness.ts';
 const schedulers: LeaderScheduler[] = [];
 afterEach(() => { for (const scheduler of schedulers.splice(0)) scheduler.stop(); });
 
-function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[] } = {}) {
+function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]; otherWork?: number } = {}) {
   const log = new Harness();
   const proposals: string[] = [];
   const raft: RaftStatusView = { role: 'leader', term: 4, leader: 'n1' };
@@ -35,6 +35,7 @@ function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]
     raftStatus: () => raft,
     members: () => members,
     selfView: () => nodeViewFromHeartbeat(heartbeatOf(nodes.find((node) => node.id === 'n1')!), true),
+    otherWork: () => options.otherWork ?? 0,
     bids: {
       collect: async (tasks) => {
         bidCalls.push(tasks.map((task) => task.id));
@@ -75,6 +76,16 @@ describe('LeaderScheduler', () => {
     const ids = assigns().map((command) => command.id);
     expect(new Set(ids).size).toBe(ids.length);
     expect(assigns().every((command) => command.term === 4 && command.attempt === 1)).toBe(true);
+  });
+
+  it('counts this node\'s gateway work as taken slots', async () => {
+    const nodes = [{ id: 'n1', models: ['llama3'], concurrency: 3 }];
+    const { log, scheduler, assigns } = setup(nodes, { otherWork: 2 });
+    for (let n = 0; n < 5; n += 1) log.submit(`t${n}`, { model: 'llama3' }, now());
+    scheduler.start();
+    await waitFor('an assignment', () => assigns().length === 1);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(assigns()).toHaveLength(1);
   });
 
   it('places on the best bid, and asks for no bids for tasks only one node can run', async () => {

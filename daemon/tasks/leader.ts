@@ -63,6 +63,8 @@ export interface LeaderSchedulerDeps {
   members: () => MemberView[];
   /** This node's own view (fresh from the probe), used in place of its last heartbeat. */
   selfView: () => NodeView;
+  /** Generations on this node's Ollama that are not tasks (gateway requests): they take slots too. */
+  otherWork?: () => number;
   bids: Pick<BidService, 'collect'>;
   keepFinishedTasks: number;
   keepFinishedTasksMs: number;
@@ -210,6 +212,8 @@ export class LeaderScheduler {
   nodeViews(state: ReplicatedState): NodeView[] {
     // Running counts come from the log, not from heartbeats up to a second old: with fast
     // tasks a heartbeat's count is stale at once, and placement would see phantom work.
+    // The cost: another node's gateway work (which the heartbeat sums with its tasks) is
+    // not seen here; it is seen in that node's bids, and this node's own via otherWork.
     const running = new Map<string, number>();
     for (const record of state.tasksWithStatus('running')) {
       const node = record.assignedNode as string;
@@ -218,14 +222,16 @@ export class LeaderScheduler {
     const views: NodeView[] = [];
     for (const member of this.deps.members()) {
       if (member.nodeId === this.deps.nodeId) {
-        views.push({ ...this.deps.selfView(), running: running.get(member.nodeId) ?? 0 });
+        views.push({ ...this.deps.selfView(), running: (running.get(member.nodeId) ?? 0) + (this.deps.otherWork?.() ?? 0) });
         continue;
       }
       if (member.heartbeat === null || member.state === 'left') continue;
       const view = nodeViewFromHeartbeat(member.heartbeat, member.state === 'alive');
       views.push({ ...view, running: running.get(member.nodeId) ?? 0 });
     }
-    if (!views.some((view) => view.id === this.deps.nodeId)) views.push({ ...this.deps.selfView(), running: running.get(this.deps.nodeId) ?? 0 });
+    if (!views.some((view) => view.id === this.deps.nodeId)) {
+      views.push({ ...this.deps.selfView(), running: (running.get(this.deps.nodeId) ?? 0) + (this.deps.otherWork?.() ?? 0) });
+    }
     return views;
   }
 

@@ -43,6 +43,8 @@ export interface TaskRuntimeDeps {
   agents: AgentConfig[];
   keepFinishedTasks: number;
   keepFinishedTasksMs: number;
+  /** Generations on the local Ollama that are not tasks (gateway requests), counted as taken slots. */
+  otherWork?: () => number;
   /** Tuning for tests; the defaults suit a LAN. */
   tuning?: TaskRuntimeTuning;
 }
@@ -120,6 +122,7 @@ export class TaskRuntime {
       raftStatus: deps.raftStatus,
       members: deps.members,
       selfView: () => this.selfView(false),
+      ...(deps.otherWork === undefined ? {} : { otherWork: deps.otherWork }),
       bids: this.bids,
       keepFinishedTasks: deps.keepFinishedTasks,
       keepFinishedTasksMs: deps.keepFinishedTasksMs,
@@ -315,7 +318,8 @@ export class TaskRuntime {
       modelsLoaded: [...ollama.loaded.map((model) => model.name), ...this.executor.runningModels()],
       tokensPerSecond: { ...ollama.tokensPerSecond },
       modelSizeBytes,
-      running: forBid ? load.running + load.queued : load.running,
+      // A bid counts everything that holds or awaits a slot here, gateway requests included.
+      running: (forBid ? load.running + load.queued : load.running) + (this.deps.otherWork?.() ?? 0),
       concurrencyLimit: this.deps.concurrency,
       agents: snapshot.agents.map((agent) => ({ id: agent.id, model: agent.model, capabilities: agent.capabilities })),
     };
