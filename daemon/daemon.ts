@@ -205,6 +205,8 @@ export class Daemon {
       agents: config.agents,
       keepFinishedTasks: config.keepFinishedTasks,
       keepFinishedTasksMs: config.keepFinishedTasksMs,
+      // Gateway generations share the local Ollama: they take slots the scheduler must not hand out.
+      otherWork: () => this.gateway?.inFlight() ?? 0,
     });
     await this.runtime.start();
     this.outputs = this.runtime.outputs;
