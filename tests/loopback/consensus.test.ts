@@ -159,6 +159,8 @@ describe('three daemons on loopback', () => {
     console.log(`[measure] 3 nodes restarted together: all live ${liveMs.toFixed(0)} ms after spawn, leader agreed ${(performance.now() - restartedAt).toFixed(0)} ms after spawn`);
     expect(agreement.clusterId).toBe(clusterId);
     expect(agreement.statuses.map((status) => status.nodeId)).toEqual(daemons.map((daemon) => daemon.nodeId));
+    // The voter set comes back from the log as it was: the same three nodes.
+    for (const status of agreement.statuses) expect([...status.voters].sort()).toEqual(daemons.map((daemon) => daemon.nodeId).sort());
     await waitTasksEverywhere(daemons, acknowledged, 15_000);
     const write = await writeUntilAcknowledged(daemons, 'after-restart', 10_000);
     expect(write.task.status).toBe('queued');
