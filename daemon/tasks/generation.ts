@@ -107,7 +107,11 @@ export interface RunGenerationOptions {
  * timeouts; when `signal` aborts, rethrows its reason (the caller knows why it aborted).
  */
 export async function runGeneration(request: GenerationRequest, options: RunGenerationOptions): Promise<GenerationResult> {
-  const timeout = AbortSignal.timeout(options.timeoutMs);
+  // A timer cleared at the end, not AbortSignal.timeout: at a thousand short tasks a second,
+  // timers of the default ten minutes would pile up by the hundred thousand.
+  const timeoutController = new AbortController();
+  const timer = setTimeout(() => timeoutController.abort(new Error('timeout')), options.timeoutMs);
+  const timeout = timeoutController.signal;
   const signal = AbortSignal.any([options.signal, timeout]);
   // One client per generation: its fetch carries this generation's signal, so an abort
   // works even before Ollama sends the first byte (a cold load), which the client's own
@@ -153,12 +157,14 @@ export async function runGeneration(request: GenerationRequest, options: RunGene
       }
     }
   } catch (error) {
+    clearTimeout(timer);
     if (options.signal.aborted) throw options.signal.reason;
     if (timeout.aborted) {
       throw new GenerationError(`the generation on ${request.model} did not finish within the task's timeoutMs of ${options.timeoutMs} ms`, true, { cause: error });
     }
     throw classifyGenerationError(error, options.ollamaUrl, endpoint, options.timeoutMs);
   }
+  clearTimeout(timer);
   if (final === null) {
     throw new GenerationError(`Ollama at ${options.ollamaUrl} ended the ${endpoint} stream without a final chunk`, true);
   }
