@@ -6,14 +6,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { daemonById, killAndWait, startAll, waitForAgreement, type MeshDaemon } from '../support/cluster.ts';
 import { ProcessGroup, waitUntil } from '../support/processes.ts';
 import {
-  runtimeWired, promptSha, waitModelsGossiped, startTaskCluster, submit, tallyGenerations, waitFinished, type TaskCluster,
+  promptSha, waitModelsGossiped, startTaskCluster, submit, tallyGenerations, waitFinished, type TaskCluster,
 } from './tasks-helpers.ts';
 
 const model = 'llama3.2:1b';
 // 30 tokens at 30 tokens/s: each generation runs about a second, so many are in flight at a kill.
 const tokens = 30;
 
-describe.skipIf(!runtimeWired)('tasks survive the crash of a busy worker and of the leader', () => {
+describe('tasks survive the crash of a busy worker and of the leader', () => {
   const group = new ProcessGroup();
   let cluster: TaskCluster;
   const tag = Date.now().toString(36);

@@ -3,19 +3,12 @@
 // submission and waits over HTTP, an SSE reader, and the per-prompt generation counts
 // that prove "completed exactly once" from the stand-ins' own logs.
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Task, TaskEvent } from '../../protocol/tasks.ts';
 import { readStandinLog } from '../ollama-standin/events.ts';
 import { startStandin, type Standin, type StandinOptions } from '../ollama-standin/server.ts';
 import { formCluster, outputTails, prepareDaemons, writeClusterKey, type MeshDaemon } from '../support/cluster.ts';
 import { tempDir, waitUntil, type ProcessGroup } from '../support/processes.ts';
-
-/**
- * Whether daemon/daemon.ts composes the TaskRuntime yet: until it does, no task can run
- * and these suites are skipped (vitest reports them as skipped, not passed).
- */
-export const runtimeWired = readFileSync(new URL('../../daemon/daemon.ts', import.meta.url), 'utf8').includes('new TaskRuntime(');
 
 export interface TaskNodeSpec {
   name: string;

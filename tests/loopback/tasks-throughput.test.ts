@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClusterStatus } from '../../protocol/api.ts';
 import type { Task } from '../../protocol/tasks.ts';
 import { ProcessGroup, waitUntil } from '../support/processes.ts';
-import { runtimeWired, startTaskCluster, submit as submitTo, waitModelsGossiped, type TaskCluster } from './tasks-helpers.ts';
+import { startTaskCluster, submit as submitTo, waitModelsGossiped, type TaskCluster } from './tasks-helpers.ts';
 
 const taskCount = Number(process.env.HIVEMESH_THROUGHPUT_TASKS ?? 2_000);
 const submitters = 96;
@@ -14,7 +14,7 @@ const submitters = 96;
 // orchestration: assignment, execution, report, commit.
 const concurrency = Number(process.env.HIVEMESH_THROUGHPUT_CONCURRENCY ?? 128);
 
-describe.skipIf(!runtimeWired)('task throughput on three daemons', () => {
+describe('task throughput on three daemons', () => {
   const group = new ProcessGroup();
   let cluster: TaskCluster;
 

@@ -7,10 +7,10 @@ import type { TaskEvent, TaskOutputEvent } from '../../protocol/tasks.ts';
 import { standinText } from '../ollama-standin/catalog.ts';
 import { ProcessGroup, waitUntil } from '../support/processes.ts';
 import {
-  runtimeWired, getTask, promptSha, readEvents, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster,
+  getTask, promptSha, readEvents, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster,
 } from './tasks-helpers.ts';
 
-describe.skipIf(!runtimeWired)('tasks on three daemons with different models', () => {
+describe('tasks on three daemons with different models', () => {
   const group = new ProcessGroup();
   let cluster: TaskCluster;
   const tag = Date.now().toString(36);
