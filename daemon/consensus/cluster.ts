@@ -344,6 +344,9 @@ export class Cluster<Result> {
     for (const peer of peers) {
       if (peer.clusterId !== null && this.clusterIdValue !== null && peer.clusterId !== this.clusterIdValue && peer.state === 'alive') {
         this.noteForeign(peer.clusterId, peer.nodeId, !peer.clusterEmpty);
+      } else if (peer.clusterId === this.clusterIdValue || peer.clusterId === null) {
+        // A node that now carries our id (or none: it is joining) no longer speaks for another cluster.
+        for (const entry of this.foreignClusters.values()) entry.nodes.delete(peer.nodeId);
       }
     }
     if (this.node === null) {
