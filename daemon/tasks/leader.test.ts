@@ -15,7 +15,7 @@ import { waitFor } from './test-harness.ts';
 const schedulers: LeaderScheduler[] = [];
 afterEach(() => { for (const scheduler of schedulers.splice(0)) scheduler.stop(); });
 
-function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]; otherWork?: number } = {}) {
+function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]; otherWork?: number; keepFinished?: number; pruneEveryMs?: number } = {}) {
   const log = new Harness();
   const proposals: string[] = [];
   const raft: RaftStatusView = { role: 'leader', term: 4, leader: 'n1' };
@@ -42,9 +42,9 @@ function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]
         return options.bids?.(tasks.map((task) => task.id)) ?? [];
       },
     },
-    keepFinishedTasks: 100,
+    keepFinishedTasks: options.keepFinished ?? 100,
     keepFinishedTasksMs: 60_000,
-    timing: { tickMs: 10, recoveryEveryMs: 10, unknownNodeGraceMs: 50 },
+    timing: { tickMs: 10, recoveryEveryMs: 10, unknownNodeGraceMs: 50, pruneEveryMs: options.pruneEveryMs ?? 60_000 },
   });
   schedulers.push(scheduler);
   const assigns = () => proposals.map((data) => decodeCommand(data)).filter((command) => command.type === 'task.assign');
@@ -145,6 +145,20 @@ describe('LeaderScheduler', () => {
     await waitFor('both requeued', () => log.state.getTaskRecord('late')?.attempts[0]?.status === 'lost' && log.state.getTaskRecord('long')?.attempts[0]?.status === 'lost', 3_000);
     expect(log.state.getTaskRecord('late')?.attempts[0]?.error).toMatch(/did not start attempt 1 within 30000 ms/);
     expect(log.state.getTaskRecord('long')?.attempts[0]?.error).toMatch(/timed out after 1000 ms/);
+  });
+
+  it('prunes finished tasks beyond the configured count', async () => {
+    const nodes = [{ id: 'n1', models: ['other'] }];
+    const { log, scheduler } = setup(nodes, { keepFinished: 2, pruneEveryMs: 30 });
+    for (let n = 0; n < 5; n += 1) {
+      log.submit(`t${n}`, { model: 'llama3' }, now());
+      log.cancel(`t${n}`, now() + n);
+    }
+    scheduler.start();
+    await waitFor('pruning down to two finished tasks', () => log.state.taskCount === 2, 3_000);
+    expect(log.state.getTaskRecord('t4')).toBeDefined();
+    expect(log.state.getTaskRecord('t0')).toBeUndefined();
+    expect(scheduler.stats.prunes).toBeGreaterThanOrEqual(1);
   });
 
   it('does nothing while it is not the leader, and starts when it becomes one', async () => {
