@@ -19,6 +19,8 @@ export const reportBatchBytesMax = 8 * 1024 * 1024;
 export const TaskReportBatch = Type.Object({
   kind: Type.Literal('task-reports'),
   commands: Type.Array(Type.String({ minLength: 1, maxLength: limits.raftProposalBytesMax }), { minItems: 1, maxItems: reportsPerBatchMax }),
+  /** Positions whose result must carry the task view (a client write shows it); the others get it stripped. */
+  full: Type.Optional(Type.Array(Type.Integer({ minimum: 0, maximum: reportsPerBatchMax - 1 }), { maxItems: reportsPerBatchMax })),
 }, { additionalProperties: false });
 export type TaskReportBatch = Static<typeof TaskReportBatch>;
 

@@ -52,6 +52,20 @@ describe('ReportRelay', () => {
     expect(follower.stats).toMatchObject({ batches: 1, batchedReports: 10, fallbacks: 0 });
   });
 
+  it('strips the task view from results unless asked for it', async () => {
+    const net = network();
+    const withTask = (index: number) => ({ ok: true, index, task: { id: 't1' }, created: true, events: [{ type: 'status' }], prunedTaskIds: [] }) as unknown as ApplyResult;
+    let index = 0;
+    const leader = new ReportRelay({ nodeId: 'L', host: net.host('L'), leader: () => 'L', isLeader: () => true, propose: async () => withTask(++index) });
+    const follower = new ReportRelay({ nodeId: 'F', host: net.host('F'), leader: () => 'L', isLeader: () => false, propose: async () => null });
+    await leader.start();
+    await follower.start();
+    const [report, write] = await Promise.all([follower.propose('report'), follower.propose('write', { fullResult: true })]);
+    expect(report).toMatchObject({ ok: true, task: null, events: [] });
+    expect(write).toMatchObject({ ok: true, task: { id: 't1' }, created: true });
+    expect(net.requests()).toBe(1);
+  });
+
   it('falls back to proposing one by one when the batch cannot be delivered or the leader moved', async () => {
     const net = network();
     let reachable = false;

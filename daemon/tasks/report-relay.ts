@@ -33,6 +33,7 @@ export interface ReportRelayDeps {
 
 interface Pending {
   data: string;
+  full: boolean;
   resolve: (result: ApplyResult | null) => void;
   reject: (error: Error) => void;
 }
@@ -83,8 +84,9 @@ export class ReportRelay {
       if (!this.deps.isLeader()) {
         results = batch.commands.map(() => ({ ok: false, code: 'not_leader', message: `node ${this.deps.nodeId} is not the leader` }));
       } else {
-        results = await Promise.all(batch.commands.map((data) => this.deps.propose(data).then(
-          (result): TaskReportResult => ({ ok: true, result: slim(result) }),
+        const full = new Set(batch.full ?? []);
+        results = await Promise.all(batch.commands.map((data, position) => this.deps.propose(data).then(
+          (result): TaskReportResult => ({ ok: true, result: full.has(position) ? result : slim(result) }),
           errorToResult,
         )));
       }
@@ -92,15 +94,19 @@ export class ReportRelay {
     });
   }
 
-  /** Proposes one report, batched with others when this node is not the leader. */
-  propose(data: string): Promise<ApplyResult | null> {
+  /**
+   * Proposes one command, batched with others when this node is not the leader. Results
+   * come back without the task view unless `fullResult` (any command may travel this way;
+   * a client write that answers with the task needs the view).
+   */
+  propose(data: string, options: { fullResult?: boolean } = {}): Promise<ApplyResult | null> {
     const leader = this.deps.leader();
     if (leader === null || leader === this.deps.nodeId || this.queue.length >= (this.deps.queueMax ?? 4_096)) {
       this.stats.direct += 1;
       return this.deps.propose(data);
     }
     return new Promise((resolve, reject) => {
-      this.queue.push({ data, resolve, reject });
+      this.queue.push({ data, full: options.fullResult === true, resolve, reject });
       this.scheduleFlush();
     });
   }
@@ -140,7 +146,8 @@ export class ReportRelay {
     let results: TaskReportResult[] | null = null;
     if (leader !== null && leader !== this.deps.nodeId) {
       try {
-        const request = taskReportBatchCodec.encode({ kind: 'task-reports', commands: batch.map((item) => item.data) });
+        const full = batch.flatMap((item, position) => (item.full ? [position] : []));
+        const request = taskReportBatchCodec.encode({ kind: 'task-reports', commands: batch.map((item) => item.data), ...(full.length === 0 ? {} : { full }) });
         for await (const frame of this.deps.host.request(leader, TASK_REPORTS_PROTOCOL, request, { timeoutMs: this.deps.requestTimeoutMs ?? 10_000 })) {
           results = taskReportResultsCodec.decode(frame).results;
           break;
