@@ -211,16 +211,19 @@ export class Daemon {
     await this.runtime.start();
     this.outputs = this.runtime.outputs;
     // <<< task runtime wiring
+    // Client writes from a follower travel to the leader in batches on one stream (the
+    // runtime's report relay), not one stream per request.
+    const clientPropose = (data: string) => this.runtime === null ? propose(data) : this.runtime.relay.propose(data, { fullResult: true });
     this.tasks = new TaskService({
       state: () => this.state.current,
-      propose,
+      propose: clientPropose,
       waitApplied,
       bus: this.bus,
       outputs: this.outputs,
       resolveNode: (nodeOrName) => this.resolveNode(nodeOrName),
       nodeViews: () => this.nodeViews(),
     });
-    this.tokens = new TokenService({ state: () => this.state.current, propose, waitApplied });
+    this.tokens = new TokenService({ state: () => this.state.current, propose: clientPropose, waitApplied });
 
     this.gateway = new Gateway({
       host: this.host,
