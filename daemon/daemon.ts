@@ -35,6 +35,7 @@ import { Storage } from './storage.ts';
 
 const log = logger('daemon');
 
+
 /** Holds the replicated state; a snapshot install replaces it whole. */
 export class StateHolder implements StateMachine<ApplyResult> {
   current = new ReplicatedState();

@@ -20,7 +20,11 @@ export type { MemberState } from '../../scheduler/membership/failure-detector.ts
 export type HeartbeatBody = Omit<Heartbeat, 'kind' | 'protocolVersion' | 'sequence' | 'sentAt' | 'instanceId' | 'nodeId' | 'leaving'>;
 
 /** The part of the p2p host membership uses (a fake in tests, P2PHost in the daemon). */
-export type MembershipHost = Pick<P2PHost, 'peerId' | 'publish' | 'subscribe' | 'on'>;
+export type MembershipHost = Pick<P2PHost, 'peerId' | 'publish' | 'subscribe' | 'on'> & Partial<Pick<P2PHost, 'reconnect'>>;
+
+/** A dead peer is dialled afresh this often while it stays dead (see #redialDead). */
+const redialDeadEveryMs = 3_000;
+const redialsPerRoundMax = 8;
 
 export interface MembershipOptions {
   host: MembershipHost;
@@ -397,6 +401,33 @@ export class Membership {
   #evaluate(): void {
     if (this.#state !== 'running') return;
     for (const transition of this.#detector.evaluate(performance.now())) this.#applyTransition(transition, null);
+    this.#redialDead();
+  }
+
+  readonly #lastRedialMs = new Map<string, number>();
+  readonly #redialing = new Set<string>();
+
+  /**
+   * Dead peers are dialled afresh every few seconds. After a partition heals, a connection
+   * that looked open can sit in TCP retransmission backoff for many seconds, and mDNS does
+   * not reach peers known only from static lists or peer exchange; a fresh dial does.
+   */
+  #redialDead(): void {
+    const reconnect = this.#host.reconnect?.bind(this.#host);
+    if (reconnect === undefined) return;
+    const now = performance.now();
+    let started = 0;
+    for (const member of this.members()) {
+      if (member.self || member.state !== 'dead' || this.#redialing.has(member.nodeId)) continue;
+      if (started >= redialsPerRoundMax || now - (this.#lastRedialMs.get(member.nodeId) ?? -Infinity) < redialDeadEveryMs) continue;
+      started += 1;
+      this.#lastRedialMs.set(member.nodeId, now);
+      this.#redialing.add(member.nodeId);
+      void reconnect(member.nodeId).catch(() => false).finally(() => this.#redialing.delete(member.nodeId));
+    }
+    for (const nodeId of this.#lastRedialMs.keys()) {
+      if (this.member(nodeId)?.state !== 'dead') this.#lastRedialMs.delete(nodeId);
+    }
   }
 
   #applyTransition(transition: Transition | null, heartbeat: Heartbeat | null): void {

@@ -393,6 +393,31 @@ export class P2PHost extends EventTarget {
   }
 
   /** Dials an address (with or without /p2p/); resolves with the remote's peer id. */
+  /**
+   * For a peer the failure detector gave up on: drop its connections (after a partition a
+   * TCP connection can look open while its retransmissions back off for many seconds) and
+   * dial it afresh from the addresses we know, now and on later calls while it stays away.
+   * Returns true when a new connection is up.
+   */
+  async reconnect(peerId: string, options: { signal?: AbortSignal } = {}): Promise<boolean> {
+    const node = this.#running();
+    const id = parsePeerId(peerId);
+    try {
+      await node.hangUp(id);
+    } catch (error) {
+      log.debug('hang-up failed', { peer: peerId, error });
+    }
+    if (this.#node?.services.mdns !== undefined) this.#scheduleMdnsQuery(0);
+    const signal = anySignal([this.#shutdown.signal, AbortSignal.timeout(limits.p2pDialTimeoutMs), options.signal]);
+    try {
+      await node.dial(id, { signal });
+      return true;
+    } catch (error) {
+      log.debug('redial of a silent peer failed', { peer: peerId, error });
+      return false;
+    }
+  }
+
   async connect(address: string, options: { signal?: AbortSignal } = {}): Promise<string> {
     const node = this.#running();
     const signal = anySignal([this.#shutdown.signal, AbortSignal.timeout(limits.p2pDialTimeoutMs), options.signal]);
