@@ -48,6 +48,39 @@ describe('HardwareProbe', () => {
     expect(gpusFromControllers([])).toEqual([]);
   });
 
+  it('reads GPUs (subprocesses) rarely: never again when there are none, else on their own period', async () => {
+    const counting = (gpus: Array<{ model: string }>) => {
+      const counter = { gpuCalls: 0, memoryCalls: 0 };
+      const source: HardwareSource = {
+        cpu: async () => ({ model: 'Test CPU', cores: 4 }),
+        memory: async () => {
+          counter.memoryCalls++;
+          return { totalBytes: 1000, usedBytes: 10 };
+        },
+        gpus: async () => {
+          counter.gpuCalls++;
+          return gpus.map((gpu) => ({ model: gpu.model, vendor: 'Fake', vramTotalBytes: null, vramUsedBytes: null, utilization: null }));
+        },
+        loadAverage1m: () => 1,
+      };
+      return { counter, source };
+    };
+    const none = counting([]);
+    const withGpu = counting([{ model: 'Fake GPU' }]);
+    const probes = [
+      new HardwareProbe({ source: none.source, refreshIntervalMs: 60_000 }),
+      new HardwareProbe({ source: withGpu.source, refreshIntervalMs: 60_000, gpuRefreshIntervalMs: 0 }),
+    ];
+    for (const probe of probes) {
+      await probe.start();
+      await probe.refresh();
+      await probe.refresh();
+      probe.stop();
+    }
+    expect(none.counter).toEqual({ gpuCalls: 1, memoryCalls: 3 });
+    expect(withGpu.counter).toEqual({ gpuCalls: 3, memoryCalls: 3 });
+  });
+
   it('refreshes in the background: current() answers at once while a slow reading runs', async () => {
     let memoryCalls = 0;
     let releaseSlowRead: () => void = () => undefined;

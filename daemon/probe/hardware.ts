@@ -23,6 +23,8 @@ export interface HardwareSource {
 export interface HardwareProbeOptions {
   /** How often memory, load and GPUs are read again. */
   refreshIntervalMs?: number;
+  /** How often GPUs are read again when there are some (default 60 s). */
+  gpuRefreshIntervalMs?: number;
   /** A reading that takes longer is abandoned (its result ignored) and retried next interval. */
   readTimeoutMs?: number;
   /** How long start() waits for the first reading before going on with Node's figures. */
@@ -116,6 +118,8 @@ export class HardwareProbe {
   private reading: Hardware;
   private cpuFacts: { model: string; cores: number } | null = null;
   private timer: NodeJS.Timeout | null = null;
+  private gpusReadAtMs: number | null = null;
+  private readonly gpuRefreshIntervalMs: number;
   private inFlight: Promise<void> | null = null;
   private running = false;
 
@@ -124,6 +128,7 @@ export class HardwareProbe {
     this.readTimeoutMs = options.readTimeoutMs ?? hardwareReadTimeoutMsDefault;
     this.firstReadingWaitMs = options.firstReadingWaitMs ?? hardwareFirstReadingWaitMsDefault;
     this.source = options.source ?? systeminformationSource;
+    this.gpuRefreshIntervalMs = options.gpuRefreshIntervalMs ?? 60_000;
     // Until the first reading lands, Node's own cheap figures stand in (no GPUs: they are
     // only reported once read, never guessed).
     const cores = os.availableParallelism();
@@ -173,13 +178,27 @@ export class HardwareProbe {
     return this.inFlight;
   }
 
+  /**
+   * Reading the graphics controllers runs driver tools (nvidia-smi, lspci) in subprocesses,
+   * which costs the event loop about 150 ms a time. So GPUs are read at start and then once
+   * a minute, and never again when there were none (GPUs do not come and go on a running
+   * host); per-model VRAM comes from Ollama's /api/ps every few seconds anyway.
+   */
+  private gpusDue(): boolean {
+    if (this.gpusReadAtMs === null) return true;
+    if (this.reading.gpus.length === 0) return false;
+    return performance.now() - this.gpusReadAtMs >= this.gpuRefreshIntervalMs;
+  }
+
   private async readAll(): Promise<void> {
     try {
       this.cpuFacts ??= await withTimeout(this.source.cpu(), this.readTimeoutMs, 'reading the CPU');
+      const readGpus = this.gpusDue();
       const [memory, gpus] = await Promise.all([
         withTimeout(this.source.memory(), this.readTimeoutMs, 'reading memory'),
-        withTimeout(this.source.gpus(), this.readTimeoutMs, 'reading graphics controllers'),
+        readGpus ? withTimeout(this.source.gpus(), this.readTimeoutMs, 'reading graphics controllers') : Promise.resolve(this.reading.gpus),
       ]);
+      if (readGpus) this.gpusReadAtMs = performance.now();
       const cores = Math.max(0, Math.min(4096, Math.floor(this.cpuFacts.cores)));
       const load = this.source.loadAverage1m() / Math.max(1, cores);
       this.reading = {
