@@ -272,6 +272,28 @@ describe('planAssignments', () => {
     expect(h.state.countsByStatus().completed).toBe(12);
   });
 
+  it('waits for a much faster busy node, but spills a deep queue over to a free slow one', () => {
+    const h = new Harness();
+    for (let i = 0; i < 6; i += 1) h.submit(`t${i}`, { options: { num_predict: 200 } });
+    const warm = { modelsLoaded: ['llama3'] };
+    // fast: 160 tokens/s, both slots busy; slow: 20 tokens/s, idle.
+    const nodes = [
+      node('fast', { ...warm, tokensPerSecond: { llama3: 160 }, concurrencyLimit: 2, running: 2 }),
+      node('slow', { ...warm, tokensPerSecond: { llama3: 20 }, concurrencyLimit: 2 }),
+    ];
+    const plan = planAssignments(h.state, nodes, [], 0);
+    // The first tasks wait for the fast node; once its virtual queue is deep, the slow node takes work.
+    expect(plan.waiting.filter((item) => item.reason.includes('waiting for a slot on node fast')).length).toBeGreaterThan(0);
+    expect(plan.assignments.map((assignment) => assignment.node)).toContain('slow');
+    expect(plan.assignments.every((assignment) => assignment.node === 'slow')).toBe(true);
+    // With the fast node no faster than the free one, nothing waits for it.
+    const even = [
+      node('fast', { ...warm, tokensPerSecond: { llama3: 20 }, concurrencyLimit: 2, running: 2 }),
+      node('slow', { ...warm, tokensPerSecond: { llama3: 20 }, concurrencyLimit: 2 }),
+    ];
+    expect(planAssignments(h.state, even, [], 0).waiting.some((item) => item.reason.includes('waiting for a slot'))).toBe(false);
+  });
+
   it('counts several assignments of one round against the node, spreading work', () => {
     const h = new Harness();
     h.submit('t1');

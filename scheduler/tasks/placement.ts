@@ -15,6 +15,12 @@ import { pendingDependencies, readyTasks } from './ready.ts';
  * Heuristics of the estimate where nothing is measured. Generation dominates; the numbers
  * are deliberately middle-of-the-road for a 7-8B model on a consumer GPU.
  */
+/**
+ * A busy node must promise to finish a task this many times sooner than the best free node
+ * before the task waits for it: estimates are rough, and an idle slot now is certain.
+ */
+export const busyPreferenceMargin = 1.5;
+
 export const estimateDefaults = {
   /** Generation speed of a model never measured on the node. */
   tokensPerSecond: 20,
@@ -311,6 +317,7 @@ export function planAssignments(
   const slots = new Map<string, number>();
   const added = new Map<string, number>();
   const addedModels = new Map<string, string[]>();
+  const deferred = new Map<string, number>();
   for (const node of nodes) slots.set(node.id, freeSlots(node, load));
 
   // Eligibility depends only on (model, capability, pinned node), and a large queue holds
@@ -337,20 +344,38 @@ export function planAssignments(
       continue;
     }
     const candidates = known.candidates;
+    // Busy nodes count too: a task is better left queued for a few seconds when a much
+    // faster node will free a slot soon than started on a slow free one (late binding). A
+    // busy node's estimate includes the tasks already left waiting for it this round, so a
+    // queue deeper than it can absorb spills over to free nodes.
     let best: { candidate: Candidate; estimateMs: number; cost: number } | null = null;
+    let bestBusy: { candidate: Candidate; estimateMs: number; cost: number } | null = null;
     for (const candidate of candidates) {
       const nodeId = candidate.node.id;
-      if ((slots.get(nodeId) ?? 0) <= 0) continue;
-      const extraRunning = added.get(nodeId) ?? 0;
+      const free = (slots.get(nodeId) ?? 0) > 0;
+      const extraRunning = (added.get(nodeId) ?? 0) + (free ? 0 : deferred.get(nodeId) ?? 0);
       const extraLoaded = addedModels.get(nodeId) ?? [];
       const estimate = { model: candidate.model, extraRunning, extraLoaded };
-      const bid = bidByKey.get(bidKey(record.id, nodeId));
+      const bid = free ? bidByKey.get(bidKey(record.id, nodeId)) : undefined;
       const estimateMs = bid === undefined
         ? estimateCompletionMs(record, candidate.node, estimate)
         : bid + estimateCompletionMs(record, candidate.node, estimate) - estimateCompletionMs(record, candidate.node, { model: candidate.model });
       const cost = estimateMs / candidate.proficiency;
       // Candidates come in node id order, so keeping the first of equal costs breaks ties by id.
-      if (best === null || cost < best.cost) best = { candidate, estimateMs, cost };
+      if (free) {
+        if (best === null || cost < best.cost) best = { candidate, estimateMs, cost };
+      } else if (candidate.node.alive && candidate.node.concurrencyLimit > 0 && (bestBusy === null || cost < bestBusy.cost)) {
+        bestBusy = { candidate, estimateMs, cost };
+      }
+    }
+    if (best !== null && bestBusy !== null && record.pinnedNode === null && bestBusy.cost * busyPreferenceMargin < best.cost) {
+      const busyId = bestBusy.candidate.node.id;
+      deferred.set(busyId, (deferred.get(busyId) ?? 0) + 1);
+      waiting.push({
+        taskId: record.id,
+        reason: `waiting for a slot on node ${busyId}, expected to finish sooner there (~${Math.round(bestBusy.estimateMs)} ms) than on a free node now (~${Math.round(best.estimateMs)} ms)`,
+      });
+      continue;
     }
     if (best === null) {
       waiting.push({
