@@ -75,6 +75,14 @@ export interface SeedStats {
   simulatedUs: number;
   elections: number;
   electionsInOneRound: number;
+  /**
+   * Elections that began in a quiet network (no partition, no voter of the campaigner's config
+   * crashed or paused) and saw no fault until decided (no message dropped, cut off, duplicated
+   * or garbled, no crash, pause or new partition anywhere).
+   */
+  electionsQuiet: number;
+  /** Of those, the ones whose first campaign's term elected the leader (no second campaign). */
+  electionsQuietInOneRound: number;
   entriesCommitted: number;
   writesProposed: number;
   writesAcknowledged: number;
@@ -256,7 +264,7 @@ export function drawScenario(random: Prng, voters: number, overrides: Partial<Sc
 
 export function emptyStats(): SeedStats {
   return {
-    events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0, entriesCommitted: 0,
+    events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0, electionsQuiet: 0, electionsQuietInOneRound: 0, entriesCommitted: 0,
     writesProposed: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, readsAbandoned: 0,
     crashes: 0, pauses: 0, messagesGarbled: 0, partitions: 0, messagesDropped: 0, messagesDuplicated: 0, configChanges: 0,
     transfers: 0, compactions: 0, snapshotsInstalled: 0, leaseIntervals: 0,
@@ -325,6 +333,8 @@ export class Simulation {
   private valueCounter = 0;
   private readCounter = 0;
   private highestLeaderTerm = 0;
+  /** The election under way (first campaign past the highest leader term), for the quiet-election figure. */
+  private openElection: { term: number; quietAtStart: boolean; faultMark: number } | null = null;
   private quiet = false;
   private quietStartUs = 0;
   /** Index of the first write proposed and acknowledged after faults stopped. */
@@ -703,11 +713,37 @@ export class Simulation {
         if (status.term > this.highestLeaderTerm) {
           this.stats.elections++;
           if (status.term === this.highestLeaderTerm + 1) this.stats.electionsInOneRound++;
+          // A leader that won without being seen campaigning (a single voter) opened and closed
+          // its election within one input.
+          const election = this.openElection ?? this.openElectionFor(node, status.term);
+          if (election.quietAtStart && election.faultMark === this.faultMark()) {
+            this.stats.electionsQuiet++;
+            if (status.term === election.term) this.stats.electionsQuietInOneRound++;
+          }
+          this.openElection = null;
           this.highestLeaderTerm = status.term;
         }
       }
+    } else if (status.role === 'candidate' && status.term > this.highestLeaderTerm && this.openElection === null) {
+      this.openElection = this.openElectionFor(node, status.term);
     }
     this.checker.onLease(node.id, status.role === 'leader' && status.leaseRemainingTicks > 0, status.term, this.nowUs);
+  }
+
+  /** Notes whether an election starting now, with `node` campaigning in `term`, starts in a quiet network. */
+  private openElectionFor(node: SimNode, term: number): { term: number; quietAtStart: boolean; faultMark: number } {
+    const votersDown = node.config.voters.some((id) => {
+      const voter = this.nodes[this.nodeIndex.get(id) as number] as SimNode;
+      return voter.core === null || this.nowUs < voter.pausedUntilUs;
+    });
+    return { term, quietAtStart: !this.network.partitioned && !votersDown, faultMark: this.faultMark() };
+  }
+
+  /** Goes up with every fault of any kind; equal marks at both ends of a window mean no fault in it. */
+  private faultMark(): number {
+    const counters = this.network.counters;
+    return counters.dropped + counters.cutOff + counters.overflowed + counters.duplicated
+      + this.stats.crashes + this.stats.pauses + this.stats.partitions + this.stats.messagesGarbled;
   }
 
   private maybeCompact(node: SimNode): void {

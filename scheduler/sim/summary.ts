@@ -11,6 +11,8 @@ export interface Totals {
   simulatedUs: number;
   elections: number;
   electionsInOneRound: number;
+  electionsQuiet: number;
+  electionsQuietInOneRound: number;
   entriesCommitted: number;
   writesAcknowledged: number;
   readsServed: number;
@@ -36,7 +38,7 @@ export interface Totals {
 
 export function emptyTotals(): Totals {
   return {
-    seeds: 0, passed: 0, failed: 0, events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0,
+    seeds: 0, passed: 0, failed: 0, events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0, electionsQuiet: 0, electionsQuietInOneRound: 0,
     entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, pauses: 0, messagesGarbled: 0, partitions: 0,
     messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0,
     leaseIntervals: 0, closestLeaseHandoverUs: Number.POSITIVE_INFINITY,
@@ -57,6 +59,8 @@ export function addToTotals(totals: Totals, result: SeedResult): void {
   totals.simulatedUs += stats.simulatedUs;
   totals.elections += stats.elections;
   totals.electionsInOneRound += stats.electionsInOneRound;
+  totals.electionsQuiet += stats.electionsQuiet;
+  totals.electionsQuietInOneRound += stats.electionsQuietInOneRound;
   totals.entriesCommitted += stats.entriesCommitted;
   totals.writesAcknowledged += stats.writesAcknowledged;
   totals.readsServed += stats.readsServed;
@@ -82,6 +86,7 @@ export function addToTotals(totals: Totals, result: SeedResult): void {
 export function formatSummary(totals: Totals, elapsedMs: number, voters: number, steps: number): string {
   const perMinute = elapsedMs > 0 ? totals.seeds / (elapsedMs / 60_000) : 0;
   const oneRound = totals.elections > 0 ? (100 * totals.electionsInOneRound) / totals.elections : 0;
+  const quietOneRound = totals.electionsQuiet > 0 ? (100 * totals.electionsQuietInOneRound) / totals.electionsQuiet : 0;
   const rows: [string, string][] = [
     ['voters at start / steps per seed', `${voters} / ${steps}`],
     ['seeds', `${totals.seeds}`],
@@ -92,6 +97,7 @@ export function formatSummary(totals: Totals, elapsedMs: number, voters: number,
     ['simulated time', `${(totals.simulatedUs / 1e6).toFixed(1)} s`],
     ['events', `${totals.events}`],
     ['elections (one round)', `${totals.elections} (${oneRound.toFixed(1)}%)`],
+    ['elections in a quiet network (one round)', `${totals.electionsQuiet} (${quietOneRound.toFixed(2)}%)`],
     ['entries committed', `${totals.entriesCommitted}`],
     ['writes acknowledged', `${totals.writesAcknowledged}`],
     ['reads served (lease)', `${totals.readsServed} (${totals.leaseReadsServed})`],
