@@ -202,7 +202,9 @@ export class Cluster<Result> {
 
   private async startRaft(clusterId: string, initialConfig: ClusterConfig): Promise<void> {
     const { options } = this;
-    const electionTicks = options.electionTicks ?? 10;
+    // 8 ticks of 50 ms: election timeouts of 400-800 ms, so a dead leader is replaced in well
+    // under a second; the lease (8 - 2 drift - 1 = 5 ticks, 250 ms) ends before any timeout.
+    const electionTicks = options.electionTicks ?? 8;
     const restore = await this.store.load(initialConfig);
     const raft = new Raft({
       id: options.nodeId,

@@ -174,7 +174,9 @@ export async function benchFailover(rows: BenchRow[], options: { trials: number;
           await waitUntil('the restarted node to rejoin', async () => {
             const { status, body } = await leader.api<{ leaderId: string | null }>('/health/ready', { token: null, timeoutMs: 1_000 }).catch(() => ({ status: 0, body: { leaderId: null } }));
             return status === 200 && body.leaderId !== null ? true : null;
-          }, 60_000, 100);
+          }, 60_000, 100).catch((error: Error) => {
+            throw new Error(`${error.message} (trial ${trial}, ${mode}, node ${leader.spec.name})\n${leader.output.slice(-3000)}`);
+          });
         }
         const label = mode === 'crash' ? `failover (leader kill -9 until a write commits), ${size} nodes, ${options.trials} trials` : `planned leader stop (SIGTERM, transfer) until a write commits, ${size} nodes, ${options.trials} trials`;
         const goalMs = mode === 'crash' ? 1_000 : 300;
