@@ -1,12 +1,15 @@
 // Command line for the deterministic simulator:
 //   npm run sim -- --seeds N --from S [--nodes 3|5] [--steps K] [--verbose]
 //   npm run sim -- --seed S [--nodes 3|5] [--steps K] [--verbose]
+//   npm run sim -- --tasks --seeds N --from S [--nodes 3|5] [--broken V]   (tasks mode, tasks-sim.ts)
 // Runs a range of seeds against the real consensus core, prints a summary table and, for
 // every failing seed, the one-line command that replays it exactly. Exits 1 on any failure.
 import { raftCore, type CoreFactory } from './core.ts';
 import { faultyCores } from './faulty-cores.ts';
 import { runSeed, type SeedResult } from './sim.ts';
 import { emptyTotals, addToTotals, formatSummary, type Totals } from './summary.ts';
+import { runTasksSeed, tasksBrokenVariants, type TasksBrokenVariant, type TasksSeedResult } from './tasks-sim.ts';
+import { addToTasksTotals, emptyTasksTotals, formatTasksSummary } from './tasks-summary.ts';
 
 interface CliOptions {
   from: number;
@@ -20,6 +23,8 @@ interface CliOptions {
   broken: string | null;
   /** Drive pauses like a daemon that skips missed ticks (to reproduce the lease finding). */
   skipMissedTicks: boolean;
+  /** Tasks mode: the replicated task state, placement and executors instead of the key-value model. */
+  tasks: boolean;
 }
 
 const usage = `usage: npm run sim -- [--seeds N] [--from S] [--seed S] [--nodes 3|5] [--steps K] [--verbose]
@@ -32,7 +37,10 @@ const usage = `usage: npm run sim -- [--seeds N] [--from S] [--seed S] [--nodes 
   --skip-missed-ticks  after a process pause, skip the ticks it missed instead of delivering
               them (a setInterval driver); shows why drivers must catch their clock up
   --broken B  run a deliberately broken core instead of the real one, to watch the checker
-              catch it; B is one of: ${Object.entries(faultyCores).map(([name, core]) => `${name} (${core.describe})`).join(', ')}`;
+              catch it; B is one of: ${Object.entries(faultyCores).map(([name, core]) => `${name} (${core.describe})`).join(', ')}
+  --tasks     tasks mode: the replicated task state on every node, the leader's placement and
+              recovery, simulated executors and clients (tasks-sim.ts); --steps does not apply,
+              and --broken takes one of: ${tasksBrokenVariants.join(', ')}`;
 
 function fail(message: string): never {
   process.stderr.write(`sim: ${message}\n${usage}\n`);
@@ -47,7 +55,7 @@ function integerArgument(name: string, text: string | undefined, min: number): n
 }
 
 function parse(argv: string[]): CliOptions {
-  const options: CliOptions = { from: 1, seeds: 100, voters: 3, steps: 3_000, verbose: false, traceLines: 40, broken: null, skipMissedTicks: false };
+  const options: CliOptions = { from: 1, seeds: 100, voters: 3, steps: 3_000, verbose: false, traceLines: 40, broken: null, skipMissedTicks: false, tasks: false };
   for (let index = 0; index < argv.length; index++) {
     const argument = argv[index] as string;
     const next = () => argv[++index];
@@ -67,9 +75,10 @@ function parse(argv: string[]): CliOptions {
       case '--steps': options.steps = integerArgument('--steps', next(), 1); break;
       case '--verbose': options.verbose = true; break;
       case '--skip-missed-ticks': options.skipMissedTicks = true; break;
+      case '--tasks': options.tasks = true; break;
       case '--broken': {
         const name = next();
-        if (name === undefined || !(name in faultyCores)) fail(`--broken needs one of ${Object.keys(faultyCores).join(', ')}`);
+        if (name === undefined) fail('--broken needs a value');
         options.broken = name;
         break;
       }
@@ -80,10 +89,16 @@ function parse(argv: string[]): CliOptions {
       default: fail(`unknown argument '${argument}'`);
     }
   }
+  // Checked after every argument is read, since the valid names depend on --tasks.
+  if (options.broken !== null) {
+    const names = options.tasks ? [...tasksBrokenVariants] : Object.keys(faultyCores);
+    if (!names.includes(options.broken)) fail(`--broken ${options.broken} is not a broken ${options.tasks ? 'variant of the tasks mode' : 'core'}; use one of ${names.join(', ')}`);
+  }
   return options;
 }
 
 function replayCommand(options: CliOptions, seed: number): string {
+  if (options.tasks) return `npm run sim -- --tasks --seed ${seed} --nodes ${options.voters}${options.broken === null ? '' : ` --broken ${options.broken}`}`;
   return `npm run sim -- --seed ${seed} --nodes ${options.voters} --steps ${options.steps}${options.broken === null ? '' : ` --broken ${options.broken}`}${options.skipMissedTicks ? ' --skip-missed-ticks' : ''}`;
 }
 
@@ -100,6 +115,12 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', requestStop);
   process.on('SIGTERM', requestStop);
+  if (options.tasks) {
+    await runTasksRange(options, () => stopRequested);
+    process.removeListener('SIGINT', requestStop);
+    process.removeListener('SIGTERM', requestStop);
+    return;
+  }
   const totals: Totals = emptyTotals();
   const failures: SeedResult[] = [];
   const core: CoreFactory = options.broken === null ? raftCore : (faultyCores[options.broken] as { factory: CoreFactory }).factory;
@@ -145,6 +166,45 @@ async function main(): Promise<void> {
   }
   process.removeListener('SIGINT', requestStop);
   process.removeListener('SIGTERM', requestStop);
+}
+
+/** The --tasks range: same shape as the key-value range (progress, failures with replay lines, table). */
+async function runTasksRange(options: CliOptions, stopRequested: () => boolean): Promise<void> {
+  const totals = emptyTasksTotals();
+  const failures: TasksSeedResult[] = [];
+  const startedMs = performance.now();
+  let lastProgressMs = startedMs;
+  for (let seed = options.from; seed < options.from + options.seeds && !stopRequested(); seed++) {
+    if ((seed - options.from) % seedsPerYield === seedsPerYield - 1) await new Promise((resolve) => setImmediate(resolve));
+    const result = runTasksSeed({
+      seed, voters: options.voters, broken: options.broken as TasksBrokenVariant | null,
+      ...(options.verbose ? { onTrace: (line: string) => process.stdout.write(`${line}\n`) } : {}),
+    });
+    addToTasksTotals(totals, result);
+    if (!result.ok) {
+      failures.push(result);
+      const failure = result.failure as NonNullable<TasksSeedResult['failure']>;
+      process.stdout.write(`seed ${seed} FAILED (${failure.invariant}): ${failure.message.split('\n')[0]}\n`);
+      for (const line of options.verbose ? [] : result.trace.slice(-options.traceLines)) process.stdout.write(`  | ${line}\n`);
+      process.stdout.write(`  replay: ${replayCommand(options, seed)}\n`);
+    }
+    const nowMs = performance.now();
+    if (nowMs - lastProgressMs > 30_000) {
+      lastProgressMs = nowMs;
+      process.stdout.write(`... ${totals.seeds} seeds, ${totals.failed} failed, ${(totals.seeds / ((nowMs - startedMs) / 60_000)).toFixed(0)} seeds/min\n`);
+    }
+  }
+  if (stopRequested()) {
+    process.stdout.write(`\nstopped on request (${totals.seeds} of ${options.seeds} seeds run)\n`);
+    process.exitCode = 130;
+  }
+  process.stdout.write(`\n${formatTasksSummary(totals, performance.now() - startedMs, options.voters)}\n`);
+  if (options.seeds === 1) process.stdout.write(`trace hash ${totals.lastTraceHash}\n`);
+  if (failures.length > 0) {
+    process.stdout.write(`\nfailing seeds (replay each with the command shown):\n`);
+    for (const failed of failures) process.stdout.write(`  ${replayCommand(options, failed.seed)}   # ${failed.failure?.invariant}\n`);
+    process.exitCode = 1;
+  }
 }
 
 await main();
