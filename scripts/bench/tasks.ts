@@ -13,6 +13,7 @@ import { startStandin, type Standin, type StandinOptions } from '../../tests/oll
 import type { MeshDaemon } from '../../tests/support/cluster.ts';
 import { ProcessGroup, waitUntil } from '../../tests/support/processes.ts';
 import { mean, median, percentile, type BenchRow } from './report.ts';
+import { sseData } from '../../tests/support/sse.ts';
 
 const section = 'tasks';
 /** Goals from issue 4. */
@@ -153,26 +154,11 @@ async function watchFirstOutput(daemon: MeshDaemon, taskId: string): Promise<{ c
   }
   const connectedAt = performance.now();
   let firstOutputAt: number | null = null;
-  const decoder = new TextDecoder();
-  let buffer = '';
-  const reader = response.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = block.split('\n').filter((line) => line.startsWith('data:')).map((line) => line.slice(5).trimStart()).join('\n');
-      if (data === '') continue;
-      const event = JSON.parse(data) as TaskEvent;
-      if (event.type === 'output' && firstOutputAt === null) firstOutputAt = performance.now();
-      if (event.type === 'final') {
-        await reader.cancel();
-        if (firstOutputAt === null) throw new Error(`the watcher on ${daemon.spec.name} saw no output for task ${taskId}`);
-        return { connectedAt, firstOutputAt };
-      }
+  for await (const event of sseData<TaskEvent>(response)) {
+    if (event.type === 'output' && firstOutputAt === null) firstOutputAt = performance.now();
+    if (event.type === 'final') {
+      if (firstOutputAt === null) throw new Error(`the watcher on ${daemon.spec.name} saw no output for task ${taskId}`);
+      return { connectedAt, firstOutputAt };
     }
   }
   throw new Error(`the event stream of task ${taskId} on ${daemon.spec.name} ended before its final event`);

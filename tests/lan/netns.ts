@@ -12,7 +12,8 @@ const ipCommandTimeoutMs = 10_000;
 /** Most hosts one LAN may have (addresses .1 to .200 of a /24). */
 export const lanHostsMax = 200;
 
-async function ip(args: string[]): Promise<string> {
+/** Runs `ip` with a bound, turning failures into errors that show the command and its stderr. */
+export async function ip(args: string[]): Promise<string> {
   try {
     const { stdout } = await run('ip', args, { timeout: ipCommandTimeoutMs });
     return stdout;

@@ -9,6 +9,7 @@ import { readStandinLog } from '../ollama-standin/events.ts';
 import { startStandin, type Standin, type StandinOptions } from '../ollama-standin/server.ts';
 import { formCluster, outputTails, prepareDaemons, writeClusterKey, type MeshDaemon } from '../support/cluster.ts';
 import { tempDir, waitUntil, type ProcessGroup } from '../support/processes.ts';
+import { sseData } from '../support/sse.ts';
 
 export interface TaskNodeSpec {
   name: string;
@@ -100,27 +101,10 @@ export async function readEvents(daemon: MeshDaemon, id: string, timeoutMs: numb
   });
   if (response.status !== 200 || response.body === null) throw new Error(`GET /api/tasks/${id}/events answered ${response.status}`);
   const events: TaskEvent[] = [];
-  const decoder = new TextDecoder();
-  let buffer = '';
-  const reader = response.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = block.split('\n').filter((line) => line.startsWith('data:')).map((line) => line.slice(5).trimStart()).join('\n');
-      if (data === '') continue;
-      const event = JSON.parse(data) as TaskEvent;
-      events.push(event);
-      onEvent?.(event);
-      if (event.type === 'final') {
-        await reader.cancel();
-        return events;
-      }
-    }
+  for await (const event of sseData<TaskEvent>(response)) {
+    events.push(event);
+    onEvent?.(event);
+    if (event.type === 'final') break;
   }
   return events;
 }

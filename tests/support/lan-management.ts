@@ -3,24 +3,10 @@
 // even while that host is cut off the LAN bridge (a partition cuts the LAN, not the
 // observer). The daemons' libp2p stays on the LAN address; no routing joins the two, so
 // mesh traffic cannot sneak around a partition through these links.
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import type { Lan, LanHost } from '../lan/netns.ts';
+import { ip, type Lan, type LanHost } from '../lan/netns.ts';
 
-const run = promisify(execFile);
-const ipCommandTimeoutMs = 10_000;
 /** /30 pairs in one /24: hosts 0..62. */
 export const managedHostsMax = 63;
-
-async function ip(args: string[]): Promise<string> {
-  try {
-    const { stdout } = await run('ip', args, { timeout: ipCommandTimeoutMs });
-    return stdout;
-  } catch (error) {
-    const stderr = (error as { stderr?: string }).stderr?.trim();
-    throw new Error(`ip ${args.join(' ')} failed: ${stderr || (error as Error).message}`, { cause: error });
-  }
-}
 
 export interface ManagedHost {
   host: LanHost;
