@@ -164,6 +164,10 @@ interface TasksNode {
   heardUs: Map<NodeId, number>;
   /** Commit index on disk at the last restart: entries up to it are replays, not news. */
   replayUpTo: number;
+  /** Leader: when it took office; a peer counts as heard then (a follower hears only its leader). */
+  leaderSinceUs: number;
+  /** Inside the Ready loop: a proposal made from within it is picked up by that loop, not a nested one. */
+  draining: boolean;
 }
 
 export function emptyTasksStats(): TasksSeedStats {
@@ -219,6 +223,7 @@ export class TasksSimulation {
       this.nodes.push({
         id, index, concurrencyLimit, disk: new SimDisk(initialConfig), state: this.newState(), core: null, incarnation: 0, random,
         attempts: new Map(), reports: new Map(), pendingSubmits: new Map(), proposedUpTo: 0, leaderTicks: 0, heardUs: new Map(), replayUpTo: 0,
+        leaderSinceUs: 0, draining: false,
       });
     }
     this.checker = new TasksChecker(limits);
@@ -377,6 +382,7 @@ export class TasksSimulation {
     node.proposedUpTo = 0;
     node.leaderTicks = 0;
     node.heardUs.clear();
+    node.draining = false;
     node.replayUpTo = restore.hardState.commit;
     node.core = (this.options.core ?? raftCore)(options, restore);
     this.record(`${node.id} started: term ${restore.hardState.term} commit ${restore.hardState.commit} snapshot ${restore.snapshot?.index ?? 0}`);
@@ -398,18 +404,24 @@ export class TasksSimulation {
 
   /** The daemon's Ready loop: persist, send, apply, advance. */
   private drain(node: TasksNode): void {
-    for (let round = 0; ; round++) {
-      const core = node.core;
-      if (core === null || !core.hasReady()) return;
-      if (round >= readyRoundsMax) throw new InvariantViolation('progress', `${node.id} produced ${readyRoundsMax} Ready batches in a row`);
-      const ready = core.ready();
-      node.disk.persist(ready.snapshot, ready.entries, ready.hardState);
-      for (const message of ready.messages) {
-        for (const delay of this.network.send(message)) this.queue.push(this.nowUs + delay, { kind: 'deliver', message: cloneMessage(message) });
+    if (node.draining) return;
+    node.draining = true;
+    try {
+      for (let round = 0; ; round++) {
+        const core = node.core;
+        if (core === null || !core.hasReady()) return;
+        if (round >= readyRoundsMax) throw new InvariantViolation('progress', `${node.id} produced ${readyRoundsMax} Ready batches in a row`);
+        const ready = core.ready();
+        node.disk.persist(ready.snapshot, ready.entries, ready.hardState);
+        for (const message of ready.messages) {
+          for (const delay of this.network.send(message)) this.queue.push(this.nowUs + delay, { kind: 'deliver', message: cloneMessage(message) });
+        }
+        this.apply(node, ready);
+        core.advance(ready);
+        this.maybeCompact(node);
       }
-      this.apply(node, ready);
-      core.advance(ready);
-      this.maybeCompact(node);
+    } finally {
+      node.draining = false;
     }
   }
 
@@ -587,12 +599,15 @@ export class TasksSimulation {
       return;
     }
     // A new leader first catches its state up with everything in its log.
-    if (node.proposedUpTo === 0) node.proposedUpTo = status.lastIndex;
+    if (node.proposedUpTo === 0) {
+      node.proposedUpTo = status.lastIndex;
+      node.leaderSinceUs = this.nowUs;
+    }
     if (++node.leaderTicks % leaderRoundTicks !== 0) return;
     if (node.state.lastApplied < node.proposedUpTo) return;
     const nowMs = this.nowMs();
     const views: NodeView[] = this.nodes.map((peer) => {
-      const heard = peer === node ? this.nowUs : (node.heardUs.get(peer.id) ?? -deadAfterUs);
+      const heard = peer === node ? this.nowUs : Math.max(node.heardUs.get(peer.id) ?? 0, node.leaderSinceUs);
       return {
         id: peer.id, alive: this.nowUs - heard < deadAfterUs, modelsInstalled: ['llama3'], modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 40 },
         running: 0, concurrencyLimit: this.options.broken === 'ignore-concurrency' ? 100 : peer.concurrencyLimit, agents: [],
