@@ -68,7 +68,7 @@ describe('tasks mode of the simulator', () => {
 
   it('catches a state that accepts results of stale attempts', () => {
     // The stale report must land after the task was reassigned: not every seed gets there
-    // (about 3 in 100 do), so a range known to hold some is run, and every failure must be this one.
+    // (12 of seeds 1..300 do), so a range known to hold some is run, and every failure must be this one.
     const failures: TasksSeedResult[] = [];
     for (let seed = 201; seed <= 300; seed++) {
       const result = runTasksSeed({ seed, broken: 'accept-stale' });
