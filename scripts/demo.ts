@@ -52,7 +52,7 @@ function startNode(index: number, standinUrl: string, bootstrap: string | null):
   ];
   if (index > 0) args.push('--secret-file', join(demoDir, nodes[0]!.name, 'cluster.key'));
   if (bootstrap !== null) args.push('--bootstrap', bootstrap);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HIVEMESH_LOG: process.env.HIVEMESH_LOG ?? 'warn' } });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { MALLOC_ARENA_MAX: '2', ...process.env, HIVEMESH_LOG: process.env.HIVEMESH_LOG ?? 'warn' } });
   const prefix = `[${node.name}] `;
   child.stdout?.on('data', (chunk: Buffer) => process.stdout.write(chunk.toString().replace(/^(?=.)/gm, prefix)));
   child.stderr?.on('data', (chunk: Buffer) => process.stderr.write(chunk.toString().replace(/^(?=.)/gm, prefix)));

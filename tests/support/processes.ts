@@ -87,7 +87,8 @@ export class DaemonProcess {
     const args = this.spec.netns === undefined ? this.args() : ['netns', 'exec', this.spec.netns, process.execPath, ...this.args()];
     const child = spawn(command, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, HIVEMESH_LOG: process.env.HIVEMESH_TEST_LOG ?? 'warn', ...this.spec.env },
+      // MALLOC_ARENA_MAX as bin/hivemesh sets it, so measured memory matches the product's.
+      env: { MALLOC_ARENA_MAX: '2', ...process.env, HIVEMESH_LOG: process.env.HIVEMESH_TEST_LOG ?? 'warn', ...this.spec.env },
     });
     this.output = '';
     const append = (chunk: Buffer) => {
