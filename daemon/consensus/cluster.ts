@@ -13,7 +13,7 @@
 // heartbeats and reported in /api/status/cluster with the remedy.
 import { randomUUID, randomInt } from 'node:crypto';
 import { Raft } from '../../scheduler/consensus/raft.ts';
-import type { ClusterConfig, ConfigChange, Message, NodeId } from '../../scheduler/consensus/types.ts';
+import type { ClusterConfig, ConfigChange, Message } from '../../scheduler/consensus/types.ts';
 import { nextConfigChange } from '../../scheduler/consensus/voter-policy.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import * as limits from '../../protocol/limits.ts';
@@ -448,10 +448,8 @@ export class Cluster<Result> {
           continue;
         }
         const answer = await this.ask<{ ok: true; result: Result | null }>(leader, PROPOSE_PROTOCOL, { data }, options.signal);
-        if (answer !== null) {
-          // Wait until this node applied the write too, so a read here right after sees it.
-          return answer.result;
-        }
+        // Callers that read right after wait for their own node to apply the index (TaskService).
+        if (answer !== null) return answer.result;
       }
     }
     throw new HivemeshError(ErrorCode.noLeader, 'no leader is reachable to take the write; retry shortly', { retryAfterSeconds: 1 });
@@ -508,5 +506,3 @@ function errorToWire(error: unknown): WireError {
   }
   return { ok: false, code: ErrorCode.internal, message: (error as Error).message };
 }
-
-export type { NodeId };

@@ -91,11 +91,25 @@ abstract class Family<Series> {
   abstract render(): string;
 }
 
-export class Counter extends Family<{ value: number }> {
-  readonly type = 'counter';
+/** A family whose series each hold one number (counters and gauges). */
+abstract class ValueFamily extends Family<{ value: number }> {
   protected fresh() {
     return { value: 0 };
   }
+
+  get(labels: Labels = {}): number {
+    return this.series.get(labelKey(labels))?.value.value ?? 0;
+  }
+
+  render(): string {
+    let text = this.header();
+    for (const { labels, value } of this.series.values()) text += `${this.name}${renderLabels(labels)} ${formatValue(value.value)}\n`;
+    return text;
+  }
+}
+
+export class Counter extends ValueFamily {
+  readonly type = 'counter';
 
   inc(labels: Labels = {}, amount = 1): void {
     if (!(amount >= 0) || !Number.isFinite(amount)) throw new RangeError(`counter ${this.name} can only grow by a finite amount >= 0, got ${amount}`);
@@ -110,22 +124,10 @@ export class Counter extends Family<{ value: number }> {
     this.at(labels).value = value;
   }
 
-  get(labels: Labels = {}): number {
-    return this.series.get(labelKey(labels))?.value.value ?? 0;
-  }
-
-  render(): string {
-    let text = this.header();
-    for (const { labels, value } of this.series.values()) text += `${this.name}${renderLabels(labels)} ${formatValue(value.value)}\n`;
-    return text;
-  }
 }
 
-export class Gauge extends Family<{ value: number }> {
+export class Gauge extends ValueFamily {
   readonly type = 'gauge';
-  protected fresh() {
-    return { value: 0 };
-  }
 
   set(labels: Labels, value: number): void {
     this.at(labels).value = value;
@@ -139,15 +141,6 @@ export class Gauge extends Family<{ value: number }> {
     this.at(labels).value -= amount;
   }
 
-  get(labels: Labels = {}): number {
-    return this.series.get(labelKey(labels))?.value.value ?? 0;
-  }
-
-  render(): string {
-    let text = this.header();
-    for (const { labels, value } of this.series.values()) text += `${this.name}${renderLabels(labels)} ${formatValue(value.value)}\n`;
-    return text;
-  }
 }
 
 interface HistogramSeries {

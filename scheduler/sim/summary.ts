@@ -83,17 +83,31 @@ export function addToTotals(totals: Totals, result: SeedResult): void {
   totals.lastTraceHash = result.traceHash;
 }
 
+/** The rows every simulator summary starts with: how many seeds, how they ended, how fast. */
+export function runRows(run: { seeds: number; passed: number; failed: number; failuresByInvariant: Record<string, number> }, elapsedMs: number): [string, string][] {
+  const perMinute = elapsedMs > 0 ? run.seeds / (elapsedMs / 60_000) : 0;
+  const failures = run.failed > 0 ? ` (${Object.entries(run.failuresByInvariant).map(([name, count]) => `${name}: ${count}`).join(', ')})` : '';
+  return [
+    ['seeds', `${run.seeds}`],
+    ['passed', `${run.passed}`],
+    ['failed', `${run.failed}${failures}`],
+    ['seeds/min', perMinute.toFixed(0)],
+    ['wall time', `${(elapsedMs / 1000).toFixed(1)} s`],
+  ];
+}
+
+/** Name-value rows as an aligned two-column table. */
+export function formatRows(rows: [string, string][]): string {
+  const width = Math.max(...rows.map(([name]) => name.length));
+  return rows.map(([name, value]) => `${name.padEnd(width)}  ${value}`).join('\n');
+}
+
 export function formatSummary(totals: Totals, elapsedMs: number, voters: number, steps: number): string {
-  const perMinute = elapsedMs > 0 ? totals.seeds / (elapsedMs / 60_000) : 0;
   const oneRound = totals.elections > 0 ? (100 * totals.electionsInOneRound) / totals.elections : 0;
   const quietOneRound = totals.electionsQuiet > 0 ? (100 * totals.electionsQuietInOneRound) / totals.electionsQuiet : 0;
   const rows: [string, string][] = [
     ['voters at start / steps per seed', `${voters} / ${steps}`],
-    ['seeds', `${totals.seeds}`],
-    ['passed', `${totals.passed}`],
-    ['failed', `${totals.failed}${totals.failed > 0 ? ` (${Object.entries(totals.failuresByInvariant).map(([name, count]) => `${name}: ${count}`).join(', ')})` : ''}`],
-    ['seeds/min', perMinute.toFixed(0)],
-    ['wall time', `${(elapsedMs / 1000).toFixed(1)} s`],
+    ...runRows(totals, elapsedMs),
     ['simulated time', `${(totals.simulatedUs / 1e6).toFixed(1)} s`],
     ['events', `${totals.events}`],
     ['elections (one round)', `${totals.elections} (${oneRound.toFixed(1)}%)`],
@@ -110,6 +124,5 @@ export function formatSummary(totals: Totals, elapsedMs: number, voters: number,
     ['leader kept through stability windows', `${(totals.stableUs / 1e6).toFixed(1)} s in all`],
     ['compactions / snapshots installed', `${totals.compactions} / ${totals.snapshotsInstalled}`],
   ];
-  const width = Math.max(...rows.map(([name]) => name.length));
-  return rows.map(([name, value]) => `${name.padEnd(width)}  ${value}`).join('\n');
+  return formatRows(rows);
 }

@@ -1,6 +1,7 @@
 // Totals over a range of seeds of the simulator's tasks mode (tasks-sim.ts) and the table
 // the CLI prints with --tasks (and RUNS.md quotes).
 import { emptyTasksStats, type TasksSeedResult, type TasksSeedStats } from './tasks-sim.ts';
+import { formatRows, runRows } from './summary.ts';
 
 export interface TasksTotals {
   seeds: number;
@@ -32,14 +33,9 @@ export function addToTasksTotals(totals: TasksTotals, result: TasksSeedResult): 
 
 export function formatTasksSummary(totals: TasksTotals, elapsedMs: number, voters: number): string {
   const sums = totals.sums;
-  const perMinute = elapsedMs > 0 ? totals.seeds / (elapsedMs / 60_000) : 0;
   const rows: [string, string][] = [
     ['mode / voters', `tasks / ${voters}`],
-    ['seeds', `${totals.seeds}`],
-    ['passed', `${totals.passed}`],
-    ['failed', `${totals.failed}${totals.failed > 0 ? ` (${Object.entries(totals.failuresByInvariant).map(([name, count]) => `${name}: ${count}`).join(', ')})` : ''}`],
-    ['seeds/min', perMinute.toFixed(0)],
-    ['wall time', `${(elapsedMs / 1000).toFixed(1)} s`],
+    ...runRows(totals, elapsedMs),
     ['simulated time', `${(sums.simulatedUs / 1e6).toFixed(1)} s`],
     ['events', `${sums.events}`],
     ['submissions proposed / acknowledged', `${sums.submitsProposed} / ${sums.submitsAcknowledged}`],
@@ -52,6 +48,5 @@ export function formatTasksSummary(totals: TasksTotals, elapsedMs: number, voter
     ['compactions / state hash comparisons', `${sums.compactions} / ${sums.hashComparisons}`],
     ['drain after faults stop, mean / max', `${(sums.drainUs / Math.max(1, totals.passed) / 1000).toFixed(0)} ms / ${(totals.drainUsMax / 1000).toFixed(0)} ms`],
   ];
-  const width = Math.max(...rows.map(([name]) => name.length));
-  return rows.map(([name, value]) => `${name.padEnd(width)}  ${value}`).join('\n');
+  return formatRows(rows);
 }
