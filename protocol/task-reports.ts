@@ -1,15 +1,20 @@
-// Executor reports in batches: a node that is not the leader sends the task.start,
-// task.complete and task.fail commands of its attempts to the leader several at a time, on
-// one streamed request, instead of forwarding each on a stream of its own. The leader
-// proposes them (Raft commits them in one batch anyway) and answers with one result each,
-// in order. Commands stay the replicated log's own JSON text; the leader's state machine
-// decodes and checks them like any other proposal.
+// Writes relayed to the leader in batches: a node that is not the leader sends its
+// executor's reports (task.start, task.complete, task.fail) and its clients' writes to the
+// leader several at a time, as one message on the long-lived per-peer channel, instead of
+// one stream per write (a stream costs a protocol negotiation and several frames each
+// way). The leader proposes them (Raft commits them in one batch anyway) and sends back
+// one message with a result per command, in order, tagged with the batch's number.
+// Commands stay the replicated log's own JSON text; the leader's state machine decodes and
+// checks them like any other proposal.
 import { Type, type Static } from '@sinclair/typebox';
 import { jsonCodec } from './codec.ts';
 import * as limits from './limits.ts';
 import { PROTOCOL_VERSION } from './version.ts';
 
-export const TASK_REPORTS_PROTOCOL = `/hivemesh/task-reports/${PROTOCOL_VERSION}.0.0`;
+/** Batches, follower to leader. */
+export const TASK_REPORTS_PROTOCOL = `/hivemesh/task-reports/${PROTOCOL_VERSION}.1.0`;
+/** Results, leader to follower. */
+export const TASK_REPORT_RESULTS_PROTOCOL = `/hivemesh/task-report-results/${PROTOCOL_VERSION}.1.0`;
 
 /** Commands per batch. */
 export const reportsPerBatchMax = 256;
@@ -18,6 +23,8 @@ export const reportBatchBytesMax = 8 * 1024 * 1024;
 
 export const TaskReportBatch = Type.Object({
   kind: Type.Literal('task-reports'),
+  /** The sender's number for this batch, echoed in the results. */
+  batch: Type.Integer({ minimum: 0 }),
   commands: Type.Array(Type.String({ minLength: 1, maxLength: limits.raftProposalBytesMax }), { minItems: 1, maxItems: reportsPerBatchMax }),
   /** Positions whose result must carry the task view (a client write shows it); the others get it stripped. */
   full: Type.Optional(Type.Array(Type.Integer({ minimum: 0, maximum: reportsPerBatchMax - 1 }), { maxItems: reportsPerBatchMax })),
@@ -38,6 +45,7 @@ export type TaskReportResult = Static<typeof TaskReportResult>;
 
 export const TaskReportResults = Type.Object({
   kind: Type.Literal('task-report-results'),
+  batch: Type.Integer({ minimum: 0 }),
   results: Type.Array(TaskReportResult, { maxItems: reportsPerBatchMax }),
 }, { additionalProperties: false });
 export type TaskReportResults = Static<typeof TaskReportResults>;

@@ -4,26 +4,40 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import type { ApplyResult } from '../../scheduler/state/state.ts';
-import type { Reply, RequestHandler } from '../p2p/host.ts';
+import type { MessageHandler, P2PHost } from '../p2p/host.ts';
+import { TASK_REPORT_RESULTS_PROTOCOL, taskReportResultsCodec } from '../../protocol/task-reports.ts';
 import { ReportRelay } from './report-relay.ts';
 
-/** Hosts whose requests reach the handler registered by the target node, in process. */
+/**
+ * Hosts whose messages reach the handler the target node registered, in process, one turn
+ * later (as the real channel delivers); an unreachable target drops them, as the host does.
+ */
 function network() {
-  const handlers = new Map<string, RequestHandler>();
-  let requests = 0;
+  const handlers = new Map<string, MessageHandler>();
+  const disconnectListeners = new Map<string, Array<(detail: { peerId: string }) => void>>();
+  let sent = 0;
   const host = (id: string, reachable = () => true) => ({
-    handle: async (protocol: string, handler: RequestHandler) => { handlers.set(`${id} ${protocol}`, handler); },
-    request: async function* (peer: string, protocol: string, bytes: Uint8Array): AsyncGenerator<Uint8Array> {
-      requests += 1;
+    handleMessages: async (protocol: string, handler: MessageHandler) => { handlers.set(`${id} ${protocol}`, handler); },
+    send: (peer: string, protocol: string, bytes: Uint8Array) => {
+      sent += 1;
       const handler = handlers.get(`${peer} ${protocol}`);
-      if (handler === undefined || !reachable()) throw new Error(`cannot reach ${peer}`);
-      const frames: Uint8Array[] = [];
-      const reply: Reply = { send: async (frame) => { frames.push(frame); }, end: async () => undefined };
-      await handler(id, bytes, reply, { signal: new AbortController().signal });
-      yield* frames;
+      if (handler === undefined || !reachable()) return;
+      setImmediate(() => void handler(id, bytes));
     },
+    on: ((type: string, listener: (detail: { peerId: string }) => void) => {
+      if (type !== 'peer:disconnected') return () => undefined;
+      const list = disconnectListeners.get(id) ?? [];
+      list.push(listener);
+      disconnectListeners.set(id, list);
+      return () => list.splice(list.indexOf(listener), 1);
+    }) as P2PHost['on'],
   });
-  return { host, requests: () => requests };
+  /** `observer` loses its connection to `peer`. */
+  const disconnect = (observer: string, peer: string) => {
+    for (const listener of disconnectListeners.get(observer) ?? []) listener({ peerId: peer });
+  };
+  /** Batches sent (results not counted). */
+  return { host, batches: () => sent, disconnect };
 }
 
 function applied(index: number, data: string): ApplyResult {
@@ -48,7 +62,7 @@ describe('ReportRelay', () => {
     const results = await Promise.all(Array.from({ length: 10 }, (_, n) => follower.propose(`{"n":${n}}`)));
     expect(results.map((result) => (result as unknown as { echo: string }).echo)).toEqual(Array.from({ length: 10 }, (_, n) => `{"n":${n}}`));
     expect(proposedOnLeader).toHaveLength(10);
-    expect(net.requests()).toBe(1);
+    expect(net.batches()).toBe(2);
     expect(follower.stats).toMatchObject({ batches: 1, batchedReports: 10, fallbacks: 0 });
   });
 
@@ -63,7 +77,8 @@ describe('ReportRelay', () => {
     const [report, write] = await Promise.all([follower.propose('report'), follower.propose('write', { fullResult: true })]);
     expect(report).toMatchObject({ ok: true, task: null, events: [] });
     expect(write).toMatchObject({ ok: true, task: { id: 't1' }, created: true });
-    expect(net.requests()).toBe(1);
+    // One batch there, one answer back.
+    expect(net.batches()).toBe(2);
   });
 
   it('falls back to proposing one by one when the batch cannot be delivered or the leader moved', async () => {
@@ -73,7 +88,7 @@ describe('ReportRelay', () => {
     const stale = new ReportRelay({ nodeId: 'L', host: net.host('L'), leader: () => 'X', isLeader: () => false, propose: async () => null });
     await stale.start();
     const follower = new ReportRelay({
-      nodeId: 'F', host: net.host('F', () => reachable), leader: () => 'L', isLeader: () => false,
+      nodeId: 'F', host: net.host('F', () => reachable), leader: () => 'L', isLeader: () => false, requestTimeoutMs: 50,
       propose: async (data) => { direct.push(data); return applied(direct.length, data); },
     });
     await follower.start();
@@ -108,7 +123,38 @@ describe('ReportRelay', () => {
     leader = null;
     await relay.propose('no leader');
     expect(seen).toEqual(['on the leader', 'no leader']);
-    expect(net.requests()).toBe(0);
+    expect(net.batches()).toBe(0);
     expect(relay.stats.direct).toBe(2);
+  });
+
+  it('falls back at once when the connection to the leader drops with a batch in flight', async () => {
+    const net = network();
+    const direct: string[] = [];
+    // A leader that takes the batch and never answers (it is about to crash).
+    const silent = new ReportRelay({ nodeId: 'L', host: net.host('L'), leader: () => 'L', isLeader: () => true, propose: () => new Promise<never>(() => undefined) });
+    await silent.start();
+    const follower = new ReportRelay({
+      nodeId: 'F', host: net.host('F'), leader: () => 'L', isLeader: () => false, requestTimeoutMs: 60_000,
+      propose: async (data) => { direct.push(data); return applied(direct.length, data); },
+    });
+    await follower.start();
+    const pending = follower.propose('late');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    net.disconnect('F', 'L');
+    await expect(pending).resolves.toMatchObject({ ok: true, index: 1 });
+    expect(direct).toEqual(['late']);
+  });
+
+  it('ignores answers from a node the batch was not sent to', async () => {
+    const net = network();
+    const follower = new ReportRelay({ nodeId: 'F', host: net.host('F'), leader: () => 'L', isLeader: () => false, requestTimeoutMs: 100, propose: async (data) => applied(7, data) });
+    await follower.start();
+    const pending = follower.propose('x');
+    await new Promise((resolve) => setImmediate(resolve));
+    // An impostor answers batch 0 with a refusal; only the leader's answer counts.
+    net.host('M').send('F', TASK_REPORT_RESULTS_PROTOCOL, taskReportResultsCodec.encode({
+      kind: 'task-report-results', batch: 0, results: [{ ok: false, code: 'forbidden', message: 'no' }],
+    }));
+    await expect(pending).resolves.toMatchObject({ ok: true, index: 7 });
   });
 });

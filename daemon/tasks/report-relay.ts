@@ -1,12 +1,16 @@
-// Batches this node's executor reports to the leader (protocol/task-reports.ts). Thousands
-// of short tasks a second mean thousands of reports; forwarding each on its own stream
-// would compete with client writes for the leader's inbound stream slots. Here reports
-// made within the same turn of the event loop travel together, a few batches in flight at
-// once. On the leader, or with no leader known, reports go straight to `propose`; a batch
-// that cannot be delivered falls back to proposing each report on its own.
+// Batches this node's writes to the leader (protocol/task-reports.ts): executor reports
+// and client writes. Thousands of short tasks a second mean thousands of them; forwarding
+// each on a stream of its own would cost a protocol negotiation and several frames each
+// way. Here writes made within the same turn of the event loop travel together, as one
+// message on the long-lived channel to the leader, a few batches in flight at once, and
+// the leader answers each batch with one message on the channel back. On the leader, or
+// with no leader known, writes go straight to `propose`; a batch that cannot be delivered
+// (the leader went away, no answer in time) falls back to proposing each write on its
+// own through the cluster's forwarding. A write proposed twice that way is harmless:
+// reports are fenced by attempt, a submit carries its task id, a cancel is idempotent.
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import {
-  TASK_REPORTS_PROTOCOL, reportBatchBytesMax, reportsPerBatchMax, taskReportBatchCodec, taskReportResultsCodec,
+  TASK_REPORTS_PROTOCOL, TASK_REPORT_RESULTS_PROTOCOL, reportBatchBytesMax, reportsPerBatchMax, taskReportBatchCodec, taskReportResultsCodec,
   type TaskReportResult,
 } from '../../protocol/task-reports.ts';
 import type { ApplyResult } from '../../scheduler/state/state.ts';
@@ -18,13 +22,13 @@ const log = logger('tasks:relay');
 
 export interface ReportRelayDeps {
   nodeId: string;
-  host: Pick<P2PHost, 'handle' | 'request'>;
+  host: Pick<P2PHost, 'handleMessages' | 'send' | 'on'>;
   /** The cluster's propose: local on the leader, forwarded elsewhere. */
   propose: (data: string) => Promise<ApplyResult | null>;
   leader: () => string | null;
   /** Whether this node leads now (it then serves batches). */
   isLeader: () => boolean;
-  /** Batches on the wire at once. */
+  /** Batches on the wire at once (each waits for its answer). */
   batchesInFlightMax?: number;
   /** Reports waiting for a batch; beyond, they are proposed one by one. */
   queueMax?: number;
@@ -36,6 +40,15 @@ interface Pending {
   full: boolean;
   resolve: (result: ApplyResult | null) => void;
   reject: (error: Error) => void;
+}
+
+/** A batch sent and not yet answered. */
+interface InFlight {
+  leader: string;
+  items: Pending[];
+  timer: NodeJS.Timeout;
+  /** Frees the batch's place among those in flight. */
+  done: () => void;
 }
 
 export interface RelayStats {
@@ -71,27 +84,64 @@ export class ReportRelay {
     this.deps = deps;
   }
 
+  private nextBatch = 0;
+  private readonly inFlightBatches = new Map<number, InFlight>();
+  private unsubscribe: (() => void) | null = null;
+
   async start(): Promise<void> {
-    await this.deps.host.handle(TASK_REPORTS_PROTOCOL, async (from, bytes, reply) => {
+    // As the leader: batches in, one answer each. Not awaited per batch: the channel
+    // delivers in order, and a batch must not wait for the previous one's commit.
+    await this.deps.host.handleMessages(TASK_REPORTS_PROTOCOL, (from, bytes) => {
       let batch;
       try {
         batch = taskReportBatchCodec.decode(bytes);
       } catch (error) {
         log.debug('refused a malformed report batch', { from, error: error as Error });
-        throw error;
+        return;
       }
-      let results: TaskReportResult[];
-      if (!this.deps.isLeader()) {
-        results = batch.commands.map(() => ({ ok: false, code: 'not_leader', message: `node ${this.deps.nodeId} is not the leader` }));
-      } else {
-        const full = new Set(batch.full ?? []);
-        results = await Promise.all(batch.commands.map((data, position) => this.deps.propose(data).then(
-          (result): TaskReportResult => ({ ok: true, result: full.has(position) ? result : slim(result) }),
-          errorToResult,
-        )));
-      }
-      await reply.send(taskReportResultsCodec.encode({ kind: 'task-report-results', results }));
+      void this.serve(from, batch.batch, batch.commands, new Set(batch.full ?? []));
     });
+    // As a sender: the leader's answers.
+    await this.deps.host.handleMessages(TASK_REPORT_RESULTS_PROTOCOL, (from, bytes) => {
+      let answer;
+      try {
+        answer = taskReportResultsCodec.decode(bytes);
+      } catch (error) {
+        log.debug('refused malformed report results', { from, error: error as Error });
+        return;
+      }
+      const entry = this.inFlightBatches.get(answer.batch);
+      if (entry === undefined || entry.leader !== from) return;
+      this.settle(answer.batch, answer.results);
+    });
+    // A leader that went away answers nothing: fall back at once rather than at the timeout.
+    this.unsubscribe = this.deps.host.on('peer:disconnected', ({ peerId }) => {
+      for (const [batch, entry] of this.inFlightBatches) if (entry.leader === peerId) this.settle(batch, null);
+    });
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    for (const batch of [...this.inFlightBatches.keys()]) this.settle(batch, null);
+  }
+
+  private async serve(from: string, batch: number, commands: string[], full: Set<number>): Promise<void> {
+    let results: TaskReportResult[];
+    if (!this.deps.isLeader()) {
+      results = commands.map(() => ({ ok: false, code: 'not_leader', message: `node ${this.deps.nodeId} is not the leader` }));
+    } else {
+      results = await Promise.all(commands.map((data, position) => this.deps.propose(data).then(
+        (result): TaskReportResult => ({ ok: true, result: full.has(position) ? result : slim(result) }),
+        errorToResult,
+      )));
+    }
+    try {
+      this.deps.host.send(from, TASK_REPORT_RESULTS_PROTOCOL, taskReportResultsCodec.encode({ kind: 'task-report-results', batch, results }));
+    } catch (error) {
+      // The sender falls back to proposing one by one when no answer comes.
+      log.debug('could not answer a report batch', { to: from, error: error as Error });
+    }
   }
 
   /**
@@ -141,24 +191,47 @@ export class ReportRelay {
     }
   }
 
-  private async send(batch: Pending[]): Promise<void> {
+  private send(items: Pending[]): Promise<void> {
     const leader = this.deps.leader();
-    let results: TaskReportResult[] | null = null;
-    if (leader !== null && leader !== this.deps.nodeId) {
-      try {
-        const full = batch.flatMap((item, position) => (item.full ? [position] : []));
-        const request = taskReportBatchCodec.encode({ kind: 'task-reports', commands: batch.map((item) => item.data), ...(full.length === 0 ? {} : { full }) });
-        for await (const frame of this.deps.host.request(leader, TASK_REPORTS_PROTOCOL, request, { timeoutMs: this.deps.requestTimeoutMs ?? 10_000 })) {
-          results = taskReportResultsCodec.decode(frame).results;
-          break;
-        }
-        this.stats.batches += 1;
-        this.stats.batchedReports += batch.length;
-      } catch (error) {
-        log.debug('a report batch did not reach the leader; proposing one by one', { leader, size: batch.length, error: error as Error });
-      }
+    if (leader === null || leader === this.deps.nodeId) {
+      this.resolveItems(items, null);
+      return Promise.resolve();
     }
-    for (const [position, item] of batch.entries()) {
+    const batch = this.nextBatch;
+    this.nextBatch = (this.nextBatch + 1) % Number.MAX_SAFE_INTEGER;
+    return new Promise<void>((done) => {
+      const timer = setTimeout(() => {
+        log.debug('no answer to a report batch in time; proposing one by one', { leader, size: items.length });
+        this.settle(batch, null);
+      }, this.deps.requestTimeoutMs ?? 10_000);
+      this.inFlightBatches.set(batch, { leader, items, timer, done });
+      try {
+        const full = items.flatMap((item, position) => (item.full ? [position] : []));
+        const request = taskReportBatchCodec.encode({ kind: 'task-reports', batch, commands: items.map((item) => item.data), ...(full.length === 0 ? {} : { full }) });
+        this.deps.host.send(leader, TASK_REPORTS_PROTOCOL, request);
+      } catch (error) {
+        log.debug('a report batch could not be sent; proposing one by one', { leader, size: items.length, error: error as Error });
+        this.settle(batch, null);
+      }
+    });
+  }
+
+  /** Ends a batch in flight with its results, or with null (not delivered: fall back). */
+  private settle(batch: number, results: TaskReportResult[] | null): void {
+    const entry = this.inFlightBatches.get(batch);
+    if (entry === undefined) return;
+    this.inFlightBatches.delete(batch);
+    clearTimeout(entry.timer);
+    if (results !== null) {
+      this.stats.batches += 1;
+      this.stats.batchedReports += entry.items.length;
+    }
+    this.resolveItems(entry.items, results);
+    entry.done();
+  }
+
+  private resolveItems(items: Pending[], results: TaskReportResult[] | null): void {
+    for (const [position, item] of items.entries()) {
       const result = results?.[position];
       if (result === undefined || (!result.ok && result.code === 'not_leader')) {
         // Not delivered, or the leader changed: the cluster's own forwarding finds the new one.

@@ -35,7 +35,7 @@ export interface TaskRuntimeDeps {
   propose: (data: string) => Promise<ApplyResult | null>;
   /** Null before this node joined a cluster. `commit`, when given, lets the loops wait for catch-up. */
   raftStatus: () => RaftStatusView | null;
-  host: Pick<P2PHost, 'publish' | 'subscribe' | 'handle' | 'handleMessages' | 'request' | 'send'>;
+  host: Pick<P2PHost, 'publish' | 'subscribe' | 'handle' | 'handleMessages' | 'request' | 'send' | 'on'>;
   members: () => MemberView[];
   probe: Pick<HealthProbe, 'snapshot' | 'recordGeneration' | 'agentDefinitions'>;
   ollamaUrl: string;
@@ -163,6 +163,7 @@ export class TaskRuntime {
     if (aborted > 0) await this.executor.drained(2_000);
     await this.waitReports(2_000);
     this.reporter.stop();
+    this.relay.stop();
     this.bids.stop();
     this.hub.stop();
   }

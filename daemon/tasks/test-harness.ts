@@ -45,6 +45,7 @@ const lonelyHost = {
     throw new Error(`no route to ${peerId} in the single-node harness`);
   },
   send: () => undefined,
+  on: () => () => undefined,
 };
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
