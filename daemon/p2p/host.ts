@@ -7,7 +7,7 @@
 // so every node ends up with a direct connection to every other: Raft needs them.
 import { networkInterfaces } from 'node:os';
 import { createLibp2p, type Libp2p } from 'libp2p';
-import { tcp } from '@libp2p/tcp';
+import { corkedTcp } from './corked-tcp.ts';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify, type Identify } from '@libp2p/identify';
@@ -244,7 +244,7 @@ export class P2PHost extends EventTarget {
           },
         }),
       },
-      transports: [tcp()],
+      transports: [corkedTcp()],
       connectionProtector: preSharedKey({ psk: options.clusterKey }),
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
