@@ -50,6 +50,35 @@ export function measuredTokensPerSecond(node: NodeView, model: string): number |
   return undefined;
 }
 
+function sizeOf(node: NodeView, model: string): number | undefined {
+  const size = node.modelSizeBytes?.[normalizeModelName(model)] ?? node.modelSizeBytes?.[model];
+  return size !== undefined && Number.isFinite(size) && size > 0 ? size : undefined;
+}
+
+/**
+ * The generation speed to expect of `model` on `node`: the measured one; else, from the
+ * speeds measured for the node's other models, scaled by model size (generation reads the
+ * whole model once per token, so its speed goes about as the inverse of the size; a node
+ * twice as fast on one model is about twice as fast on another); else undefined. Without
+ * this, every node looks equally fast for a model until it has run it once, and the first
+ * tasks of each model are placed blind.
+ */
+export function expectedTokensPerSecond(node: NodeView, model: string): number | undefined {
+  const measured = measuredTokensPerSecond(node, model);
+  if (measured !== undefined) return measured;
+  const size = sizeOf(node, model);
+  const guesses: number[] = [];
+  for (const [name, speed] of Object.entries(node.tokensPerSecond)) {
+    if (!Number.isFinite(speed) || speed <= 0) continue;
+    const otherSize = sizeOf(node, name);
+    const ratio = size === undefined || otherSize === undefined ? 1 : Math.min(10, Math.max(0.1, otherSize / size));
+    guesses.push(speed * ratio);
+  }
+  if (guesses.length === 0) return undefined;
+  guesses.sort((a, b) => a - b);
+  return guesses[Math.floor(guesses.length / 2)];
+}
+
 export function nodeViewFromHeartbeat(heartbeat: Heartbeat, alive: boolean): NodeView {
   const modelSizeBytes: Record<string, number> = {};
   for (const model of heartbeat.ollama.installed) modelSizeBytes[normalizeModelName(model.name)] = model.sizeBytes;

@@ -5,7 +5,7 @@ import * as limits from '../../protocol/limits.ts';
 import type { Heartbeat } from '../../protocol/heartbeat.ts';
 import { encodeCommand } from '../state/commands.ts';
 import { Harness } from '../state/test-helpers.ts';
-import { nodeViewFromHeartbeat, sameModel, type NodeView } from './node-view.ts';
+import { expectedTokensPerSecond, nodeViewFromHeartbeat, sameModel, type NodeView } from './node-view.ts';
 import {
   assignmentCommand, candidateOn, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, rankNodesForRequest, waitingReason,
 } from './placement.ts';
@@ -166,6 +166,24 @@ describe('estimateCompletionMs', () => {
     expect(cold - warm).toBe(estimateDefaults.modelLoadMs);
     const sized = estimateCompletionMs(task(), node('n', { modelSizeBytes: { 'llama3:latest': 4e9 } }));
     expect(sized - warm).toBe(estimateDefaults.modelLoadBaseMs + 4_000);
+  });
+
+  it('expects an unmeasured model to run at the speed of the node\'s other models, scaled by size', () => {
+    // Measured 60 tok/s on a 2 GB model; the 4 GB one should run at about half that.
+    const measuredOther = node('n', {
+      modelsLoaded: ['llama3'], tokensPerSecond: { 'small:1b': 60 },
+      modelSizeBytes: { 'small:1b': 2e9, 'llama3:latest': 4e9 },
+    });
+    expect(expectedTokensPerSecond(measuredOther, 'llama3')).toBe(30);
+    // Sizes unknown: the other model's speed as it is.
+    expect(expectedTokensPerSecond(node('n', { tokensPerSecond: { other: 45 } }), 'llama3')).toBe(45);
+    // Measured beats any guess; nothing measured means no expectation (the default applies).
+    expect(expectedTokensPerSecond(node('n', { tokensPerSecond: { llama3: 12, other: 90 } }), 'llama3:latest')).toBe(12);
+    expect(expectedTokensPerSecond(node('n'), 'llama3')).toBeUndefined();
+    // So a node measured fast on another model wins over an unmeasured one.
+    const fastElsewhere = node('fast', { modelsLoaded: ['llama3'], tokensPerSecond: { other: 160 } });
+    const unknown = node('a-unknown', { modelsLoaded: ['llama3'] });
+    expect(estimateCompletionMs(task(), fastElsewhere)).toBeLessThan(estimateCompletionMs(task(), unknown));
   });
 
   it('follows measured speed, output length and prompt length', () => {

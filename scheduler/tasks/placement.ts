@@ -8,7 +8,7 @@ import * as limits from '../../protocol/limits.ts';
 import type { Task } from '../../protocol/tasks.ts';
 import type { ReplicatedState, TaskRecord } from '../state/state.ts';
 import type { CommandOf } from '../state/commands.ts';
-import { hasModel, measuredTokensPerSecond, normalizeModelName, sameModel, type NodeView } from './node-view.ts';
+import { expectedTokensPerSecond, hasModel, normalizeModelName, sameModel, type NodeView } from './node-view.ts';
 import { pendingDependencies, readyTasks } from './ready.ts';
 
 /**
@@ -22,7 +22,7 @@ import { pendingDependencies, readyTasks } from './ready.ts';
 export const busyPreferenceMargin = 1.5;
 
 export const estimateDefaults = {
-  /** Generation speed of a model never measured on the node. */
+  /** Generation speed of a model on a node that has measured none of its models. */
   tokensPerSecond: 20,
   /** Prompt evaluation runs this many times faster than generation. */
   promptSpeedup: 10,
@@ -171,12 +171,13 @@ export function workShapeOf(task: Readonly<TaskRecord>, model?: string): WorkSha
 /**
  * Estimated ms from now until the work completes on `node`: queue wait (when every slot
  * is taken) + model load (zero when the model is in VRAM) + prompt evaluation + generation
- * at the node's measured tokens/s, slowed by the generations running beside it.
+ * at the node's measured tokens/s (expectedTokensPerSecond), slowed by the generations
+ * running beside it.
  */
 export function estimateWorkMs(work: WorkShape, node: NodeView, options: Omit<EstimateOptions, 'model'> = {}): number {
   const model = work.model;
   const running = node.running + (options.extraRunning ?? 0);
-  const speed = measuredTokensPerSecond(node, model) ?? estimateDefaults.tokensPerSecond;
+  const speed = expectedTokensPerSecond(node, model) ?? estimateDefaults.tokensPerSecond;
   const promptMs = (work.promptCharacters / estimateDefaults.charactersPerToken) / (speed * estimateDefaults.promptSpeedup) * 1000;
   const outputTokens = work.outputTokens ?? estimateDefaults.outputTokens;
   const generationMs = outputTokens / (speed / (1 + estimateDefaults.contentionPerRunning * running)) * 1000;
