@@ -66,8 +66,8 @@ export class HealthProbe {
     return this.resolveAgents(this.ollama.current()).definitions;
   }
 
-  recordGeneration(model: string, tokens: number, evalDurationNs: number): void {
-    this.ollama.recordGeneration(model, tokens, evalDurationNs);
+  recordGeneration(model: string, tokens: number, evalDurationNs: number, options: { provisional?: boolean } = {}): void {
+    this.ollama.recordGeneration(model, tokens, evalDurationNs, options);
   }
 
   // The installed list is a new array after each poll, so the identity check recomputes

@@ -173,6 +173,23 @@ describe('OllamaProbe', () => {
     expect((await ollamaProbe.refresh()).reachable).toBe(false);
   });
 
+  it('takes an early reading only for an unmeasured model, and the first finished generation replaces it', () => {
+    const ollamaProbe = probe({ url: 'http://127.0.0.1:9', intervalMs: 60_000, tokensPerSecondSmoothing: 0.5 });
+    ollamaProbe.recordGeneration('qwen2.5:7b', 8, 0.4e9, { provisional: true });
+    expect(ollamaProbe.current().tokensPerSecond).toEqual({ 'qwen2.5:7b': 20 });
+    // A second early reading changes nothing: one is enough to place by.
+    ollamaProbe.recordGeneration('qwen2.5:7b', 8, 0.1e9, { provisional: true });
+    expect(ollamaProbe.current().tokensPerSecond).toEqual({ 'qwen2.5:7b': 20 });
+    // The exact figure replaces the reading instead of averaging with it; then averages as usual.
+    ollamaProbe.recordGeneration('qwen2.5:7b', 100, 4e9);
+    expect(ollamaProbe.current().tokensPerSecond).toEqual({ 'qwen2.5:7b': 25 });
+    ollamaProbe.recordGeneration('qwen2.5:7b', 100, 2e9);
+    expect(ollamaProbe.current().tokensPerSecond).toEqual({ 'qwen2.5:7b': 37.5 });
+    // A measured model ignores early readings.
+    ollamaProbe.recordGeneration('qwen2.5:7b', 8, 0.01e9, { provisional: true });
+    expect(ollamaProbe.current().tokensPerSecond).toEqual({ 'qwen2.5:7b': 37.5 });
+  });
+
   it('keeps a bounded moving average of tokens/s per model', () => {
     const ollamaProbe = probe({ url: 'http://127.0.0.1:9', intervalMs: 60_000, tokensPerSecondSmoothing: 0.5 });
     ollamaProbe.recordGeneration('llama3.2:1b', 100, 2e9);

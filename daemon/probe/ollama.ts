@@ -228,6 +228,8 @@ export class OllamaProbe {
   private readonly client: Ollama;
   private stopController = new AbortController();
   private readonly speeds = new Map<string, number>();
+  /** Models whose speed so far is only an early reading of a generation still running. */
+  private readonly provisional = new Set<string>();
   /** /api/show capabilities by model digest; only digests still installed are kept. */
   private readonly capabilitiesByDigest = new Map<string, string[]>();
   private capabilitiesByName = new Map<string, string[]>();
@@ -316,14 +318,22 @@ export class OllamaProbe {
   /**
    * Folds a finished generation into the moving average of tokens/s for its model (Ollama's
    * eval_count and eval_duration). Nonsensical figures (no tokens, no time) are ignored.
+   * `provisional`: an early reading of a generation still running (tokens streamed so far
+   * over the time since the first), taken only for a model with no speed yet, so that the
+   * node's bids know it long before a long first generation ends; the first finished
+   * generation then replaces it rather than averaging with it.
    */
-  recordGeneration(modelAsAsked: string, tokens: number, evalDurationNs: number): void {
+  recordGeneration(modelAsAsked: string, tokens: number, evalDurationNs: number, options: { provisional?: boolean } = {}): void {
     // Keyed by the full name, the one /api/tags lists, so the scheduler finds it.
     const model = validModelName(modelAsAsked) ? normalizeModelName(modelAsAsked) : modelAsAsked;
     if (!validModelName(model) || !(tokens > 0) || !(evalDurationNs > 0) || !Number.isFinite(tokens) || !Number.isFinite(evalDurationNs)) return;
     const sample = tokens / (evalDurationNs / 1e9);
     const previous = this.speeds.get(model);
-    const next = previous === undefined ? sample : previous + this.smoothing * (sample - previous);
+    if (options.provisional === true && previous !== undefined) return;
+    const replace = previous === undefined || this.provisional.has(model);
+    const next = replace ? sample : previous + this.smoothing * (sample - previous);
+    if (options.provisional === true) this.provisional.add(model);
+    else this.provisional.delete(model);
     // Re-inserting moves the model to the back, so the map evicts the least recently measured.
     this.speeds.delete(model);
     this.speeds.set(model, next);
@@ -331,6 +341,7 @@ export class OllamaProbe {
       const oldest = this.speeds.keys().next().value;
       if (oldest === undefined) break;
       this.speeds.delete(oldest);
+      this.provisional.delete(oldest);
     }
     this.state = { ...this.state, tokensPerSecond: this.speedsRecord() };
     // A generation on a model Ollama did not have loaded has just loaded it: poll now so

@@ -288,6 +288,7 @@ export class Executor {
         signal: local.controller.signal,
         timeoutMs: live.input.timeoutMs,
         onText: (text) => local.output.append(text),
+        onEarlySpeed: (tokens, elapsedNs) => this.deps.probe.recordGeneration(model, tokens, elapsedNs, { provisional: true }),
       });
     } catch (error) {
       await local.started;

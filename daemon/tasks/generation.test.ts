@@ -1,7 +1,9 @@
 // Classification of Ollama failures (what a retry can fix), usage from the final chunk,
-// and keep_alive lifted out of the options.
+// keep_alive lifted out of the options, and the early speed reading of a streaming
+// generation (against the Ollama stand-in over HTTP).
 import { describe, expect, it } from 'vitest';
-import { classifyGenerationError, splitKeepAlive, usageFromFinal } from './generation.ts';
+import { startStandin } from '../../tests/ollama-standin/server.ts';
+import { classifyGenerationError, runGeneration, splitKeepAlive, usageFromFinal } from './generation.ts';
 
 const url = 'http://127.0.0.1:11434';
 
@@ -54,5 +56,31 @@ describe('splitKeepAlive', () => {
     expect(splitKeepAlive({ keep_alive: -1 })).toEqual({ options: null, keepAlive: -1 });
     expect(splitKeepAlive({ seed: 1 })).toEqual({ options: { seed: 1 }, keepAlive: null });
     expect(splitKeepAlive(null)).toEqual({ options: null, keepAlive: null });
+  });
+});
+
+describe('runGeneration early speed', () => {
+  it('reports one early reading close to the stand-in\'s speed, well before the end', async () => {
+    const standin = await startStandin({ models: ['llama3.2:1b'], tokensPerSecond: 50, coldLoadMs: 0, logFile: null });
+    try {
+      const readings: Array<{ tokens: number; elapsedNs: number; at: number }> = [];
+      const started = performance.now();
+      const result = await runGeneration({
+        model: 'llama3.2:1b', prompt: 'count slowly', messages: null, system: null, options: { num_predict: 40 }, format: null, keepAlive: null,
+      }, {
+        ollamaUrl: standin.url, signal: new AbortController().signal, timeoutMs: 10_000, onText: () => undefined,
+        onEarlySpeed: (tokens, elapsedNs) => readings.push({ tokens, elapsedNs, at: performance.now() - started }),
+      });
+      const endedAt = performance.now() - started;
+      expect(result.evalCount).toBe(40);
+      expect(readings).toHaveLength(1);
+      const speed = readings[0]!.tokens / (readings[0]!.elapsedNs / 1e9);
+      expect(speed).toBeGreaterThan(25);
+      expect(speed).toBeLessThan(100);
+      // 40 tokens at 50/s take 800 ms; the reading comes after about 9 of them.
+      expect(readings[0]!.at).toBeLessThan(endedAt / 2);
+    } finally {
+      await standin.close();
+    }
   });
 });

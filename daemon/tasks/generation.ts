@@ -100,7 +100,17 @@ export interface RunGenerationOptions {
   /** Bound on the whole generation; past it the result is a retryable GenerationError. */
   timeoutMs: number;
   onText: (text: string) => void;
+  /**
+   * Called once, early in a generation, with the tokens streamed since the first one and
+   * the time they took (Ollama streams about one token per chunk): a first reading of the
+   * speed, long before the final chunk of a long generation says it exactly.
+   */
+  onEarlySpeed?: (tokens: number, elapsedNs: number) => void;
 }
+
+/** An early speed reading needs this many chunks after the first, over at least this long. */
+const earlySpeedChunksMin = 8;
+const earlySpeedElapsedMsMin = 100;
 
 /**
  * Runs the generation to its end. Throws GenerationError for failures of Ollama and
@@ -128,8 +138,19 @@ export async function runGeneration(request: GenerationRequest, options: RunGene
   const parts: string[] = [];
   let keptChars = 0;
   let droppedAny = false;
+  let firstChunkAt: number | null = null;
+  let chunksSinceFirst = 0;
+  let speedReported = options.onEarlySpeed === undefined;
   const take = (text: string) => {
     if (text === '') return;
+    if (!speedReported) {
+      const now = performance.now();
+      if (firstChunkAt === null) firstChunkAt = now;
+      else if (++chunksSinceFirst >= earlySpeedChunksMin && now - firstChunkAt >= earlySpeedElapsedMsMin) {
+        speedReported = true;
+        options.onEarlySpeed!(chunksSinceFirst, (now - firstChunkAt) * 1e6);
+      }
+    }
     options.onText(text);
     // The stored output is bounded in bytes; characters are at most 3 bytes each, so keep
     // collecting until there are surely enough, then stop (the full text was streamed).
