@@ -34,6 +34,11 @@ export const BidTask = Type.Object({
   capability: Type.Union([Type.String({ minLength: 1, maxLength: limits.capabilityLengthMax }), Type.Null()]),
   /** Output tokens the leader expects (num_predict, or its default guess): for logs and bidders without the task. */
   expectedTokens: Type.Integer({ minimum: 0, maximum: 1_000_000 }),
+  /**
+   * The speed (tokens/s) the other nodes measured for this model, for a bidder that has
+   * measured none of its own: "unknown" then means "typical", not "slowest".
+   */
+  typicalTokensPerSecond: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
 }, { additionalProperties: false });
 export type BidTask = Static<typeof BidTask>;
 

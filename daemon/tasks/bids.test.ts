@@ -24,6 +24,15 @@ describe('bid codecs', () => {
 });
 
 describe('estimateBids', () => {
+  it('bids with the cluster\'s typical speed when the node has measured nothing', () => {
+    const log = new Harness();
+    log.submit('t1', { model: 'llama3', options: { num_predict: 200 } });
+    const fresh = nodeViewFromHeartbeat(heartbeatOf({ id: 'n2', models: ['llama3'], loaded: ['llama3'] }), true);
+    const [unknown] = estimateBids(log.state, fresh, [{ id: 't1', model: 'llama3', capability: null, expectedTokens: 200 }]);
+    const [typical] = estimateBids(log.state, fresh, [{ id: 't1', model: 'llama3', capability: null, expectedTokens: 200, typicalTokensPerSecond: 100 }]);
+    expect(typical!.estimateMs).toBeLessThan(unknown!.estimateMs / 3);
+  });
+
   it('bids on queued tasks the node can run, lower when the model is in VRAM, and skips the rest', () => {
     const log = new Harness();
     log.submit('t1', { model: 'llama3' });

@@ -45,7 +45,8 @@ export function estimateBids(state: ReplicatedState, view: NodeView, tasks: read
     if (record === undefined || record.status !== 'queued') continue;
     const candidate = candidateOn(record, view);
     if (candidate === null) continue;
-    const estimateMs = estimateCompletionMs(record, view, { model: candidate.model });
+    const typical = task.typicalTokensPerSecond;
+    const estimateMs = estimateCompletionMs(record, view, { model: candidate.model, ...(typical === undefined ? {} : { unmeasuredTokensPerSecond: typical }) });
     bids.push({ taskId: task.id, estimateMs: Math.min(bidEstimateMsMax, Math.max(0, Math.round(estimateMs))) });
   }
   return bids;

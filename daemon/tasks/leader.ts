@@ -12,7 +12,7 @@ import { assignmentsPerPlanMax } from '../../protocol/limits.ts';
 import { encodeCommand, type CommandOf } from '../../scheduler/state/commands.ts';
 import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
 import { nodeViewFromHeartbeat, type NodeView } from '../../scheduler/tasks/node-view.ts';
-import { assignmentCommand, eligibleNodes, estimateDefaults, planAssignments, type Bid } from '../../scheduler/tasks/placement.ts';
+import { assignmentCommand, clusterSpeedPrior, eligibleNodes, estimateDefaults, planAssignments, type Bid } from '../../scheduler/tasks/placement.ts';
 import { readyTasks } from '../../scheduler/tasks/ready.ts';
 import { tasksToRequeue, timedOutTasks } from '../../scheduler/tasks/recovery.ts';
 import { logger } from '../log.ts';
@@ -251,7 +251,11 @@ export class LeaderScheduler {
       if (candidates.length < 2) continue;
       const requested = record.input.options?.['num_predict'];
       const expectedTokens = typeof requested === 'number' && requested > 0 ? Math.min(Math.round(requested), 1_000_000) : estimateDefaults.outputTokens;
-      tasks.push({ id: record.id, model: record.input.model, capability: record.input.capability, expectedTokens });
+      const typical = record.input.model === null ? undefined : clusterSpeedPrior(nodes, record.input.model);
+      tasks.push({
+        id: record.id, model: record.input.model, capability: record.input.capability, expectedTokens,
+        ...(typical === undefined ? {} : { typicalTokensPerSecond: Math.round(typical * 100) / 100 }),
+      });
       for (const candidate of candidates) expect.add(candidate.node.id);
     }
     if (tasks.length === 0) return [];

@@ -7,7 +7,7 @@ import { encodeCommand } from '../state/commands.ts';
 import { Harness } from '../state/test-helpers.ts';
 import { expectedTokensPerSecond, nodeViewFromHeartbeat, sameModel, type NodeView } from './node-view.ts';
 import {
-  assignmentCommand, candidateOn, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, rankNodesForRequest, waitingReason,
+  assignmentCommand, candidateOn, clusterSpeedPrior, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, rankNodesForRequest, waitingReason,
 } from './placement.ts';
 import { effectivePriority, readyTasks, renderPrompt } from './ready.ts';
 import { tasksToRequeue, timedOutTasks } from './recovery.ts';
@@ -288,6 +288,23 @@ describe('planAssignments', () => {
     const first = planAssignments(new Harness().state, nodes, [], 0);
     expect(first.assignments).toEqual([]);
     expect(h.state.countsByStatus().completed).toBe(12);
+  });
+
+  it('treats a node that measured nothing as typical of the cluster, not as the slowest', () => {
+    const h = new Harness();
+    h.submit('t', { options: { num_predict: 100 } });
+    const warm = { modelsLoaded: ['llama3'] };
+    // known-slow measured 20 tok/s; two others measured 80 and 100; "new" measured nothing.
+    const nodes = [
+      node('a-known-slow', { ...warm, tokensPerSecond: { llama3: 20 } }),
+      node('b-busy-80', { ...warm, tokensPerSecond: { llama3: 80 }, concurrencyLimit: 1, running: 1 }),
+      node('c-busy-100', { ...warm, tokensPerSecond: { llama3: 100 }, concurrencyLimit: 1, running: 1 }),
+      node('d-new', warm),
+    ];
+    expect(clusterSpeedPrior(nodes, 'llama3')).toBe(80);
+    expect(clusterSpeedPrior([node('x'), node('y')], 'llama3')).toBeUndefined();
+    // Without the prior the new node (20 tok/s by default) would tie the slow one and lose on id.
+    expect(planAssignments(h.state, nodes, [], 0).assignments[0]?.node).toBe('d-new');
   });
 
   it('waits for a much faster busy node, but spills a deep queue over to a free slow one', () => {

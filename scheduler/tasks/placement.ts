@@ -140,6 +140,11 @@ export interface EstimateOptions {
   extraRunning?: number;
   /** Models to count as loaded on top of node.modelsLoaded (this round's assignments). */
   extraLoaded?: readonly string[];
+  /**
+   * Speed to assume when the node has measured none of its models (clusterSpeedPrior:
+   * what the other nodes measured); estimateDefaults.tokensPerSecond when absent.
+   */
+  unmeasuredTokensPerSecond?: number;
 }
 
 /** What an estimate needs to know about a piece of work: a task, or a gateway request. */
@@ -177,7 +182,7 @@ export function workShapeOf(task: Readonly<TaskRecord>, model?: string): WorkSha
 export function estimateWorkMs(work: WorkShape, node: NodeView, options: Omit<EstimateOptions, 'model'> = {}): number {
   const model = work.model;
   const running = node.running + (options.extraRunning ?? 0);
-  const speed = expectedTokensPerSecond(node, model) ?? estimateDefaults.tokensPerSecond;
+  const speed = expectedTokensPerSecond(node, model) ?? options.unmeasuredTokensPerSecond ?? estimateDefaults.tokensPerSecond;
   const promptMs = (work.promptCharacters / estimateDefaults.charactersPerToken) / (speed * estimateDefaults.promptSpeedup) * 1000;
   const outputTokens = work.outputTokens ?? estimateDefaults.outputTokens;
   const generationMs = outputTokens / (speed / (1 + estimateDefaults.contentionPerRunning * running)) * 1000;
@@ -194,6 +199,25 @@ export function estimateWorkMs(work: WorkShape, node: NodeView, options: Omit<Es
   const limit = Math.max(1, node.concurrencyLimit);
   const queueWaitMs = running >= limit ? (running - limit + 1) * runMs / limit : 0;
   return Math.round(queueWaitMs + loadMs + runMs);
+}
+
+/**
+ * What to expect of `model` on a node that has measured nothing: the median of what the
+ * nodes that have measured it (or, scaled, their other models) expect; undefined when no
+ * node has measured anything. With one default for every unmeasured node, a node known to
+ * be slow looks no worse than one never tried, and a node whose early reading says it is
+ * slow on one model looks better than the unknown ones on the others.
+ */
+export function clusterSpeedPrior(nodes: readonly NodeView[], model: string): number | undefined {
+  const speeds: number[] = [];
+  for (const node of nodes) {
+    const speed = expectedTokensPerSecond(node, model);
+    if (speed !== undefined) speeds.push(speed);
+  }
+  if (speeds.length === 0) return undefined;
+  speeds.sort((a, b) => a - b);
+  const middle = Math.floor(speeds.length / 2);
+  return speeds.length % 2 === 1 ? speeds[middle] : (speeds[middle - 1]! + speeds[middle]!) / 2;
 }
 
 /**
@@ -325,6 +349,11 @@ export function planAssignments(
   // few distinct ones: compute it once per kind and round (10k queued x 64 nodes: 129 ms
   // without the cache).
   const eligibility = new Map<string, { ineligible: string | null; candidates: Candidate[] }>();
+  const priors = new Map<string, number | undefined>();
+  const priorFor = (model: string): number | undefined => {
+    if (!priors.has(model)) priors.set(model, clusterSpeedPrior(nodes, model));
+    return priors.get(model);
+  };
   const assignments: Assignment[] = [];
   const waiting: Waiting[] = [];
   for (const { record } of readyTasks(state, nowMs, options.agingStepMs)) {
@@ -356,11 +385,12 @@ export function planAssignments(
       const free = (slots.get(nodeId) ?? 0) > 0;
       const extraRunning = (added.get(nodeId) ?? 0) + (free ? 0 : deferred.get(nodeId) ?? 0);
       const extraLoaded = addedModels.get(nodeId) ?? [];
-      const estimate = { model: candidate.model, extraRunning, extraLoaded };
+      const prior = priorFor(candidate.model);
+      const estimate: EstimateOptions = { model: candidate.model, extraRunning, extraLoaded, ...(prior === undefined ? {} : { unmeasuredTokensPerSecond: prior }) };
       const bid = free ? bidByKey.get(bidKey(record.id, nodeId)) : undefined;
       const estimateMs = bid === undefined
         ? estimateCompletionMs(record, candidate.node, estimate)
-        : bid + estimateCompletionMs(record, candidate.node, estimate) - estimateCompletionMs(record, candidate.node, { model: candidate.model });
+        : bid + estimateCompletionMs(record, candidate.node, estimate) - estimateCompletionMs(record, candidate.node, { ...estimate, extraRunning: 0, extraLoaded: [] });
       const cost = estimateMs / candidate.proficiency;
       // Candidates come in node id order, so keeping the first of equal costs breaks ties by id.
       if (free) {
