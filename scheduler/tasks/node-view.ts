@@ -26,6 +26,12 @@ export interface NodeView {
    */
   running: number;
   concurrencyLimit: number;
+  /**
+   * When every slot is taken: about how long until the first one frees, from the attempts
+   * the log has on the node (the leader fills it in per round); absent, the estimate
+   * assumes a slot frees after a share of the new task's own run time.
+   */
+  slotFreeInMs?: number;
   agents: readonly AgentView[];
 }
 

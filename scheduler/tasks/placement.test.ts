@@ -7,7 +7,7 @@ import { encodeCommand } from '../state/commands.ts';
 import { Harness } from '../state/test-helpers.ts';
 import { expectedTokensPerSecond, nodeViewFromHeartbeat, sameModel, type NodeView } from './node-view.ts';
 import {
-  assignmentCommand, candidateOn, clusterSpeedPrior, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, rankNodesForRequest, waitingReason,
+  assignmentCommand, candidateOn, clusterSpeedPrior, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, rankNodesForRequest, slotFreeInMs, waitingReason,
 } from './placement.ts';
 import { effectivePriority, readyTasks, renderPrompt } from './ready.ts';
 import { tasksToRequeue, timedOutTasks } from './recovery.ts';
@@ -305,6 +305,26 @@ describe('planAssignments', () => {
     expect(clusterSpeedPrior([node('x'), node('y')], 'llama3')).toBeUndefined();
     // Without the prior the new node (20 tok/s by default) would tie the slow one and lose on id.
     expect(planAssignments(h.state, nodes, [], 0).assignments[0]?.node).toBe('d-new');
+  });
+
+  it('expects a full node to free a slot when its soonest attempt ends, from the log', () => {
+    const h = new Harness();
+    h.submit('long', { options: { num_predict: 2_000 } });
+    h.submit('short', { options: { num_predict: 10 } });
+    h.assign('long', 'a-long', 1, 2_000);
+    h.assign('short', 'b-short', 1, 2_000);
+    h.submit('t', { options: { num_predict: 100 } }, 2_000);
+    const warm = { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 100 }, concurrencyLimit: 1 };
+    const nodes = [node('a-long', warm), node('b-short', warm), node('c-slow', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 5 } })];
+    // a-long frees in about 20 s, b-short in about 0.1 s: wait for b-short rather than run 20 s on c-slow.
+    expect(slotFreeInMs(h.state, nodes[0]!, 2_000)).toBeGreaterThan(19_000);
+    expect(slotFreeInMs(h.state, nodes[1]!, 2_000)).toBeLessThan(200);
+    expect(slotFreeInMs(h.state, nodes[2]!, 2_000)).toBeUndefined();
+    const plan = planAssignments(h.state, nodes, [], 2_000);
+    expect(plan.assignments).toEqual([]);
+    expect(plan.waiting.find((entry) => entry.taskId === 't')?.reason).toMatch(/slot on node b-short/);
+    // Its time used up, even a-long is expected to free soon; a slot freeing late never goes negative.
+    expect(slotFreeInMs(h.state, nodes[0]!, 60_000)).toBe(0);
   });
 
   it('waits for a much faster busy node, but spills a deep queue over to a free slow one', () => {

@@ -195,9 +195,15 @@ export function estimateWorkMs(work: WorkShape, node: NodeView, options: Omit<Es
       ? estimateDefaults.modelLoadMs
       : estimateDefaults.modelLoadBaseMs + size / estimateDefaults.modelLoadBytesPerSecond * 1000;
   }
-  // With every slot busy, a slot frees up after about one run divided among the slots.
+  // With every slot busy: the first slot frees when the node's soonest attempt ends (when
+  // known), and each task queued before this one takes a share of a run.
   const limit = Math.max(1, node.concurrencyLimit);
-  const queueWaitMs = running >= limit ? (running - limit + 1) * runMs / limit : 0;
+  let queueWaitMs = 0;
+  if (running >= limit) {
+    queueWaitMs = node.slotFreeInMs === undefined
+      ? (running - limit + 1) * runMs / limit
+      : node.slotFreeInMs + (running - limit) * runMs / limit;
+  }
   return Math.round(queueWaitMs + loadMs + runMs);
 }
 
@@ -326,6 +332,29 @@ function freeSlots(node: NodeView, load: LogLoad): number {
 }
 
 /**
+ * About how long until `node`'s first slot frees: the least remaining time among the
+ * attempts the log has on it, each estimated as if it ran alone (load when its model is
+ * still not in VRAM, prompt and generation at the node's speed) less the time since it
+ * was assigned or started. Undefined when the log has nothing on the node.
+ */
+export function slotFreeInMs(state: ReplicatedState, node: NodeView, nowMs: number): number | undefined {
+  let soonest: number | undefined;
+  for (const status of ['assigned', 'running'] as const) {
+    for (const record of state.tasksWithStatus(status)) {
+      if (record.assignedNode !== node.id) continue;
+      const attempt = record.attempts.at(-1);
+      const model = attempt?.model ?? record.input.model;
+      if (attempt === undefined || model === null) continue;
+      const totalMs = estimateWorkMs(workShapeOf(record, model), { ...node, running: 0, slotFreeInMs: undefined });
+      const since = attempt.startedAt ?? attempt.assignedAt;
+      const remaining = Math.max(0, totalMs - Math.max(0, nowMs - since));
+      if (soonest === undefined || remaining < soonest) soonest = remaining;
+    }
+  }
+  return soonest;
+}
+
+/**
  * One scheduling round: ready tasks in order (readyTasks), each to its best node with a
  * free slot. Bids are the nodes' own estimates; for a node given work earlier in this
  * round, the bid is raised by what that work adds (our estimate with and without it).
@@ -344,6 +373,17 @@ export function planAssignments(
   const addedModels = new Map<string, string[]>();
   const deferred = new Map<string, number>();
   for (const node of nodes) slots.set(node.id, freeSlots(node, load));
+  // Attempts assigned but not yet started take a slot and will run beside the new task:
+  // count them as running. A full node's wait comes from what it runs (computed once per
+  // round, only for nodes with no free slot: the others have no wait).
+  const views = nodes.map((node): NodeView => {
+    const inFlight = load.inFlight.get(node.id) ?? 0;
+    const view = inFlight > node.running ? { ...node, running: inFlight } : node;
+    if ((slots.get(node.id) ?? 0) > 0) return view;
+    const wait = slotFreeInMs(state, view, nowMs);
+    return wait === undefined ? view : { ...view, slotFreeInMs: wait };
+  });
+  const viewById = new Map(views.map((view) => [view.id, view]));
 
   // Eligibility depends only on (model, capability, pinned node), and a large queue holds
   // few distinct ones: compute it once per kind and round (10k queued x 64 nodes: 129 ms
@@ -388,9 +428,10 @@ export function planAssignments(
       const prior = priorFor(candidate.model);
       const estimate: EstimateOptions = { model: candidate.model, extraRunning, extraLoaded, ...(prior === undefined ? {} : { unmeasuredTokensPerSecond: prior }) };
       const bid = free ? bidByKey.get(bidKey(record.id, nodeId)) : undefined;
+      const view = viewById.get(nodeId) ?? candidate.node;
       const estimateMs = bid === undefined
-        ? estimateCompletionMs(record, candidate.node, estimate)
-        : bid + estimateCompletionMs(record, candidate.node, estimate) - estimateCompletionMs(record, candidate.node, { ...estimate, extraRunning: 0, extraLoaded: [] });
+        ? estimateCompletionMs(record, view, estimate)
+        : bid + estimateCompletionMs(record, view, estimate) - estimateCompletionMs(record, view, { ...estimate, extraRunning: 0, extraLoaded: [] });
       const cost = estimateMs / candidate.proficiency;
       // Candidates come in node id order, so keeping the first of equal costs breaks ties by id.
       if (free) {
