@@ -67,6 +67,11 @@ export const OllamaState = Type.Object({
   loaded: Type.Array(LoadedModel, { maxItems: limits.modelsPerNodeMax }),
   /** Measured generation speed per model (tokens/s), from finished generations. */
   tokensPerSecond: Type.Record(Type.String({ maxLength: limits.modelNameLengthMax }), NonNegative),
+  /**
+   * Measured model load speed (bytes of model per second into memory), from the cold
+   * loads Ollama reported (load_duration); absent until the node has seen one.
+   */
+  loadBytesPerSecond: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
 }, { additionalProperties: false });
 export type OllamaState = Static<typeof OllamaState>;
 

@@ -70,6 +70,11 @@ export class HealthProbe {
     this.ollama.recordGeneration(model, tokens, evalDurationNs, options);
   }
 
+  /** A cold load Ollama reported for a generation (its load_duration, ms). */
+  recordLoad(model: string, loadMs: number): void {
+    this.ollama.recordLoad(model, loadMs);
+  }
+
   // The installed list is a new array after each poll, so the identity check recomputes
   // agents only when Ollama was polled, not on every heartbeat.
   private resolveAgents(ollama: OllamaState): { definitions: AgentDefinition[]; heartbeat: Agent[] } {

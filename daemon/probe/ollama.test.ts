@@ -190,6 +190,22 @@ describe('OllamaProbe', () => {
     expect(ollamaProbe.current().tokensPerSecond).toEqual({ 'qwen2.5:7b': 37.5 });
   });
 
+  it('learns the load speed from cold loads of installed models, ignoring warm ones', async () => {
+    const server = await standin({ models: ['qwen2.5:7b'] });
+    const ollamaProbe = probe({ url: server.url, intervalMs: 60_000, tokensPerSecondSmoothing: 0.5 });
+    await ollamaProbe.start();
+    const size = ollamaProbe.current().installed[0]!.sizeBytes;
+    expect(ollamaProbe.current().loadBytesPerSecond).toBeUndefined();
+    ollamaProbe.recordLoad('qwen2.5:7b', 5);
+    ollamaProbe.recordLoad('not-installed:1b', 3_000);
+    expect(ollamaProbe.current().loadBytesPerSecond).toBeUndefined();
+    ollamaProbe.recordLoad('qwen2.5:7b', 2_000);
+    expect(ollamaProbe.current().loadBytesPerSecond).toBe(Math.round(size / 2));
+    ollamaProbe.recordLoad('qwen2.5:7b', 1_000);
+    expect(ollamaProbe.current().loadBytesPerSecond).toBe(Math.round((size / 2 + size) / 2));
+    expect(Value.Check(OllamaState, ollamaProbe.current())).toBe(true);
+  });
+
   it('keeps a bounded moving average of tokens/s per model', () => {
     const ollamaProbe = probe({ url: 'http://127.0.0.1:9', intervalMs: 60_000, tokensPerSecondSmoothing: 0.5 });
     ollamaProbe.recordGeneration('llama3.2:1b', 100, 2e9);

@@ -11,6 +11,9 @@ import * as limits from '../../protocol/limits.ts';
 import { logger } from '../log.ts';
 import { normalizeModelName } from './agents.ts';
 
+/** A load_duration shorter than this is not a load from disk (Ollama reports a few ms for a warm model). */
+const loadMsMeaningful = 200;
+
 const log = logger('probe:ollama');
 
 export interface OllamaProbeOptions {
@@ -228,6 +231,8 @@ export class OllamaProbe {
   private readonly client: Ollama;
   private stopController = new AbortController();
   private readonly speeds = new Map<string, number>();
+  /** Bytes of model loaded per second, averaged over the cold loads seen; null before the first. */
+  private loadRate: number | null = null;
   /** Models whose speed so far is only an early reading of a generation still running. */
   private readonly provisional = new Set<string>();
   /** /api/show capabilities by model digest; only digests still installed are kept. */
@@ -343,7 +348,7 @@ export class OllamaProbe {
       this.speeds.delete(oldest);
       this.provisional.delete(oldest);
     }
-    this.state = { ...this.state, tokensPerSecond: this.speedsRecord() };
+    this.state = { ...this.state, ...this.measured() };
     // A generation on a model Ollama did not have loaded has just loaded it: poll now so
     // the heartbeat (and the bids built on it) stop counting a cold load for it.
     if (this.running && this.state.reachable && !this.state.loaded.some((loaded) => loaded.name === model)) void this.refresh();
@@ -391,6 +396,26 @@ export class OllamaProbe {
     this.capabilitiesByName = byName;
   }
 
+  /** What this node measured, as the state carries it. */
+  private measured(): Pick<OllamaState, 'tokensPerSecond' | 'loadBytesPerSecond'> {
+    return this.loadRate === null ? { tokensPerSecond: this.speedsRecord() } : { tokensPerSecond: this.speedsRecord(), loadBytesPerSecond: Math.round(this.loadRate) };
+  }
+
+  /**
+   * Folds a cold load Ollama reported (load_duration of a generation) into the moving
+   * average of the node's load speed, for the estimates of the next cold loads. Loads under
+   * loadMsMeaningful are a warm model's bookkeeping, not a load; unknown sizes are skipped.
+   */
+  recordLoad(modelAsAsked: string, loadMs: number): void {
+    if (!(loadMs >= loadMsMeaningful) || !Number.isFinite(loadMs)) return;
+    const model = validModelName(modelAsAsked) ? normalizeModelName(modelAsAsked) : modelAsAsked;
+    const size = this.state.installed.find((entry) => normalizeModelName(entry.name) === model)?.sizeBytes;
+    if (size === undefined || !(size > 0)) return;
+    const sample = size / (loadMs / 1000);
+    this.loadRate = this.loadRate === null ? sample : this.loadRate + this.smoothing * (sample - this.loadRate);
+    this.state = { ...this.state, ...this.measured() };
+  }
+
   private speedsRecord(): Record<string, number> {
     const record: Record<string, number> = {};
     for (const [model, speed] of this.speeds) record[model] = Math.round(speed * 100) / 100;
@@ -427,7 +452,7 @@ export class OllamaProbe {
         error: null,
         installed,
         loaded,
-        tokensPerSecond: this.speedsRecord(),
+        ...this.measured(),
       };
       if (this.failures > 0) log.info(`Ollama at ${this.url} answers again`, { version: next.version });
       this.failures = 0;
@@ -439,12 +464,12 @@ export class OllamaProbe {
         // last state stands until the retry (in backoffInitialMs) confirms the failure,
         // so a hiccup does not make the node drop all its agents for a moment.
         log.debug(`${reason} (retrying before reporting it)`);
-        next = { ...this.state, tokensPerSecond: this.speedsRecord() };
+        next = { ...this.state, ...this.measured() };
       } else {
         // Say it once when it starts failing (and when the reason changes), not every retry.
         if (this.state.reachable || reason !== this.state.error) log.warn(reason);
         // An unreachable Ollama serves nothing: report no models rather than stale ones.
-        next = { url: this.state.url, reachable: false, version: null, error: reason, installed: [], loaded: [], tokensPerSecond: this.speedsRecord() };
+        next = { url: this.state.url, reachable: false, version: null, error: reason, installed: [], loaded: [], ...this.measured() };
       }
     }
     this.lastPollAt = Date.now();

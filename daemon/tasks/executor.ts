@@ -42,7 +42,7 @@ export interface ExecutorDeps {
   state: () => ReplicatedState;
   ollamaUrl: string;
   concurrency: number;
-  probe: Pick<HealthProbe, 'recordGeneration' | 'agentDefinitions'>;
+  probe: Pick<HealthProbe, 'recordGeneration' | 'recordLoad' | 'agentDefinitions'>;
   agents: readonly AgentConfig[];
   outputs: OutputHub;
   reporter: Reporter;
@@ -305,6 +305,7 @@ export class Executor {
       return;
     }
     this.deps.probe.recordGeneration(model, result.evalCount, result.evalDurationNs);
+    this.deps.probe.recordLoad(model, result.usage.loadMs);
     await local.started;
     // Aborted just as it finished: a cancelled or superseded attempt reports nothing, but
     // one stopped by fencing or shutdown still owes the log an outcome, and a finished

@@ -94,6 +94,8 @@ export class LeaderScheduler {
   private idleUntil = 0;
   private ledTerm = -1;
   private readonly unknownSince = new Map<string, number>();
+  /** Ski rental of model loads across rounds (planAssignments' loadRegret), per term. */
+  private readonly loadRegret = new Map<string, number>();
   readonly stats: SchedulerStats = { rounds: 0, plannedRounds: 0, assignmentsProposed: 0, assignmentsRefused: 0, requeuesProposed: 0, bidRounds: 0, bidsReceived: 0, prunes: 0 };
 
   constructor(deps: LeaderSchedulerDeps) {
@@ -139,6 +141,7 @@ export class LeaderScheduler {
       this.nextRecoveryAt = 0;
       this.nextPruneAt = Date.now() + this.timing.pruneEveryMs / 6;
       this.unknownSince.clear();
+      this.loadRegret.clear();
     }
     this.kick();
   }
@@ -186,7 +189,7 @@ export class LeaderScheduler {
 
     this.stats.plannedRounds += 1;
     const bids = counts.queued <= this.timing.bidQueueDepthMax ? await this.gatherBids(state, nodes, inFlight, status.term, now) : [];
-    const plan = planAssignments(state, nodes, bids, Date.now(), { assignmentsMax: assignmentsPerPlanMax });
+    const plan = planAssignments(state, nodes, bids, Date.now(), { assignmentsMax: assignmentsPerPlanMax, loadRegret: this.loadRegret });
     if (plan.assignments.length === 0) {
       this.idleUntil = Date.now() + this.timing.idleRetryMs;
       return;

@@ -37,7 +37,7 @@ export interface TaskRuntimeDeps {
   raftStatus: () => RaftStatusView | null;
   host: Pick<P2PHost, 'publish' | 'subscribe' | 'handle' | 'handleMessages' | 'request' | 'send' | 'on'>;
   members: () => MemberView[];
-  probe: Pick<HealthProbe, 'snapshot' | 'recordGeneration' | 'agentDefinitions'>;
+  probe: Pick<HealthProbe, 'snapshot' | 'recordGeneration' | 'recordLoad' | 'agentDefinitions'>;
   ollamaUrl: string;
   concurrency: number;
   agents: AgentConfig[];
@@ -319,6 +319,7 @@ export class TaskRuntime {
       modelsLoaded: [...ollama.loaded.map((model) => model.name), ...this.executor.runningModels()],
       tokensPerSecond: { ...ollama.tokensPerSecond },
       modelSizeBytes,
+      ...(ollama.loadBytesPerSecond === undefined ? {} : { loadBytesPerSecond: ollama.loadBytesPerSecond }),
       // A bid counts everything that holds or awaits a slot here, gateway requests included.
       running: (forBid ? load.running + load.queued : load.running) + (this.deps.otherWork?.() ?? 0),
       concurrencyLimit: this.deps.concurrency,

@@ -20,6 +20,8 @@ export interface NodeView {
   tokensPerSecond: Readonly<Record<string, number>>;
   /** Size on disk per installed model, for the load-time estimate; optional. */
   modelSizeBytes?: Readonly<Record<string, number>>;
+  /** The node's measured load speed (bytes of model per second); absent until it saw a cold load. */
+  loadBytesPerSecond?: number;
   /**
    * Generations running now (tasks and gateway requests), as the node reports. Placement
    * counts the part beyond the tasks the log has running there as other work.
@@ -96,6 +98,7 @@ export function nodeViewFromHeartbeat(heartbeat: Heartbeat, alive: boolean): Nod
     modelsLoaded: heartbeat.ollama.loaded.map((model) => model.name),
     tokensPerSecond: { ...heartbeat.ollama.tokensPerSecond },
     modelSizeBytes,
+    ...(heartbeat.ollama.loadBytesPerSecond === undefined ? {} : { loadBytesPerSecond: heartbeat.ollama.loadBytesPerSecond }),
     running: heartbeat.load.running,
     concurrencyLimit: heartbeat.load.concurrencyLimit,
     agents: heartbeat.agents.map((agent) => ({ id: agent.id, model: agent.model, capabilities: agent.capabilities })),

@@ -166,6 +166,9 @@ describe('estimateCompletionMs', () => {
     expect(cold - warm).toBe(estimateDefaults.modelLoadMs);
     const sized = estimateCompletionMs(task(), node('n', { modelSizeBytes: { 'llama3:latest': 4e9 } }));
     expect(sized - warm).toBe(estimateDefaults.modelLoadBaseMs + 4_000);
+    // A node that measured its loads: 4 GB at 2 GB/s.
+    const measured = estimateCompletionMs(task(), node('n', { modelSizeBytes: { 'llama3:latest': 4e9 }, loadBytesPerSecond: 2e9 }));
+    expect(measured - warm).toBe(2_000);
   });
 
   it('expects an unmeasured model to run at the speed of the node\'s other models, scaled by size', () => {
@@ -325,6 +328,31 @@ describe('planAssignments', () => {
     expect(plan.waiting.find((entry) => entry.taskId === 't')?.reason).toMatch(/slot on node b-short/);
     // Its time used up, even a-long is expected to free soon; a slot freeing late never goes negative.
     expect(slotFreeInMs(h.state, nodes[0]!, 60_000)).toBe(0);
+  });
+
+  it('loads a model on a faster node once the tasks it would have sped up have paid for the load', () => {
+    const h = new Harness();
+    const fast = node('fast', { tokensPerSecond: { llama3: 160 }, modelSizeBytes: { 'llama3:latest': 2e9 }, concurrencyLimit: 8 });
+    const slow = node('slow', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 40 }, concurrencyLimit: 8 });
+    // Each 100-token task: 2.5 s warm on slow, 0.6 s warm on fast; loading on fast costs 3 s.
+    const regret = new Map<string, number>();
+    const placed: string[] = [];
+    for (let i = 0; i < 4; i += 1) {
+      h.submit(`t${i}`, { options: { num_predict: 100 } }, 1_000 + i);
+      const plan = planAssignments(h.state, [fast, slow], [], 2_000 + i, { loadRegret: regret });
+      placed.push(...plan.assignments.map((assignment) => assignment.node));
+      commit(h, plan, 2_000 + i);
+      // Done before the next arrives, so nothing runs beside it.
+      h.complete(`t${i}`, 1, 'x', 2_500 + i);
+    }
+    // Had fast been warm, the first task would have finished ~1.9 s sooner: not yet worth a
+    // 3 s load; after the second the regret covers it and that task goes cold to fast. (The
+    // views here never show the model loaded afterwards, so the count starts over.)
+    expect(placed).toEqual(['slow', 'fast', 'slow', 'fast']);
+    // Without the ski rental the fast node never loads it.
+    const myopic = new Harness();
+    myopic.submit('m', { options: { num_predict: 100 } });
+    expect(planAssignments(myopic.state, [fast, slow], [], 2_000).assignments[0]?.node).toBe('slow');
   });
 
   it('waits for a much faster busy node, but spills a deep queue over to a free slow one', () => {

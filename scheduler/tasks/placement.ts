@@ -81,6 +81,16 @@ export interface PlanResult {
 
 export interface PlanOptions {
   agingStepMs?: number;
+  /**
+   * Ski rental of model loads, kept by the caller across rounds (the leader, per term):
+   * per node and model, the time the tasks placed elsewhere would have saved had the model
+   * been in VRAM there. Placement is per task, and for one task a warm slower node usually
+   * beats loading the model on a faster one, so without it a fast node would never load a
+   * model a slow node already holds, however many of its tasks come. Once the regret
+   * reaches the load's cost, the next task goes to that node cold and pays the load once
+   * (the online rule that never costs more than twice the best choice made in hindsight).
+   */
+  loadRegret?: Map<string, number>;
   /** At most this many assignments per round; defaults to limits.assignmentsPerPlanMax. */
   assignmentsMax?: number;
 }
@@ -191,9 +201,10 @@ export function estimateWorkMs(work: WorkShape, node: NodeView, options: Omit<Es
   let loadMs = 0;
   if (!warm) {
     const size = node.modelSizeBytes?.[normalizeModelName(model)] ?? node.modelSizeBytes?.[model];
-    loadMs = size === undefined
-      ? estimateDefaults.modelLoadMs
-      : estimateDefaults.modelLoadBaseMs + size / estimateDefaults.modelLoadBytesPerSecond * 1000;
+    const rate = node.loadBytesPerSecond;
+    if (size === undefined) loadMs = estimateDefaults.modelLoadMs;
+    else if (rate !== undefined && Number.isFinite(rate) && rate > 0) loadMs = size / rate * 1000;
+    else loadMs = estimateDefaults.modelLoadBaseMs + size / estimateDefaults.modelLoadBytesPerSecond * 1000;
   }
   // With every slot busy: the first slot frees when the node's soonest attempt ends (when
   // known), and each task queued before this one takes a share of a run.
@@ -420,6 +431,8 @@ export function planAssignments(
     // queue deeper than it can absorb spills over to free nodes.
     let best: { candidate: Candidate; estimateMs: number; cost: number } | null = null;
     let bestBusy: { candidate: Candidate; estimateMs: number; cost: number } | null = null;
+    /** Free nodes where the model is cold: their cost as is and with the model already loaded. */
+    const coldFree: Array<{ candidate: Candidate; estimateMs: number; cost: number; warmCost: number }> = [];
     for (const candidate of candidates) {
       const nodeId = candidate.node.id;
       const free = (slots.get(nodeId) ?? 0) > 0;
@@ -436,6 +449,10 @@ export function planAssignments(
       // Candidates come in node id order, so keeping the first of equal costs breaks ties by id.
       if (free) {
         if (best === null || cost < best.cost) best = { candidate, estimateMs, cost };
+        if (options.loadRegret !== undefined && !hasModel(view.modelsLoaded, candidate.model) && !hasModel(extraLoaded, candidate.model)) {
+          const warmMs = estimateCompletionMs(record, view, { ...estimate, extraLoaded: [...extraLoaded, candidate.model] });
+          coldFree.push({ candidate, estimateMs, cost, warmCost: warmMs / candidate.proficiency });
+        }
       } else if (candidate.node.alive && candidate.node.concurrencyLimit > 0 && (bestBusy === null || cost < bestBusy.cost)) {
         bestBusy = { candidate, estimateMs, cost };
       }
@@ -458,6 +475,7 @@ export function planAssignments(
       });
       continue;
     }
+    if (options.loadRegret !== undefined && record.pinnedNode === null) best = rentOrBuy(options.loadRegret, best, coldFree);
     const nodeId = best.candidate.node.id;
     slots.set(nodeId, (slots.get(nodeId) ?? 0) - 1);
     added.set(nodeId, (added.get(nodeId) ?? 0) + 1);
@@ -468,6 +486,36 @@ export function planAssignments(
     });
   }
   return { assignments, waiting };
+}
+
+/** Entries kept in a loadRegret map at most; beyond, it starts over (a bound, not a policy). */
+export const loadRegretEntriesMax = 4_096;
+
+/**
+ * The ski-rental step for one task about to go to `best`: every free node where the task's
+ * model is cold and would have beaten `best` had the model been loaded adds the difference
+ * to its regret; the node whose regret first covers its load cost gets the task (cold), and
+ * its regret starts over.
+ */
+function rentOrBuy<T extends { candidate: Candidate; estimateMs: number; cost: number }>(
+  regret: Map<string, number>, best: T, coldFree: ReadonlyArray<{ candidate: Candidate; estimateMs: number; cost: number; warmCost: number }>,
+): T | { candidate: Candidate; estimateMs: number; cost: number } {
+  let buy: { candidate: Candidate; estimateMs: number; cost: number; key: string; margin: number } | null = null;
+  for (const option of coldFree) {
+    if (option.candidate === best.candidate) continue;
+    const gain = best.cost - option.warmCost;
+    if (!(gain > 0)) continue;
+    const key = `${option.candidate.node.id}\u0000${normalizeModelName(option.candidate.model)}`;
+    if (!regret.has(key) && regret.size >= loadRegretEntriesMax) regret.clear();
+    const total = (regret.get(key) ?? 0) + gain;
+    regret.set(key, total);
+    const loadCost = option.cost - option.warmCost;
+    const margin = total - loadCost;
+    if (margin >= 0 && (buy === null || margin > buy.margin)) buy = { ...option, key, margin };
+  }
+  if (buy === null) return best;
+  regret.delete(buy.key);
+  return { candidate: buy.candidate, estimateMs: buy.estimateMs, cost: buy.cost };
 }
 
 /** The command that commits an assignment, fenced by the leader's term. */
