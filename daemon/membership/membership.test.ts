@@ -129,6 +129,11 @@ describe('Membership (fake host)', () => {
     const { membership } = await startMembership(host);
     await membership.stop();
     expect(host.published.at(-1)!.leaving).toBe(true);
+    // Twice, a moment apart, with rising sequence numbers: a peer that connected just now
+    // may miss the first; then nothing more.
+    const goodbyes = host.published.filter((heartbeat) => heartbeat.leaving);
+    expect(goodbyes).toHaveLength(2);
+    expect(goodbyes[1]!.sequence).toBeGreaterThan(goodbyes[0]!.sequence);
     const count = host.published.length;
     await new Promise((resolve) => setTimeout(resolve, 250));
     expect(host.published.length).toBe(count);

@@ -20,7 +20,7 @@ export type { MemberState } from '../../scheduler/membership/failure-detector.ts
 export type HeartbeatBody = Omit<Heartbeat, 'kind' | 'protocolVersion' | 'sequence' | 'sentAt' | 'instanceId' | 'nodeId' | 'leaving'>;
 
 /** The part of the p2p host membership uses (a fake in tests, P2PHost in the daemon). */
-export type MembershipHost = Pick<P2PHost, 'peerId' | 'publish' | 'subscribe' | 'on'> & Partial<Pick<P2PHost, 'reconnect'>>;
+export type MembershipHost = Pick<P2PHost, 'peerId' | 'publish' | 'subscribe' | 'on'> & Partial<Pick<P2PHost, 'reconnect' | 'topicPeers' | 'connectedPeers'>>;
 
 /** A dead peer is dialled afresh this often while it stays dead (see #redialDead). */
 const redialDeadEveryMs = 3_000;
@@ -96,6 +96,15 @@ const publishNowSpacingMs = 100;
 const conflictExpireMs = 120_000;
 /** How long stop() waits for the departure heartbeat to go out. */
 const leaveTimeoutMs = 1_000;
+/**
+ * How long stop() waits, first, for every live member to be subscribed to heartbeats on
+ * our side: gossip reaches only peers whose subscription we have heard, and a member that
+ * (re)joined a moment ago may not have sent it yet; it would then learn of our departure
+ * only by declaring us dead seconds later.
+ */
+const leaveSubscribersWaitMs = 500;
+/** The departure heartbeat goes out twice, this far apart. */
+const leaveRepeatAfterMs = 200;
 /** Wall clocks further apart than this get a warning (once per node). */
 const clockOffsetWarnMs = 2_000;
 /** Log a broken self() body at most this often. */
@@ -182,13 +191,38 @@ export class Membership {
     this.#state = 'stopped';
     for (const timer of [this.#heartbeatTimer, this.#evaluateTimer]) if (timer !== null) clearInterval(timer);
     if (this.#publishNowTimer !== null) clearTimeout(this.#publishNowTimer);
+    await this.#awaitSubscribers(leaveSubscribersWaitMs);
     let timeout: NodeJS.Timeout | undefined;
     await Promise.race([
-      this.#publish(true),
+      (async () => {
+        await this.#publish(true);
+        // Once more a moment later: gossip can miss a peer that (re)connected just now (its
+        // subscription or mesh slot not settled on both sides), and a repeated goodbye is
+        // harmless (a newer sequence number, the same departure).
+        await new Promise((resolve) => setTimeout(resolve, leaveRepeatAfterMs));
+        await this.#publish(true);
+      })(),
       new Promise((resolve) => { timeout = setTimeout(resolve, leaveTimeoutMs); }),
     ]);
     clearTimeout(timeout);
     for (const cleanup of this.#cleanups.splice(0)) cleanup();
+  }
+
+  /**
+   * Waits until every member we are connected to (a restarted one we still call dead
+   * included) is among the heartbeat topic's peers, at most `waitMs`.
+   */
+  async #awaitSubscribers(waitMs: number): Promise<void> {
+    const { topicPeers, connectedPeers } = this.#host;
+    if (topicPeers === undefined || connectedPeers === undefined) return;
+    const deadline = performance.now() + waitMs;
+    for (;;) {
+      const subscribed = new Set(topicPeers.call(this.#host, HEARTBEAT_TOPIC));
+      const connected = new Set(connectedPeers.call(this.#host));
+      const missing = this.#detector.peers().some((entry) => connected.has(entry.peer) && !subscribed.has(entry.peer));
+      if (!missing || performance.now() >= deadline) return;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
   }
 
   /** Publishes a heartbeat soon (coalesced), e.g. when our Raft role changed. */
