@@ -61,6 +61,12 @@ function clientFrom(values: Record<string, unknown>): ApiClient {
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // `hivemesh submit --help` and the like: the usage, not an error about a missing flag
+  // (start has its own, longer help).
+  if (command !== undefined && command !== 'start' && (rest.includes('--help') || rest.includes('-h'))) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
   switch (command) {
     case undefined:
     case 'help':
