@@ -157,4 +157,22 @@ describe('ReportRelay', () => {
     }));
     await expect(pending).resolves.toMatchObject({ ok: true, index: 7 });
   });
+
+  it('leaves the task views out of an answer that would be too large, and says nothing else differently', async () => {
+    const net = network();
+    const big = 'x'.repeat(300 * 1024);
+    let index = 0;
+    const leader = new ReportRelay({
+      nodeId: 'L', host: net.host('L'), leader: () => 'L', isLeader: () => true,
+      propose: async () => ({ ok: true, index: ++index, task: { id: `t${index}`, output: big }, created: true, events: [], prunedTaskIds: [] }) as unknown as ApplyResult,
+    });
+    const follower = new ReportRelay({ nodeId: 'F', host: net.host('F'), leader: () => 'L', isLeader: () => false, propose: async () => null });
+    await leader.start();
+    await follower.start();
+    // 40 views of 300 KiB: over the bound for one answer.
+    const results = await Promise.all(Array.from({ length: 40 }, (_, n) => follower.propose(`w${n}`, { fullResult: true })));
+    expect(results.every((result) => result !== null && result.ok && result.task === null && result.created)).toBe(true);
+    expect(results.map((result) => (result as { index: number }).index).sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, n) => n + 1));
+    expect(follower.stats.fallbacks).toBe(0);
+  });
 });

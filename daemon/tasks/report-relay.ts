@@ -14,6 +14,7 @@ import {
   type TaskReportResult,
 } from '../../protocol/task-reports.ts';
 import type { ApplyResult } from '../../scheduler/state/state.ts';
+import * as limits from '../../protocol/limits.ts';
 import { NotLeaderError } from '../consensus/raft-node.ts';
 import { logger } from '../log.ts';
 import type { P2PHost } from '../p2p/host.ts';
@@ -72,6 +73,9 @@ function slim(result: ApplyResult | null): ApplyResult | null {
   if (result === null || !result.ok) return result;
   return { ...result, task: null, events: [], prunedTaskIds: [] };
 }
+
+/** Past this, an answer goes without task views (below the p2p frame bound, with room). */
+const resultsBytesMax = limits.p2pFrameBytesMax / 2;
 
 export class ReportRelay {
   private readonly deps: ReportRelayDeps;
@@ -137,7 +141,19 @@ export class ReportRelay {
       )));
     }
     try {
-      this.deps.host.send(from, TASK_REPORT_RESULTS_PROTOCOL, taskReportResultsCodec.encode({ kind: 'task-report-results', batch, results }));
+      let answer: Uint8Array | null = null;
+      try {
+        answer = taskReportResultsCodec.encode({ kind: 'task-report-results', batch, results });
+      } catch {
+        answer = null;
+      }
+      // Task views (outputs included) can add up past one message: then none travel, and
+      // the sender reads the tasks from its own state once it has applied the writes.
+      if (answer === null || answer.byteLength > resultsBytesMax) {
+        const slimmed = results.map((entry): TaskReportResult => (entry.ok ? { ok: true, result: slim(entry.result as ApplyResult | null) } : entry));
+        answer = taskReportResultsCodec.encode({ kind: 'task-report-results', batch, results: slimmed });
+      }
+      this.deps.host.send(from, TASK_REPORT_RESULTS_PROTOCOL, answer);
     } catch (error) {
       // The sender falls back to proposing one by one when no answer comes.
       log.debug('could not answer a report batch', { to: from, error: error as Error });

@@ -67,8 +67,13 @@ export class TaskService {
       const record = existing === undefined ? undefined : this.deps.state().getTaskRecord(existing.id);
       if (existing !== undefined && record !== undefined && record.bodyHash === bodyHash) return { task: existing, created: false };
     }
-    const result = await this.run({ type: 'task.submit', id: newTaskId(), input, at: Date.now(), idempotencyKey, bodyHash });
-    return { task: result.task!, created: result.created };
+    const id = newTaskId();
+    const result = await this.run({ type: 'task.submit', id, input, at: Date.now(), idempotencyKey, bodyHash });
+    // The leader's view of the task, or (when it left it out to keep its answer small) our
+    // own: run() waited until this node applied the write. A replay names the earlier task.
+    const replayOf = idempotencyKey === null ? undefined : this.deps.state().findTaskByIdempotencyKey(idempotencyKey)?.id;
+    const taskId = result.task?.id ?? (result.created ? id : replayOf ?? id);
+    return { task: result.task ?? this.get(taskId), created: result.created };
   }
 
   get(id: string): Task {
