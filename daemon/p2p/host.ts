@@ -9,6 +9,7 @@ import { networkInterfaces } from 'node:os';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { corkedTcp } from './corked-tcp.ts';
 import './yamux-window.ts';
+import './xsalsa20-fix.ts';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify, type Identify } from '@libp2p/identify';
