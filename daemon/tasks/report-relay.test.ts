@@ -24,6 +24,7 @@ function network() {
       if (handler === undefined || !reachable()) return;
       setImmediate(() => void handler(id, bytes));
     },
+    isConnected: (peer: string) => reachable() && peer !== 'X',
     on: ((type: string, listener: (detail: { peerId: string }) => void) => {
       if (type !== 'peer:disconnected') return () => undefined;
       const list = disconnectListeners.get(id) ?? [];

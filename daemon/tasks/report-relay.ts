@@ -23,7 +23,7 @@ const log = logger('tasks:relay');
 
 export interface ReportRelayDeps {
   nodeId: string;
-  host: Pick<P2PHost, 'handleMessages' | 'send' | 'on'>;
+  host: Pick<P2PHost, 'handleMessages' | 'send' | 'on' | 'isConnected'>;
   /** The cluster's propose: local on the leader, forwarded elsewhere. */
   propose: (data: string) => Promise<ApplyResult | null>;
   leader: () => string | null;
@@ -73,6 +73,13 @@ function slim(result: ApplyResult | null): ApplyResult | null {
   if (result === null || !result.ok) return result;
   return { ...result, task: null, events: [], prunedTaskIds: [] };
 }
+
+/**
+ * A leader answers a batch within its proposal timeout (5 s: committed, or refused); past
+ * a little more, the batch or its answer was lost with a connection and the writes go the
+ * cluster's way (a write proposed twice is harmless, see above).
+ */
+const relayAnswerTimeoutMsDefault = 6_000;
 
 /** Past this, an answer goes without task views (below the p2p frame bound, with room). */
 const resultsBytesMax = limits.p2pFrameBytesMax / 2;
@@ -209,7 +216,9 @@ export class ReportRelay {
 
   private send(items: Pending[]): Promise<void> {
     const leader = this.deps.leader();
-    if (leader === null || leader === this.deps.nodeId) {
+    // Not connected to the leader (it died, and no election has told us yet): a message
+    // would be dropped unanswered, so go the cluster's way at once instead of waiting.
+    if (leader === null || leader === this.deps.nodeId || !this.deps.host.isConnected(leader)) {
       this.resolveItems(items, null);
       return Promise.resolve();
     }
@@ -219,7 +228,7 @@ export class ReportRelay {
       const timer = setTimeout(() => {
         log.debug('no answer to a report batch in time; proposing one by one', { leader, size: items.length });
         this.settle(batch, null);
-      }, this.deps.requestTimeoutMs ?? 10_000);
+      }, this.deps.requestTimeoutMs ?? relayAnswerTimeoutMsDefault);
       this.inFlightBatches.set(batch, { leader, items, timer, done });
       try {
         const full = items.flatMap((item, position) => (item.full ? [position] : []));

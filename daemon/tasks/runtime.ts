@@ -35,7 +35,7 @@ export interface TaskRuntimeDeps {
   propose: (data: string) => Promise<ApplyResult | null>;
   /** Null before this node joined a cluster. `commit`, when given, lets the loops wait for catch-up. */
   raftStatus: () => RaftStatusView | null;
-  host: Pick<P2PHost, 'publish' | 'subscribe' | 'handle' | 'handleMessages' | 'request' | 'send' | 'on'>;
+  host: Pick<P2PHost, 'publish' | 'subscribe' | 'handle' | 'handleMessages' | 'request' | 'send' | 'on' | 'isConnected'>;
   members: () => MemberView[];
   probe: Pick<HealthProbe, 'snapshot' | 'recordGeneration' | 'recordLoad' | 'agentDefinitions'>;
   ollamaUrl: string;

@@ -46,6 +46,7 @@ const lonelyHost = {
   },
   send: () => undefined,
   on: () => () => undefined,
+  isConnected: () => false,
 };
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
