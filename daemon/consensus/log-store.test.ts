@@ -44,41 +44,6 @@ describe('RaftLogStore', () => {
     await again.storage.close();
   });
 
-  it('holds back a commit-only hard state until the next write, and writes it on flush', async () => {
-    const { storage, store, dir } = await open();
-    await store.load(config);
-    await store.persist(ready({ entries: entries(1, 6, 1), hardState: { term: 1, vote: 'n1', commit: 2 } }));
-    // Commit alone moved: nothing is written.
-    await store.persist(ready({ hardState: { term: 1, vote: 'n1', commit: 4 } }));
-    expect(JSON.parse((await storage.raft.get('hs'))!)).toEqual({ term: 1, vote: 'n1', commit: 2 });
-    // The next write with entries carries the held-back commit index.
-    await store.persist(ready({ entries: entries(7, 7, 1) }));
-    expect(JSON.parse((await storage.raft.get('hs'))!)).toEqual({ term: 1, vote: 'n1', commit: 4 });
-    // A term or vote change is never held back.
-    await store.persist(ready({ hardState: { term: 2, vote: null, commit: 4 } }));
-    expect(JSON.parse((await storage.raft.get('hs'))!)).toEqual({ term: 2, vote: null, commit: 4 });
-    await store.persist(ready({ hardState: { term: 2, vote: null, commit: 7 } }));
-    await store.flushHardState();
-    await storage.close();
-    const again = await open(dir);
-    expect((await again.store.load(config)).hardState).toEqual({ term: 2, vote: null, commit: 7 });
-    await again.storage.close();
-  });
-
-  it('restores a commit index no lower than the snapshot when the commit was held back', async () => {
-    const { storage, store, dir } = await open();
-    await store.load(config);
-    await store.persist(ready({ entries: entries(1, 20, 1), hardState: { term: 1, vote: 'n1', commit: 3 } }));
-    await store.persist(ready({ hardState: { term: 1, vote: 'n1', commit: 20 } }));
-    await store.saveSnapshot({ index: 12, term: 1, config, data: 'state@12' });
-    await storage.close();
-    const again = await open(dir);
-    const restored = await again.store.load(config);
-    expect(restored.hardState.commit).toBeGreaterThanOrEqual(12);
-    expect(restored.entries[0]!.index).toBe(13);
-    await again.storage.close();
-  });
-
   it('keeps only what follows a compaction snapshot', async () => {
     const { storage, store, dir } = await open();
     await store.load(config);

@@ -1,11 +1,7 @@
 // Durable Raft state in LevelDB: hard state, log entries, the latest snapshot and the
 // cluster identity this disk belongs to. Each Ready is written as ONE synced batch, so
 // a crash leaves either all of it or none of it, and nothing is acknowledged (sent)
-// before the batch has reached the disk. One exception: a Ready whose only change is a
-// higher commit index writes nothing; the commit index rides along with the next write.
-// Raft needs term, vote and entries durable, not the commit index (a restarted node
-// learns it again from the leader, and one lower than the truth only delays applying),
-// and about half of all Readys under load are commit-only: each was a synced write.
+// before the batch has reached the disk.
 import type { Entry, HardState, Ready, RaftRestore, Snapshot, ClusterConfig } from '../../scheduler/consensus/types.ts';
 import type { Storage } from '../storage.ts';
 
@@ -32,9 +28,6 @@ export class RaftLogStore {
   /** Highest entry index on disk, to delete a replaced suffix without reading it back. */
   private lastIndex = 0;
   private firstIndex = 1;
-  /** The hard state on disk, and a newer one (commit only) not yet written. */
-  private storedHardState: HardState | null = null;
-  private unwrittenHardState: HardState | null = null;
 
   constructor(storage: Storage) {
     this.storage = storage;
@@ -54,8 +47,6 @@ export class RaftLogStore {
     await this.storage.raft.clear();
     this.firstIndex = 1;
     this.lastIndex = 0;
-    this.storedHardState = null;
-    this.unwrittenHardState = null;
   }
 
   /** Reads everything a restarted node needs to rebuild its consensus core. */
@@ -64,10 +55,6 @@ export class RaftLogStore {
     const snapshotText = await this.storage.raft.get(snapshotKey);
     const hardState: HardState = hardStateText === undefined ? { term: 0, vote: null, commit: 0 } : (JSON.parse(hardStateText) as HardState);
     const snapshot: Snapshot | null = snapshotText === undefined ? null : (JSON.parse(snapshotText) as Snapshot);
-    // A snapshot covers only committed entries: the commit index on disk may lag it.
-    if (snapshot !== null && hardState.commit < snapshot.index) hardState.commit = snapshot.index;
-    this.storedHardState = hardStateText === undefined ? null : { ...hardState };
-    this.unwrittenHardState = null;
     const entries: Entry[] = [];
     const after = snapshot === null ? 0 : snapshot.index;
     for await (const value of this.storage.raft.values({ gt: entryKey(after), lt: entryPrefix + '~' })) {
@@ -88,11 +75,6 @@ export class RaftLogStore {
   /** Persists a Ready's snapshot, entries and hard state in one synced batch. */
   async persist(ready: Ready): Promise<void> {
     if (ready.snapshot === null && ready.entries.length === 0 && ready.hardState === null) return;
-    if (ready.snapshot === null && ready.entries.length === 0 && ready.hardState !== null && this.onlyCommitChanged(ready.hardState)) {
-      this.unwrittenHardState = ready.hardState;
-      return;
-    }
-    const hardState = ready.hardState ?? this.unwrittenHardState;
     const raft = this.storage.raft;
     const operations: Array<{ type: 'put'; sublevel: typeof raft; key: string; value: string } | { type: 'del'; sublevel: typeof raft; key: string }> = [];
     let lastIndex = this.lastIndex;
@@ -114,29 +96,10 @@ export class RaftLogStore {
       lastIndex = newLast;
       if (first < firstIndex) firstIndex = first;
     }
-    if (hardState !== null) operations.push({ type: 'put', sublevel: raft, key: hardStateKey, value: JSON.stringify(hardState) });
+    if (ready.hardState !== null) operations.push({ type: 'put', sublevel: raft, key: hardStateKey, value: JSON.stringify(ready.hardState) });
     await this.storage.db.batch(operations, { sync: true });
     this.lastIndex = lastIndex;
     this.firstIndex = firstIndex;
-    if (hardState !== null) {
-      this.storedHardState = hardState;
-      this.unwrittenHardState = null;
-    }
-  }
-
-  /** Whether `next` differs from the hard state on disk in its commit index alone. */
-  private onlyCommitChanged(next: HardState): boolean {
-    const stored = this.storedHardState;
-    return stored !== null && stored.term === next.term && stored.vote === next.vote;
-  }
-
-  /** Writes a commit index held back by `persist` (on a clean stop), synced. */
-  async flushHardState(): Promise<void> {
-    const hardState = this.unwrittenHardState;
-    if (hardState === null) return;
-    await this.storage.db.batch([{ type: 'put', sublevel: this.storage.raft, key: hardStateKey, value: JSON.stringify(hardState) }], { sync: true });
-    this.storedHardState = hardState;
-    this.unwrittenHardState = null;
   }
 
   /** Drops entries up to `index` after the core compacted its log (the snapshot is persisted via Ready). */
@@ -151,17 +114,7 @@ export class RaftLogStore {
 
   /** Persists a snapshot the application made itself (compaction), synced. */
   async saveSnapshot(snapshot: Snapshot): Promise<void> {
-    const raft = this.storage.raft;
-    const operations: Array<{ type: 'put'; sublevel: typeof raft; key: string; value: string }> = [
-      { type: 'put', sublevel: raft, key: snapshotKey, value: JSON.stringify(snapshot) },
-    ];
-    const hardState = this.unwrittenHardState;
-    if (hardState !== null) operations.push({ type: 'put', sublevel: raft, key: hardStateKey, value: JSON.stringify(hardState) });
-    await this.storage.db.batch(operations, { sync: true });
-    if (hardState !== null) {
-      this.storedHardState = hardState;
-      this.unwrittenHardState = null;
-    }
+    await this.storage.db.batch([{ type: 'put', sublevel: this.storage.raft, key: snapshotKey, value: JSON.stringify(snapshot) }], { sync: true });
     await this.compactTo(snapshot.index);
   }
 }

@@ -112,10 +112,6 @@ export class RaftNode<Result> {
     }
     this.reads.clear();
     while (this.processing) await new Promise((resolve) => setTimeout(resolve, 5));
-    // The commit index the store held back (commit-only Readys), so a clean restart applies at once.
-    if (this.failure === null) {
-      await this.options.store.flushHardState().catch((error: unknown) => log.debug('could not write the commit index on stop', { error: error as Error }));
-    }
   }
 
   get applied(): number {
