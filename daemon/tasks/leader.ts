@@ -247,6 +247,7 @@ export class LeaderScheduler {
     if (withSlot.length < 2) return [];
     const tasks: BidTask[] = [];
     const expect = new Set<string>();
+    const typicalByModel = new Map<string, number | undefined>();
     for (const { record } of readyTasks(state, now)) {
       if (tasks.length >= bidTasksPerRequestMax) break;
       if (record.pinnedNode !== null) continue;
@@ -254,7 +255,9 @@ export class LeaderScheduler {
       if (candidates.length < 2) continue;
       const requested = record.input.options?.['num_predict'];
       const expectedTokens = typeof requested === 'number' && requested > 0 ? Math.min(Math.round(requested), 1_000_000) : estimateDefaults.outputTokens;
-      const typical = record.input.model === null ? undefined : clusterSpeedPrior(nodes, record.input.model);
+      const model = record.input.model;
+      if (model !== null && !typicalByModel.has(model)) typicalByModel.set(model, clusterSpeedPrior(nodes, model));
+      const typical = model === null ? undefined : typicalByModel.get(model);
       tasks.push({
         id: record.id, model: record.input.model, capability: record.input.capability, expectedTokens,
         ...(typical === undefined ? {} : { typicalTokensPerSecond: Math.round(typical * 100) / 100 }),

@@ -65,6 +65,16 @@ function errorToResult(error: unknown): TaskReportResult {
   return { ok: false, code: ErrorCode.internal, message: String((error as Error)?.message ?? error).slice(0, 4096) };
 }
 
+/** A message decoded, or null (logged) when a peer sent something malformed. */
+function decodeOrDrop<T>(decode: () => T, from: string, what: string): T | null {
+  try {
+    return decode();
+  } catch (error) {
+    log.debug(`refused malformed ${what}`, { from, error: error as Error });
+    return null;
+  }
+}
+
 /**
  * An apply result without the task view: the reporter reads only whether the report was
  * taken or refused, and the view (output included) would double what travels back.
@@ -89,38 +99,27 @@ export class ReportRelay {
   private readonly queue: Pending[] = [];
   private inFlight = 0;
   private flushScheduled = false;
+  private nextBatch = 0;
+  private readonly inFlightBatches = new Map<number, InFlight>();
+  private unsubscribe: (() => void) | null = null;
   readonly stats: RelayStats = { batches: 0, batchedReports: 0, direct: 0, fallbacks: 0 };
 
   constructor(deps: ReportRelayDeps) {
     this.deps = deps;
   }
 
-  private nextBatch = 0;
-  private readonly inFlightBatches = new Map<number, InFlight>();
-  private unsubscribe: (() => void) | null = null;
-
   async start(): Promise<void> {
     // As the leader: batches in, one answer each. Not awaited per batch: the channel
     // delivers in order, and a batch must not wait for the previous one's commit.
     await this.deps.host.handleMessages(TASK_REPORTS_PROTOCOL, (from, bytes) => {
-      let batch;
-      try {
-        batch = taskReportBatchCodec.decode(bytes);
-      } catch (error) {
-        log.debug('refused a malformed report batch', { from, error: error as Error });
-        return;
-      }
+      const batch = decodeOrDrop(() => taskReportBatchCodec.decode(bytes), from, 'report batch');
+      if (batch === null) return;
       void this.serve(from, batch.batch, batch.commands, new Set(batch.full ?? []));
     });
     // As a sender: the leader's answers.
     await this.deps.host.handleMessages(TASK_REPORT_RESULTS_PROTOCOL, (from, bytes) => {
-      let answer;
-      try {
-        answer = taskReportResultsCodec.decode(bytes);
-      } catch (error) {
-        log.debug('refused malformed report results', { from, error: error as Error });
-        return;
-      }
+      const answer = decodeOrDrop(() => taskReportResultsCodec.decode(bytes), from, 'report results');
+      if (answer === null) return;
       const entry = this.inFlightBatches.get(answer.batch);
       if (entry === undefined || entry.leader !== from) return;
       this.settle(answer.batch, answer.results);

@@ -71,9 +71,9 @@ export class TaskService {
     const result = await this.run({ type: 'task.submit', id, input, at: Date.now(), idempotencyKey, bodyHash });
     // The leader's view of the task, or (when it left it out to keep its answer small) our
     // own: run() waited until this node applied the write. A replay names the earlier task.
-    const replayOf = idempotencyKey === null ? undefined : this.deps.state().findTaskByIdempotencyKey(idempotencyKey)?.id;
-    const taskId = result.task?.id ?? (result.created ? id : replayOf ?? id);
-    return { task: result.task ?? this.get(taskId), created: result.created };
+    if (result.task !== null) return { task: result.task, created: result.created };
+    const replayOf = result.created || idempotencyKey === null ? undefined : this.deps.state().findTaskByIdempotencyKey(idempotencyKey)?.id;
+    return { task: this.get(replayOf ?? id), created: result.created };
   }
 
   get(id: string): Task {

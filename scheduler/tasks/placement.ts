@@ -348,21 +348,35 @@ function freeSlots(node: NodeView, load: LogLoad): number {
  * still not in VRAM, prompt and generation at the node's speed) less the time since it
  * was assigned or started. Undefined when the log has nothing on the node.
  */
-export function slotFreeInMs(state: ReplicatedState, node: NodeView, nowMs: number): number | undefined {
+export function slotFreeInMs(
+  state: ReplicatedState, node: NodeView, nowMs: number, inFlight: ReadonlyMap<string, readonly Readonly<TaskRecord>[]> = inFlightRecordsByNode(state),
+): number | undefined {
+  const alone: NodeView = { ...node, running: 0, slotFreeInMs: undefined };
   let soonest: number | undefined;
-  for (const status of ['assigned', 'running'] as const) {
-    for (const record of state.tasksWithStatus(status)) {
-      if (record.assignedNode !== node.id) continue;
-      const attempt = record.attempts.at(-1);
-      const model = attempt?.model ?? record.input.model;
-      if (attempt === undefined || model === null) continue;
-      const totalMs = estimateWorkMs(workShapeOf(record, model), { ...node, running: 0, slotFreeInMs: undefined });
-      const since = attempt.startedAt ?? attempt.assignedAt;
-      const remaining = Math.max(0, totalMs - Math.max(0, nowMs - since));
-      if (soonest === undefined || remaining < soonest) soonest = remaining;
-    }
+  for (const record of inFlight.get(node.id) ?? []) {
+    const attempt = record.attempts.at(-1);
+    const model = attempt?.model ?? record.input.model;
+    if (attempt === undefined || model === null) continue;
+    const totalMs = estimateWorkMs(workShapeOf(record, model), alone);
+    const since = attempt.startedAt ?? attempt.assignedAt;
+    const remaining = Math.max(0, totalMs - Math.max(0, nowMs - since));
+    if (soonest === undefined || remaining < soonest) soonest = remaining;
   }
   return soonest;
+}
+
+/** The assigned and running attempts' tasks, by node: one pass over the log's in-flight tasks. */
+function inFlightRecordsByNode(state: ReplicatedState): Map<string, Readonly<TaskRecord>[]> {
+  const byNode = new Map<string, Readonly<TaskRecord>[]>();
+  for (const status of ['assigned', 'running'] as const) {
+    for (const record of state.tasksWithStatus(status)) {
+      const nodeId = record.assignedNode as string;
+      const list = byNode.get(nodeId);
+      if (list === undefined) byNode.set(nodeId, [record]);
+      else list.push(record);
+    }
+  }
+  return byNode;
 }
 
 /**
@@ -387,11 +401,13 @@ export function planAssignments(
   // Attempts assigned but not yet started take a slot and will run beside the new task:
   // count them as running. A full node's wait comes from what it runs (computed once per
   // round, only for nodes with no free slot: the others have no wait).
+  let inFlightRecords: Map<string, Readonly<TaskRecord>[]> | undefined;
   const views = nodes.map((node): NodeView => {
     const inFlight = load.inFlight.get(node.id) ?? 0;
     const view = inFlight > node.running ? { ...node, running: inFlight } : node;
     if ((slots.get(node.id) ?? 0) > 0) return view;
-    const wait = slotFreeInMs(state, view, nowMs);
+    inFlightRecords ??= inFlightRecordsByNode(state);
+    const wait = slotFreeInMs(state, view, nowMs, inFlightRecords);
     return wait === undefined ? view : { ...view, slotFreeInMs: wait };
   });
   const viewById = new Map(views.map((view) => [view.id, view]));

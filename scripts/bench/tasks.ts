@@ -64,7 +64,7 @@ async function taskCounts(daemon: MeshDaemon): Promise<ClusterStatus['tasks']> {
 const streamModel = 'stream:1b';
 const instantModel = 'llama3.2:1b';
 
-export async function startThroughputCluster(group: ProcessGroup): Promise<TaskCluster> {
+async function startThroughputCluster(group: ProcessGroup): Promise<TaskCluster> {
   const instant: StandinOptions = { tokensPerSecond: 1_000_000, responseTokens: 4, maxConcurrency: 1_024, maxQueue: 4_096, logFile: null };
   const cluster = await startTaskCluster(group, ['tp-a', 'tp-b', 'tp-c'].map((name, index) => ({
     name,
@@ -76,7 +76,7 @@ export async function startThroughputCluster(group: ProcessGroup): Promise<TaskC
   return cluster;
 }
 
-export async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount: number): Promise<void> {
+async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount: number): Promise<void> {
   const { daemons } = cluster;
   const tokens = daemons.map((daemon) => daemon.adminToken);
   const runId = Date.now().toString(36);
@@ -450,7 +450,7 @@ async function runHivemesh(items: WorkItem[]): Promise<{ completionMs: number[];
   }
 }
 
-export async function benchPlacement(rows: BenchRow[], taskCount: number): Promise<void> {
+async function benchPlacement(rows: BenchRow[], taskCount: number): Promise<void> {
   const items = placementWorkload(taskCount, 300);
   const bound = items.map(lowerBoundMs);
   const hivemesh = await runHivemesh(items);
