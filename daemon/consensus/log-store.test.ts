@@ -83,4 +83,41 @@ describe('RaftLogStore', () => {
     expect(restored.hardState).toEqual({ term: 0, vote: null, commit: 0 });
     await storage.close();
   });
+
+  it('syncs every write except one that only raises the commit index, which still survives a restart', async () => {
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    const syncs: boolean[] = [];
+    const batch = storage.db.batch.bind(storage.db);
+    storage.db.batch = ((operations: never, options: { sync?: boolean }) => {
+      syncs.push(options?.sync === true);
+      return batch(operations, options);
+    }) as typeof storage.db.batch;
+    await store.persist(ready({ entries: entries(1, 3, 1), hardState: { term: 1, vote: 'n1', commit: 0 } }));
+    await store.persist(ready({ hardState: { term: 1, vote: 'n1', commit: 3 } }));
+    await store.persist(ready({ hardState: { term: 2, vote: null, commit: 3 } }));
+    await store.persist(ready({ hardState: { term: 2, vote: 'n2', commit: 3 } }));
+    await store.persist(ready({ entries: entries(4, 4, 2), hardState: { term: 2, vote: 'n2', commit: 4 } }));
+    expect(syncs).toEqual([true, false, true, true, true]);
+    expect(store.durable).toEqual({ term: 2, vote: 'n2' });
+    await storage.close();
+    const again = await open(dir);
+    expect((await again.store.load(config)).hardState).toEqual({ term: 2, vote: 'n2', commit: 4 });
+    expect(again.store.durable).toEqual({ term: 2, vote: 'n2' });
+    await again.storage.close();
+  });
+
+  it('takes a snapshot as proof of commit when the commit index on disk is older', async () => {
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    // As after a power loss that kept the synced snapshot but lost an unsynced commit write.
+    await store.persist(ready({ entries: entries(1, 20, 1), hardState: { term: 1, vote: 'n1', commit: 4 } }));
+    await store.saveSnapshot({ index: 12, term: 1, config, data: 'state@12' });
+    await storage.close();
+    const again = await open(dir);
+    const restored = await again.store.load(config);
+    expect(restored.hardState.commit).toBe(12);
+    expect(restored.entries[0]?.index).toBe(13);
+    await again.storage.close();
+  });
 });

@@ -1,7 +1,8 @@
 // Drives the pure consensus core at the daemon's edge: one tick timer, messages in from
-// the network, and the Ready loop (persist in one synced batch -> send -> apply ->
-// advance). It also turns proposals and linearizable reads into promises.
-import type { Raft } from '../../scheduler/consensus/raft.ts';
+// the network, and the Ready loop (a leader's replication messages -> persist in one
+// batch -> send the rest -> apply -> advance). It also turns proposals and linearizable
+// reads into promises.
+import { sendableBeforePersist, type Raft } from '../../scheduler/consensus/raft.ts';
 import type { ConfigChange, Entry, Message, NodeId, Ready, Snapshot } from '../../scheduler/consensus/types.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import { raftPendingProposalsMax, raftPendingReadsMax, raftSnapshotEveryEntriesDefault } from '../../protocol/limits.ts';
@@ -253,10 +254,14 @@ export class RaftNode<Result> {
   }
 
   private async handle(ready: Ready): Promise<void> {
-    // 1. Persist before anything leaves this node.
+    // 1. A leader's replication messages leave at once, so followers write the new entries
+    //    while the leader writes them too (Raft thesis 10.2.1); everything else waits until
+    //    the batch is on disk.
+    const early = sendableBeforePersist(ready, this.options.store.durable);
+    for (const message of early) this.options.send(message.to, message);
     await this.options.store.persist(ready);
-    // 2. Send.
-    for (const message of ready.messages) this.options.send(message.to, message);
+    // 2. Send the rest.
+    for (const message of ready.messages) if (!early.includes(message)) this.options.send(message.to, message);
     // 3. Apply.
     if (ready.snapshot !== null) this.installSnapshot(ready.snapshot);
     const applied: Array<{ entry: Entry; result: Result | null }> = [];

@@ -193,6 +193,32 @@ export function messageProblem(message: Message): string | null {
   }
 }
 
+/**
+ * The messages of a Ready that may leave before its batch is on disk: a leader's
+ * replication (append, heartbeat, snapshot) in the term already durable, when the batch
+ * changes neither term nor vote, and whose commit index covers none of the batch's own
+ * entries. Followers then write new entries while the leader writes them too (Raft thesis
+ * 10.2.1). The core counts the leader's entries towards a commit before they are on its
+ * disk; that is safe because such a commit reaches the state machine, clients and other
+ * nodes only through a later Ready, which the driver takes only after this one is
+ * persisted. The one exception is a single voter, whose entries commit the moment they are
+ * appended: its learners must not hear of that commit before the entries are on the
+ * leader's disk (the simulator's finding, seed 1462 before the commit check), hence the
+ * commit check. If the leader dies first, its entries may live on a follower without being
+ * on its own disk; no client was told they committed, and a new leader keeps or replaces
+ * them as for any uncommitted entry. Votes, vote requests and acknowledgements promise
+ * durable state and always wait.
+ */
+export function sendableBeforePersist(ready: Ready, durable: { term: number; vote: NodeId | null }): Message[] {
+  if (ready.messages.length === 0) return [];
+  if (ready.hardState !== null && (ready.hardState.term !== durable.term || ready.hardState.vote !== durable.vote)) return [];
+  // A leader only appends: everything before the batch's first entry is already durable.
+  const firstUnwritten = ready.entries.length > 0 ? ready.entries[0]!.index : Number.POSITIVE_INFINITY;
+  return ready.messages.filter((message) => message.term === durable.term
+    && (message.type === 'append' || message.type === 'heartbeat' || message.type === 'snapshot')
+    && (message.commit === undefined || message.commit < firstUnwritten));
+}
+
 /** A thrown Error for a broken invariant: a bug in the core or its driver, never input. */
 function invariant(condition: boolean, message: string): asserts condition {
   if (!condition) throw new Error(`raft invariant broken: ${message}`);

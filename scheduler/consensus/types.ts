@@ -127,7 +127,8 @@ export interface SoftState {
 /**
  * Everything the caller must do, in order: persist (snapshot, entries, hardState) in one
  * durable batch, THEN send messages, THEN apply committed entries, THEN advance().
- * Sending before the batch is durable can elect two leaders or lose committed entries.
+ * Sending before the batch is durable can elect two leaders or lose committed entries; the
+ * one exception is what sendableBeforePersist (raft.ts) returns, a leader's replication.
  */
 export interface Ready {
   softState: SoftState | null;

@@ -15,6 +15,7 @@ import { cloneMessage, quietNetwork, SimNetwork, type NetworkFaults } from './ne
 import { garble } from './garble.ts';
 import { Prng } from './prng.ts';
 import { nextConfigChange, type KnownNode } from '../consensus/voter-policy.ts';
+import { sendableBeforePersist } from '../consensus/raft.ts';
 
 export interface SimOptions {
   seed: number;
@@ -68,6 +69,12 @@ export interface Scenario {
    * what happens to leases when a driver skips the missed ticks instead.
    */
   pauseTickCatchUp: boolean;
+  /**
+   * A leader sends its appends and heartbeats before its own write of the batch finishes
+   * (Raft thesis 10.2.1, as the daemon does); the write then takes up to this long, during
+   * which acknowledgements, proposals and ticks reach its core. 0: write, then send.
+   */
+  leaderWriteMaxUs: number;
 }
 
 export interface SeedStats {
@@ -137,8 +144,8 @@ const stabilityElectionTimeouts = 2;
 const quietEventsMax = 400_000;
 const keys = ['a', 'b', 'c', 'd'];
 
-type CrashPoint = 'before-persist' | 'after-persist' | 'after-send' | 'after-apply';
-const crashPoints: CrashPoint[] = ['before-persist', 'after-persist', 'after-send', 'after-apply'];
+type CrashPoint = 'before-persist' | 'after-early-send' | 'after-persist' | 'after-send' | 'after-apply';
+const crashPoints: CrashPoint[] = ['before-persist', 'after-early-send', 'after-persist', 'after-send', 'after-apply'];
 
 type SimEvent =
   | { kind: 'tick'; node: number; incarnation: number }
@@ -147,7 +154,8 @@ type SimEvent =
   | { kind: 'fault' }
   | { kind: 'restart'; node: number }
   | { kind: 'heal' }
-  | { kind: 'resume'; node: number; incarnation: number };
+  | { kind: 'resume'; node: number; incarnation: number }
+  | { kind: 'written'; node: number; incarnation: number };
 
 interface PendingRead {
   key: string;
@@ -178,6 +186,8 @@ interface SimNode {
   term: number;
   config: ClusterConfig;
   crashPlan: CrashPoint | null;
+  /** A Ready whose early messages left and whose write is still under way (see leaderWriteMaxUs). */
+  writing: { ready: Ready; early: Message[] } | null;
   /** While now < pausedUntilUs the process is stalled: no ticks, no messages, no clients. */
   pausedUntilUs: number;
   /** Ticks its clock passed while the process was stalled. */
@@ -258,6 +268,8 @@ export function drawScenario(random: Prng, voters: number, overrides: Partial<Sc
     replaceDeadAfterMs: random.pick([100, 300, 1_000]),
     garbleProbability: random.pick([0, 0, 0.002, 0.01]),
     pauseTickCatchUp: true,
+    // Not drawn, so the draws above stay what they were for every seed.
+    leaderWriteMaxUs: 2_000,
   };
   return { ...scenario, ...overrides };
 }
@@ -326,6 +338,8 @@ export class Simulation {
   private readonly faultRandom: Prng;
   /** Its own stream, so that turning garbling on or off leaves every other draw alone. */
   private readonly garbleRandom: Prng;
+  /** How long a leader's early-sent batch takes to write; forked last, so other streams stay as they were. */
+  private readonly diskRandom: Prng;
   private nowUs = 0;
   private traceHash = fnvOffset;
   private readonly traceRing: TraceRecord[] = [];
@@ -376,6 +390,7 @@ export class Simulation {
         term: 0,
         config: initialConfig,
         crashPlan: null,
+        writing: null,
         pausedUntilUs: 0,
         missedTicks: 0,
         unreachableSinceUs: null,
@@ -383,6 +398,7 @@ export class Simulation {
         pendingWrites: new Map(),
       });
     }
+    this.diskRandom = root.fork();
   }
 
   /** Runs the faulty phase, then the quiet phase until liveness is shown or its bound passes. */
@@ -505,6 +521,20 @@ export class Simulation {
         if (node.core !== null && node.incarnation === event.incarnation && node.pausedUntilUs === this.nowUs) this.resume(node);
         return;
       }
+      case 'written': {
+        const node = this.nodes[event.node] as SimNode;
+        if (node.core === null || node.incarnation !== event.incarnation || node.writing === null) return;
+        if (this.nowUs < node.pausedUntilUs) {
+          // The disk finished, but the stalled process only notices when it resumes.
+          this.queue.push(node.pausedUntilUs, event);
+          return;
+        }
+        const { ready, early } = node.writing;
+        node.writing = null;
+        if (!this.finishReady(node, ready, early)) return;
+        this.afterInput(node);
+        return;
+      }
       case 'heal':
         if (this.network.partitioned) {
           this.network.heal();
@@ -575,6 +605,7 @@ export class Simulation {
     node.core = null;
     node.incarnation++;
     node.crashPlan = null;
+    node.writing = null;
     node.pausedUntilUs = 0;
     node.missedTicks = 0;
     node.role = 'follower';
@@ -587,23 +618,43 @@ export class Simulation {
     this.note(node.id, `CRASH ${where}; the disk keeps term ${node.disk.hardState.term} commit ${node.disk.hardState.commit} log ..${node.disk.lastIndex}`);
   }
 
-  /** The daemon's Ready loop: persist, send, apply, advance; crashes may strike between. */
+  /**
+   * The daemon's Ready loop: persist, send, apply, advance; crashes may strike between. A
+   * leader's replication messages leave before its write (sendableBeforePersist); the write
+   * then completes later (a 'written' event), and until it does the node takes no new Ready
+   * while its core keeps receiving messages, ticks and proposals, as the daemon's does.
+   */
   private drain(node: SimNode): void {
     for (let round = 0; ; round++) {
       const core = node.core;
-      if (core === null || !core.hasReady()) return;
+      if (core === null || node.writing !== null || !core.hasReady()) return;
       if (round >= readyRoundsMax) throw new InvariantViolation('progress', `${node.id} produced ${readyRoundsMax} Ready batches in a row without new input`);
       const ready = core.ready();
       if (this.crashAt(node, 'before-persist')) return;
-      this.persist(node, ready);
-      if (this.crashAt(node, 'after-persist')) return;
-      for (const message of ready.messages) this.send(node, message);
-      if (this.crashAt(node, 'after-send')) return;
-      this.apply(node, ready);
-      if (this.crashAt(node, 'after-apply')) return;
-      core.advance(ready);
-      this.maybeCompact(node);
+      const early = this.scenario.leaderWriteMaxUs > 0 ? sendableBeforePersist(ready, node.disk.hardState) : [];
+      if (early.length > 0) {
+        for (const message of early) this.send(node, message);
+        if (this.crashAt(node, 'after-early-send')) return;
+        node.writing = { ready, early };
+        this.queue.push(this.nowUs + 1 + this.diskRandom.int(this.scenario.leaderWriteMaxUs), { kind: 'written', node: node.index, incarnation: node.incarnation });
+        return;
+      }
+      if (!this.finishReady(node, ready, early)) return;
     }
+  }
+
+  /** The rest of a Ready after its early sends: persist, send, apply, advance. False: it crashed. */
+  private finishReady(node: SimNode, ready: Ready, early: Message[]): boolean {
+    const core = node.core as SimCore;
+    this.persist(node, ready);
+    if (this.crashAt(node, 'after-persist')) return false;
+    for (const message of ready.messages) if (!early.includes(message)) this.send(node, message);
+    if (this.crashAt(node, 'after-send')) return false;
+    this.apply(node, ready);
+    if (this.crashAt(node, 'after-apply')) return false;
+    core.advance(ready);
+    this.maybeCompact(node);
+    return true;
   }
 
   private crashAt(node: SimNode, point: CrashPoint): boolean {
@@ -630,8 +681,12 @@ export class Simulation {
       throw new InvariantViolation('persist before send', `${node.id} sent ${message.type} of term ${message.term} while its durable term is ${node.disk.hardState.term}`);
     }
     // A granted vote and an acknowledged append promise durable state; it must be on disk.
+    // A vote granted in a term the disk has already left behind is kept too: the node can
+    // never vote in that term again (one Ready may carry grants for terms 3 and 4 when both
+    // requests arrived while the previous batch was being written).
     const hard = node.disk.hardState;
-    if (message.type === 'vote-response' && message.reject !== true && (hard.term !== message.term || hard.vote !== message.to)) {
+    if (message.type === 'vote-response' && message.reject !== true
+      && (hard.term < message.term || (hard.term === message.term && hard.vote !== message.to))) {
       throw new InvariantViolation('persist before send', `${node.id} granted its vote in term ${message.term} to ${message.to}, but its disk says term ${hard.term} vote ${hard.vote ?? 'none'}`);
     }
     if (message.type === 'append-response' && message.reject === false && (message.hintIndex ?? 0) > node.disk.lastIndex) {
