@@ -150,6 +150,29 @@ describe('OllamaProbe', () => {
     expect(wrongTags.error).toContain('to GET /api/tags: GET /api/tags has no "models" list; is this URL an Ollama server? Check --ollama-url');
   });
 
+  it('serves from an Ollama look-alike without /api/version or /api/ps (404): version and loaded models unknown', async () => {
+    const server = await standin({ models: ['llama3.2:1b'] });
+    const lookAlike = http.createServer((request, response) => {
+      if (request.url === '/api/version' || request.url === '/api/ps') {
+        response.writeHead(404, { 'Content-Type': 'text/plain' });
+        response.end('404 page not found');
+        return;
+      }
+      void fetch(server.url + (request.url ?? '/'), { method: request.method ?? 'GET' }).then(async (answer) => {
+        response.writeHead(answer.status, { 'Content-Type': answer.headers.get('content-type') ?? 'application/json' });
+        response.end(await answer.text());
+      });
+    });
+    await new Promise<void>((resolve) => lookAlike.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => lookAlike.close(() => resolve())));
+    const url = `http://127.0.0.1:${(lookAlike.address() as AddressInfo).port}`;
+    const state = await probe({ url, intervalMs: 60_000 }).refresh();
+    expect(state.reachable).toBe(true);
+    expect(state.version).toBeNull();
+    expect(state.installed.map((model) => model.name)).toEqual(['llama3.2:1b']);
+    expect(state.loaded).toEqual([]);
+  });
+
   it('reports a passing failure of a reachable Ollama only when the retry fails too', async () => {
     const server = await standin();
     const ollamaProbe = probe({ url: server.url, intervalMs: 60_000, backoffInitialMs: 60_000 });
@@ -167,10 +190,13 @@ describe('OllamaProbe', () => {
     expect(failed).toMatchObject({ reachable: false, installed: [] });
     expect(failed.error).toMatch(/answered GET \/api\/\w+ with HTTP 500/);
 
-    // A 404 is not Ollama having a bad moment: reported at once.
+    // A 404 from /api/tags is not Ollama having a bad moment: reported at once. (A 404 from
+    // /api/version or /api/ps alone means a look-alike without them; see the test above.)
     expect((await ollamaProbe.refresh()).reachable).toBe(true);
-    server.failNext(1, { scope: 'all', status: 404 });
-    expect((await ollamaProbe.refresh()).reachable).toBe(false);
+    server.failNext(3, { scope: 'all', status: 404 });
+    const missing = await ollamaProbe.refresh();
+    expect(missing.reachable).toBe(false);
+    expect(missing.error).toMatch(/answered GET \/api\/tags with HTTP 404/);
   });
 
   it('takes an early reading only for an unmeasured model, and the first finished generation replaces it', () => {

@@ -110,6 +110,12 @@ export function isDefinitiveFailure(error: unknown): boolean {
   return code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH';
 }
 
+/** An HTTP answer saying the server has no such endpoint (an Ollama look-alike without it). */
+export function isMissingEndpoint(error: unknown): boolean {
+  const status = (error as { status_code?: unknown } | null)?.status_code;
+  return status === 404 || status === 405 || status === 501;
+}
+
 /** Says in one sentence what failed, at which URL, and what to do about it. */
 export function describeOllamaFailure(error: unknown, url: string, endpoint: string, timeoutMs: number): string {
   const message = error instanceof Error ? error.message : String(error);
@@ -240,6 +246,8 @@ export class OllamaProbe {
   private capabilitiesByName = new Map<string, string[]>();
   private state: OllamaState;
   private failures = 0;
+  /** Endpoints the server said it lacks, warned about once each. */
+  private readonly missingEndpoints = new Set<string>();
   private nextDelayMs: number;
   private lastPollAt: number | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -422,6 +430,16 @@ export class OllamaProbe {
     return record;
   }
 
+  private noteMissingEndpoints(endpoints: string[]): void {
+    for (const endpoint of endpoints) {
+      if (this.missingEndpoints.has(endpoint)) continue;
+      this.missingEndpoints.add(endpoint);
+      log.warn(endpoint === 'GET /api/ps'
+        ? `Ollama at ${this.url} has no ${endpoint}: which models are loaded is unknown, so placement counts a load for every model; upgrade Ollama to fix`
+        : `Ollama at ${this.url} has no ${endpoint}: its version is unknown (everything else works)`);
+    }
+  }
+
   private async poll(): Promise<OllamaState> {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
@@ -434,17 +452,21 @@ export class OllamaProbe {
       // Attach handlers at once so a failure of one does not go unobserved.
       const settled = await Promise.allSettled([versionPromise, tagsPromise, psPromise]);
       const endpoints = ['GET /api/version', 'GET /api/tags', 'GET /api/ps'];
-      const failedAt = settled.findIndex((result) => result.status === 'rejected');
+      // Servers that speak Ollama's API but lack /api/version or /api/ps (they answer 404)
+      // still serve: the version is then unknown, and so are the loaded models.
+      const missing = settled.map((result, index) => index !== 1 && result.status === 'rejected' && isMissingEndpoint(result.reason));
+      const failedAt = settled.findIndex((result, index) => result.status === 'rejected' && missing[index] !== true);
       if (failedAt >= 0) {
         endpoint = endpoints[failedAt] ?? endpoint;
         throw (settled[failedAt] as PromiseRejectedResult).reason;
       }
-      const [version, tags, ps] = settled.map((result) => (result as PromiseFulfilledResult<unknown>).value) as [{ version?: unknown }, ListResponse, ListResponse];
+      this.noteMissingEndpoints(endpoints.filter((_, index) => missing[index] === true));
+      const [version, tags, ps] = settled.map((result) => (result.status === 'fulfilled' ? result.value : null)) as [{ version?: unknown } | null, ListResponse, ListResponse | null];
       endpoint = 'GET /api/tags';
       const installed = installedModelsFrom(modelsOf(tags, endpoint));
       await this.learnCapabilities(modelsOf(tags, endpoint));
       endpoint = 'GET /api/ps';
-      const loaded = loadedModelsFrom(modelsOf(ps, endpoint), Date.now());
+      const loaded = ps === null ? [] : loadedModelsFrom(modelsOf(ps, endpoint), Date.now());
       next = {
         url: this.state.url,
         reachable: true,
