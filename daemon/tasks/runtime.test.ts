@@ -77,6 +77,44 @@ describe('task runtime on one node', () => {
     expect(done.output).toBe(standinText('qwen2.5:7b', promptText, 24));
   });
 
+  /** From the first assignment on, the node learns of `ahead` more committed entries than it has applied. */
+  function lagAfterAssignment(h: Harness, ahead: number): void {
+    const onApplied = h.runtime.onApplied.bind(h.runtime);
+    let lagging = false;
+    h.runtime.onApplied = (applied) => {
+      if (!lagging && applied.some(({ result }) => result?.ok === true && result.events.some((event) => event.status === 'assigned'))) {
+        lagging = true;
+        h.raft.commit = h.state().lastApplied + ahead;
+      }
+      onApplied(applied);
+    };
+  }
+
+  it('starts an assignment applied while slightly behind once the lag is applied, not at the next reconciliation', async () => {
+    const h = await harness({ tuning: { reconcileEveryMs: 60_000 } });
+    lagAfterAssignment(h, 1);
+    const { task } = await h.service.submit({ model: 'llama3.2:1b', prompt: 'deferred start' });
+    await waitFor('the assignment', () => h.service.get(task.id).status === 'assigned');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(h.standin.generations()).toHaveLength(0);
+    await h.service.submit({ model: 'hm-absent-model:1b', prompt: 'the entry that catches the node up' });
+    const done = await h.service.waitFinished(task.id, 5_000);
+    expect(done.status).toBe('completed');
+    expect(h.standin.generations()).toHaveLength(1);
+  });
+
+  it('does not start a deferred assignment that was cancelled in the meantime', async () => {
+    const h = await harness({ tuning: { reconcileEveryMs: 60_000 } });
+    lagAfterAssignment(h, 2);
+    const { task } = await h.service.submit({ model: 'llama3.2:1b', prompt: 'deferred, then cancelled' });
+    await waitFor('the assignment', () => h.service.get(task.id).status === 'assigned');
+    await h.service.cancel(task.id, 'changed my mind');
+    await h.service.submit({ model: 'hm-absent-model:1b', prompt: 'the entry that catches the node up' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(h.service.get(task.id).status).toBe('cancelled');
+    expect(h.standin.generations()).toHaveLength(0);
+  });
+
   it('fills {{tasks.ID.output}} from a completed dependency', async () => {
     const h = await harness();
     const first = (await h.service.submit({ model: 'llama3.2:1b', prompt: 'first' })).task;

@@ -27,6 +27,14 @@ import { ReportRelay } from './report-relay.ts';
 import { Reporter } from './reports.ts';
 
 const log = logger('tasks');
+/**
+ * An assignment applied while the node is at most this many entries behind what it knows
+ * committed waits for those entries (a few milliseconds under load) instead of for the
+ * next reconciliation. One Ready applies up to 4,096 entries, so a larger lag means replay.
+ */
+const deferredLagMax = 4_096;
+/** Deferred assignments kept at most; beyond, the reconciliation picks them up. */
+const deferredMax = 10_000;
 
 export interface TaskRuntimeDeps {
   nodeId: string;
@@ -76,6 +84,8 @@ export class TaskRuntime {
   private leaderlessSince: number | null = null;
   private fenced = false;
   private lastReconcileAt = 0;
+  /** Assignments to this node waiting until entries up to afterIndex are applied here. */
+  private readonly deferred: Array<{ taskId: string; attempt: number; afterIndex: number }> = [];
 
   constructor(deps: TaskRuntimeDeps) {
     this.deps = deps;
@@ -204,27 +214,57 @@ export class TaskRuntime {
   onApplied(applied: Array<{ entry: Entry; result: ApplyResult | null }>): void {
     if (this.stopped) return;
     let changed = false;
-    const canStart = this.canStartAttempts();
+    const status = this.deps.raftStatus();
+    const canStart = this.canStartAttempts(status);
+    // Behind by a little (writes committed while this batch was being applied, as under
+    // load): the assignment starts once this node has applied what was committed when it
+    // arrived, if it is still live then. Behind by a lot (replaying the log after a
+    // restart) or fenced: the reconciliation picks live assignments up later, from the
+    // state rather than from history.
+    const lag = status === null ? Number.POSITIVE_INFINITY : (status.commit ?? 0) - this.deps.state().lastApplied;
+    const mayDefer = !canStart && !this.fenced && status?.leader != null && lag <= deferredLagMax;
     for (const { result } of applied) {
       if (result === null || !result.ok) continue;
       if (result.events.length > 0 || result.prunedTaskIds.length > 0) changed = true;
       for (const event of result.events) {
         if (event.status === 'assigned' && event.node === this.deps.nodeId) {
-          // While catching up (replaying old entries) or fenced, the reconciliation picks
-          // live assignments up later, from the state rather than from history.
           if (canStart) this.executor.accept(event.taskId, event.attempt);
+          else if (mayDefer && this.deferred.length < deferredMax) this.deferred.push({ taskId: event.taskId, attempt: event.attempt, afterIndex: status?.commit ?? 0 });
         } else {
           this.executor.onStatus(event);
         }
       }
     }
+    this.acceptDeferred();
     if (changed) this.scheduler.kick();
   }
 
+  /** Starts deferred assignments whose wait is over and which the state still shows live. */
+  private acceptDeferred(): void {
+    if (this.deferred.length === 0) return;
+    const state = this.deps.state();
+    const applied = state.lastApplied;
+    if (this.fenced) {
+      this.deferred.length = 0;
+      return;
+    }
+    let kept = 0;
+    for (const item of this.deferred) {
+      if (item.afterIndex > applied) {
+        this.deferred[kept++] = item;
+        continue;
+      }
+      const record = state.getTaskRecord(item.taskId);
+      if (record === undefined || record.status !== 'assigned' || record.assignedNode !== this.deps.nodeId || record.attempt !== item.attempt) continue;
+      if (this.executor.localAttempt(item.taskId) === item.attempt || this.executor.hasEnded(item.taskId, item.attempt)) continue;
+      this.executor.accept(item.taskId, item.attempt);
+    }
+    this.deferred.length = kept;
+  }
+
   /** Leader known and reachable, and the local state caught up with what it knows committed. */
-  private canStartAttempts(): boolean {
+  private canStartAttempts(status = this.deps.raftStatus()): boolean {
     if (this.fenced || this.stopped) return false;
-    const status = this.deps.raftStatus();
     if (status === null || status.leader === null) return false;
     return status.commit === undefined || this.deps.state().lastApplied >= status.commit;
   }

@@ -4,6 +4,8 @@
 // another node sees the first token than a watcher on the executing node; (b) placement
 // quality on four stand-ins of different speeds against two simple dispatchers sending
 // the same workload straight to the stand-ins, and against a lower bound.
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { setLogLevel } from '../../daemon/log.ts';
 import type { ClusterStatus } from '../../protocol/api.ts';
 import type { Task, TaskEvent } from '../../protocol/tasks.ts';
@@ -49,6 +51,37 @@ async function submitTask(daemon: MeshDaemon, token: string, body: Record<string
     }
     throw new Error(`POST /api/tasks on ${daemon.spec.name} answered ${response.status}: ${text.slice(0, 300)}`);
   }
+}
+
+/**
+ * CPU time used so far, in ms: each daemon's (from /proc, user + system, 10 ms steps), this
+ * process's (the load generator and the stand-ins), and the whole machine's busy time
+ * (from /proc/stat, every process on it, ours or not). Null where /proc is missing.
+ */
+interface CpuSample { daemonsMs: number | null; benchMs: number; machineBusyMs: number | null }
+const clockTicksPerSecond = 100;
+
+function procTicks(path: string, pick: (fields: string[]) => number): number | null {
+  try {
+    return pick(readFileSync(path, 'utf8').trim().split(/\s+/));
+  } catch {
+    return null;
+  }
+}
+
+function cpuSample(daemons: MeshDaemon[]): CpuSample {
+  let daemonsMs: number | null = 0;
+  for (const daemon of daemons) {
+    const pid = daemon.child?.pid;
+    // /proc/<pid>/stat: utime and stime are fields 14 and 15; the command name (field 2)
+    // has no spaces here ("node").
+    const ticks = pid === undefined ? null : procTicks(`/proc/${pid}/stat`, (fields) => Number(fields[13]) + Number(fields[14]));
+    daemonsMs = ticks === null || daemonsMs === null ? null : daemonsMs + (ticks * 1000) / clockTicksPerSecond;
+  }
+  const usage = process.cpuUsage();
+  // /proc/stat's first line: cpu user nice system idle iowait irq softirq steal ...
+  const busy = procTicks('/proc/stat', (fields) => [1, 2, 3, 6, 7, 8].reduce((sum, index) => sum + Number(fields[index]), 0));
+  return { daemonsMs, benchMs: (usage.user + usage.system) / 1000, machineBusyMs: busy === null ? null : (busy * 1000) / clockTicksPerSecond };
 }
 
 async function taskCounts(daemon: MeshDaemon): Promise<ClusterStatus['tasks']> {
@@ -102,6 +135,7 @@ async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount
   const failures: string[] = [];
   let next = 0;
   const started = performance.now();
+  const cpuBefore = cpuSample(daemons);
   await Promise.all(Array.from({ length: clients }, async () => {
     while (next < taskCount) {
       const n = next++;
@@ -123,11 +157,28 @@ async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount
     return finishedCount() >= loadedMs.length;
   }, 120_000, 20);
   const totalMs = performance.now() - started;
+  const cpuAfter = cpuSample(daemons);
   const failedCount = (counts.failed ?? 0) - (before.failed ?? 0);
   const completedPerSecond = ((counts.completed ?? 0) - (before.completed ?? 0)) / (totalMs / 1000);
   const note = `${taskCount} tasks, ${clients} clients over 3 nodes; ${failures.length} refused, ${counters.retries} 503s retried, ${failedCount} failed`;
   if (failures.length > 0) process.stderr.write(`bench tasks: submit failures, first: ${failures[0]}\n`);
   rows.push({ section, name: `completed tasks/s end to end, 3 daemons, instant stand-ins (${note})`, value: completedPerSecond, unit: 'tasks/s', goal: { text: `>= ${tasksPerSecondGoal} tasks/s`, met: completedPerSecond >= tasksPerSecondGoal } });
+  const completedCount = (counts.completed ?? 0) - (before.completed ?? 0);
+  if (cpuBefore.daemonsMs !== null && cpuAfter.daemonsMs !== null && completedCount > 0) {
+    const daemonsPerTask = (cpuAfter.daemonsMs - cpuBefore.daemonsMs) / completedCount;
+    const benchPerTask = (cpuAfter.benchMs - cpuBefore.benchMs) / completedCount;
+    rows.push({
+      section, name: 'CPU per completed task while loaded: the 3 daemons together (baseline: this process, i.e. the load generator and the 3 stand-ins)',
+      value: daemonsPerTask, unit: 'ms', baseline: { name: 'generator + stand-ins', value: benchPerTask },
+    });
+    if (cpuBefore.machineBusyMs !== null && cpuAfter.machineBusyMs !== null) {
+      const cores = availableParallelism();
+      rows.push({
+        section, name: `machine busy while loaded, all processes (of ${cores} cores; 1,000 tasks/s would need at most ${((cores * 1000) / tasksPerSecondGoal).toFixed(1)} ms of CPU per task in all)`,
+        value: (100 * (cpuAfter.machineBusyMs - cpuBefore.machineBusyMs)) / (cores * totalMs), unit: '%',
+      });
+    }
+  }
   rows.push({ section, name: `submit rate while loaded (all ${finishedCount()} finished ${((totalMs - submittedMs) / 1000).toFixed(1)} s after the last 201)`, value: taskCount / (submittedMs / 1000), unit: 'tasks/s' });
   // Saturated: 96 clients keep the cluster at its limit, so the latency is the queue's
   // (Little's law: clients / throughput), reported for information.
