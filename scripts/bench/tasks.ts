@@ -115,6 +115,12 @@ async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount
   const runId = Date.now().toString(36);
   const counters = { retries: 0 };
 
+  // Warm-up, not measured: the daemons' code paths compiled by the JIT and their caches
+  // filled, as in a cluster that has been up for a while.
+  for (let n = 0; n < 150; n += 1) {
+    const index = n % daemons.length;
+    await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `warm-up ${n}`, idempotencyKey: `bench-warm-${runId}-${n}` }, counters);
+  }
   // Unloaded: one request at a time, so the latency is the path's, not a queue's.
   const unloadedMs: number[] = [];
   for (let n = 0; n < 200; n += 1) {
