@@ -120,4 +120,23 @@ describe('RaftLogStore', () => {
     expect(restored.entries[0]?.index).toBe(13);
     await again.storage.close();
   });
+
+  it('stores the snapshot image apart from its metadata, and still reads a disk that kept both in one record', async () => {
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    await store.persist(ready({ entries: entries(1, 6, 1), hardState: { term: 1, vote: 'n1', commit: 6 } }));
+    const image = JSON.stringify({ tasks: ['quoted "text"'] });
+    await store.saveSnapshot({ index: 4, term: 1, config, data: image });
+    expect(await storage.raft.get('snapdata')).toBe(image);
+    expect(JSON.parse((await storage.raft.get('snap'))!)).toEqual({ index: 4, term: 1, config });
+    // As an older version wrote it: the image inside the 'snap' record.
+    await storage.raft.put('snap', JSON.stringify({ index: 5, term: 1, config, data: 'state@5' }));
+    await storage.raft.del('snapdata');
+    await storage.close();
+    const again = await open(dir);
+    const restored = await again.store.load(config);
+    expect(restored.snapshot).toEqual({ index: 5, term: 1, config, data: 'state@5' });
+    expect(restored.entries.map((entry) => entry.index)).toEqual([6]);
+    await again.storage.close();
+  });
 });

@@ -13,6 +13,20 @@ import type { Storage } from '../storage.ts';
 
 const hardStateKey = 'hs';
 const snapshotKey = 'snap';
+/**
+ * The snapshot's state-machine image, stored as it is: inside the JSON of 'snap' it would be
+ * escaped (a second pass over megabytes, blocking the event loop) and parsed back. 'snap'
+ * then holds index, term and config only. Disks written before keep the image inside 'snap'.
+ */
+const snapshotDataKey = 'snapdata';
+
+function snapshotOperations<Sublevel>(sublevel: Sublevel, snapshot: Snapshot): Array<{ type: 'put'; sublevel: Sublevel; key: string; value: string }> {
+  const meta = { index: snapshot.index, term: snapshot.term, config: snapshot.config };
+  return [
+    { type: 'put', sublevel, key: snapshotKey, value: JSON.stringify(meta) },
+    { type: 'put', sublevel, key: snapshotDataKey, value: snapshot.data },
+  ];
+}
 const identityKey = 'identity';
 const entryPrefix = 'e:';
 
@@ -70,7 +84,17 @@ export class RaftLogStore {
     const hardStateText = await this.storage.raft.get(hardStateKey);
     const snapshotText = await this.storage.raft.get(snapshotKey);
     const hardState: HardState = hardStateText === undefined ? { term: 0, vote: null, commit: 0 } : (JSON.parse(hardStateText) as HardState);
-    const snapshot: Snapshot | null = snapshotText === undefined ? null : (JSON.parse(snapshotText) as Snapshot);
+    let snapshot: Snapshot | null = null;
+    if (snapshotText !== undefined) {
+      const stored = JSON.parse(snapshotText) as Snapshot | Omit<Snapshot, 'data'>;
+      if ('data' in stored) {
+        snapshot = stored;
+      } else {
+        const data = await this.storage.raft.get(snapshotDataKey);
+        if (data === undefined) throw new Error(`the raft snapshot at index ${stored.index} has no state image on disk; the data dir is damaged`);
+        snapshot = { ...stored, data };
+      }
+    }
     // A snapshot holds only committed entries. A commit index written without fsync can be
     // older than a snapshot synced after it only if the disk lost the unsynced write (power
     // loss); the snapshot itself proves the commit.
@@ -107,7 +131,7 @@ export class RaftLogStore {
     let lastIndex = this.lastIndex;
     let firstIndex = this.firstIndex;
     if (ready.snapshot !== null) {
-      operations.push({ type: 'put', sublevel: raft, key: snapshotKey, value: JSON.stringify(ready.snapshot) });
+      operations.push(...snapshotOperations(raft, ready.snapshot));
       // A snapshot from the leader replaces the whole stored log, entries after its index too:
       // the core discarded them, and a restart must not bring them back.
       for (let index = firstIndex; index <= lastIndex; index += 1) operations.push({ type: 'del', sublevel: raft, key: entryKey(index) });
@@ -145,7 +169,7 @@ export class RaftLogStore {
 
   /** Persists a snapshot the application made itself (compaction), synced. */
   async saveSnapshot(snapshot: Snapshot): Promise<void> {
-    await this.storage.db.batch([{ type: 'put', sublevel: this.storage.raft, key: snapshotKey, value: JSON.stringify(snapshot) }], { sync: true });
+    await this.storage.db.batch(snapshotOperations(this.storage.raft, snapshot), { sync: true });
     await this.compactTo(snapshot.index);
   }
 }
