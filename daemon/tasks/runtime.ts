@@ -84,6 +84,8 @@ export class TaskRuntime {
   private leaderlessSince: number | null = null;
   private fenced = false;
   private lastReconcileAt = 0;
+  /** Whether this process has seen a reachable leader yet (a fence before that is just startup). */
+  private hadLeader = false;
   /** Assignments to this node waiting until entries up to afterIndex are applied here. */
   private readonly deferred: Array<{ taskId: string; attempt: number; afterIndex: number }> = [];
 
@@ -286,16 +288,19 @@ export class TaskRuntime {
       this.leaderlessSince = null;
       if (this.fenced) {
         this.fenced = false;
-        log.info('a leader is reachable again; taking assignments', { leader });
+        log.info(this.hadLeader ? 'a leader is reachable again; taking assignments' : 'a leader is known; taking assignments', { leader });
         this.lastReconcileAt = 0;
       }
+      this.hadLeader = true;
     } else {
       this.leaderlessSince ??= now;
       const fenceAfterMs = this.deps.tuning?.fenceAfterMs ?? 1_500;
       if (!this.fenced && now - this.leaderlessSince >= fenceAfterMs) {
         this.fenced = true;
         const aborted = this.executor.abortAll({ reason: `node ${this.deps.nodeId} lost contact with the leader for ${now - this.leaderlessSince} ms; its attempt was stopped so that another node can run the task`, report: true });
-        log.warn('no reachable leader: fenced off, local generations aborted', { aborted, leaderlessMs: now - this.leaderlessSince });
+        // Starting up (no cluster formed or joined yet) with nothing running is not news.
+        if (aborted > 0 || this.hadLeader) log.warn('no reachable leader: fenced off, local generations aborted', { aborted, leaderlessMs: now - this.leaderlessSince });
+        else log.debug('no leader yet: not taking assignments until there is one');
       }
     }
     this.hub.sweep(now);
