@@ -5,6 +5,7 @@
 // quality on four stand-ins of different speeds against two simple dispatchers sending
 // the same workload straight to the stand-ins, and against a lower bound.
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import { availableParallelism } from 'node:os';
 import { setLogLevel } from '../../daemon/log.ts';
 import type { ClusterStatus } from '../../protocol/api.ts';
@@ -33,23 +34,44 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
 
+/**
+ * The load generator's HTTP client: node:http on keep-alive connections, as lean as a load
+ * tool should be (fetch costs several times the CPU per request, and the generator shares
+ * the two cores with the daemons it measures; its CPU is reported in its own row).
+ */
+const clientAgent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+
+function postJson(url: string, token: string, body: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(url, {
+      method: 'POST',
+      agent: clientAgent,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      timeout: requestTimeoutMs,
+    }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      response.on('error', reject);
+    });
+    request.on('timeout', () => request.destroy(new Error(`no answer from ${url} within ${requestTimeoutMs} ms`)));
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
 /** POST /api/tasks; retries 503s with the same idempotency key. Returns the task, or throws with the answer. */
 async function submitTask(daemon: MeshDaemon, token: string, body: Record<string, unknown>, counters: { retries: number }): Promise<Task> {
+  const text = JSON.stringify(body);
   for (let tries = 0; ; tries += 1) {
-    const response = await fetch(`${daemon.apiUrl}/api/tasks`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(requestTimeoutMs),
-    });
-    const text = await response.text();
-    if (response.status === 201 || response.status === 200) return JSON.parse(text) as Task;
+    const response = await postJson(`${daemon.apiUrl}/api/tasks`, token, text);
+    if (response.status === 201 || response.status === 200) return JSON.parse(response.text) as Task;
     if (response.status === 503 && tries < retries503Max) {
       counters.retries += 1;
       await sleep(200);
       continue;
     }
-    throw new Error(`POST /api/tasks on ${daemon.spec.name} answered ${response.status}: ${text.slice(0, 300)}`);
+    throw new Error(`POST /api/tasks on ${daemon.spec.name} answered ${response.status}: ${response.text.slice(0, 300)}`);
   }
 }
 
@@ -542,6 +564,7 @@ export async function run(rows: BenchRow[], quick: boolean): Promise<void> {
     await benchThroughput(rows, cluster, quick ? 600 : 3_000);
     await benchStreaming(rows, cluster, quick ? 6 : 40);
   } finally {
+    clientAgent.destroy();
     await group.stopAll();
   }
   await benchPlacement(rows, quick ? 24 : 60);
