@@ -11,16 +11,38 @@ import { fileURLToPath } from 'node:url';
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 export const cliEntry = join(repoRoot, 'daemon', 'cli', 'main.ts');
 
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports for daemons are picked below the kernel's ephemeral range (32768-60999 here), from
+ * a slice of 1,000 per test worker: a port from listen(0) is itself ephemeral, and between
+ * closing the probe and the daemon's own listen an outgoing connection of any process could
+ * take it as its source port (seen: EADDRINUSE in CI). Outgoing connections never use ports
+ * below the ephemeral range, other workers use other slices, and this process never hands
+ * out the same port twice while it can avoid it.
+ */
+const portSliceSize = 1_000;
+const portSlicesBase = 20_000;
+const portSlices = 12;
+const handedOut = new Set<number>();
+
+function canListen(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, host, () => server.close(() => resolve(true)));
   });
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const worker = Number(process.env['VITEST_POOL_ID'] ?? process.env['VITEST_WORKER_ID'] ?? 0) || (process.pid % portSlices);
+  const base = portSlicesBase + (worker % portSlices) * portSliceSize;
+  if (handedOut.size >= portSliceSize - 50) handedOut.clear();
+  for (let tries = 0; tries < portSliceSize; tries += 1) {
+    const port = base + Math.floor(Math.random() * portSliceSize);
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    if (await canListen(port, host)) return port;
+  }
+  throw new Error(`no free port in ${base}..${base + portSliceSize - 1} on ${host}`);
 }
 
 export function tempDir(prefix: string): string {
