@@ -7,6 +7,7 @@ import { taskOutputBytesMax } from '../../protocol/limits.ts';
 import type { ChatMessage, TaskFormat, Usage } from '../../protocol/tasks.ts';
 import { truncateUtf8 } from '../../scheduler/state/state.ts';
 import { describeOllamaFailure } from '../probe/ollama.ts';
+import { ollamaFetch } from './ollama-transport.ts';
 
 export interface GenerationRequest {
   model: string;
@@ -126,7 +127,7 @@ export async function runGeneration(request: GenerationRequest, options: RunGene
   // One client per generation: its fetch carries this generation's signal, so an abort
   // works even before Ollama sends the first byte (a cold load), which the client's own
   // abort() cannot do.
-  const client = new Ollama({ host: options.ollamaUrl, fetch: (input, init) => fetch(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, signal]) : signal }) });
+  const client = new Ollama({ host: options.ollamaUrl, fetch: (input, init) => ollamaFetch(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, signal]) : signal }) });
   const endpoint = request.messages !== null ? 'POST /api/chat' : 'POST /api/generate';
   const common = {
     model: request.model,
