@@ -77,20 +77,34 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   let final: Task | null = null;
   let printedSequence = -1;
   let printedAttempt = 0;
+  // Output goes to stdout and status lines to stderr; in a terminal they share the screen,
+  // so a status line after output that did not end its line starts on a new one.
+  let midLine = false;
+  const endLine = () => {
+    if (midLine) process.stdout.write('\n');
+    midLine = false;
+  };
   for await (const { data } of client.events(`/api/tasks/${encodeURIComponent(id)}/events`)) {
     const event = data as TaskEvent;
     if (event.type === 'output' && printOutput) {
       if (event.attempt !== printedAttempt) {
-        if (printedAttempt !== 0) process.stderr.write(`\n[attempt ${event.attempt} on another node; output starts over]\n`);
+        if (printedAttempt !== 0) {
+          endLine();
+          process.stderr.write(`[attempt ${event.attempt} on another node; output starts over]\n`);
+        }
         printedAttempt = event.attempt;
         printedSequence = -1;
       }
-      if (event.sequence > printedSequence) {
+      if (event.sequence > printedSequence && event.text !== '') {
         process.stdout.write(event.text);
+        midLine = !event.text.endsWith('\n');
         printedSequence = event.sequence;
       }
     } else if (event.type === 'status') {
-      if (printOutput) process.stderr.write(`[${event.status}${event.node === null ? '' : ` on ${shortId(event.node)}`}${event.reason === null ? '' : `: ${event.reason}`}]\n`);
+      if (printOutput) {
+        endLine();
+        process.stderr.write(`[${event.status}${event.node === null ? '' : ` on ${shortId(event.node)}`}${event.reason === null ? '' : `: ${event.reason}`}]\n`);
+      }
     } else if (event.type === 'final') {
       final = event.task;
       break;
@@ -101,7 +115,7 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   }
   if (json) process.stdout.write(`${JSON.stringify(final, null, 2)}\n`);
   else if (!printOutput) process.stdout.write(`${final.output ?? ''}\n`);
-  else process.stdout.write('\n');
+  else endLine();
   if (final.status !== 'completed') {
     process.stderr.write(`task ${id} ${final.status}${final.error === null ? '' : `: ${final.error}`}\n`);
     return 1;
