@@ -13,6 +13,8 @@ import type { Storage } from '../storage.ts';
 
 const hardStateKey = 'hs';
 const snapshotKey = 'snap';
+const identityKey = 'identity';
+const entryPrefix = 'e:';
 /**
  * The snapshot's state-machine image, stored as it is: inside the JSON of 'snap' it would be
  * escaped (a second pass over megabytes, blocking the event loop) and parsed back. 'snap'
@@ -20,6 +22,7 @@ const snapshotKey = 'snap';
  */
 const snapshotDataKey = 'snapdata';
 
+/** The batch operations that store a snapshot: metadata and image under their own keys. */
 function snapshotOperations<Sublevel>(sublevel: Sublevel, snapshot: Snapshot): Array<{ type: 'put'; sublevel: Sublevel; key: string; value: string }> {
   const meta = { index: snapshot.index, term: snapshot.term, config: snapshot.config };
   return [
@@ -27,8 +30,6 @@ function snapshotOperations<Sublevel>(sublevel: Sublevel, snapshot: Snapshot): A
     { type: 'put', sublevel, key: snapshotDataKey, value: snapshot.data },
   ];
 }
-const identityKey = 'identity';
-const entryPrefix = 'e:';
 
 /** Index keys sort in numeric order as strings. */
 function entryKey(index: number): string {

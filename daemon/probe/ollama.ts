@@ -101,18 +101,24 @@ function errorCode(error: unknown): string | undefined {
   return undefined;
 }
 
+/** The HTTP status of an `ollama` client ResponseError; undefined for other failures. */
+export function httpStatusOf(error: unknown): number | undefined {
+  const status = (error as { status_code?: unknown } | null)?.status_code;
+  return typeof status === 'number' ? status : undefined;
+}
+
 /** Whether a failure leaves no doubt that Ollama is not there (as opposed to slow or restarting). */
 export function isDefinitiveFailure(error: unknown): boolean {
   if (error instanceof ProbeRequestError || error instanceof SyntaxError) return true;
-  const status = (error as { status_code?: unknown } | null)?.status_code;
-  if (typeof status === 'number') return status < 500;
+  const status = httpStatusOf(error);
+  if (status !== undefined) return status < 500;
   const code = errorCode(error);
   return code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH';
 }
 
 /** An HTTP answer saying the server has no such endpoint (an Ollama look-alike without it). */
 export function isMissingEndpoint(error: unknown): boolean {
-  const status = (error as { status_code?: unknown } | null)?.status_code;
+  const status = httpStatusOf(error);
   return status === 404 || status === 405 || status === 501;
 }
 
@@ -120,9 +126,9 @@ export function isMissingEndpoint(error: unknown): boolean {
 export function describeOllamaFailure(error: unknown, url: string, endpoint: string, timeoutMs: number): string {
   const message = error instanceof Error ? error.message : String(error);
   const name = error instanceof Error ? error.name : '';
-  const status = (error as { status_code?: unknown } | null)?.status_code;
+  const status = httpStatusOf(error);
   let text: string;
-  if (typeof status === 'number') {
+  if (status !== undefined) {
     text = `Ollama at ${url} answered ${endpoint} with HTTP ${status}: ${message}`;
   } else if (error instanceof ProbeRequestError) {
     text = `unexpected answer from ${url} to ${endpoint}: ${message}; is this URL an Ollama server? Check --ollama-url`;
@@ -454,7 +460,8 @@ export class OllamaProbe {
       const endpoints = ['GET /api/version', 'GET /api/tags', 'GET /api/ps'];
       // Servers that speak Ollama's API but lack /api/version or /api/ps (they answer 404)
       // still serve: the version is then unknown, and so are the loaded models.
-      const missing = settled.map((result, index) => index !== 1 && result.status === 'rejected' && isMissingEndpoint(result.reason));
+      const optional = [true, false, true];
+      const missing = settled.map((result, index) => optional[index] === true && result.status === 'rejected' && isMissingEndpoint(result.reason));
       const failedAt = settled.findIndex((result, index) => result.status === 'rejected' && missing[index] !== true);
       if (failedAt >= 0) {
         endpoint = endpoints[failedAt] ?? endpoint;

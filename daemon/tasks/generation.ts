@@ -6,7 +6,7 @@ import { Ollama } from 'ollama';
 import { taskOutputBytesMax } from '../../protocol/limits.ts';
 import type { ChatMessage, TaskFormat, Usage } from '../../protocol/tasks.ts';
 import { truncateUtf8 } from '../../scheduler/state/state.ts';
-import { describeOllamaFailure } from '../probe/ollama.ts';
+import { describeOllamaFailure, httpStatusOf } from '../probe/ollama.ts';
 import { ollamaFetch } from './ollama-transport.ts';
 
 export interface GenerationRequest {
@@ -67,9 +67,9 @@ const permanentPattern = /not found|try pulling|invalid|unknown|unsupported|does
  */
 export function classifyGenerationError(error: unknown, url: string, endpoint: string, timeoutMs: number): GenerationError {
   if (error instanceof GenerationError) return error;
-  const status = (error as { status_code?: unknown } | null)?.status_code;
+  const status = httpStatusOf(error);
   const description = describeOllamaFailure(error, url, endpoint, timeoutMs);
-  if (typeof status === 'number') {
+  if (status !== undefined) {
     const retryable = status >= 500 || status === 408 || status === 429;
     const hint = status === 404 ? ' (the model is not installed on this node: `ollama pull` it, or submit to a model the cluster has)' : '';
     return new GenerationError(description + hint, retryable, { cause: error });

@@ -8,8 +8,9 @@
 // fenceAfterMs aborts its generations: their results would likely be refused, and the
 // leader will retry them elsewhere. It reports those attempts as failed (retryable) once a
 // leader is back, so they do not sit as "running" until they time out.
+import { committedEntriesPerReadyMax } from '../../scheduler/consensus/raft.ts';
 import type { Entry } from '../../scheduler/consensus/types.ts';
-import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
+import type { ApplyResult, ReplicatedState, TaskRecord } from '../../scheduler/state/state.ts';
 import { normalizeModelName, type NodeView } from '../../scheduler/tasks/node-view.ts';
 import { waitingReason } from '../../scheduler/tasks/placement.ts';
 import type { TaskOutputEvent } from '../../protocol/tasks.ts';
@@ -30,9 +31,9 @@ const log = logger('tasks');
 /**
  * An assignment applied while the node is at most this many entries behind what it knows
  * committed waits for those entries (a few milliseconds under load) instead of for the
- * next reconciliation. One Ready applies up to 4,096 entries, so a larger lag means replay.
+ * next reconciliation. One Ready applies at most this many, so a larger lag means replay.
  */
-const deferredLagMax = 4_096;
+const deferredLagMax = committedEntriesPerReadyMax;
 /** Deferred assignments kept at most; beyond, the reconciliation picks them up. */
 const deferredMax = 10_000;
 
@@ -244,22 +245,19 @@ export class TaskRuntime {
   /** Starts deferred assignments whose wait is over and which the state still shows live. */
   private acceptDeferred(): void {
     if (this.deferred.length === 0) return;
-    const state = this.deps.state();
-    const applied = state.lastApplied;
     if (this.fenced) {
       this.deferred.length = 0;
       return;
     }
+    const state = this.deps.state();
     let kept = 0;
     for (const item of this.deferred) {
-      if (item.afterIndex > applied) {
+      if (item.afterIndex > state.lastApplied) {
         this.deferred[kept++] = item;
         continue;
       }
       const record = state.getTaskRecord(item.taskId);
-      if (record === undefined || record.status !== 'assigned' || record.assignedNode !== this.deps.nodeId || record.attempt !== item.attempt) continue;
-      if (this.executor.localAttempt(item.taskId) === item.attempt || this.executor.hasEnded(item.taskId, item.attempt)) continue;
-      this.executor.accept(item.taskId, item.attempt);
+      if (record?.status === 'assigned' && record.attempt === item.attempt && this.missedHere(record)) this.executor.accept(item.taskId, item.attempt);
     }
     this.deferred.length = kept;
   }
@@ -310,6 +308,12 @@ export class TaskRuntime {
     }
   }
 
+  /** The log has the task's current attempt on this node, and this process neither runs nor ran it. */
+  private missedHere(record: Readonly<TaskRecord>): boolean {
+    return record.assignedNode === this.deps.nodeId && this.executor.localAttempt(record.id) !== record.attempt
+      && !this.executor.hasEnded(record.id, record.attempt);
+  }
+
   /**
    * Aligns the executor with the state: runs live assignments to this node it missed
    * (applied while catching up, or inside a snapshot), and fails attempts the log shows
@@ -317,21 +321,17 @@ export class TaskRuntime {
    */
   private reconcile(): void {
     const state = this.deps.state();
-    const self = this.deps.nodeId;
     for (const record of state.tasksWithStatus('assigned')) {
-      if (record.assignedNode !== self || this.executor.localAttempt(record.id) === record.attempt) continue;
-      if (this.executor.hasEnded(record.id, record.attempt)) continue;
-      this.executor.accept(record.id, record.attempt);
+      if (this.missedHere(record)) this.executor.accept(record.id, record.attempt);
     }
     for (const record of state.tasksWithStatus('running')) {
-      if (record.assignedNode !== self || this.executor.localAttempt(record.id) === record.attempt) continue;
-      if (this.executor.hasEnded(record.id, record.attempt)) continue;
+      if (!this.missedHere(record)) continue;
       const { id, attempt } = record;
       log.info('the log shows an attempt running here that this process does not run; failing it for a retry', { taskId: id, attempt });
       this.executor.markEnded(id, attempt);
       void this.reporter.report({
         type: 'task.fail', id, attempt, retryable: true, at: Date.now(),
-        error: `node ${self} restarted during attempt ${attempt}; the generation was lost`,
+        error: `node ${this.deps.nodeId} restarted during attempt ${attempt}; the generation was lost`,
       }, () => {
         const current = this.deps.state().getTaskRecord(id);
         return current !== undefined && current.attempt === attempt && current.status === 'running';

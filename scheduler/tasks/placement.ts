@@ -445,10 +445,10 @@ export function planAssignments(
     // faster node will free a slot soon than started on a slow free one (late binding). A
     // busy node's estimate includes the tasks already left waiting for it this round, so a
     // queue deeper than it can absorb spills over to free nodes.
-    let best: { candidate: Candidate; estimateMs: number; cost: number } | null = null;
-    let bestBusy: { candidate: Candidate; estimateMs: number; cost: number } | null = null;
+    let best: Choice | null = null;
+    let bestBusy: Choice | null = null;
     /** Free nodes where the model is cold: their cost as is and with the model already loaded. */
-    const coldFree: Array<{ candidate: Candidate; estimateMs: number; cost: number; warmCost: number }> = [];
+    const coldFree: ColdChoice[] = [];
     for (const candidate of candidates) {
       const nodeId = candidate.node.id;
       const free = (slots.get(nodeId) ?? 0) > 0;
@@ -504,6 +504,18 @@ export function planAssignments(
   return { assignments, waiting };
 }
 
+/** A candidate node for one task, with its estimate and cost (estimate / proficiency). */
+interface Choice {
+  candidate: Candidate;
+  estimateMs: number;
+  cost: number;
+}
+
+/** A free node where the task's model is cold, with its cost were the model already loaded. */
+interface ColdChoice extends Choice {
+  warmCost: number;
+}
+
 /** Entries kept in a loadRegret map at most; beyond, it starts over (a bound, not a policy). */
 export const loadRegretEntriesMax = 4_096;
 
@@ -513,10 +525,8 @@ export const loadRegretEntriesMax = 4_096;
  * to its regret; the node whose regret first covers its load cost gets the task (cold), and
  * its regret starts over.
  */
-function rentOrBuy<T extends { candidate: Candidate; estimateMs: number; cost: number }>(
-  regret: Map<string, number>, best: T, coldFree: ReadonlyArray<{ candidate: Candidate; estimateMs: number; cost: number; warmCost: number }>,
-): T | { candidate: Candidate; estimateMs: number; cost: number } {
-  let buy: { candidate: Candidate; estimateMs: number; cost: number; key: string; margin: number } | null = null;
+function rentOrBuy(regret: Map<string, number>, best: Choice, coldFree: readonly ColdChoice[]): Choice {
+  let buy: { choice: ColdChoice; key: string; margin: number } | null = null;
   for (const option of coldFree) {
     if (option.candidate === best.candidate) continue;
     const gain = best.cost - option.warmCost;
@@ -527,11 +537,11 @@ function rentOrBuy<T extends { candidate: Candidate; estimateMs: number; cost: n
     regret.set(key, total);
     const loadCost = option.cost - option.warmCost;
     const margin = total - loadCost;
-    if (margin >= 0 && (buy === null || margin > buy.margin)) buy = { ...option, key, margin };
+    if (margin >= 0 && (buy === null || margin > buy.margin)) buy = { choice: option, key, margin };
   }
   if (buy === null) return best;
   regret.delete(buy.key);
-  return { candidate: buy.candidate, estimateMs: buy.estimateMs, cost: buy.cost };
+  return buy.choice;
 }
 
 /** The command that commits an assignment, fenced by the leader's term. */

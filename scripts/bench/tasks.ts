@@ -187,11 +187,11 @@ async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount
   const totalMs = performance.now() - started;
   const cpuAfter = cpuSample(daemons);
   const failedCount = (counts.failed ?? 0) - (before.failed ?? 0);
-  const completedPerSecond = ((counts.completed ?? 0) - (before.completed ?? 0)) / (totalMs / 1000);
+  const completedCount = (counts.completed ?? 0) - (before.completed ?? 0);
+  const completedPerSecond = completedCount / (totalMs / 1000);
   const note = `${taskCount} tasks, ${clients} clients over 3 nodes; ${failures.length} refused, ${counters.retries} 503s retried, ${failedCount} failed`;
   if (failures.length > 0) process.stderr.write(`bench tasks: submit failures, first: ${failures[0]}\n`);
   rows.push({ section, name: `completed tasks/s end to end, 3 daemons, instant stand-ins (${note})`, value: completedPerSecond, unit: 'tasks/s', goal: { text: `>= ${tasksPerSecondGoal} tasks/s`, met: completedPerSecond >= tasksPerSecondGoal } });
-  const completedCount = (counts.completed ?? 0) - (before.completed ?? 0);
   if (cpuBefore.daemonsMs !== null && cpuAfter.daemonsMs !== null && completedCount > 0) {
     const daemonsPerTask = (cpuAfter.daemonsMs - cpuBefore.daemonsMs) / completedCount;
     const benchPerTask = (cpuAfter.benchMs - cpuBefore.benchMs) / completedCount;
@@ -354,11 +354,15 @@ async function warmStandins(urls: string[]): Promise<void> {
   })));
 }
 
+/** Prompt evaluation and generation of `item` at `speed` tokens/s, model warm, alone. */
+function runMsAt(item: WorkItem, speed: number): number {
+  // The stand-in evaluates a prompt twenty times faster than it generates.
+  return (approximateTokenCount(item.prompt) / (speed * 20) + item.numPredict / speed) * 1000;
+}
+
 /** Lower bound per task: prompt evaluation and generation on the fastest node, model warm, no queueing. */
 function lowerBoundMs(item: WorkItem): number {
-  const fastest = Math.max(...nodeSpeeds);
-  // The stand-in evaluates a prompt twenty times faster than it generates.
-  return (approximateTokenCount(item.prompt) / (fastest * 20) + item.numPredict / fastest) * 1000;
+  return runMsAt(item, Math.max(...nodeSpeeds));
 }
 
 /**
@@ -376,7 +380,7 @@ function clairvoyantGreedyMs(items: WorkItem[]): number[] {
     let best: { node: number; slot: number; end: number } | null = null;
     for (const [node, speed] of nodeSpeeds.entries()) {
       const ready = loadedAt[node]!.get(item.model) ?? item.arrivalMs + coldLoadMs;
-      const runMs = (approximateTokenCount(item.prompt) / (speed * 20) + item.numPredict / speed) * 1000;
+      const runMs = runMsAt(item, speed);
       for (const [slot, freeAt] of slotFreeAt[node]!.entries()) {
         const end = Math.max(item.arrivalMs, freeAt, ready) + runMs;
         if (best === null || end < best.end) best = { node, slot, end };
