@@ -84,26 +84,54 @@ describe('RaftLogStore', () => {
     await storage.close();
   });
 
-  it('syncs every write except one that only raises the commit index, which still survives a restart', async () => {
+  it('syncs every write, holds back one that only raises the commit index, and writes it with the next or at flush', async () => {
     const { storage, store, dir } = await open();
     await store.load(config);
-    const syncs: boolean[] = [];
+    const writes: Array<{ sync: boolean; hardState: string | undefined }> = [];
     const batch = storage.db.batch.bind(storage.db);
-    storage.db.batch = ((operations: never, options: { sync?: boolean }) => {
-      syncs.push(options?.sync === true);
-      return batch(operations, options);
-    }) as typeof storage.db.batch;
+    storage.db.batch = ((operations: Array<{ key: string; value?: string }>, options: { sync?: boolean }) => {
+      writes.push({ sync: options?.sync === true, hardState: operations.find((operation) => operation.key === 'hs')?.value });
+      return batch(operations as never, options);
+    }) as unknown as typeof storage.db.batch;
     await store.persist(ready({ entries: entries(1, 3, 1), hardState: { term: 1, vote: 'n1', commit: 0 } }));
+    await store.persist(ready({ hardState: { term: 1, vote: 'n1', commit: 2 } }));
     await store.persist(ready({ hardState: { term: 1, vote: 'n1', commit: 3 } }));
+    expect(writes).toHaveLength(1);
+    // Entries without a hard state of their own carry the commit index held back.
+    await store.persist(ready({ entries: entries(4, 4, 1) }));
     await store.persist(ready({ hardState: { term: 2, vote: null, commit: 3 } }));
     await store.persist(ready({ hardState: { term: 2, vote: 'n2', commit: 3 } }));
-    await store.persist(ready({ entries: entries(4, 4, 2), hardState: { term: 2, vote: 'n2', commit: 4 } }));
-    expect(syncs).toEqual([true, false, true, true, true]);
+    await store.persist(ready({ hardState: { term: 2, vote: 'n2', commit: 4 } }));
+    // A Ready without entries or hard state writes nothing, and does not lose what is held back.
+    await store.persist(ready({}));
+    expect(writes).toEqual([
+      { sync: true, hardState: JSON.stringify({ term: 1, vote: 'n1', commit: 0 }) },
+      { sync: true, hardState: JSON.stringify({ term: 1, vote: 'n1', commit: 3 }) },
+      { sync: true, hardState: JSON.stringify({ term: 2, vote: null, commit: 3 }) },
+      { sync: true, hardState: JSON.stringify({ term: 2, vote: 'n2', commit: 3 }) },
+    ]);
     expect(store.durable).toEqual({ term: 2, vote: 'n2' });
+    await store.flush();
+    expect(writes.at(-1)).toEqual({ sync: false, hardState: JSON.stringify({ term: 2, vote: 'n2', commit: 4 }) });
+    await store.flush();
+    expect(writes).toHaveLength(5);
     await storage.close();
     const again = await open(dir);
     expect((await again.store.load(config)).hardState).toEqual({ term: 2, vote: 'n2', commit: 4 });
     expect(again.store.durable).toEqual({ term: 2, vote: 'n2' });
+    await again.storage.close();
+  });
+
+  it('restarts with the older commit index when the process died holding a newer one', async () => {
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    await store.persist(ready({ entries: entries(1, 5, 1), hardState: { term: 1, vote: 'n1', commit: 1 } }));
+    await store.persist(ready({ hardState: { term: 1, vote: 'n1', commit: 5 } }));
+    await storage.close();
+    const again = await open(dir);
+    const restored = await again.store.load(config);
+    expect(restored.hardState).toEqual({ term: 1, vote: 'n1', commit: 1 });
+    expect(restored.entries.map((entry) => entry.index)).toEqual([1, 2, 3, 4, 5]);
     await again.storage.close();
   });
 

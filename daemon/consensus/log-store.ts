@@ -1,13 +1,14 @@
 // Durable Raft state in LevelDB: hard state, log entries, the latest snapshot and the
 // cluster identity this disk belongs to. Each Ready is written as ONE synced batch, so
 // a crash leaves either all of it or none of it, and nothing is acknowledged (sent)
-// before the batch has reached the disk. One kind of Ready is written without waiting for
-// the disk: one that only raises the commit index. Raft needs term, vote and entries
-// durable, not the commit index (a restarted node learns it again from the leader; one
-// lower than the truth only delays applying). Such a write still reaches the operating
-// system at once, so it survives the daemon being killed, and LevelDB keeps writes in
-// order, so the next synced write makes it durable too. About half of all Readys under
-// load are commit-only, and each synced write is an fsync on the path of every commit.
+// before the batch has reached the disk. One kind of Ready is not written at all: one
+// that only raises the commit index. Raft needs term, vote and entries durable, not the
+// commit index (a restarted node learns it again from the leader; one lower than the
+// truth only delays applying, and a snapshot on disk proves its own index committed).
+// The raised commit index rides along with the next write instead, or is written at stop.
+// About half of all Readys under load are commit-only; each write, even unsynced, is a
+// trip through LevelDB's thread pool on the path of every commit (the leader answers and
+// a follower applies only after it).
 import type { Entry, HardState, Ready, RaftRestore, Snapshot, ClusterConfig } from '../../scheduler/consensus/types.ts';
 import type { Storage } from '../storage.ts';
 
@@ -52,6 +53,8 @@ export class RaftLogStore {
   /** Term and vote last written: a hard state that changes neither needs no fsync. */
   private storedTerm = 0;
   private storedVote: string | null = null;
+  /** A hard state that raised only the commit index, not written yet (see above). */
+  private unwritten: HardState | null = null;
 
   constructor(storage: Storage) {
     this.storage = storage;
@@ -78,6 +81,7 @@ export class RaftLogStore {
     this.lastIndex = 0;
     this.storedTerm = 0;
     this.storedVote = null;
+    this.unwritten = null;
   }
 
   /** Reads everything a restarted node needs to rebuild its consensus core. */
@@ -120,13 +124,18 @@ export class RaftLogStore {
   }
 
   /**
-   * Persists a Ready's snapshot, entries and hard state in one batch: synced, unless all
-   * it changes is the commit index.
+   * Persists a Ready's snapshot, entries and hard state in one synced batch; a Ready that
+   * only raises the commit index is kept in memory until the next write (or `flush`).
    */
   async persist(ready: Ready): Promise<void> {
-    if (ready.snapshot === null && ready.entries.length === 0 && ready.hardState === null) return;
-    const hard = ready.hardState;
-    const commitOnly = ready.snapshot === null && ready.entries.length === 0 && hard !== null && hard.term === this.storedTerm && hard.vote === this.storedVote;
+    const hard = ready.hardState ?? this.unwritten;
+    if (ready.snapshot === null && ready.entries.length === 0) {
+      if (hard === null) return;
+      if (hard.term === this.storedTerm && hard.vote === this.storedVote) {
+        this.unwritten = hard;
+        return;
+      }
+    }
     const raft = this.storage.raft;
     const operations: Array<{ type: 'put'; sublevel: typeof raft; key: string; value: string } | { type: 'del'; sublevel: typeof raft; key: string }> = [];
     let lastIndex = this.lastIndex;
@@ -148,14 +157,24 @@ export class RaftLogStore {
       lastIndex = newLast;
       if (first < firstIndex) firstIndex = first;
     }
-    if (ready.hardState !== null) operations.push({ type: 'put', sublevel: raft, key: hardStateKey, value: JSON.stringify(ready.hardState) });
-    await this.storage.db.batch(operations, { sync: !commitOnly });
+    if (hard !== null) operations.push({ type: 'put', sublevel: raft, key: hardStateKey, value: JSON.stringify(hard) });
+    await this.storage.db.batch(operations, { sync: true });
     this.lastIndex = lastIndex;
     this.firstIndex = firstIndex;
     if (hard !== null) {
       this.storedTerm = hard.term;
       this.storedVote = hard.vote;
     }
+    // What was written is the newest hard state (the Ready's own, or the one held back).
+    this.unwritten = null;
+  }
+
+  /** Writes a commit index held back by `persist` (at stop: a restart then applies up to it at once). */
+  async flush(): Promise<void> {
+    const hard = this.unwritten;
+    if (hard === null) return;
+    await this.storage.db.batch([{ type: 'put', sublevel: this.storage.raft, key: hardStateKey, value: JSON.stringify(hard) }], { sync: false });
+    if (this.unwritten === hard) this.unwritten = null;
   }
 
   /** Drops entries up to `index` after the core compacted its log (the snapshot is persisted via Ready). */

@@ -113,6 +113,8 @@ export class RaftNode<Result> {
     }
     this.reads.clear();
     while (this.processing) await new Promise((resolve) => setTimeout(resolve, 5));
+    // A commit index held back in memory (log-store.ts): a restart then applies up to it at once.
+    if (this.failure === null) await this.options.store.flush().catch((error: unknown) => log.warn('could not write the commit index at stop', { error: error as Error }));
   }
 
   get applied(): number {

@@ -20,6 +20,8 @@ export class InvariantViolation extends Error {
 export interface LogView {
   /** The durable hard state; its term bounds the term in which its commit index was reached. */
   readonly hardState: HardState;
+  /** The commit index the node has reached: the durable one, or one held back in memory until its next write. */
+  readonly commit: number;
   readonly snapshotIndex: number;
   readonly lastIndex: number;
   entry(index: number): Entry | undefined;
@@ -217,12 +219,12 @@ export class Checker {
     this.onCommit(node, log);
   }
 
-  /** Compares a node's log up to its durable commit index with the global committed log. */
+  /** Compares a node's log up to the commit index it reached with the global committed log. */
   onCommit(node: NodeId, log: LogView): void {
-    const commit = log.hardState.commit;
+    const commit = log.commit;
     const checked = this.checkedCommit.get(node) ?? 0;
     if (commit < checked) {
-      throw new InvariantViolation('commit index is monotonic', `${node} persisted commit ${commit} after having persisted ${checked}`);
+      throw new InvariantViolation('commit index is monotonic', `${node} reached commit ${commit} after having reached ${checked}`);
     }
     for (let index = Math.max(checked, log.snapshotIndex) + 1; index <= commit; index++) {
       const held = log.entry(index);
@@ -247,12 +249,12 @@ export class Checker {
   }
 
   /**
-   * A node applied `entry` and its state machine's history hash is now `chain`. `durableCommit`
-   * is the commit index it has made durable.
+   * A node applied `entry` and its state machine's history hash is now `chain`. `commit` is
+   * the commit index it has reached (LogView.commit).
    */
-  onApplied(node: NodeId, entry: Entry, chain: number, durableCommit: number): void {
-    if (entry.index > durableCommit) {
-      throw new InvariantViolation('apply only committed', `${node} applied entry ${entry.index} but its durable commit index is ${durableCommit}`);
+  onApplied(node: NodeId, entry: Entry, chain: number, commit: number): void {
+    if (entry.index > commit) {
+      throw new InvariantViolation('apply only committed', `${node} applied entry ${entry.index} but its commit index is ${commit}`);
     }
     const committed = this.committed[entry.index];
     if (committed === undefined) {

@@ -1,6 +1,9 @@
 // One node's durable storage as the daemon keeps it: hard state, the log after the latest
 // snapshot, and that snapshot. A Ready's persistence is one atomic synced batch, so a crash
-// keeps a batch whole or not at all; whatever the process held only in memory is lost.
+// keeps a batch whole or not at all; whatever the process held only in memory is lost. As
+// in daemon/consensus/log-store.ts, a Ready that only raises the commit index is not
+// written: it is held in memory and rides along with the next write, so a crash can
+// restart a node with an older commit index than it had reached.
 import type { ClusterConfig, Entry, HardState, RaftRestore, Snapshot } from '../consensus/types.ts';
 
 /** A batch the core asked for that no real store could honour: a core bug. */
@@ -25,9 +28,16 @@ export class SimDisk {
   readonly initialConfig: ClusterConfig;
   /** Counts of synced batches, for statistics. */
   syncs = 0;
+  /** A commit-only hard state held back in the process's memory (lost at a crash). */
+  private unwritten: HardState | null = null;
 
   constructor(initialConfig: ClusterConfig) {
     this.initialConfig = initialConfig;
+  }
+
+  /** The commit index reached: held back in memory, or else the durable one (a snapshot proves its own index). */
+  get commit(): number {
+    return Math.max((this.unwritten ?? this.hardState).commit, this.snapshotIndex);
   }
 
   get snapshotIndex(): number {
@@ -59,7 +69,15 @@ export class SimDisk {
    * Returns the entries that were overwritten (same index, different entry), which the
    * checker uses to catch a core that rewrites committed history.
    */
-  persist(snapshot: Snapshot | null, entries: readonly Entry[], hardState: HardState | null): Entry[] {
+  persist(snapshot: Snapshot | null, entries: readonly Entry[], readyHardState: HardState | null): Entry[] {
+    const hardState = readyHardState ?? this.unwritten;
+    if (snapshot === null && entries.length === 0) {
+      if (hardState === null) return [];
+      if (hardState.term === this.hardState.term && hardState.vote === this.hardState.vote) {
+        this.unwritten = { ...hardState };
+        return [];
+      }
+    }
     const overwritten: Entry[] = [];
     if (snapshot !== null) this.installSnapshot(snapshot);
     if (entries.length > 0) {
@@ -86,8 +104,14 @@ export class SimDisk {
       for (const entry of entries) this.entries.push({ ...entry });
     }
     if (hardState !== null) this.hardState = { ...hardState };
+    this.unwritten = null;
     this.syncs++;
     return overwritten;
+  }
+
+  /** The process died: what it held in memory only is gone. */
+  crashed(): void {
+    this.unwritten = null;
   }
 
   /**
@@ -106,8 +130,9 @@ export class SimDisk {
 
   /** What a restart reads back. Copies, so the restarted core cannot alias the disk. */
   restore(): RaftRestore {
+    // As the daemon's load: a snapshot proves its index committed, whatever the hard state says.
     return {
-      hardState: { ...this.hardState },
+      hardState: { ...this.hardState, commit: Math.max(this.hardState.commit, this.snapshotIndex) },
       snapshot: this.snapshot === null ? null : copySnapshot(this.snapshot),
       entries: this.entries.map((entry) => ({ ...entry })),
       initialConfig: { voters: [...this.initialConfig.voters], learners: [...this.initialConfig.learners] },

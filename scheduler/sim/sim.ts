@@ -610,6 +610,7 @@ export class Simulation {
     node.missedTicks = 0;
     node.role = 'follower';
     node.kv.reset();
+    node.disk.crashed();
     for (const readId of node.pendingReads.keys()) this.checker.onReadAbandoned(readId);
     this.stats.readsAbandoned += node.pendingReads.size;
     node.pendingReads.clear();
@@ -721,7 +722,7 @@ export class Simulation {
       }
       const error = kv.apply(entry);
       if (error !== null) throw new InvariantViolation('apply in order', `${node.id}: ${error}`);
-      this.checker.onApplied(node.id, entry, kv.chain, node.disk.hardState.commit);
+      this.checker.onApplied(node.id, entry, kv.chain, node.disk.commit);
       const write = node.pendingWrites.get(entry.index);
       if (write !== undefined) {
         node.pendingWrites.delete(entry.index);

@@ -377,6 +377,7 @@ export class TasksSimulation {
     const restore = node.disk.restore();
     node.state = restore.snapshot === null ? this.newState() : this.restoreState(restore.snapshot.data);
     node.attempts.clear();
+    node.disk.crashed();
     node.reports.clear();
     node.pendingSubmits.clear();
     node.proposedUpTo = 0;
