@@ -35,6 +35,8 @@ interface LocalAttempt {
   model: string | null;
   /** The task.start report, once sent; a completion waits for it so the log keeps the order. */
   started: Promise<unknown> | null;
+  /** The generation has ended; only its report is left (nothing to abort). */
+  generated: boolean;
 }
 
 export interface ExecutorDeps {
@@ -116,7 +118,7 @@ export class Executor {
     }
     const local: LocalAttempt = {
       taskId, attempt, controller: new AbortController(), output: this.deps.outputs.open(taskId, attempt),
-      phase: 'queued', cause: null, model: null, started: null,
+      phase: 'queued', cause: null, model: null, started: null, generated: false,
     };
     this.attempts.set(taskId, local);
     this.queue.push(local);
@@ -126,7 +128,8 @@ export class Executor {
   /** A status change was applied: abort the local attempt if it is no longer live here. */
   onStatus(event: TaskStatusEvent): void {
     const local = this.attempts.get(event.taskId);
-    if (local === undefined) return;
+    // A generation that has ended has nothing left to stop: its own completion, applied, lands here.
+    if (local === undefined || local.generated) return;
     if (event.attempt === local.attempt && (event.status === 'assigned' || event.status === 'running') && event.node === this.deps.nodeId) return;
     const why = event.status === 'cancelled'
       ? `task ${event.taskId} was cancelled${event.reason === null ? '' : `: ${event.reason}`}`
@@ -304,6 +307,7 @@ export class Executor {
       await this.reportFail(local, failure.message, failure.retryable);
       return;
     }
+    local.generated = true;
     this.deps.probe.recordGeneration(model, result.evalCount, result.evalDurationNs);
     this.deps.probe.recordLoad(model, result.usage.loadMs);
     await local.started;

@@ -2,7 +2,7 @@
 // commands (forwarded to the leader by the cluster plane), waits until this node has
 // applied them so a read right after a write sees it, and builds the task event streams
 // (status from the replicated log, output text straight from the executing node).
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import { listLimitDefault } from '../../protocol/limits.ts';
 import {
@@ -35,8 +35,17 @@ export interface TaskServiceDeps {
 /** A list page stops growing past this many bytes of JSON (outputs can be large); nextCursor continues it. */
 export const listPageBytesMax = 8 * 1024 * 1024;
 
+/** Random bytes for task ids, drawn from the OS in blocks: one call per id cost ~60 us at thousands of submits a second. */
+const idRandom = { pool: Buffer.alloc(6 * 1024), used: 6 * 1024 };
+
 export function newTaskId(): string {
-  return `t_${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
+  if (idRandom.used + 6 > idRandom.pool.length) {
+    randomFillSync(idRandom.pool);
+    idRandom.used = 0;
+  }
+  const random = idRandom.pool.toString('hex', idRandom.used, idRandom.used + 6);
+  idRandom.used += 6;
+  return `t_${Date.now().toString(36)}${random}`;
 }
 
 export class TaskService {
