@@ -8,13 +8,14 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { availableParallelism } from 'node:os';
 import { setLogLevel } from '../../daemon/log.ts';
+import { Storage } from '../../daemon/storage.ts';
 import type { ClusterStatus } from '../../protocol/api.ts';
 import type { Task, TaskEvent } from '../../protocol/tasks.ts';
 import { startTaskCluster, waitFinished, waitModelsGossiped, type TaskCluster } from '../../tests/loopback/tasks-helpers.ts';
 import { approximateTokenCount } from '../../tests/ollama-standin/catalog.ts';
 import { startStandin, type Standin, type StandinOptions } from '../../tests/ollama-standin/server.ts';
 import type { MeshDaemon } from '../../tests/support/cluster.ts';
-import { ProcessGroup, waitUntil } from '../../tests/support/processes.ts';
+import { ProcessGroup, tempDir, waitUntil } from '../../tests/support/processes.ts';
 import { mean, median, percentile, type BenchRow } from './report.ts';
 import { sseData } from '../../tests/support/sse.ts';
 
@@ -112,6 +113,36 @@ async function taskCounts(daemon: MeshDaemon): Promise<ClusterStatus['tasks']> {
   return body.tasks;
 }
 
+/**
+ * The disk's side of a submit: synced LevelDB writes (one small put each, as a Raft Ready is
+ * one synced batch) from this process every `everyMs` while `work` runs, timed. A commit
+ * needs one such write on the leader and one on a follower, after any write either was
+ * already doing; the daemons make several per task, on the same disk.
+ */
+async function syncedWriteLatency<T>(everyMs: number, work: () => Promise<T>): Promise<{ result: T; latenciesMs: number[] }> {
+  const dir = tempDir('bench-disk');
+  const storage = await Storage.open(dir);
+  const latenciesMs: number[] = [];
+  let running = true;
+  const probe = (async () => {
+    for (let n = 0; running; n += 1) {
+      const started = performance.now();
+      await storage.db.batch([{ type: 'put', sublevel: storage.raft, key: `probe-${n % 64}`, value: 'x'.repeat(200) }], { sync: true });
+      latenciesMs.push(performance.now() - started);
+      await sleep(everyMs);
+    }
+  })();
+  try {
+    const result = await work();
+    return { result, latenciesMs };
+  } finally {
+    running = false;
+    await probe;
+    await storage.close();
+    (await import('node:fs')).rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // (a) throughput and submit latency, (c) streaming, on three daemons with instant stand-ins
 
@@ -131,7 +162,7 @@ async function startThroughputCluster(group: ProcessGroup): Promise<TaskCluster>
   return cluster;
 }
 
-async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount: number): Promise<void> {
+async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount: number, idleDiskMs: number[]): Promise<void> {
   const { daemons } = cluster;
   const tokens = daemons.map((daemon) => daemon.adminToken);
   const runId = Date.now().toString(36);
@@ -145,12 +176,14 @@ async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount
   }
   // Unloaded: one request at a time, so the latency is the path's, not a queue's.
   const unloadedMs: number[] = [];
-  for (let n = 0; n < 200; n += 1) {
-    const index = n % daemons.length;
-    const started = performance.now();
-    await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `unloaded ${n}`, idempotencyKey: `bench-one-${runId}-${n}` }, counters);
-    unloadedMs.push(performance.now() - started);
-  }
+  const disk = await syncedWriteLatency(20, async () => {
+    for (let n = 0; n < 200; n += 1) {
+      const index = n % daemons.length;
+      const started = performance.now();
+      await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `unloaded ${n}`, idempotencyKey: `bench-one-${runId}-${n}` }, counters);
+      unloadedMs.push(performance.now() - started);
+    }
+  });
   await waitUntil('the unloaded tasks to finish', async () => {
     const counts = await taskCounts(daemons[0]!);
     return (counts.queued ?? 0) + (counts.assigned ?? 0) + (counts.running ?? 0) === 0;
@@ -213,6 +246,14 @@ async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount
   rows.push({ section, name: `POST /api/tasks until 201 p50, ${clients} clients in a closed loop (saturated)`, value: median(loadedMs), unit: 'ms', baseline: { name: '1 in flight', value: median(unloadedMs) } });
   rows.push({ section, name: `POST /api/tasks until 201 p99, ${clients} clients in a closed loop (saturated)`, value: percentile(loadedMs, 99), unit: 'ms', baseline: { name: '1 in flight', value: percentile(unloadedMs, 99) } });
   rows.push({ section, name: 'POST /api/tasks until 201 p99, 1 in flight (200 sequential)', value: percentile(unloadedMs, 99), unit: 'ms', goal: { text: `p99 <= ${submitP99GoalMs} ms`, met: percentile(unloadedMs, 99) <= submitP99GoalMs } });
+  rows.push({
+    section, name: `the disk meanwhile: one synced LevelDB write (as each Raft batch), p50 (${disk.latenciesMs.length} writes from this process during the 1-in-flight submits)`,
+    value: median(disk.latenciesMs), unit: 'ms', baseline: { name: 'same, idle machine before the cluster started', value: median(idleDiskMs) },
+  });
+  rows.push({
+    section, name: 'the disk meanwhile: one synced LevelDB write, p99 (a commit waits for one on the leader and one on a follower, after any write each had started)',
+    value: percentile(disk.latenciesMs, 99), unit: 'ms', baseline: { name: 'idle machine', value: percentile(idleDiskMs, 99) },
+  });
 
   // Open loop at half the measured capacity: submissions at a steady rate whatever the
   // answers, the way independent users load a service; the latency a user sees when the
@@ -564,8 +605,10 @@ export async function run(rows: BenchRow[], quick: boolean): Promise<void> {
   setLogLevel('error');
   const group = new ProcessGroup();
   try {
+    // The disk before any daemon runs: the baseline of the synced-write rows.
+    const idleDisk = await syncedWriteLatency(5, () => sleep(1_500));
     const cluster = await startThroughputCluster(group);
-    await benchThroughput(rows, cluster, quick ? 600 : 3_000);
+    await benchThroughput(rows, cluster, quick ? 600 : 3_000, idleDisk.latenciesMs);
     await benchStreaming(rows, cluster, quick ? 6 : 40);
   } finally {
     clientAgent.destroy();
