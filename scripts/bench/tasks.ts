@@ -143,6 +143,13 @@ async function syncedWriteLatency<T>(everyMs: number, work: () => Promise<T>): P
   }
 }
 
+async function waitNoneInFlight(daemon: MeshDaemon, what: string, timeoutMs: number): Promise<void> {
+  await waitUntil(what, async () => {
+    const counts = await taskCounts(daemon);
+    return (counts.queued ?? 0) + (counts.assigned ?? 0) + (counts.running ?? 0) === 0;
+  }, timeoutMs, 50);
+}
+
 // ---------------------------------------------------------------------------------------
 // (a) throughput and submit latency, (c) streaming, on three daemons with instant stand-ins
 
@@ -162,18 +169,29 @@ async function startThroughputCluster(group: ProcessGroup): Promise<TaskCluster>
   return cluster;
 }
 
-async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount: number, idleDiskMs: number[]): Promise<void> {
+async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount: number, warmUpBurst: number, idleDiskMs: number[]): Promise<void> {
   const { daemons } = cluster;
   const tokens = daemons.map((daemon) => daemon.adminToken);
   const runId = Date.now().toString(36);
   const counters = { retries: 0 };
 
   // Warm-up, not measured: the daemons' code paths compiled by the JIT and their caches
-  // filled, as in a cluster that has been up for a while.
+  // filled, as in a cluster that has been up for a while: submits one at a time, then a
+  // burst from many clients (the batched paths of a loaded cluster compile only under load;
+  // without it the loaded figures are those of the first seconds after start, 30-40 % lower).
   for (let n = 0; n < 150; n += 1) {
     const index = n % daemons.length;
     await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `warm-up ${n}`, idempotencyKey: `bench-warm-${runId}-${n}` }, counters);
   }
+  let warm = 0;
+  await Promise.all(Array.from({ length: 96 }, async () => {
+    while (warm < warmUpBurst) {
+      const n = warm++;
+      const index = n % daemons.length;
+      await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `warm-up burst ${n}`, idempotencyKey: `bench-warm-burst-${runId}-${n}` }, counters);
+    }
+  }));
+  await waitNoneInFlight(daemons[0]!, 'the warm-up tasks to finish', 60_000);
   // Unloaded: one request at a time, so the latency is the path's, not a queue's.
   const unloadedMs: number[] = [];
   const disk = await syncedWriteLatency(20, async () => {
@@ -184,10 +202,7 @@ async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount
       unloadedMs.push(performance.now() - started);
     }
   });
-  await waitUntil('the unloaded tasks to finish', async () => {
-    const counts = await taskCounts(daemons[0]!);
-    return (counts.queued ?? 0) + (counts.assigned ?? 0) + (counts.running ?? 0) === 0;
-  }, 30_000, 100);
+  await waitNoneInFlight(daemons[0]!, 'the unloaded tasks to finish', 30_000);
   const before = await taskCounts(daemons[0]!);
 
   // Loaded: many clients at once, spread over the three nodes.
@@ -608,7 +623,7 @@ export async function run(rows: BenchRow[], quick: boolean): Promise<void> {
     // The disk before any daemon runs: the baseline of the synced-write rows.
     const idleDisk = await syncedWriteLatency(5, () => sleep(1_500));
     const cluster = await startThroughputCluster(group);
-    await benchThroughput(rows, cluster, quick ? 600 : 3_000, idleDisk.latenciesMs);
+    await benchThroughput(rows, cluster, quick ? 600 : 3_000, quick ? 600 : 3_000, idleDisk.latenciesMs);
     await benchStreaming(rows, cluster, quick ? 6 : 40);
   } finally {
     clientAgent.destroy();
