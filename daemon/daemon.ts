@@ -195,8 +195,7 @@ export class Daemon {
       raftStatus: () => {
         const raft = this.cluster.raft;
         if (raft === null) return null;
-        const status = raft.status();
-        return { role: status.role, term: status.term, leader: status.leader, commit: status.commit };
+        return raft.brief();
       },
       host: this.host,
       members: () => this.membership.members(),
@@ -289,7 +288,7 @@ export class Daemon {
   /** Once a second: make this node's admin token valid cluster-wide (replicated as a hash). */
   private maintain(): void {
     const raft = this.cluster.raft;
-    if (raft === null || raft.status().leader === null || this.adminTokenProposal !== null) return;
+    if (raft === null || raft.brief().leader === null || this.adminTokenProposal !== null) return;
     if (this.state.current.findTokenByHash(this.adminTokenHash) !== undefined) return;
     const command = encodeCommand({
       type: 'token.create',
@@ -470,7 +469,7 @@ export class Daemon {
       readiness: () => {
         const raft = this.cluster.raft;
         if (raft === null) return { ready: false, reason: `this node has not joined a cluster yet (${this.cluster.phase})` };
-        const leader = raft.status().leader;
+        const leader = raft.brief().leader;
         if (leader === null) return { ready: false, reason: 'no leader is known yet' };
         return { ready: true, leaderId: leader };
       },

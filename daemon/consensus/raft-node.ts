@@ -126,6 +126,12 @@ export class RaftNode<Result> {
     return this.raft.status();
   }
 
+  /** Role, term, leader and commit index, as status() has them, without its copies. */
+  brief(): ReturnType<Raft['brief']> {
+    if (!this.stopped) this.catchUpTicks();
+    return this.raft.brief();
+  }
+
   receive(message: Message): void {
     if (this.stopped) return;
     this.catchUpTicks();

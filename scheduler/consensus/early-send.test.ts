@@ -1,7 +1,8 @@
 // Which messages of a Ready may leave before the batch is on disk (Raft thesis 10.2.1).
 // The simulator drives the same rule with crashes between the early sends and the write.
 import { describe, expect, it } from 'vitest';
-import { sendableBeforePersist } from './raft.ts';
+import { Raft, sendableBeforePersist } from './raft.ts';
+import { defaultOptions } from './script.ts';
 import type { HardState, Message, Ready } from './types.ts';
 
 function ready(messages: Message[], hardState: HardState | null = null): Ready {
@@ -43,5 +44,21 @@ describe('sendableBeforePersist', () => {
       { type: 'timeout-now', from: 'a', to: 'b', term: 3 },
     ];
     expect(sendableBeforePersist(ready([...held, heartbeat]), durable)).toEqual([heartbeat]);
+  });
+});
+
+describe('Raft.brief', () => {
+  it('agrees with status() on role, term, leader and commit, before and after an election', () => {
+    const raft = new Raft(defaultOptions('a'), { hardState: { term: 2, vote: null, commit: 0 }, snapshot: null, entries: [], initialConfig: { voters: ['a'], learners: [] } });
+    const pick = () => {
+      const status = raft.status();
+      return { role: status.role, term: status.term, leader: status.leader, commit: status.commit };
+    };
+    expect(raft.brief()).toEqual(pick());
+    raft.campaign();
+    while (raft.hasReady()) raft.advance(raft.ready());
+    expect(raft.brief()).toEqual(pick());
+    expect(raft.brief()).toMatchObject({ role: 'leader', leader: 'a', term: 3 });
+    expect(raft.brief().commit).toBeGreaterThan(0);
   });
 });

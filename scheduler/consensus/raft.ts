@@ -1407,6 +1407,11 @@ export class Raft {
 
   // ---------------------------------------------------------------- inspection
 
+  /** The part of status() read on every applied batch and request: no copies. */
+  brief(): Pick<RaftStatus, 'role' | 'term' | 'leader' | 'commit'> {
+    return { role: this.role, term: this.term, leader: this.leader, commit: this.commit };
+  }
+
   status(): RaftStatus {
     const progress: Record<NodeId, ProgressStatus> = {};
     for (const [node, entry] of this.progress) {
