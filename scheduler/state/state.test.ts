@@ -480,6 +480,26 @@ describe('snapshot and restore', () => {
     expect(restored.inFlightByNode()).toEqual(h.state.inFlightByNode());
   });
 
+  it('gives the same snapshot whether or not earlier snapshots kept finished records\' JSON', () => {
+    const cached = busyHarness();
+    const uncached = busyHarness();
+    cached.state.snapshot();
+    const script = (h: Harness): void => {
+      h.assign('queued', 'n1', 1, 10_000);
+      h.complete('queued', 1, 'x'.repeat(40_000), 11_000);
+      h.fail('running', 1, false, 12_500, 'gpu fell off the bus');
+      h.cancel('waits', 14_000);
+    };
+    script(cached);
+    const between = cached.state.snapshot();
+    script(uncached);
+    expect(between).toBe(uncached.state.snapshot());
+    cached.run({ type: 'tasks.prune', at: 20_000, keepFinishedMs: 0, keepFinishedMax: 1 });
+    uncached.run({ type: 'tasks.prune', at: 20_000, keepFinishedMs: 0, keepFinishedMax: 1 });
+    expect(cached.state.snapshot()).toBe(uncached.state.snapshot());
+    expect(JSON.parse(cached.state.snapshot()).tasks.map((task: { id: string }) => task.id)).toEqual(uncached.state.listTasks().tasks.map((task) => task.id).reverse());
+  });
+
   it('behaves identically after a restore, command for command', () => {
     const original = busyHarness();
     const copy = new Harness();
