@@ -50,7 +50,7 @@ export class RaftLogStore {
   /** Highest entry index on disk, to delete a replaced suffix without reading it back. */
   private lastIndex = 0;
   private firstIndex = 1;
-  /** Term and vote last written: a hard state that changes neither needs no fsync. */
+  /** Term and vote last written: a hard state that changes neither is not written on its own. */
   private storedTerm = 0;
   private storedVote: string | null = null;
   /** A hard state that raised only the commit index, not written yet (see above). */
