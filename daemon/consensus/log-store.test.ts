@@ -2,7 +2,7 @@
 // suffix, compaction and an installed snapshot.
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Entry, Ready } from '../../scheduler/consensus/types.ts';
+import type { Entry, RaftRestore, Ready } from '../../scheduler/consensus/types.ts';
 import { Storage } from '../storage.ts';
 import { tempDir } from '../../tests/support/processes.ts';
 import { RaftLogStore } from './log-store.ts';
@@ -25,7 +25,19 @@ async function open(dir?: string): Promise<{ storage: Storage; store: RaftLogSto
   return { storage, store: new RaftLogStore(storage), dir: path };
 }
 
-afterEach(() => {
+/** Databases opened again by restart(), closed after each test. */
+const reopened: Storage[] = [];
+
+/** Closes the database and opens it again, as a restarted daemon would: what load() reads back. */
+async function restart(storage: Storage, dir: string): Promise<{ restored: RaftRestore; store: RaftLogStore }> {
+  await storage.close();
+  const again = await open(dir);
+  reopened.push(again.storage);
+  return { restored: await again.store.load(config), store: again.store };
+}
+
+afterEach(async () => {
+  for (const storage of reopened.splice(0)) await storage.close();
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -36,12 +48,9 @@ describe('RaftLogStore', () => {
     await store.persist(ready({ entries: entries(1, 10, 1), hardState: { term: 1, vote: 'n1', commit: 5 } }));
     // A new leader replaces 6..10 with 6..7 of term 2: 8..10 must not come back.
     await store.persist(ready({ entries: entries(6, 7, 2), hardState: { term: 2, vote: null, commit: 6 } }));
-    await storage.close();
-    const again = await open(dir);
-    const restored = await again.store.load(config);
+    const { restored } = await restart(storage, dir);
     expect(restored.hardState).toEqual({ term: 2, vote: null, commit: 6 });
     expect(restored.entries.map((entry) => `${entry.index}:${entry.term}`)).toEqual(['1:1', '2:1', '3:1', '4:1', '5:1', '6:2', '7:2']);
-    await again.storage.close();
   });
 
   it('keeps only what follows a compaction snapshot', async () => {
@@ -49,12 +58,9 @@ describe('RaftLogStore', () => {
     await store.load(config);
     await store.persist(ready({ entries: entries(1, 20, 1), hardState: { term: 1, vote: 'n1', commit: 20 } }));
     await store.saveSnapshot({ index: 12, term: 1, config, data: 'state@12' });
-    await storage.close();
-    const again = await open(dir);
-    const restored = await again.store.load(config);
+    const { restored } = await restart(storage, dir);
     expect(restored.snapshot?.data).toBe('state@12');
     expect(restored.entries.map((entry) => entry.index)).toEqual([13, 14, 15, 16, 17, 18, 19, 20]);
-    await again.storage.close();
   });
 
   it('drops the whole stored log when a snapshot from the leader is installed', async () => {
@@ -64,12 +70,9 @@ describe('RaftLogStore', () => {
     // The leader's snapshot ends at 25 in term 3: our 26..30 of term 1 were discarded by the core.
     await store.persist(ready({ snapshot: { index: 25, term: 3, config, data: 'leader@25' }, hardState: { term: 3, vote: null, commit: 25 } }));
     await store.persist(ready({ entries: entries(26, 27, 3) }));
-    await storage.close();
-    const again = await open(dir);
-    const restored = await again.store.load(config);
+    const { restored } = await restart(storage, dir);
     expect(restored.snapshot?.index).toBe(25);
     expect(restored.entries.map((entry) => `${entry.index}:${entry.term}`)).toEqual(['26:3', '27:3']);
-    await again.storage.close();
   });
 
   it('forgets everything on clear, identity included', async () => {
@@ -115,11 +118,9 @@ describe('RaftLogStore', () => {
     expect(writes.at(-1)).toEqual({ sync: false, hardState: JSON.stringify({ term: 2, vote: 'n2', commit: 4 }) });
     await store.flush();
     expect(writes).toHaveLength(5);
-    await storage.close();
-    const again = await open(dir);
-    expect((await again.store.load(config)).hardState).toEqual({ term: 2, vote: 'n2', commit: 4 });
+    const again = await restart(storage, dir);
+    expect(again.restored.hardState).toEqual({ term: 2, vote: 'n2', commit: 4 });
     expect(again.store.durable).toEqual({ term: 2, vote: 'n2' });
-    await again.storage.close();
   });
 
   it('restarts with the older commit index when the process died holding a newer one', async () => {
@@ -127,12 +128,9 @@ describe('RaftLogStore', () => {
     await store.load(config);
     await store.persist(ready({ entries: entries(1, 5, 1), hardState: { term: 1, vote: 'n1', commit: 1 } }));
     await store.persist(ready({ hardState: { term: 1, vote: 'n1', commit: 5 } }));
-    await storage.close();
-    const again = await open(dir);
-    const restored = await again.store.load(config);
+    const { restored } = await restart(storage, dir);
     expect(restored.hardState).toEqual({ term: 1, vote: 'n1', commit: 1 });
     expect(restored.entries.map((entry) => entry.index)).toEqual([1, 2, 3, 4, 5]);
-    await again.storage.close();
   });
 
   it('takes a snapshot as proof of commit when the commit index on disk is older', async () => {
@@ -141,12 +139,9 @@ describe('RaftLogStore', () => {
     // As after a power loss that kept the synced snapshot but lost an unsynced commit write.
     await store.persist(ready({ entries: entries(1, 20, 1), hardState: { term: 1, vote: 'n1', commit: 4 } }));
     await store.saveSnapshot({ index: 12, term: 1, config, data: 'state@12' });
-    await storage.close();
-    const again = await open(dir);
-    const restored = await again.store.load(config);
+    const { restored } = await restart(storage, dir);
     expect(restored.hardState.commit).toBe(12);
     expect(restored.entries[0]?.index).toBe(13);
-    await again.storage.close();
   });
 
   it('stores the snapshot image apart from its metadata, and still reads a disk that kept both in one record', async () => {
@@ -160,11 +155,8 @@ describe('RaftLogStore', () => {
     // As an older version wrote it: the image inside the 'snap' record.
     await storage.raft.put('snap', JSON.stringify({ index: 5, term: 1, config, data: 'state@5' }));
     await storage.raft.del('snapdata');
-    await storage.close();
-    const again = await open(dir);
-    const restored = await again.store.load(config);
+    const { restored } = await restart(storage, dir);
     expect(restored.snapshot).toEqual({ index: 5, term: 1, config, data: 'state@5' });
     expect(restored.entries.map((entry) => entry.index)).toEqual([6]);
-    await again.storage.close();
   });
 });

@@ -100,9 +100,8 @@ export class RaftLogStore {
         snapshot = { ...stored, data };
       }
     }
-    // A snapshot holds only committed entries. A commit index written without fsync can be
-    // older than a snapshot synced after it only if the disk lost the unsynced write (power
-    // loss); the snapshot itself proves the commit.
+    // A snapshot holds only committed entries, and the commit index on disk is often older
+    // (a raised one is held back until the next write): the snapshot itself proves the commit.
     if (snapshot !== null && hardState.commit < snapshot.index) hardState.commit = snapshot.index;
     this.storedTerm = hardState.term;
     this.storedVote = hardState.vote;

@@ -169,36 +169,41 @@ async function startThroughputCluster(group: ProcessGroup): Promise<TaskCluster>
   return cluster;
 }
 
+/** `clients` workers in a closed loop, each taking the next of `count` items until none is left. */
+async function closedLoop(count: number, clients: number, submitOne: (n: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: clients }, async () => {
+    while (next < count) await submitOne(next++);
+  }));
+}
+
 async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount: number, warmUpBurst: number, idleDiskMs: number[]): Promise<void> {
   const { daemons } = cluster;
   const tokens = daemons.map((daemon) => daemon.adminToken);
   const runId = Date.now().toString(36);
   const counters = { retries: 0 };
+  /** Task n of a phase of instant tasks, on the nodes in turn. */
+  const submitInstant = (phase: string, n: number): Promise<Task> => {
+    const index = n % daemons.length;
+    return submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `${phase} ${n}`, idempotencyKey: `bench-${phase}-${runId}-${n}` }, counters);
+  };
 
   // Warm-up, not measured: the daemons' code paths compiled by the JIT and their caches
   // filled, as in a cluster that has been up for a while: submits one at a time, then a
   // burst from many clients (the batched paths of a loaded cluster compile only under load;
   // without it the loaded figures are those of the first seconds after start, 30-40 % lower).
-  for (let n = 0; n < 150; n += 1) {
-    const index = n % daemons.length;
-    await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `warm-up ${n}`, idempotencyKey: `bench-warm-${runId}-${n}` }, counters);
-  }
-  let warm = 0;
-  await Promise.all(Array.from({ length: 96 }, async () => {
-    while (warm < warmUpBurst) {
-      const n = warm++;
-      const index = n % daemons.length;
-      await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `warm-up burst ${n}`, idempotencyKey: `bench-warm-burst-${runId}-${n}` }, counters);
-    }
-  }));
+  for (let n = 0; n < 150; n += 1) await submitInstant('warm-up', n);
+  const clients = 96;
+  await closedLoop(warmUpBurst, clients, async (n) => {
+    await submitInstant('warm-up-burst', n);
+  });
   await waitNoneInFlight(daemons[0]!, 'the warm-up tasks to finish', 60_000);
   // Unloaded: one request at a time, so the latency is the path's, not a queue's.
   const unloadedMs: number[] = [];
   const disk = await syncedWriteLatency(20, async () => {
     for (let n = 0; n < 200; n += 1) {
-      const index = n % daemons.length;
       const started = performance.now();
-      await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `unloaded ${n}`, idempotencyKey: `bench-one-${runId}-${n}` }, counters);
+      await submitInstant('one', n);
       unloadedMs.push(performance.now() - started);
     }
   });
@@ -206,25 +211,19 @@ async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount
   const before = await taskCounts(daemons[0]!);
 
   // Loaded: many clients at once, spread over the three nodes.
-  const clients = 96;
   const loadedMs: number[] = [];
   const failures: string[] = [];
-  let next = 0;
   const started = performance.now();
   const cpuBefore = cpuSample(daemons);
-  await Promise.all(Array.from({ length: clients }, async () => {
-    while (next < taskCount) {
-      const n = next++;
-      const index = n % daemons.length;
-      const sent = performance.now();
-      try {
-        await submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `throughput ${n}`, idempotencyKey: `bench-tp-${runId}-${n}` }, counters);
-        loadedMs.push(performance.now() - sent);
-      } catch (error) {
-        failures.push((error as Error).message);
-      }
+  await closedLoop(taskCount, clients, async (n) => {
+    const sent = performance.now();
+    try {
+      await submitInstant('throughput', n);
+      loadedMs.push(performance.now() - sent);
+    } catch (error) {
+      failures.push((error as Error).message);
     }
-  }));
+  });
   const submittedMs = performance.now() - started;
   let counts = before;
   const finishedCount = () => (counts.completed ?? 0) + (counts.failed ?? 0) - (before.completed ?? 0) - (before.failed ?? 0);
@@ -280,9 +279,8 @@ async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount
   const inFlight: Array<Promise<void>> = [];
   for (let n = 0; n < openCount; n += 1) {
     await sleep(openStarted + (n * 1000) / rate - performance.now());
-    const index = n % daemons.length;
     const sent = performance.now();
-    inFlight.push(submitTask(daemons[index]!, tokens[index]!, { model: instantModel, prompt: `open loop ${n}`, idempotencyKey: `bench-open-${runId}-${n}` }, counters).then(
+    inFlight.push(submitInstant('open-loop', n).then(
       () => { openMs.push(performance.now() - sent); },
       (error: unknown) => { failures.push((error as Error).message); },
     ));
