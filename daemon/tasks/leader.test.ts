@@ -15,12 +15,13 @@ import { waitFor } from './test-harness.ts';
 const schedulers: LeaderScheduler[] = [];
 afterEach(() => { for (const scheduler of schedulers.splice(0)) scheduler.stop(); });
 
-function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]; otherWork?: number; keepFinished?: number; pruneEveryMs?: number } = {}) {
+function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]; otherWork?: number; keepFinished?: number; pruneEveryMs?: number; bidRoundEveryMs?: number } = {}) {
   const log = new Harness();
   const proposals: string[] = [];
   const raft: RaftStatusView = { role: 'leader', term: 4, leader: 'n1' };
   let members: MemberView[] = nodes.map((node) => memberOf(node, node.id === 'n1'));
   const bidCalls: string[][] = [];
+  const bidCallTimes: number[] = [];
   const scheduler = new LeaderScheduler({
     nodeId: 'n1',
     state: () => log.state,
@@ -39,17 +40,18 @@ function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]
     bids: {
       collect: async (tasks) => {
         bidCalls.push(tasks.map((task) => task.id));
+        bidCallTimes.push(performance.now());
         return options.bids?.(tasks.map((task) => task.id)) ?? [];
       },
     },
     keepFinishedTasks: options.keepFinished ?? 100,
     keepFinishedTasksMs: 60_000,
-    timing: { tickMs: 10, recoveryEveryMs: 10, unknownNodeGraceMs: 50, pruneEveryMs: options.pruneEveryMs ?? 60_000 },
+    timing: { tickMs: 10, recoveryEveryMs: 10, unknownNodeGraceMs: 50, pruneEveryMs: options.pruneEveryMs ?? 60_000, bidRoundEveryMs: options.bidRoundEveryMs ?? 0 },
   });
   schedulers.push(scheduler);
   const assigns = () => proposals.map((data) => decodeCommand(data)).filter((command) => command.type === 'task.assign');
   return {
-    log, raft, scheduler, proposals, bidCalls, assigns,
+    log, raft, scheduler, proposals, bidCalls, bidCallTimes, assigns,
     setMembers: (next: FakeNode[]) => { members = next.map((node) => memberOf(node, node.id === 'n1')); },
   };
 }
@@ -105,6 +107,28 @@ describe('LeaderScheduler', () => {
     expect(bidCalls[0]).toEqual(['t1']);
     expect(assigns().find((command) => command.id === 't1')!.node).toBe('n2');
     expect(assigns().find((command) => command.id === 't2')!.node).toBe('n2');
+  });
+
+  it('spaces bid rounds: tasks ready soon after a round are held and asked about together in the next', async () => {
+    const nodes = [{ id: 'n1', models: ['llama3'] }, { id: 'n2', models: ['llama3'] }, { id: 'n3', models: ['llama3'], concurrency: 4 }];
+    const { log, scheduler, assigns, bidCalls, bidCallTimes } = setup(nodes, {
+      bidRoundEveryMs: 300,
+      bids: (ids) => ids.map((taskId) => ({ taskId, node: 'n3', estimateMs: 1 })),
+    });
+    log.submit('t1', { model: 'llama3' }, now());
+    scheduler.start();
+    await waitFor('t1 assigned', () => assigns().length === 1);
+    log.submit('t2', { model: 'llama3' }, now());
+    log.submit('t3', { model: 'llama3' }, now());
+    scheduler.kick();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Many rounds ran meanwhile (the 10 ms tick); none asked for bids or placed the new tasks.
+    expect(bidCalls).toEqual([['t1']]);
+    expect(assigns()).toHaveLength(1);
+    await waitFor('t2 and t3 assigned', () => assigns().length === 3);
+    expect(bidCallTimes[1]! - bidCallTimes[0]!).toBeGreaterThanOrEqual(295);
+    expect(bidCalls).toEqual([['t1'], ['t2', 't3']]);
+    expect(assigns().map((command) => command.node)).toEqual(['n3', 'n3', 'n3']);
   });
 
   it('does not wait for bids when the queue is deep', async () => {

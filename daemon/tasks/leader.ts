@@ -5,7 +5,8 @@
 // proposed together, which Raft commits as one batch. A round starts after each applied
 // change and on a short timer; the next round waits for the previous one's proposals to be
 // applied, so the plan always sees the log's true in-flight counts and no task ever has
-// two assignments in flight. A round costs O(queued) only when a slot is free.
+// two assignments in flight. A round costs O(queued) only when a slot is free. Bid rounds
+// are spaced (bidRoundEveryMs): tasks ready soon after one wait for the next, together.
 import type { BidTask } from '../../protocol/bids.ts';
 import { bidTasksPerRequestMax } from '../../protocol/bids.ts';
 import { assignmentsPerPlanMax } from '../../protocol/limits.ts';
@@ -41,6 +42,13 @@ export interface SchedulerTiming {
   bidWaitMs: number;
   /** Bids are asked only while at most this many tasks are queued; deeper queues do not wait. */
   bidQueueDepthMax: number;
+  /**
+   * Bid rounds start at most this often. Tasks that become ready sooner after a round are
+   * held until then and asked about together, so a steady stream of tasks costs a bounded
+   * number of rounds (each is a signed gossip message, verified on every node, and an
+   * answer from each) rather than one per task.
+   */
+  bidRoundEveryMs: number;
   /** A node absent from membership this long while the log has attempts on it is treated as dead. */
   unknownNodeGraceMs: number;
 }
@@ -52,6 +60,7 @@ export const schedulerTimingDefault: SchedulerTiming = {
   idleRetryMs: 100,
   bidWaitMs: 30,
   bidQueueDepthMax: 16,
+  bidRoundEveryMs: 50,
   unknownNodeGraceMs: 10_000,
 };
 
@@ -92,6 +101,9 @@ export class LeaderScheduler {
   private nextRecoveryAt = 0;
   private nextPruneAt = 0;
   private idleUntil = 0;
+  /** When the last bid round was asked (performance.now()), and the kick waiting for the next. */
+  private lastBidRoundAt = Number.NEGATIVE_INFINITY;
+  private bidHoldTimer: NodeJS.Timeout | null = null;
   private ledTerm = -1;
   private readonly unknownSince = new Map<string, number>();
   /** Ski rental of model loads across rounds (planAssignments' loadRegret), per term. */
@@ -112,6 +124,8 @@ export class LeaderScheduler {
     this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
+    if (this.bidHoldTimer !== null) clearTimeout(this.bidHoldTimer);
+    this.bidHoldTimer = null;
   }
 
   private isLeader(): RaftStatusView | null {
@@ -187,8 +201,16 @@ export class LeaderScheduler {
     for (const node of nodes) if (node.alive) freeSlots += Math.max(0, node.concurrencyLimit - (inFlight.get(node.id) ?? 0));
     if (freeSlots <= 0) return;
 
+    const request = counts.queued <= this.timing.bidQueueDepthMax ? this.bidRequest(state, nodes, inFlight, now) : null;
+    if (request !== null) {
+      const holdMs = this.lastBidRoundAt + this.timing.bidRoundEveryMs - performance.now();
+      if (holdMs > 0) {
+        this.kickAfter(holdMs);
+        return;
+      }
+    }
     this.stats.plannedRounds += 1;
-    const bids = counts.queued <= this.timing.bidQueueDepthMax ? await this.gatherBids(state, nodes, inFlight, status.term, now) : [];
+    const bids = request === null ? [] : await this.gatherBids(state, request, status.term);
     const plan = planAssignments(state, nodes, bids, Date.now(), { assignmentsMax: assignmentsPerPlanMax, loadRegret: this.loadRegret });
     if (plan.assignments.length === 0) {
       this.idleUntil = Date.now() + this.timing.idleRetryMs;
@@ -238,13 +260,23 @@ export class LeaderScheduler {
     return views;
   }
 
+  /** A round after `ms`, unless one is already waiting. */
+  private kickAfter(ms: number): void {
+    if (this.bidHoldTimer !== null || this.stopped) return;
+    this.bidHoldTimer = setTimeout(() => {
+      this.bidHoldTimer = null;
+      this.kick();
+    }, Math.ceil(ms));
+    this.bidHoldTimer.unref();
+  }
+
   /**
-   * Bids for the ready tasks more than one node could take now. This node's own bid is
-   * computed here; the others are asked over gossip and awaited briefly.
+   * What to ask bids for: the ready tasks more than one node with a free slot could take
+   * now, and those nodes; null when no task has a choice to make.
    */
-  private async gatherBids(state: ReplicatedState, nodes: NodeView[], inFlight: Map<string, number>, term: number, now: number): Promise<Bid[]> {
+  private bidRequest(state: ReplicatedState, nodes: NodeView[], inFlight: Map<string, number>, now: number): { tasks: BidTask[]; expect: Set<string> } | null {
     const withSlot = nodes.filter((node) => node.alive && node.concurrencyLimit - (inFlight.get(node.id) ?? 0) > 0);
-    if (withSlot.length < 2) return [];
+    if (withSlot.length < 2) return null;
     const tasks: BidTask[] = [];
     const expect = new Set<string>();
     const typicalByModel = new Map<string, number | undefined>();
@@ -264,8 +296,14 @@ export class LeaderScheduler {
       });
       for (const candidate of candidates) expect.add(candidate.node.id);
     }
-    if (tasks.length === 0) return [];
+    return tasks.length === 0 ? null : { tasks, expect };
+  }
+
+  /** This node's own bids, computed here, and the others', asked over gossip and awaited briefly. */
+  private async gatherBids(state: ReplicatedState, request: { tasks: BidTask[]; expect: Set<string> }, term: number): Promise<Bid[]> {
+    const { tasks, expect } = request;
     this.stats.bidRounds += 1;
+    this.lastBidRoundAt = performance.now();
     const own = expect.has(this.deps.nodeId)
       ? estimateBids(state, this.deps.selfView(), tasks).map((bid) => ({ taskId: bid.taskId, node: this.deps.nodeId, estimateMs: bid.estimateMs }))
       : [];
