@@ -899,6 +899,7 @@ export class Raft {
       }
     }
     this.commitTo(Math.min(message.commit ?? 0, lastNew));
+    if (message.quiet === true && entries.length === 0) return;
     this.replyTo(message, { type: 'append-response', reject: false, hintIndex: lastNew });
   }
 
@@ -1102,8 +1103,13 @@ export class Raft {
     this.appendBroadcastWanted = true;
   }
 
-  /** Sends the next batch (or a snapshot) to one follower. Returns whether anything was sent. */
-  private sendAppend(to: NodeId, progress: Progress, sendIfEmpty: boolean): boolean {
+  /**
+   * Sends the next batch (or a snapshot) to one follower. Returns whether anything was sent.
+   * `commitNotice`: an empty append then only carries the commit index; to a follower in
+   * replicate state it goes quiet (not answered when accepted): the answers to the appends
+   * that carried the entries say all it would, and a lost append still shows, as a refusal.
+   */
+  private sendAppend(to: NodeId, progress: Progress, sendIfEmpty: boolean, commitNotice = false): boolean {
     if (progress.isPaused(this.options.maxInflightAppends)) return false;
     const previousIndex = progress.next - 1;
     const previousTerm = this.termAt(previousIndex);
@@ -1117,10 +1123,12 @@ export class Raft {
     }
     const entries = this.batchFrom(progress.next);
     if (entries.length === 0 && !sendIfEmpty) return false;
-    this.send({
+    const message: Message = {
       type: 'append', from: this.id, to, term: this.term, logIndex: previousIndex, logTerm: previousTerm,
       entries, commit: this.commit, context: this.nextContext(),
-    });
+    };
+    if (commitNotice && entries.length === 0 && progress.state === 'replicate') message.quiet = true;
+    this.send(message);
     progress.lastAppendSeq = this.messageSeq;
     if (progress.state === 'replicate') {
       if (entries.length > 0) {
@@ -1152,7 +1160,7 @@ export class Raft {
   private broadcastAppend(sendIfEmpty: boolean): Set<NodeId> {
     const sentTo = new Set<NodeId>();
     for (const [node, progress] of this.progress) {
-      if (!this.sendAppend(node, progress, sendIfEmpty)) continue;
+      if (!this.sendAppend(node, progress, sendIfEmpty, sendIfEmpty)) continue;
       sentTo.add(node);
       // In replicate state, fill the pipeline window with further batches.
       while (progress.state === 'replicate' && progress.next <= this.lastIndex() && this.sendAppend(node, progress, false)) {

@@ -64,7 +64,7 @@ export function describeMessage(message: Message): string {
     case 'vote-response':
       return `${head} ${message.reject === true ? 'rejected' : 'granted'}`;
     case 'append':
-      return `${head} prev=${message.logTerm}/${message.logIndex} commit=${message.commit} entries=[${describeEntries(message.entries ?? [])}]`;
+      return `${head} prev=${message.logTerm}/${message.logIndex} commit=${message.commit} entries=[${describeEntries(message.entries ?? [])}]${message.quiet === true ? ' quiet' : ''}`;
     case 'append-response':
       if (message.reject === undefined) return `${head} (term notice)`;
       return message.reject

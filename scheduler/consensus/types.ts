@@ -115,6 +115,11 @@ export interface Message {
   context?: string;
   /** vote: campaign caused by leadership transfer; bypasses leader stickiness. */
   transfer?: boolean;
+  /**
+   * append without entries: a commit notice to a follower the leader knows caught up. Accepted,
+   * it is not answered (the answer would tell the leader nothing new); refused, it is.
+   */
+  quiet?: boolean;
 }
 
 export interface SoftState {

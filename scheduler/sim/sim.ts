@@ -223,6 +223,7 @@ export function describeMessage(message: Message): string {
   if (message.snapshot !== undefined) text += ` snapshot ${message.snapshot.index}/${message.snapshot.term}`;
   if (message.context !== undefined) text += ` ctx ${message.context}`;
   if (message.transfer === true) text += ' transfer';
+  if (message.quiet === true) text += ' quiet';
   return text;
 }
 
