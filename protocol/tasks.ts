@@ -313,10 +313,13 @@ export function validateTaskSubmit(body: unknown): TaskSubmitValidation {
     seen.add(field);
     errors.push({ field, reason });
   };
-  for (const error of submitChecker.Errors(body)) {
-    const field = fieldOf(error.path);
-    add(field, reasonOf(error, field));
-    if (errors.length >= fieldErrorsMax) break;
+  // The compiled check first: walking the errors is interpreted and costs several times more.
+  if (!submitChecker.Check(body)) {
+    for (const error of submitChecker.Errors(body)) {
+      const field = fieldOf(error.path);
+      add(field, reasonOf(error, field));
+      if (errors.length >= fieldErrorsMax) break;
+    }
   }
   const submit = body as Partial<TaskSubmit>;
 
