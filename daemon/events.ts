@@ -23,12 +23,24 @@ interface Subscriber {
 
 export class EventBus {
   private readonly subscribers = new Set<Subscriber>();
+  private readonly listeners = new Set<(event: ClusterEvent) => void>();
 
   get subscriberCount(): number {
     return this.subscribers.size;
   }
 
+  /**
+   * For this node's own bookkeeping (metrics): `handler` runs synchronously for every event
+   * published from now on, with no queue. It must be quick and must not throw. Returns the
+   * function that removes it.
+   */
+  listen(handler: (event: ClusterEvent) => void): () => void {
+    this.listeners.add(handler);
+    return () => this.listeners.delete(handler);
+  }
+
   publish(event: ClusterEvent): void {
+    for (const listener of this.listeners) listener(event);
     for (const subscriber of this.subscribers) {
       if (subscriber.closed || !subscriber.filter(event)) continue;
       if (subscriber.queue.length >= subscriberQueueMax) {

@@ -104,8 +104,8 @@ describe('metrics routes', () => {
     expect(value('hivemesh_generation_tokens_per_second', { node: 'two', model: 'q:7b' })).toBe(25);
     expect(value('hivemesh_p2p_send_dropped_total', { peer: 'p2' })).toBe(4);
     expect(value('hivemesh_p2p_send_queued', { peer: 'p2' })).toBe(3);
-    // The metrics plugin's own bus subscription is one subscriber.
-    expect(value('hivemesh_event_bus_subscribers')).toBe(1);
+    // The metrics plugin counts transitions with a listener, not a stream: no SSE client is open.
+    expect(value('hivemesh_event_bus_subscribers')).toBe(0);
     expect(value('hivemesh_http_requests_total', { route: '/things/:id', method: 'GET', status: '200' })).toBe(2);
     expect(value('hivemesh_http_requests_total', { route: 'unmatched', status: '404' })).toBe(1);
     expect(value('hivemesh_http_requests_total', { route: '/metrics', status: '401' })).toBe(1);

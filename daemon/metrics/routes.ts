@@ -155,7 +155,7 @@ export function metricsRoutes(deps: MetricsRouteDeps) {
     const heartbeatBytes = registry.gauge('hivemesh_heartbeat_bytes', 'Encoded size of the last heartbeat of each node.');
     const sendDropped = registry.counter('hivemesh_p2p_send_dropped_total', 'One-way p2p messages dropped per peer and protocol (queue full or peer unreachable); resets when an idle channel is pruned.');
     const sendQueued = registry.gauge('hivemesh_p2p_send_queued', 'One-way p2p messages waiting per peer and protocol.');
-    const busSubscribers = registry.gauge('hivemesh_event_bus_subscribers', 'Open event streams (SSE clients and internal followers) on this node.');
+    const busSubscribers = registry.gauge('hivemesh_event_bus_subscribers', 'Open event streams (SSE clients and the task event streams behind them) on this node.');
 
     const removeCollector = registry.collect(() => {
       try {
@@ -194,22 +194,11 @@ export function metricsRoutes(deps: MetricsRouteDeps) {
     });
 
     // Task transitions, counted from the event bus as entries are applied.
-    const shutdown = new AbortController();
-    void (async () => {
-      for (;;) {
-        try {
-          for await (const event of deps.bus.subscribe(shutdown.signal, (candidate) => candidate.type === 'task.status')) {
-            if (event.type !== 'task.status') continue;
-            const status = event.event.status;
-            if (status === 'completed' || status === 'failed' || status === 'cancelled') tasksFinished.inc({ status });
-          }
-        } catch (error) {
-          log.warn('task transition counting stopped', { error: error as Error });
-        }
-        if (shutdown.signal.aborted) return;
-        // The subscription overflowed (a burst of over subscriberQueueMax events): count on.
-      }
-    })();
+    const stopCounting = deps.bus.listen((event) => {
+      if (event.type !== 'task.status') return;
+      const status = event.event.status;
+      if (status === 'completed' || status === 'failed' || status === 'cancelled') tasksFinished.inc({ status });
+    });
 
     // Every HTTP request of the server, whatever plugin answers it (hooks here would only
     // see this plugin's routes): counted when the answer ends or the client leaves.
@@ -224,7 +213,7 @@ export function metricsRoutes(deps: MetricsRouteDeps) {
     };
     app.server.on('request', onRequest);
     app.addHook('onClose', async () => {
-      shutdown.abort();
+      stopCounting();
       removeCollector();
       app.server.off('request', onRequest);
     });
