@@ -18,6 +18,15 @@ describe('EventBus', () => {
     expect(seen).toEqual([1]);
   });
 
+  it('keeps publishing to the others when a listener throws', () => {
+    const bus = new EventBus();
+    const seen: number[] = [];
+    bus.listen(() => { throw new Error('broken listener'); });
+    bus.listen((event) => seen.push(event.at));
+    bus.publish(alert(1));
+    expect(seen).toEqual([1]);
+  });
+
   it('gives a stream the events after it subscribed that pass its filter, beside listeners', async () => {
     const bus = new EventBus();
     const heard: number[] = [];

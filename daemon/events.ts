@@ -3,6 +3,9 @@
 // streams. Each subscriber has a bounded queue; one that falls too far behind is told so
 // and closed, and reconnects, rather than making the node buffer without end.
 import type { TaskStatusEvent } from '../protocol/tasks.ts';
+import { logger } from './log.ts';
+
+const log = logger('events');
 
 export type ClusterEvent =
   | { type: 'node.joined' | 'node.alive' | 'node.suspect' | 'node.dead' | 'node.left'; at: number; nodeId: string; name: string | null }
@@ -31,8 +34,8 @@ export class EventBus {
 
   /**
    * For this node's own bookkeeping (metrics): `handler` runs synchronously for every event
-   * published from now on, with no queue. It must be quick and must not throw. Returns the
-   * function that removes it.
+   * published from now on, with no queue. It must be quick; what it throws is logged, and
+   * the event still reaches everyone else. Returns the function that removes it.
    */
   listen(handler: (event: ClusterEvent) => void): () => void {
     this.listeners.add(handler);
@@ -40,7 +43,13 @@ export class EventBus {
   }
 
   publish(event: ClusterEvent): void {
-    for (const listener of this.listeners) listener(event);
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (error) {
+        log.error('an event listener failed', { type: event.type, error: error as Error });
+      }
+    }
     for (const subscriber of this.subscribers) {
       if (subscriber.closed || !subscriber.filter(event)) continue;
       if (subscriber.queue.length >= subscriberQueueMax) {
