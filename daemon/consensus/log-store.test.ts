@@ -29,11 +29,11 @@ async function open(dir?: string): Promise<{ storage: Storage; store: RaftLogSto
 const reopened: Storage[] = [];
 
 /** Closes the database and opens it again, as a restarted daemon would: what load() reads back. */
-async function restart(storage: Storage, dir: string): Promise<{ restored: RaftRestore; store: RaftLogStore }> {
+async function restart(storage: Storage, dir: string): Promise<{ restored: RaftRestore; store: RaftLogStore; storage: Storage }> {
   await storage.close();
   const again = await open(dir);
   reopened.push(again.storage);
-  return { restored: await again.store.load(config), store: again.store };
+  return { restored: await again.store.load(config), store: again.store, storage: again.storage };
 }
 
 afterEach(async () => {
@@ -58,9 +58,30 @@ describe('RaftLogStore', () => {
     await store.load(config);
     await store.persist(ready({ entries: entries(1, 20, 1), hardState: { term: 1, vote: 'n1', commit: 20 } }));
     await store.saveSnapshot({ index: 12, term: 1, config, data: 'state@12' });
+    // The compacted entries are gone from the disk, not only skipped at load; the rest stay.
+    const stored: string[] = [];
+    for await (const key of storage.raft.keys()) stored.push(key);
+    expect(stored.filter((key) => key.startsWith('e:')).length).toBe(8);
     const { restored } = await restart(storage, dir);
     expect(restored.snapshot?.data).toBe('state@12');
     expect(restored.entries.map((entry) => entry.index)).toEqual([13, 14, 15, 16, 17, 18, 19, 20]);
+  });
+
+  it('removes entries a crash left behind an earlier snapshot at the next compaction', async () => {
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    await store.persist(ready({ entries: entries(1, 20, 1), hardState: { term: 1, vote: 'n1', commit: 20 } }));
+    // As if the process died after writing the snapshot and before dropping 1..12.
+    await storage.db.batch([
+      { type: 'put', sublevel: storage.raft, key: 'snap', value: JSON.stringify({ index: 12, term: 1, config }) },
+      { type: 'put', sublevel: storage.raft, key: 'snapdata', value: 'state@12' },
+    ], { sync: true });
+    const after = await restart(storage, dir);
+    expect(after.restored.entries[0]?.index).toBe(13);
+    await after.store.saveSnapshot({ index: 15, term: 1, config, data: 'state@15' });
+    const stored: string[] = [];
+    for await (const key of after.storage.raft.keys()) stored.push(key);
+    expect(stored.filter((key) => key.startsWith('e:')).length).toBe(5);
   });
 
   it('drops the whole stored log when a snapshot from the leader is installed', async () => {
