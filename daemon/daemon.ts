@@ -169,6 +169,9 @@ export class Daemon {
       onRoleChange: () => this.onRoleChange(),
       onApplied: (applied) => {
         this.runtime?.onApplied(applied);
+        // Tasks finished by these entries are final now: serialise them for the next
+        // compaction here, a few per batch, rather than all in the compaction's turn.
+        this.state.current.keepFinishedJson(applied.length + 8);
         const at = Date.now();
         for (const { result } of applied) {
           if (result === null || !result.ok) continue;

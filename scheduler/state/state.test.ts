@@ -500,6 +500,38 @@ describe('snapshot and restore', () => {
     expect(JSON.parse(cached.state.snapshot()).tasks.map((task: { id: string }) => task.id)).toEqual(uncached.state.listTasks().tasks.map((task) => task.id).reverse());
   });
 
+  it('serialises finished records between applies for the next snapshot, which stays the same', () => {
+    const eager = busyHarness();
+    const plain = busyHarness();
+    // busyHarness finished some tasks already; nothing was serialised yet.
+    expect(eager.state.keepFinishedJson(100)).toBeGreaterThan(0);
+    expect(eager.state.keepFinishedJson(100)).toBe(0);
+    const steps: Array<(h: Harness) => void> = [
+      (h) => h.assign('queued', 'n1', 1, 10_000),
+      (h) => h.complete('queued', 1, 'x'.repeat(40_000), 11_000),
+      (h) => h.fail('running', 1, false, 12_500, 'gpu fell off the bus'),
+      (h) => h.cancel('waits', 14_000),
+    ];
+    const kept: number[] = [];
+    for (const step of steps) {
+      step(eager);
+      step(plain);
+      kept.push(eager.state.keepFinishedJson(100));
+    }
+    // Assigning finishes nothing; the others each finish their task (the 40,000-character
+    // record is over the per-record bound: considered, not kept, and counted all the same).
+    expect(kept).toEqual([0, 1, 1, 1]);
+    expect(eager.state.snapshot()).toBe(plain.state.snapshot());
+    // A record pruned before it was serialised is skipped.
+    for (const h of [eager, plain]) {
+      h.runToCompletion('late', 'n2', 'LATE');
+      h.run({ type: 'tasks.prune', at: 20_000, keepFinishedMs: 0, keepFinishedMax: 0 });
+    }
+    expect(eager.state.getTaskRecord('late')).toBeUndefined();
+    expect(eager.state.keepFinishedJson(100)).toBe(0);
+    expect(eager.state.snapshot()).toBe(plain.state.snapshot());
+  });
+
   it('behaves identically after a restore, command for command', () => {
     const original = busyHarness();
     const copy = new Harness();
@@ -583,6 +615,9 @@ describe('determinism under random command streams', () => {
       if (command.type === 'task.submit') command.idempotencyKey = command.input.idempotencyKey;
       const result = a.run(command);
       expect(b.run(command)).toEqual(result);
+      // `a` serialises finished records between applies as the daemon does; `b` leaves them to
+      // its snapshots: the snapshots compared below must not tell them apart.
+      if (step % 7 === 0) a.state.keepFinishedJson(2);
       if (result.ok) accepted.add(command.type);
       if (next() < 0.05) {
         const restored = new Harness();

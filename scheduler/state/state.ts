@@ -74,6 +74,8 @@ const snapshotFormat = 1;
 /** Finished records keep their JSON for later snapshots (finishedJson) up to this size each, and in all. */
 const snapshotCacheRecordCharsMax = 16 * 1024;
 const snapshotCacheTotalCharsMax = 32 * 1024 * 1024;
+/** Records waiting for keepFinishedJson() at most (beyond, the backlog is left to the next snapshot). */
+const finishedQueueMax = 100_000;
 
 interface SnapshotData {
   format: number;
@@ -144,6 +146,13 @@ export class ReplicatedState {
    */
   private readonly finishedJson = new Map<TaskRecord, string>();
   private finishedJsonChars = 0;
+  /**
+   * Records that finished since the last snapshot, not serialised yet (from `finishedQueueHead`
+   * on): keepFinishedJson() serialises them a few at a time between applies, so a compaction
+   * finds most of them done instead of stringifying them all in one turn.
+   */
+  private finishedQueue: TaskRecord[] = [];
+  private finishedQueueHead = 0;
 
   constructor(options: ReplicatedStateOptions = {}) {
     this.activeTasksLimit = options.activeTasksMax ?? limits.activeTasksMax;
@@ -658,6 +667,43 @@ export class ReplicatedState {
     this.statusIndex(record.status).delete(record.seq);
     record.status = status;
     this.statusIndex(status).insert(record.seq);
+    if (isFinished(status)) {
+      // Bounded: a state nobody snapshots or calls keepFinishedJson() on drops the backlog
+      // (the next snapshot serialises those records itself).
+      if (this.finishedQueue.length >= finishedQueueMax) this.clearFinishedQueue();
+      this.finishedQueue.push(record);
+    }
+  }
+
+  private clearFinishedQueue(): void {
+    this.finishedQueue = [];
+    this.finishedQueueHead = 0;
+  }
+
+  /** Keeps a finished record's JSON for later snapshots if it fits the bounds. */
+  private keepJson(record: TaskRecord, json: string): void {
+    if (isFinished(record.status) && json.length <= snapshotCacheRecordCharsMax && this.finishedJsonChars + json.length <= snapshotCacheTotalCharsMax) {
+      this.finishedJson.set(record, json);
+      this.finishedJsonChars += json.length;
+    }
+  }
+
+  /**
+   * Serialises up to `max` of the records that finished since the last snapshot, for the
+   * next one; returns how many it serialised. Call it between applies, never during one (a
+   * record is final once the command that finished it has been applied).
+   */
+  keepFinishedJson(max: number): number {
+    let kept = 0;
+    while (kept < max && this.finishedQueueHead < this.finishedQueue.length) {
+      const record = this.finishedQueue[this.finishedQueueHead++]!;
+      // Pruned since, or already kept: nothing to do.
+      if (this.tasks.get(record.id) !== record || this.finishedJson.has(record)) continue;
+      this.keepJson(record, JSON.stringify(record));
+      kept += 1;
+    }
+    if (this.finishedQueueHead >= this.finishedQueue.length) this.clearFinishedQueue();
+    return kept;
   }
 
   private currentAttempt(record: TaskRecord): Attempt {
@@ -759,13 +805,12 @@ export class ReplicatedState {
       let json = this.finishedJson.get(record);
       if (json === undefined) {
         json = JSON.stringify(record);
-        if (isFinished(record.status) && json.length <= snapshotCacheRecordCharsMax && this.finishedJsonChars + json.length <= snapshotCacheTotalCharsMax) {
-          this.finishedJson.set(record, json);
-          this.finishedJsonChars += json.length;
-        }
+        this.keepJson(record, json);
       }
       records.push(json);
     }
+    // Every finished record has been considered now.
+    this.clearFinishedQueue();
     // The same text as JSON.stringify(data) with the records in `tasks`, its last key.
     const head = JSON.stringify(data);
     return `${head.slice(0, -'[]}'.length)}[${records.join(',')}]}`;
