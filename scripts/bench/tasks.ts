@@ -4,7 +4,7 @@
 // another node sees the first token than a watcher on the executing node; (b) placement
 // quality on four stand-ins of different speeds against two simple dispatchers sending
 // the same workload straight to the stand-ins, and against a lower bound.
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { availableParallelism } from 'node:os';
 import { setLogLevel } from '../../daemon/log.ts';
@@ -139,7 +139,7 @@ async function syncedWriteLatency<T>(everyMs: number, work: () => Promise<T>): P
     running = false;
     await probe;
     await storage.close();
-    (await import('node:fs')).rmSync(dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
