@@ -30,7 +30,7 @@ import { Membership, type MemberView } from './membership/membership.ts';
 import { createP2PHost, type P2PHost } from './p2p/host.ts';
 import { loadOrCreatePeerKey } from './p2p/identity.ts';
 import { HealthProbe } from './probe/index.ts';
-import { ensureDataDir, hashesEqual, hashToken, loadOrCreateAdminToken, loadOrCreateClusterKey, type AdminToken, type ClusterSecret } from './secrets.ts';
+import { ensureDataDir, hashToken, loadOrCreateAdminToken, TokenHashCache, loadOrCreateClusterKey, type AdminToken, type ClusterSecret } from './secrets.ts';
 import { Storage } from './storage.ts';
 
 const log = logger('daemon');
@@ -91,6 +91,7 @@ export class Daemon {
   clusterSecret!: ClusterSecret;
   adminToken!: AdminToken;
   private adminTokenHash = '';
+  private tokenHashes: TokenHashCache | null = null;
   private readonly alerts = new Map<string, Alert>();
   private stopping: Promise<void> | null = null;
   readonly bus = new EventBus();
@@ -123,6 +124,7 @@ export class Daemon {
     this.clusterSecret = loadOrCreateClusterKey(config.dataDir, config.secretFile);
     this.adminToken = loadOrCreateAdminToken(config.dataDir);
     this.adminTokenHash = hashToken(this.adminToken.token);
+    this.tokenHashes = new TokenHashCache(this.adminTokenHash);
     this.storage = await Storage.open(config.dataDir);
     const privateKey = await loadOrCreatePeerKey(config.dataDir);
 
@@ -457,8 +459,9 @@ export class Daemon {
   }
 
   authenticate(token: string): Principal | null {
-    const hash = hashToken(token);
-    if (hashesEqual(hash, this.adminTokenHash)) return { tokenId: 'local-admin', name: `admin@${this.config.name}`, role: 'admin' };
+    if (this.tokenHashes === null) return null;
+    const { hash, admin } = this.tokenHashes.lookup(token);
+    if (admin) return { tokenId: 'local-admin', name: `admin@${this.config.name}`, role: 'admin' };
     const record = this.state.current.findTokenByHash(hash);
     if (record === undefined || record.revokedAt !== null) return null;
     return { tokenId: record.id, name: record.name, role: record.role };
