@@ -78,10 +78,15 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   let printedSequence = -1;
   let printedAttempt = 0;
   // Output goes to stdout and status lines to stderr; in a terminal they share the screen,
-  // so a status line after output that did not end its line starts on a new one.
+  // so a status line after output that did not end its line starts on a new one. That line
+  // break goes to stderr: stdout keeps exactly the generated text (redirected to a file, a
+  // status arriving mid-stream must not split it), plus one final newline at the end. With
+  // --json, stdout holds only the final task as JSON and the text streams to stderr.
+  const textOut = json ? process.stderr : process.stdout;
   let midLine = false;
-  const endLine = () => {
-    if (midLine) process.stdout.write('\n');
+  let textOpen = false;
+  const breakLine = () => {
+    if (midLine) process.stderr.write('\n');
     midLine = false;
   };
   for await (const { data } of client.events(`/api/tasks/${encodeURIComponent(id)}/events`)) {
@@ -89,20 +94,21 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
     if (event.type === 'output' && printOutput) {
       if (event.attempt !== printedAttempt) {
         if (printedAttempt !== 0) {
-          endLine();
+          breakLine();
           process.stderr.write(`[attempt ${event.attempt} on another node; output starts over]\n`);
         }
         printedAttempt = event.attempt;
         printedSequence = -1;
       }
       if (event.sequence > printedSequence && event.text !== '') {
-        process.stdout.write(event.text);
+        textOut.write(event.text);
         midLine = !event.text.endsWith('\n');
+        textOpen = midLine;
         printedSequence = event.sequence;
       }
     } else if (event.type === 'status') {
       if (printOutput) {
-        endLine();
+        breakLine();
         process.stderr.write(`[${event.status}${event.node === null ? '' : ` on ${shortId(event.node)}`}${event.reason === null ? '' : `: ${event.reason}`}]\n`);
       }
     } else if (event.type === 'final') {
@@ -113,9 +119,9 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   if (final === null) {
     throw new CliError(`the event stream of task ${id} ended early; see \`hivemesh task ${id}\``);
   }
+  if (textOpen) textOut.write('\n');
   if (json) process.stdout.write(`${JSON.stringify(final, null, 2)}\n`);
   else if (!printOutput) process.stdout.write(`${final.output ?? ''}\n`);
-  else endLine();
   if (final.status !== 'completed') {
     process.stderr.write(`task ${id} ${final.status}${final.error === null ? '' : `: ${final.error}`}\n`);
     return 1;
