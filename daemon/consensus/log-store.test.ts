@@ -84,6 +84,36 @@ describe('RaftLogStore', () => {
     expect(stored.filter((key) => key.startsWith('e:')).length).toBe(5);
   });
 
+  it('writes a compaction snapshot beside later Readies, and a leader snapshot after it', async () => {
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    await store.persist(ready({ entries: entries(1, 20, 1), hardState: { term: 1, vote: 'n1', commit: 20 } }));
+    // The Ready loop does not wait for its own snapshot: entries 21..40 go down meanwhile.
+    const saving = store.saveSnapshot({ index: 15, term: 1, config, data: 'state@15' });
+    await store.persist(ready({ entries: entries(21, 30, 1) }));
+    await store.persist(ready({ entries: entries(31, 40, 1) }));
+    await saving;
+    const { restored: first, store: again, storage: reopenedStorage } = await restart(storage, dir);
+    expect(first.snapshot?.data).toBe('state@15');
+    expect(first.entries.map((entry) => entry.index)).toEqual(Array.from({ length: 25 }, (_, offset) => 16 + offset));
+
+    // A snapshot from the leader arriving while our own is being written is stored after it:
+    // the leader's wins, and the log after it is what follows. (Our own write is held up
+    // on its way to LevelDB, so the two would land in the wrong order if not serialised.)
+    const batch = reopenedStorage.db.batch.bind(reopenedStorage.db) as (...args: unknown[]) => Promise<void>;
+    (reopenedStorage.db as unknown as { batch: (...args: unknown[]) => Promise<void> }).batch = async (...args: unknown[]) => {
+      if (JSON.stringify(args[0]).includes('state@30')) await new Promise((resolve) => setTimeout(resolve, 50));
+      return batch(...args);
+    };
+    const own = again.saveSnapshot({ index: 30, term: 1, config, data: 'state@30' });
+    await again.persist(ready({ snapshot: { index: 38, term: 2, config, data: 'leader@38' }, hardState: { term: 2, vote: null, commit: 38 } }));
+    await own;
+    await again.persist(ready({ entries: entries(39, 41, 2) }));
+    const { restored } = await restart(reopenedStorage, dir);
+    expect(restored.snapshot).toMatchObject({ index: 38, term: 2, data: 'leader@38' });
+    expect(restored.entries.map((entry) => `${entry.index}:${entry.term}`)).toEqual(['39:2', '40:2', '41:2']);
+  });
+
   it('drops the whole stored log when a snapshot from the leader is installed', async () => {
     const { storage, store, dir } = await open();
     await store.load(config);

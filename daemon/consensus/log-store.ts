@@ -55,6 +55,8 @@ export class RaftLogStore {
   private storedVote: string | null = null;
   /** A hard state that raised only the commit index, not written yet (see above). */
   private unwritten: HardState | null = null;
+  /** Our own snapshot being written (saveSnapshot), which a snapshot from the leader waits for. */
+  private snapshotWrite: Promise<void> | null = null;
 
   constructor(storage: Storage) {
     this.storage = storage;
@@ -127,6 +129,8 @@ export class RaftLogStore {
    * only raises the commit index is kept in memory until the next write (or `flush`).
    */
   async persist(ready: Ready): Promise<void> {
+    // Both write the snapshot keys and move the start of the log: one after the other.
+    if (ready.snapshot !== null && this.snapshotWrite !== null) await this.snapshotWrite.catch(() => undefined);
     const hard = ready.hardState ?? this.unwritten;
     if (ready.snapshot === null && ready.entries.length === 0) {
       if (hard === null) return;
@@ -159,7 +163,8 @@ export class RaftLogStore {
     if (hard !== null) operations.push({ type: 'put', sublevel: raft, key: hardStateKey, value: JSON.stringify(hard) });
     await this.storage.db.batch(operations, { sync: true });
     this.lastIndex = lastIndex;
-    this.firstIndex = firstIndex;
+    // Our own compaction (saveSnapshot, in the background) may have moved the start meanwhile.
+    if (ready.snapshot !== null || firstIndex < this.firstIndex) this.firstIndex = firstIndex;
     if (hard !== null) {
       this.storedTerm = hard.term;
       this.storedVote = hard.vote;
@@ -188,9 +193,22 @@ export class RaftLogStore {
     this.firstIndex = index + 1;
   }
 
-  /** Persists a snapshot the application made itself (compaction), synced. */
-  async saveSnapshot(snapshot: Snapshot): Promise<void> {
-    await this.storage.db.batch(snapshotOperations(this.storage.raft, snapshot), { sync: true });
-    await this.compactTo(snapshot.index);
+  /**
+   * Persists a snapshot the application made itself (compaction), synced, then drops the
+   * entries it covers. May run beside persist() of later Readies: its keys and entries are
+   * not theirs, and a crash before it completes leaves the previous snapshot and every
+   * entry after it (entries are dropped only once the new snapshot is on disk).
+   */
+  saveSnapshot(snapshot: Snapshot): Promise<void> {
+    const write = (async () => {
+      await this.storage.db.batch(snapshotOperations(this.storage.raft, snapshot), { sync: true });
+      await this.compactTo(snapshot.index);
+    })();
+    this.snapshotWrite = write;
+    const forget = () => {
+      if (this.snapshotWrite === write) this.snapshotWrite = null;
+    };
+    write.then(forget, forget);
+    return write;
   }
 }
