@@ -28,7 +28,7 @@ export const listLimitDefault = 100;
 export const listLimitMax = 1_000;
 
 // Consensus plane
-export const raftMessageBytesMax = 16 * 1024 * 1024;
+export const raftMessageBytesMax = 512 * 1024 * 1024;
 export const raftEntriesPerAppendMax = 512;
 export const raftAppendBytesMax = 4 * 1024 * 1024;
 export const raftInflightAppendsMax = 64;
@@ -115,6 +115,13 @@ export const taskOutputChunkLengthMax = 16 * 1024;
 // libp2p host and membership plane (daemon/p2p, daemon/membership)
 // One length-prefixed frame on a hivemesh protocol stream (RPC request/response, Raft message).
 export const p2pFrameBytesMax = 16 * 1024 * 1024;
+// One one-way ordered message (a Raft snapshot for a lagging node holds the whole state):
+// one above a frame travels as a header frame and pieces of p2pFragmentBytes.
+export const p2pMessageBytesMax = 512 * 1024 * 1024;
+export const p2pFragmentBytes = 1024 * 1024;
+// Received bytes a stream may hold before its reader takes them (libp2p's default, 4 MiB,
+// silently cut off every larger message: a snapshot over 4 MiB never arrived).
+export const p2pStreamReadBufferBytesMax = 2 * p2pFrameBytesMax;
 // One-way ordered messages waiting for one peer and protocol; the oldest are dropped beyond these.
 export const p2pSendQueueMessagesMax = 1_024;
 export const p2pSendQueueBytesMax = 32 * 1024 * 1024;

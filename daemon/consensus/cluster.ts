@@ -228,7 +228,14 @@ export class Cluster<Result> {
       tickMs: options.tickMs,
       send: (to, message) => {
         const envelope: Envelope = { clusterId, message };
-        options.transport.send(to, RAFT_PROTOCOL, encodeJson(envelope));
+        const bytes = encodeJson(envelope);
+        try {
+          options.transport.send(to, RAFT_PROTOCOL, bytes);
+        } catch (error) {
+          // Over the message limit (a state larger than it, sent as a snapshot): that peer
+          // cannot catch up this way; consensus with the others goes on.
+          log.error('a raft message could not be sent', { to, type: message.type, bytes: bytes.byteLength, error: error as Error });
+        }
       },
       ...(options.snapshotEveryEntries === undefined ? {} : { snapshotEveryEntries: options.snapshotEveryEntries }),
       ...(options.onApplied === undefined ? {} : { onApplied: options.onApplied }),

@@ -46,7 +46,8 @@ export function assertFrameSize(bytes: Uint8Array, frameBytesMax: number, what: 
 /** Writes one frame, waiting for the stream to drain when its buffer is full. */
 export async function writeFrame(stream: Stream, bytes: Uint8Array, frameBytesMax: number, signal?: AbortSignal): Promise<void> {
   assertFrameSize(bytes, frameBytesMax, 'a frame');
-  if (!stream.send(lp.encode.single(bytes))) {
+  // it-length-prefixed refuses to encode more than 4 MiB unless told the bound.
+  if (!stream.send(lp.encode.single(bytes, { maxDataLength: frameBytesMax }))) {
     await stream.onDrain(signal === undefined ? undefined : { signal });
   }
 }
@@ -63,5 +64,68 @@ export async function* readFrames(stream: Stream, frameBytesMax: number): AsyncG
       throw new FrameTooLargeError(`the peer sent a frame over the ${frameBytesMax}-byte limit on ${stream.protocol}`, { cause: error });
     }
     throw error;
+  }
+}
+
+/**
+ * A message larger than a frame goes as a header frame, a zero byte and the total length
+ * (no message starts with a zero byte: they are JSON), followed by frames of its bytes in
+ * order. On one ordered stream nothing comes between them.
+ */
+const fragmentHeaderBytes = 9;
+
+export function fragmentHeader(total: number): Uint8Array {
+  const header = new Uint8Array(fragmentHeaderBytes);
+  const view = new DataView(header.buffer);
+  view.setUint32(1, Math.floor(total / 2 ** 32));
+  view.setUint32(5, total >>> 0);
+  return header;
+}
+
+/** The total length a fragment header announces, or null when the frame is a whole message. */
+export function fragmentTotal(frame: Uint8Array): number | null {
+  if (frame.byteLength !== fragmentHeaderBytes || frame[0] !== 0) return null;
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  return view.getUint32(1) * 2 ** 32 + view.getUint32(5);
+}
+
+/** Writes a message as a header and pieces of `fragmentBytes`, each waiting for the stream to drain. */
+export async function writeFragmented(stream: Stream, bytes: Uint8Array, fragmentBytes: number, frameBytesMax: number, signal?: AbortSignal): Promise<void> {
+  await writeFrame(stream, fragmentHeader(bytes.byteLength), frameBytesMax, signal);
+  for (let offset = 0; offset < bytes.byteLength; offset += fragmentBytes) {
+    await writeFrame(stream, bytes.subarray(offset, offset + fragmentBytes), frameBytesMax, signal);
+  }
+}
+
+/**
+ * Reassembles messages from frames: whole messages pass through, a fragment header starts
+ * collecting its pieces. A message over `messageBytesMax`, or pieces that overrun what
+ * the header announced, end the stream with FrameTooLargeError.
+ */
+export async function* readMessages(stream: Stream, frameBytesMax: number, messageBytesMax: number): AsyncGenerator<Uint8Array> {
+  let pending: { buffer: Uint8Array; received: number } | null = null;
+  for await (const frame of readFrames(stream, frameBytesMax)) {
+    if (pending === null) {
+      const total = fragmentTotal(frame);
+      if (total === null) {
+        yield frame;
+        continue;
+      }
+      if (total === 0 || total > messageBytesMax) {
+        throw new FrameTooLargeError(`the peer announced a message of ${total} bytes on ${stream.protocol}, over the ${messageBytesMax}-byte limit`);
+      }
+      pending = { buffer: new Uint8Array(total), received: 0 };
+      continue;
+    }
+    if (pending.received + frame.byteLength > pending.buffer.byteLength) {
+      throw new FrameTooLargeError(`the peer sent more than the ${pending.buffer.byteLength} bytes it announced on ${stream.protocol}`);
+    }
+    pending.buffer.set(frame, pending.received);
+    pending.received += frame.byteLength;
+    if (pending.received === pending.buffer.byteLength) {
+      const message = pending.buffer;
+      pending = null;
+      yield message;
+    }
   }
 }

@@ -23,7 +23,7 @@ import * as limits from '../../protocol/limits.ts';
 import { logger } from '../log.ts';
 import {
   FrameTooLargeError, HostStoppedError, PeerUnreachableError, RequestFailedError, RequestTimeoutError,
-  assertFrameSize, readFrames, writeFrame,
+  assertFrameSize, readFrames, readMessages, writeFragmented, writeFrame,
 } from './frames.ts';
 
 export { FrameTooLargeError, HostStoppedError, PeerUnreachableError, RequestFailedError, RequestTimeoutError } from './frames.ts';
@@ -52,6 +52,8 @@ export interface P2PHostOptions {
   /** Aborting it stops the host. */
   signal?: AbortSignal;
   frameBytesMax?: number;
+  /** One one-way message (send); above frameBytesMax it travels in pieces. */
+  messageBytesMax?: number;
   sendQueueMessagesMax?: number;
   sendQueueBytesMax?: number;
   requestTimeoutMsDefault?: number;
@@ -126,6 +128,8 @@ interface OutboundChannel {
   protocol: string;
   queue: Uint8Array[];
   queuedBytes: number;
+  /** Bytes of queued messages over a frame (sent in pieces), bounded on their own. */
+  largeBytes: number;
   stream: Stream | null;
   pumping: boolean;
   sent: number;
@@ -168,6 +172,7 @@ export async function createP2PHost(options: P2PHostOptions): Promise<P2PHost> {
 export class P2PHost extends EventTarget {
   readonly #options: P2PHostOptions;
   readonly #frameBytesMax: number;
+  readonly #messageBytesMax: number;
   readonly #gossipHandlers = new Map<string, Set<GossipHandler>>();
   readonly #relayPolicies = new Map<string, RelayPolicy>();
   /** When each connected peer connected (ms since epoch), for the 'newcomers' relay policy. */
@@ -190,6 +195,7 @@ export class P2PHost extends EventTarget {
     super();
     this.#options = options;
     this.#frameBytesMax = options.frameBytesMax ?? limits.p2pFrameBytesMax;
+    this.#messageBytesMax = options.messageBytesMax ?? limits.p2pMessageBytesMax;
     const bootstrap = options.bootstrap ?? [];
     if (bootstrap.length > limits.bootstrapPeersMax) {
       throw new RangeError(`${bootstrap.length} bootstrap peers given; at most ${limits.bootstrapPeersMax} are allowed`);
@@ -253,7 +259,7 @@ export class P2PHost extends EventTarget {
       transports: [corkedTcp()],
       connectionProtector: preSharedKey({ psk: options.clusterKey }),
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      streamMuxers: [yamux({ streamOptions: { maxReadBufferLength: limits.p2pStreamReadBufferBytesMax } })],
       connectionManager: {
         maxConnections: limits.clusterNodesMax * 2,
         dialTimeout: limits.p2pDialTimeoutMs,
@@ -608,9 +614,9 @@ export class P2PHost extends EventTarget {
     await node.handle(protocol, async (stream, connection) => {
       const fromPeerId = connection.remotePeer.toString();
       try {
-        for await (const frame of readFrames(stream, this.#frameBytesMax)) {
+        for await (const message of readMessages(stream, this.#frameBytesMax, this.#messageBytesMax)) {
           // Awaiting keeps the order and pushes back on a sender faster than us.
-          await handler(fromPeerId, frame);
+          await handler(fromPeerId, message);
         }
       } catch (error) {
         if (this.#state === 'running') log.debug('message stream ended with an error', { protocol, peer: fromPeerId, error });
@@ -627,7 +633,9 @@ export class P2PHost extends EventTarget {
    */
   send(peerId: string, protocol: string, bytes: Uint8Array): void {
     this.#running();
-    assertFrameSize(bytes, this.#frameBytesMax, `the message on ${protocol}`);
+    if (bytes.byteLength > this.#messageBytesMax) {
+      throw new FrameTooLargeError(`the message on ${protocol} is ${bytes.byteLength} bytes, over the ${this.#messageBytesMax}-byte limit`);
+    }
     const key = `${peerId} ${protocol}`;
     let channel = this.#channels.get(key);
     if (channel === undefined) {
@@ -637,16 +645,18 @@ export class P2PHost extends EventTarget {
         log.warn('too many outbound message channels; message dropped', { peer: peerId, protocol, channelsMax });
         return;
       }
-      channel = { peerId, protocol, queue: [], queuedBytes: 0, stream: null, pumping: false, sent: 0, dropped: 0, backoffMs: limits.p2pRedialMsMin, nextDialAtMs: 0 };
+      channel = { peerId, protocol, queue: [], queuedBytes: 0, largeBytes: 0, stream: null, pumping: false, sent: 0, dropped: 0, backoffMs: limits.p2pRedialMsMin, nextDialAtMs: 0 };
       this.#channels.set(key, channel);
     }
     const messagesMax = this.#options.sendQueueMessagesMax ?? limits.p2pSendQueueMessagesMax;
     const bytesMax = this.#options.sendQueueBytesMax ?? limits.p2pSendQueueBytesMax;
     channel.queue.push(bytes);
     channel.queuedBytes += bytes.byteLength;
-    while (channel.queue.length > 1 && (channel.queue.length > messagesMax || channel.queuedBytes > bytesMax)) {
-      const dropped = channel.queue.shift()!;
-      channel.queuedBytes -= dropped.byteLength;
+    if (bytes.byteLength > this.#frameBytesMax) channel.largeBytes += bytes.byteLength;
+    // Messages sent in pieces bring their own allowance (one snapshot may exceed the bound),
+    // up to one message's worth in all.
+    while (channel.queue.length > 1 && (channel.queue.length > messagesMax || channel.queuedBytes - channel.largeBytes > bytesMax || channel.largeBytes > this.#messageBytesMax)) {
+      this.#unqueue(channel);
       channel.dropped += 1;
     }
     if (!channel.pumping) void this.#pump(channel);
@@ -656,6 +666,13 @@ export class P2PHost extends EventTarget {
     return [...this.#channels.values()].map((channel) => ({
       peerId: channel.peerId, protocol: channel.protocol, queued: channel.queue.length, sent: channel.sent, dropped: channel.dropped,
     }));
+  }
+
+  #unqueue(channel: OutboundChannel): Uint8Array {
+    const bytes = channel.queue.shift()!;
+    channel.queuedBytes -= bytes.byteLength;
+    if (bytes.byteLength > this.#frameBytesMax) channel.largeBytes -= bytes.byteLength;
+    return bytes;
   }
 
   async #pump(channel: OutboundChannel): Promise<void> {
@@ -677,16 +694,17 @@ export class P2PHost extends EventTarget {
             channel.dropped += channel.queue.length;
             channel.queue = [];
             channel.queuedBytes = 0;
+            channel.largeBytes = 0;
             channel.nextDialAtMs = Date.now() + channel.backoffMs;
             channel.backoffMs = Math.min(channel.backoffMs * 2, limits.p2pRedialMsMax);
             log.debug('cannot open message stream', { peer: channel.peerId, protocol: channel.protocol, error });
             return;
           }
         }
-        const bytes = channel.queue.shift()!;
-        channel.queuedBytes -= bytes.byteLength;
+        const bytes = this.#unqueue(channel);
         try {
-          await writeFrame(channel.stream, bytes, this.#frameBytesMax, this.#shutdown.signal);
+          if (bytes.byteLength > this.#frameBytesMax) await writeFragmented(channel.stream, bytes, Math.min(limits.p2pFragmentBytes, this.#frameBytesMax), this.#frameBytesMax, this.#shutdown.signal);
+          else await writeFrame(channel.stream, bytes, this.#frameBytesMax, this.#shutdown.signal);
           channel.sent += 1;
         } catch (error) {
           channel.dropped += 1;
