@@ -41,6 +41,8 @@ export interface DaemonConfig {
   tickMs: number;
   /** Finished tasks kept before pruning (count and age). */
   keepFinishedTasks: number;
+  /** Applied log entries between two snapshots (compactions) of the replicated state. */
+  snapshotEveryEntries: number;
   keepFinishedTasksMs: number;
   agents: AgentConfig[];
 }
@@ -81,6 +83,7 @@ const settings: Setting[] = [
   { key: 'tickMs', flag: 'tick-ms', env: 'HIVEMESH_TICK_MS', kind: 'integer', min: 5, max: 1_000 },
   { key: 'keepFinishedTasks', flag: 'keep-finished-tasks', env: 'HIVEMESH_KEEP_FINISHED_TASKS', kind: 'integer', min: 0, max: 1_000_000 },
   { key: 'keepFinishedTasksMs', flag: 'keep-finished-tasks-ms', env: 'HIVEMESH_KEEP_FINISHED_TASKS_MS', kind: 'integer', min: 0, max: 365 * 86_400_000 },
+  { key: 'snapshotEveryEntries', flag: 'snapshot-every-entries', env: 'HIVEMESH_SNAPSHOT_EVERY_ENTRIES', kind: 'integer', min: 100, max: 1_000_000 },
   { key: 'agents', flag: '', env: '', kind: 'agents' },
 ];
 
@@ -107,6 +110,7 @@ export const startFlagOptions = {
   'tick-ms': { type: 'string' },
   'keep-finished-tasks': { type: 'string' },
   'keep-finished-tasks-ms': { type: 'string' },
+  'snapshot-every-entries': { type: 'string' },
 } as const;
 
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -144,6 +148,7 @@ function defaults(env: NodeJS.ProcessEnv): Omit<DaemonConfig, 'configFile' | 'ap
     tickMs: 50,
     keepFinishedTasks: 10_000,
     keepFinishedTasksMs: 7 * 86_400_000,
+    snapshotEveryEntries: limits.raftSnapshotEveryEntriesDefault,
     agents: [],
   };
 }

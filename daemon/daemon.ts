@@ -163,6 +163,7 @@ export class Daemon {
       state: this.state,
       peers: () => this.peerViews(),
       tickMs: config.tickMs,
+      snapshotEveryEntries: config.snapshotEveryEntries,
       votersTarget: config.votersTarget,
       voterReplaceAfterMs: config.voterReplaceAfterMs,
       initCommand: (clusterId) => encodeCommand({ type: 'cluster.init', clusterId, at: Date.now() }),

@@ -15,6 +15,8 @@ export interface TaskNodeSpec {
   name: string;
   standin: StandinOptions;
   concurrency?: number;
+  /** More `hivemesh start` flags for this node. */
+  extraArgs?: string[];
 }
 
 export interface TaskCluster {
@@ -39,7 +41,7 @@ export async function startTaskCluster(group: ProcessGroup, specs: TaskNodeSpec[
   const secretFile = writeClusterKey(tempDir('tasks-key'));
   const daemons = await prepareDaemons(group, specs.map((spec, index) => ({
     name: spec.name, mdns: false, secretFile, ollamaUrl: standins[index]!.url,
-    extraArgs: ['--concurrency', String(spec.concurrency ?? 4)],
+    extraArgs: ['--concurrency', String(spec.concurrency ?? 4), ...(spec.extraArgs ?? [])],
   })), { bootstrapAll: true });
   await formCluster(daemons, timeoutMs, { voters: Math.min(3, daemons.length) });
   return { daemons, standins, logFiles };
