@@ -228,6 +228,7 @@ export class Daemon {
       outputs: this.outputs,
       resolveNode: (nodeOrName) => this.resolveNode(nodeOrName),
       nodeViews: () => this.nodeViews(),
+      readBarrier: () => this.cluster.readBarrier(),
     });
     this.tokens = new TokenService({ state: () => this.state.current, propose: clientPropose, waitApplied });
 

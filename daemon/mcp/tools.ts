@@ -150,7 +150,7 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
   }, async ({ id }) => {
     try {
       guard('read');
-      const task = deps.tasks.get(id);
+      const task = await deps.tasks.find(id);
       return ok(summarize(task), { task });
     } catch (error) {
       return failure(error);

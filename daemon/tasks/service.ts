@@ -30,6 +30,8 @@ export interface TaskServiceDeps {
   resolveNode: (nodeOrName: string) => string | null;
   /** The gossiped view of the nodes, to say why a queued task waits. */
   nodeViews?: () => NodeView[];
+  /** Waits until this node has applied everything committed before the call (a linearizable read). */
+  readBarrier?: () => Promise<void>;
 }
 
 /** A list page stops growing past this many bytes of JSON (outputs can be large); nextCursor continues it. */
@@ -91,6 +93,25 @@ export class TaskService {
     return task;
   }
 
+  /**
+   * The task, as `get`, but a task this node does not know yet is looked up again after a
+   * read barrier: a task committed through another node a moment ago is not applied here
+   * yet, and must not be a 404 on this node. Only a miss pays the round trip to the leader.
+   */
+  async find(id: string): Promise<Task> {
+    try {
+      return this.get(id);
+    } catch (error) {
+      if (!(error instanceof HivemeshError) || error.code !== ErrorCode.notFound || this.deps.readBarrier === undefined) throw error;
+      try {
+        await this.deps.readBarrier();
+      } catch {
+        throw error; // no leader to ask: what this node knows is the answer
+      }
+      return this.get(id);
+    }
+  }
+
   list(query: TaskListQuery): TaskList {
     const state = this.deps.state();
     const page = state.listTasks({
@@ -117,13 +138,13 @@ export class TaskService {
   }
 
   async cancel(id: string, reason?: string): Promise<Task> {
-    this.get(id);
+    await this.find(id);
     const result = await this.run({ type: 'task.cancel', id, at: Date.now(), ...(reason === undefined ? {} : { reason }) });
     return result.task ?? this.get(id);
   }
 
   async assign(id: string, nodeOrName: string): Promise<Task> {
-    this.get(id);
+    await this.find(id);
     const node = this.deps.resolveNode(nodeOrName);
     if (node === null) {
       throw new HivemeshError(ErrorCode.invalidInput, `node: no node "${nodeOrName}" is known; \`hivemesh nodes\` lists ids and names`, { details: [{ field: 'node', reason: 'is not a known node' }] });
@@ -155,6 +176,8 @@ export class TaskService {
    * output comes from the node running the current attempt.
    */
   async *events(id: string, signal: AbortSignal, options: { output?: boolean } = {}): AsyncGenerator<TaskEvent> {
+    // A task committed through another node a moment ago may not be applied here yet.
+    await this.find(id);
     const wantOutput = options.output !== false;
     const inner = new AbortController();
     const abortInner = () => inner.abort();

@@ -10,7 +10,7 @@ import type { Task, TaskList } from '../../protocol/tasks.ts';
 import { standinText } from '../ollama-standin/catalog.ts';
 import { absentModel, clusterStatus, type MeshDaemon } from '../support/cluster.ts';
 import { cliEntry, ProcessGroup, waitUntil } from '../support/processes.ts';
-import { promptSha, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster } from './tasks-helpers.ts';
+import { promptSha, readEvents, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster } from './tasks-helpers.ts';
 
 interface Answer<T = unknown> { status: number; body: T; headers: Headers }
 interface ErrorAnswer { error: { code: string; message: string; details?: unknown } }
@@ -192,6 +192,23 @@ describe('the task API and the CLI, on the leader and on followers', () => {
     expectError(await call(followers[1]!, 'DELETE', `/api/tasks/${waiting[0]!.id}`), 409, /cancelled|finished/);
     expectError(await call(leader, 'PUT', `/api/tasks/${waiting[3]!.id}/assign`, { body: JSON.stringify({ node: target.spec.name }) }), 409, /cancelled|finished|queued/);
     expectError(await call(leader, 'DELETE', '/api/tasks/t_doesnotexist'), 404, /t_doesnotexist/);
+  }, 45_000);
+
+  it('a task acknowledged by one node is known at once on the others (get, events, pin, cancel)', async () => {
+    for (let n = 0; n < 10; n += 1) {
+      const task = await submit(leader, { model: absentModel, prompt: `${tag} known at once ${n}` });
+      const got = await call<Task>(followers[0]!, 'GET', `/api/tasks/${task.id}`);
+      expect(got.status, JSON.stringify(got.body)).toBe(200);
+      const other = await submit(followers[0]!, { model: absentModel, prompt: `${tag} known at once too ${n}` });
+      const pinned = await call<Task>(followers[1]!, 'PUT', `/api/tasks/${other.id}/assign`, { body: JSON.stringify({ node: leader.nodeId }) });
+      expect(pinned.status, JSON.stringify(pinned.body)).toBe(200);
+      const cancelled = await call<Task>(followers[1]!, 'DELETE', `/api/tasks/${task.id}`);
+      expect(cancelled.status, JSON.stringify(cancelled.body)).toBe(200);
+      expect((await call(followers[0]!, 'DELETE', `/api/tasks/${other.id}`)).status).toBe(200);
+    }
+    const watched = await submit(followers[1]!, { model: 'llama3.2:1b', prompt: `${tag} watched at once`, options: { num_predict: 4 } });
+    const events = await readEvents(leader, watched.id, 15_000);
+    expect(events.at(-1)).toMatchObject({ type: 'final', task: { status: 'completed' } });
   }, 45_000);
 
   it('fills {{tasks.ID.output}} from a finished dependency before running the dependent', async () => {

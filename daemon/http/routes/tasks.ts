@@ -32,7 +32,7 @@ export function taskRoutes(tasks: TaskService, bus: EventBus) {
       tasks.list(request.query));
 
     app.get('/api/tasks/:id', { config: { action: 'read' }, schema: { params: IdParams, response: { 200: Task, ...errors } } }, async (request) =>
-      tasks.get(request.params.id));
+      tasks.find(request.params.id));
 
     app.put('/api/tasks/:id/assign', { config: { action: 'assign' }, schema: { params: IdParams, body: TaskPin, response: { 200: Task, ...errors } } }, async (request) =>
       tasks.assign(request.params.id, request.body.node));
@@ -41,7 +41,7 @@ export function taskRoutes(tasks: TaskService, bus: EventBus) {
       tasks.cancel(request.params.id, `cancelled by ${request.principal?.name ?? 'a client'}`));
 
     app.get('/api/tasks/:id/events', { config: { action: 'read' }, schema: { params: IdParams } }, async (request, reply) => {
-      tasks.get(request.params.id); // 404 before the stream starts
+      await tasks.find(request.params.id); // 404 before the stream starts
       await streamSse(request, reply, async function* (signal) {
         for await (const event of tasks.events(request.params.id, signal)) yield { event: event.type, data: event };
       });
