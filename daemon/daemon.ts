@@ -364,7 +364,22 @@ export class Daemon {
     }));
   }
 
-  private nodeStatus(member: MemberView, now: number): NodeStatus | null {
+  /**
+   * Another node's raft role: what it gossiped while it is alive and agrees with who this
+   * node knows leads; otherwise what this node's consensus says of it (a dead leader's last
+   * heartbeat still says "leader" while another has taken over).
+   */
+  private peerRaftRole(nodeId: string, gossiped: RaftRole, alive: boolean, raft: { leader: string | null; voters: string[]; learners: string[] } | null): RaftRole {
+    if (raft === null) return gossiped;
+    const leaderKnown = raft.leader !== null;
+    if (alive && !(leaderKnown && gossiped === 'leader' && raft.leader !== nodeId)) return gossiped;
+    if (raft.leader === nodeId) return 'leader';
+    if (raft.learners.includes(nodeId)) return 'learner';
+    if (raft.voters.includes(nodeId)) return 'follower';
+    return gossiped === 'leader' ? 'unknown' : gossiped;
+  }
+
+  private nodeStatus(member: MemberView, now: number, raft: { leader: string | null; voters: string[]; learners: string[] } | null): NodeStatus | null {
     const heartbeat = member.heartbeat;
     if (heartbeat === null || heartbeat === undefined || member.state === 'left') return null;
     const self = member.nodeId === this.host.peerId;
@@ -375,7 +390,7 @@ export class Daemon {
       name: heartbeat.name,
       apiUrl: heartbeat.apiUrl,
       state: member.state,
-      raftRole: self ? this.raftRole() : heartbeat.raft.role,
+      raftRole: self ? this.raftRole() : this.peerRaftRole(member.nodeId, heartbeat.raft.role, member.state === 'alive', raft),
       self,
       clusterId: heartbeat.clusterId,
       softwareVersion: heartbeat.softwareVersion,
@@ -394,8 +409,10 @@ export class Daemon {
 
   agentsStatus(): AgentsStatus {
     const now = Date.now();
+    const status = this.cluster?.raft?.status() ?? null;
+    const raft = status === null ? null : { leader: status.leader, voters: status.config.voters, learners: status.config.learners };
     const nodes = this.membership.members()
-      .map((member) => this.nodeStatus(member, now))
+      .map((member) => this.nodeStatus(member, now, raft))
       .filter((node): node is NodeStatus => node !== null)
       .sort((a, b) => (a.self === b.self ? a.name.localeCompare(b.name) : a.self ? -1 : 1));
     return { nodes };

@@ -3,6 +3,7 @@
 // SIGSTOP is replaced, steps down after SIGCONT, never shares a term's leadership, and
 // never acknowledges a write it then loses; a full stop and restart keeps the cluster id,
 // the node ids and every acknowledged task. (A cluster of one: consensus-single.test.ts.)
+import type { AgentsStatus } from '../../protocol/api.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   clusterStatus, ContinuousWriter, daemonById, formCluster, outputTails, prepareDaemons, RoleSampler, startAll, submitTask,
@@ -66,6 +67,11 @@ describe('three daemons on loopback', () => {
       const electedMs = performance.now() - killedAt;
       expect(after.leaderId).not.toBe(leader.nodeId);
       expect(after.term).toBeGreaterThan(before.term);
+      // The dead leader's last heartbeat still says "leader"; the node list shows one leader.
+      for (const survivor of survivors) {
+        const { body } = await survivor.api<AgentsStatus>('/api/status/agents');
+        expect(body.nodes.filter((node) => node.raftRole === 'leader').map((node) => node.id)).toEqual([after.leaderId]);
+      }
       const write = await writeUntilAcknowledged(survivors, 'after-kill', 15_000);
       const writableMs = performance.now() - killedAt;
       acknowledged.push(write.task.id);
