@@ -35,27 +35,40 @@ export interface BuildAppOptions {
 
 export function sendError(reply: FastifyReply, error: HivemeshError): FastifyReply {
   if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(error.retryAfterSeconds))));
-  const body: { error: { code: string; message: string; details?: unknown } } = { error: { code: error.code, message: error.message } };
-  if (error.details !== undefined) body.error.details = error.details;
+  // The contract's shape on every error: details is null when there is nothing more to say.
+  const body = { error: { code: error.code, message: error.message, details: error.details ?? null } };
   return reply.code(httpStatusOf[error.code]).type('application/json; charset=utf-8').send(body);
 }
 
-/** Fastify's validation errors, turned into "which field and why". */
+/**
+ * Fastify's validation errors, turned into "which field and why", one reason per field. A
+ * field that must be one of fixed values (a union of constants, which the validator reports
+ * as one failed constant per choice and a failed anyOf) says which values are allowed.
+ */
 function validationDetails(error: FastifyError): Array<{ field: string; reason: string }> {
-  const items = error.validation ?? [];
-  return items.map((item) => {
+  const fields = new Map<string, { reason: string | null; allowed: unknown[] }>();
+  for (const item of error.validation ?? []) {
     const params = item.params as Record<string, unknown>;
     const base = (item.instancePath || '').replace(/^\//, '').replace(/\//g, '.');
+    let field = base || (error.validationContext ?? 'body');
+    let reason: string | null = item.message ?? 'is invalid';
     if (item.keyword === 'additionalProperties') {
-      const field = [base, String(params.additionalProperty)].filter(Boolean).join('.');
-      return { field, reason: 'is not a known field' };
+      field = [base, String(params.additionalProperty)].filter(Boolean).join('.');
+      reason = 'is not a known field';
+    } else if (item.keyword === 'required') {
+      field = [base, String(params.missingProperty)].filter(Boolean).join('.');
+      reason = 'is required';
     }
-    if (item.keyword === 'required') {
-      const field = [base, String(params.missingProperty)].filter(Boolean).join('.');
-      return { field, reason: 'is required' };
-    }
-    return { field: base || (error.validationContext ?? 'body'), reason: item.message ?? 'is invalid' };
-  });
+    const entry = fields.get(field) ?? { reason: null, allowed: [] };
+    fields.set(field, entry);
+    if (item.keyword === 'const') entry.allowed.push(params.allowedValue);
+    else if (item.keyword === 'enum' && Array.isArray(params.allowedValues)) entry.allowed.push(...(params.allowedValues as unknown[]));
+    else if (item.keyword !== 'anyOf' && entry.reason === null) entry.reason = reason;
+  }
+  return [...fields].map(([field, { reason, allowed }]) => ({
+    field,
+    reason: allowed.length > 0 ? `must be one of ${allowed.map((value) => JSON.stringify(value)).join(', ')}` : reason ?? 'is invalid',
+  }));
 }
 
 function bearerToken(request: FastifyRequest): string | null {

@@ -147,7 +147,7 @@ export class TaskService {
     await this.find(id);
     const node = this.deps.resolveNode(nodeOrName);
     if (node === null) {
-      throw new HivemeshError(ErrorCode.invalidInput, `node: no node "${nodeOrName}" is known; \`hivemesh nodes\` lists ids and names`, { details: [{ field: 'node', reason: 'is not a known node' }] });
+      throw new HivemeshError(ErrorCode.invalidInput, `node: no node "${nodeOrName}" is known; \`hivemesh nodes\` lists ids and names`, { details: { fields: [{ field: 'node', reason: 'is not a known node' }] } });
     }
     const result = await this.run({ type: 'task.pin', id, node });
     return result.task ?? this.get(id);

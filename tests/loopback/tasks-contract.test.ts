@@ -36,6 +36,7 @@ function expectError(answer: Answer, status: number, mentions: RegExp): void {
   const body = answer.body as ErrorAnswer;
   expect(typeof body.error?.code).toBe('string');
   expect(body.error.message).toMatch(mentions);
+  expect(body.error).toHaveProperty('details');
 }
 
 /** Every task id the node lists, walking all pages. */
@@ -135,6 +136,8 @@ describe('the task API and the CLI, on the leader and on followers', () => {
         }
       }
     }
+    // A field with fixed choices says which.
+    expectError(await call(leader, 'GET', '/api/tasks?status=bogus'), 400, /status: must be one of "queued", "assigned", "running", "completed", "failed", "cancelled"/);
     const after = await Promise.all(cluster.daemons.map((daemon) => allTaskIds(daemon)));
     expect(after).toEqual(before);
   }, 60_000);
