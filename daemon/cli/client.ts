@@ -35,6 +35,14 @@ export class ApiClient {
   constructor(options: ClientOptions = {}) {
     const env = options.env ?? process.env;
     this.url = (options.url ?? env.HIVEMESH_URL ?? 'http://127.0.0.1:7420').replace(/\/+$/, '');
+    let parsed: URL | null = null;
+    try {
+      parsed = new URL(this.url);
+    } catch { /* said below */ }
+    if (parsed === null || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
+      const source = options.url !== undefined ? '--url' : 'HIVEMESH_URL';
+      throw new CliError(`${source} "${this.url}" is not an http(s) URL; give the daemon's address, e.g. http://127.0.0.1:7420`, 2);
+    }
     const explicit = options.token ?? env.HIVEMESH_TOKEN;
     if (explicit !== undefined && explicit !== '') {
       this.token = explicit.trim();
@@ -65,7 +73,8 @@ export class ApiClient {
         signal: init.signal ?? AbortSignal.timeout(30_000),
       });
     } catch (error) {
-      const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).name;
+      const causeOf = (error as { cause?: { code?: string; message?: string } }).cause;
+      const cause = causeOf?.code ?? causeOf?.message ?? (error as Error).name;
       if (cause === 'TimeoutError') throw new CliError(`the daemon at ${this.url} did not answer within 30 s`);
       throw new CliError(`no hivemesh daemon answers at ${this.url} (${cause}). Start one with \`hivemesh start\`, or point at another with --url or HIVEMESH_URL.`);
     }

@@ -26,6 +26,11 @@ describe('hivemesh CLI', () => {
     }
   });
 
+  it('refuses a --url that is not an http(s) URL before contacting anything', async () => {
+    await expect(main(['status', '--url', 'notaurl'])).rejects.toThrow(/--url "notaurl" is not an http\(s\) URL/);
+    await expect(main(['tasks', '--url', 'ftp://host'])).rejects.toThrow(/is not an http\(s\) URL/);
+  });
+
   it('refuses an unknown command and says where the commands are', async () => {
     await expect(main(['frobnicate'])).rejects.toThrow(/unknown command "frobnicate".*hivemesh --help/);
   });
