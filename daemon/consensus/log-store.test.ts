@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Entry, RaftRestore, Ready } from '../../scheduler/consensus/types.ts';
 import { Storage } from '../storage.ts';
 import { tempDir } from '../../tests/support/processes.ts';
-import { RaftLogStore } from './log-store.ts';
+import { cutIntoPieces, RaftLogStore } from './log-store.ts';
 
 const config = { voters: ['n1'], learners: [] };
 
@@ -196,18 +196,56 @@ describe('RaftLogStore', () => {
   });
 
   it('stores the snapshot image apart from its metadata, and still reads a disk that kept both in one record', async () => {
-    const { storage, store, dir } = await open();
+    const opened = await open();
+    const { store, dir } = opened;
+    let { storage } = opened;
     await store.load(config);
     await store.persist(ready({ entries: entries(1, 6, 1), hardState: { term: 1, vote: 'n1', commit: 6 } }));
     const image = JSON.stringify({ tasks: ['quoted "text"'] });
     await store.saveSnapshot({ index: 4, term: 1, config, data: image });
-    expect(await storage.raft.get('snapdata')).toBe(image);
-    expect(JSON.parse((await storage.raft.get('snap'))!)).toEqual({ index: 4, term: 1, config });
+    expect(await storage.raft.get('snapdata:0000000000004:000000')).toBe(image);
+    expect(JSON.parse((await storage.raft.get('snap'))!)).toEqual({ index: 4, term: 1, config, pieces: 1 });
+    // As a version of this morning wrote it: the image in one record beside the metadata.
+    await storage.raft.put('snap', JSON.stringify({ index: 4, term: 1, config }));
+    await storage.raft.put('snapdata', 'state@4');
+    const middle = await restart(storage, dir);
+    expect(middle.restored.snapshot).toEqual({ index: 4, term: 1, config, data: 'state@4' });
+    storage = middle.storage;
     // As an older version wrote it: the image inside the 'snap' record.
     await storage.raft.put('snap', JSON.stringify({ index: 5, term: 1, config, data: 'state@5' }));
     await storage.raft.del('snapdata');
     const { restored } = await restart(storage, dir);
     expect(restored.snapshot).toEqual({ index: 5, term: 1, config, data: 'state@5' });
     expect(restored.entries.map((entry) => entry.index)).toEqual([6]);
+  });
+
+  it('writes a large image in pieces that never split a character, and a save cut short leaves the previous snapshot', async () => {
+    // Surrogate pairs straddle every piece boundary of a naive cut.
+    const emoji = '\u{1F41D}';
+    const text = 'a' + emoji.repeat(9);
+    expect(cutIntoPieces(text, 4).join('')).toBe(text);
+    expect(cutIntoPieces(text, 4).every((piece) => !/[\ud800-\udbff]$/.test(piece))).toBe(true);
+    expect(cutIntoPieces('', 4)).toEqual(['']);
+
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    await store.persist(ready({ entries: entries(1, 30, 1), hardState: { term: 1, vote: 'n1', commit: 30 } }));
+    const image = JSON.stringify({ notes: Array.from({ length: 40_000 }, (_, n) => `note ${n} ${emoji} é`) });
+    await store.saveSnapshot({ index: 10, term: 1, config, data: image });
+    const pieces: string[] = [];
+    for await (const key of storage.raft.keys({ gte: 'snapdata:', lt: 'snapdata:~' })) pieces.push(key);
+    expect(pieces.length).toBeGreaterThan(1);
+    // As if the process died while writing the pieces of the next snapshot (no metadata yet).
+    await storage.raft.put('snapdata:0000000000014:000000', 'half of state@20');
+    let again = await restart(storage, dir);
+    expect(again.restored.snapshot).toEqual({ index: 10, term: 1, config, data: image });
+    expect(again.restored.entries[0]?.index).toBe(11);
+    // The next save removes every other snapshot's pieces.
+    await again.store.saveSnapshot({ index: 20, term: 1, config, data: 'state@20' });
+    const left: string[] = [];
+    for await (const key of again.storage.raft.keys({ gte: 'snapdata:', lt: 'snapdata:~' })) left.push(key);
+    expect(left).toEqual(['snapdata:0000000000014:000000']);
+    again = await restart(again.storage, dir);
+    expect(again.restored.snapshot?.data).toBe('state@20');
   });
 });
