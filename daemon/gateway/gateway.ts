@@ -5,6 +5,8 @@
 // response frame is a JSON head (status, content type); the following frames are the body
 // bytes exactly as Ollama produced them, so streaming stays streaming end to end, and
 // abandoning the response aborts the remote request and with it the generation.
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
 import * as limits from '../../protocol/limits.ts';
 import { rankNodesForRequest, type WorkShape } from '../../scheduler/tasks/placement.ts';
 import type { NodeView } from '../../scheduler/tasks/node-view.ts';
@@ -14,7 +16,9 @@ import type { Reply, RequestHandlerContext, RequestOptions } from '../p2p/host.t
 
 const log = logger('gateway');
 
-export const GATEWAY_PROTOCOL = '/hivemesh/gateway/1.0.0';
+// 2.0.0: the answer ends with an empty frame, so a relay cut off by a dead node is told
+// apart from a finished one (1.0.0 ended with the stream, which a crash also does).
+export const GATEWAY_PROTOCOL = '/hivemesh/gateway/2.0.0';
 
 /**
  * Paths a peer may ask this node's Ollama for, and whether each runs a generation or an
@@ -108,6 +112,31 @@ export class UpstreamUnavailableError extends Error {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+
+const ollamaAgents = {
+  http: new http.Agent({ keepAlive: true, maxSockets: 1_024 }),
+  https: new https.Agent({ keepAlive: true, maxSockets: 1_024 }),
+};
+
+/**
+ * A request to this node's Ollama over node:http. The global fetch (undici) gives up on an
+ * answer whose headers take over 5 minutes, or that pauses 5 minutes between chunks (a long
+ * prompt on a slow host, a non-streamed long answer), and the gateway then ran the request
+ * again on another node; the gateway's own bound (gatewayRequestTimeoutMs) applies instead.
+ */
+function requestOllama(url: URL, method: string, body: string | undefined, signal: AbortSignal): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const secure = url.protocol === 'https:';
+    const request = (secure ? https : http).request(url, {
+      method,
+      agent: secure ? ollamaAgents.https : ollamaAgents.http,
+      headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      signal,
+    }, resolve);
+    request.on('error', reject);
+    request.end(body);
+  });
+}
 
 /** Splits Ollama's chunks so no relay frame is over the chunk bound. */
 function* splitChunk(chunk: Uint8Array): Generator<Uint8Array> {
@@ -269,20 +298,17 @@ export class Gateway {
     const counted = relayablePaths[call.path]?.generation === true;
     const body = call.method === 'POST' ? JSON.stringify(call.body ?? {}) : undefined;
     if (counted) this.localGenerations++;
-    let response: Response;
+    let response: IncomingMessage;
     try {
-      response = await fetch(new URL(call.path, this.options.ollamaUrl), {
-        method: call.method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
-        body,
-        signal,
-      });
+      response = await requestOllama(new URL(call.path, this.options.ollamaUrl), call.method, body,
+        AbortSignal.any([signal, AbortSignal.timeout(limits.gatewayRequestTimeoutMs)]));
     } catch (error) {
       if (counted) this.localGenerations--;
       throw new Error(`Ollama at ${this.options.ollamaUrl} did not answer: ${describeError(error)}`, { cause: error });
     }
     const model = typeof (call.body as { model?: unknown } | null)?.model === 'string' ? (call.body as { model: string }).model : null;
-    const watchStats = counted && response.ok && model !== null && (call.path === '/api/chat' || call.path === '/api/generate');
+    const status = response.statusCode ?? 502;
+    const watchStats = counted && status >= 200 && status < 300 && model !== null && (call.path === '/api/chat' || call.path === '/api/generate');
     const record = this.options.recordGeneration;
     const tokensTotal = this.tokensTotal;
     const evalSecondsTotal = this.evalSecondsTotal;
@@ -292,12 +318,11 @@ export class Gateway {
       finished = true;
       if (counted) this.localGenerations--;
     };
-    const source = response.body;
+    const source = response;
     async function* bytes(): AsyncGenerator<Uint8Array> {
       const tail = new TailWatcher();
       try {
-        if (source === null) return;
-        for await (const chunk of source as unknown as AsyncIterable<Uint8Array>) {
+        for await (const chunk of source as AsyncIterable<Uint8Array>) {
           if (watchStats) tail.push(chunk);
           yield chunk;
         }
@@ -310,13 +335,13 @@ export class Gateway {
       } finally {
         finish();
         // An abandoned answer must not keep Ollama generating.
-        if (source !== null && !source.locked) await source.cancel().catch(() => undefined);
+        if (!source.complete) source.destroy();
       }
     }
     const iterator = bytes();
     // A body nobody reads (the client left before it started) must still free its count.
     signal.addEventListener('abort', () => { finish(); void iterator.return(undefined); }, { once: true });
-    return { status: response.status, contentType: response.headers.get('content-type') ?? 'application/json; charset=utf-8', body: iterator };
+    return { status, contentType: response.headers['content-type'] ?? 'application/json; charset=utf-8', body: iterator };
   }
 
   private async openRemote(nodeId: string, call: GatewayCall): Promise<Omit<GatewayResponse, 'nodeId' | 'release'> | { reason: string; busy: boolean }> {
@@ -346,7 +371,8 @@ export class Gateway {
       try {
         for (;;) {
           const next = await frames.next();
-          if (next.done === true) return;
+          if (next.done === true) throw new Error(`the node serving this answer (${nodeId}) stopped before finishing it`);
+          if (next.value.byteLength === 0) return; // the end marker: the answer is whole
           yield next.value;
         }
       } finally {
@@ -395,6 +421,8 @@ export class Gateway {
       for await (const chunk of opened.body) {
         for (const piece of splitChunk(chunk)) await reply.send(piece);
       }
+      // The end marker (no piece is empty): the answer is whole.
+      await reply.send(new Uint8Array(0));
       await reply.end();
     } catch (error) {
       if (!context.signal.aborted) log.debug('relayed gateway request failed', { from, path: request.path, error: error as Error });

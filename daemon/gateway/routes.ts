@@ -32,6 +32,26 @@ function errorBody(flavor: GatewayFlavor, status: number, message: string, code:
   return flavor === 'ollama' ? ollamaError(message) : openaiError(message, openaiErrorType(status), code);
 }
 
+const encoder = new TextEncoder();
+
+/**
+ * An answer that breaks off (the serving node or its Ollama died mid-stream) must not look
+ * finished: a streamed one gets a last error line, as Ollama and OpenAI send one, and then
+ * the connection is dropped (the error goes on to the response stream), so a client that
+ * ignores the line still sees a failed read.
+ */
+async function* cutOffSignalled(body: AsyncIterable<Uint8Array>, contentType: string, flavor: GatewayFlavor, clientGone: AbortSignal): AsyncGenerator<Uint8Array> {
+  try {
+    yield* body;
+  } catch (error) {
+    if (clientGone.aborted) throw error;
+    const message = `the answer was cut off: ${(error as Error).message}`;
+    if (/ndjson/.test(contentType)) yield encoder.encode(`${JSON.stringify(ollamaError(message))}\n`);
+    else if (/event-stream/.test(contentType)) yield encoder.encode(`data: ${JSON.stringify(openaiError(message, 'server_error', null))}\n\n`);
+    throw error;
+  }
+}
+
 function sendGatewayError(reply: FastifyReply, flavor: GatewayFlavor, status: number, message: string, code: string | null = null): FastifyReply {
   return reply.code(status).type('application/json; charset=utf-8').send(errorBody(flavor, status, message, code));
 }
@@ -134,7 +154,7 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
       reply.code(opened.status).header('content-type', opened.contentType).header('x-hivemesh-node', opened.nodeId);
       // Streamed answers must reach the client as they are produced: no buffering proxy between.
       if (/ndjson|event-stream/.test(opened.contentType)) reply.header('cache-control', 'no-cache').header('x-accel-buffering', 'no');
-      return reply.send(Readable.from(opened.body, { objectMode: false }));
+      return reply.send(Readable.from(cutOffSignalled(opened.body, opened.contentType, flavor, controller.signal), { objectMode: false }));
     };
 
     const generationRoutes: Array<[string, 'model' | 'model-or-name', 'submit' | 'read']> = [

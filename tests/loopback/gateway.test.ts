@@ -291,4 +291,36 @@ describe('gateway over two daemons (loopback)', () => {
     expect(performanceBody.nodes.map((node) => node.name).sort()).toEqual(['gw-a', 'gw-b']);
     expect(Object.keys(performanceBody.nodes.find((node) => node.name === 'gw-b')!.tokensPerSecond)).toContain(onlyOnB);
   });
+
+  // Last: it kills node B.
+  it('a stream relayed from a node that dies mid-answer ends with an error, never as a finished answer', async () => {
+    const response = await post('/api/chat', { model: onlyOnB, messages: [{ role: 'user', content: 'a long one' }], options: { num_predict: 4_000 } });
+    expect(response.status).toBe(200);
+    const reader = response.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    let killed = false;
+    let readFailed = false;
+    for (;;) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch {
+        readFailed = true;
+        break;
+      }
+      if (chunk.done) break;
+      text += decoder.decode(chunk.value, { stream: true });
+      if (!killed && text.split('\n').length > 6) {
+        killed = true;
+        nodeB.kill('SIGKILL');
+      }
+    }
+    expect(killed).toBe(true);
+    const lines = text.split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line) as { done?: boolean; error?: string });
+    expect(lines.some((line) => line.done === true)).toBe(false);
+    // The client is told: an error line (as Ollama sends one), and the connection dropped.
+    expect(lines.at(-1)?.error).toMatch(/cut off/);
+    expect(readFailed).toBe(true);
+  }, 30_000);
 });
