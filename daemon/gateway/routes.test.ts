@@ -105,6 +105,19 @@ describe('gateway routes', () => {
     }
   });
 
+  it('answers routes it does not serve in the client\'s shape, saying what to do', async () => {
+    const pull = await app.inject({ method: 'POST', url: '/api/pull', headers: auth('viewer-token'), payload: { model } });
+    expect(pull.statusCode).toBe(404);
+    expect(pull.json()).toEqual({ error: expect.stringMatching(/ollama pull MODEL/) });
+    const remove = await app.inject({ method: 'DELETE', url: '/api/delete', headers: auth('viewer-token'), payload: { model } });
+    expect(remove.json()).toEqual({ error: expect.stringMatching(/does not manage models/) });
+    const responses = await app.inject({ method: 'POST', url: '/v1/responses', headers: auth('viewer-token'), payload: { model } });
+    expect(responses.statusCode).toBe(404);
+    expect(responses.json()).toMatchObject({ error: { message: expect.stringMatching(/\/v1\/chat\/completions/), type: expect.any(String) } });
+    // Served routes still answer.
+    expect((await app.inject({ method: 'GET', url: '/v1/models', headers: auth('viewer-token') })).statusCode).toBe(200);
+  });
+
   it('says what is wrong with a body: not an object, no model', async () => {
     const array = await app.inject({ method: 'POST', url: '/api/chat', headers: { ...auth('operator-token'), 'content-type': 'application/json' }, payload: '[1]' });
     expect(array.statusCode).toBe(400);

@@ -196,6 +196,21 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
       return reply.send(found);
     });
 
+    // Ollama's model management and other OpenAI routes are not served; their clients get
+    // the answer in their own error shape (the catch-all 404 is hivemesh's shape).
+    const notServed = (method: 'POST' | 'DELETE' | 'HEAD' | 'GET', path: string, message: string) => {
+      app.route({ method, url: path, config: { action: 'read' }, handler: async (_request, reply) =>
+        sendGatewayError(reply, flavorOf(path), 404, message) });
+    };
+    const manage = 'hivemesh does not manage models through its gateway: run `ollama pull MODEL` (or rm, create, cp) on a node; its models then appear in /api/tags';
+    for (const path of ['/api/pull', '/api/push', '/api/create', '/api/copy']) notServed('POST', path, `${path}: ${manage}`);
+    notServed('DELETE', '/api/delete', `/api/delete: ${manage}`);
+    notServed('HEAD', '/api/blobs/:digest', `/api/blobs: ${manage}`);
+    notServed('POST', '/api/blobs/:digest', `/api/blobs: ${manage}`);
+    for (const method of ['GET', 'POST', 'DELETE'] as const) {
+      notServed(method, '/v1/*', 'hivemesh serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models only');
+    }
+
     app.get('/api/version', { config: { action: 'read' } }, async (_request, reply) => {
       const startedAtMs = performance.now();
       const nodes = deps.agentsStatus().nodes;
