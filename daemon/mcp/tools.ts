@@ -22,7 +22,45 @@ export interface McpDeps {
 
 /** Longest a wait_for_task or run_prompt call blocks; the model can call again after. */
 export const mcpWaitMsMax = 10 * 60_000;
-const waitMsDefault = 120_000;
+/**
+ * A call that does not say how long blocks at most this long: under the MCP SDK client's
+ * default request timeout (60 s), so a default call answers (still running: call
+ * wait_for_task again) instead of the client giving up. Longer waits may be asked for.
+ */
+const waitMsDefault = 45_000;
+/** A progress notification this often while a call waits, for clients that asked for them. */
+const progressEveryMs = 10_000;
+
+type ToolExtra = { signal: AbortSignal; _meta?: { progressToken?: string | number }; sendNotification: (notification: { method: 'notifications/progress'; params: { progressToken: string | number; progress: number; message?: string } }) => Promise<void> };
+
+/** Waits for the task, telling a client that passed a progress token every 10 s that it still runs. */
+async function waitWithProgress(tasks: TaskService, id: string, waitMs: number, extra: ToolExtra): Promise<Task> {
+  const token = extra._meta?.progressToken;
+  let ticks = 0;
+  const timer = token === undefined ? null : setInterval(() => {
+    ticks += 1;
+    void extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: ticks, message: `task ${id} still running after ${(ticks * progressEveryMs) / 1000} s` } }).catch(() => undefined);
+  }, progressEveryMs);
+  try {
+    return await tasks.waitFinished(id, waitMs, extra.signal);
+  } finally {
+    if (timer !== null) clearInterval(timer);
+  }
+}
+
+/** Why no live node can run this, or null: a prompt for a model nobody has would wait forever. */
+function nobodyCanRun(agents: AgentsStatus, input: { model?: string | undefined; capability?: string | undefined }): string | null {
+  const alive = agents.nodes.filter((node) => node.state === 'alive');
+  if (input.model !== undefined) {
+    const wanted = input.model.includes(':') ? input.model : `${input.model}:latest`;
+    if (alive.some((node) => node.models.installed.some((model) => model.name === input.model || model.name === wanted))) return null;
+    return `no live node has model "${input.model}"; call list_models for the models the mesh has`;
+  }
+  if (input.capability !== undefined && !alive.some((node) => node.capabilities.includes(input.capability!))) {
+    return `no live node offers capability "${input.capability}"; call list_nodes for what the agents offer`;
+  }
+  return null;
+}
 
 type ToolResult = { content: Array<{ type: 'text'; text: string }>; structuredContent?: Record<string, unknown>; isError?: boolean };
 
@@ -37,6 +75,7 @@ function failure(error: unknown): ToolResult {
 
 function summarize(task: Task): string {
   const lines = [`task ${task.id}: ${task.status}${task.assignedNode === null ? '' : ` on ${task.assignedNode}`} (attempt ${task.attempt}/${task.maxAttempts})`];
+  if (task.status === 'queued' || task.status === 'assigned' || task.status === 'running') lines.push(`not finished yet: call wait_for_task with id ${task.id} to keep waiting`);
   if (task.waitingFor !== null) lines.push(`waiting for: ${task.waitingFor}`);
   if (task.error !== null) lines.push(`error: ${task.error}`);
   if (task.output !== null) lines.push('', task.output);
@@ -204,7 +243,7 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
   }, async ({ id, timeoutMs }, extra) => {
     try {
       guard('read');
-      const task = await deps.tasks.waitFinished(id, timeoutMs ?? waitMsDefault, extra.signal);
+      const task = await waitWithProgress(deps.tasks, id, timeoutMs ?? waitMsDefault, extra as ToolExtra);
       return ok(summarize(task), { task });
     } catch (error) {
       return failure(error);
@@ -219,8 +258,12 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
   }, async ({ waitMs, ...input }, extra) => {
     try {
       guard('submit');
+      // submit_task queues such a task (it runs once a node with the model joins); run_prompt
+      // is for an answer now, so it says at once that none can come.
+      const nobody = nobodyCanRun(deps.agentsStatus(), input);
+      if (nobody !== null) return { content: [{ type: 'text', text: nobody }], isError: true };
       const { task } = await deps.tasks.submit(input);
-      const finished = await deps.tasks.waitFinished(task.id, waitMs ?? waitMsDefault, extra.signal);
+      const finished = await waitWithProgress(deps.tasks, task.id, waitMs ?? waitMsDefault, extra as ToolExtra);
       if (finished.status === 'completed') return ok(finished.output ?? '', { task: finished });
       const result = ok(summarize(finished), { task: finished });
       if (finished.status === 'failed' || finished.status === 'cancelled') result.isError = true;

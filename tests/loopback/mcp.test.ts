@@ -78,6 +78,18 @@ describe('MCP endpoint', () => {
     const invalid = (await client.callTool({ name: 'submit_task', arguments: { prompt: 'no model' } })) as ToolResult;
     expect(invalid.isError).toBe(true);
     expect(invalid.content[0]!.text).toMatch(/model/);
+    // run_prompt wants an answer now: for a model no node has it says so at once, queueing nothing.
+    const before = await daemon.api<{ tasks: unknown[] }>('/api/tasks?limit=1000');
+    const nobody = (await client.callTool({ name: 'run_prompt', arguments: { model: 'no-such-model:1b', prompt: 'hello' } })) as ToolResult;
+    expect(nobody.isError).toBe(true);
+    expect(nobody.content[0]!.text).toMatch(/no live node has model "no-such-model:1b".*list_models/);
+    expect((await daemon.api<{ tasks: unknown[] }>('/api/tasks?limit=1000')).body.tasks).toHaveLength(before.body.tasks.length);
+    // A wait that ends before the task says how to keep waiting.
+    const waiting = (await client.callTool({ name: 'submit_task', arguments: { model: 'no-such-model:1b', prompt: 'wait for me' } })) as ToolResult;
+    const waitingId = (waiting.structuredContent!.task as { id: string }).id;
+    const waited = (await client.callTool({ name: 'wait_for_task', arguments: { id: waitingId, timeoutMs: 300 } })) as ToolResult;
+    expect(waited.content[0]!.text).toMatch(new RegExp(`not finished yet: call wait_for_task with id ${waitingId}`));
+    await client.callTool({ name: 'cancel_task', arguments: { id: waitingId } });
     await client.close();
   });
 
