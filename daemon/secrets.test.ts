@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { generateToken, hashToken, loadOrCreateAdminToken, loadOrCreateClusterKey, SecretError, TokenHashCache } from './secrets.ts';
+import { ensureDataDir, generateToken, hashToken, loadOrCreateAdminToken, loadOrCreateClusterKey, SecretError, TokenHashCache } from './secrets.ts';
 
 const dirs: string[] = [];
 function dir(): string {
@@ -49,6 +49,12 @@ describe('first start secrets', () => {
     expect(loadOrCreateAdminToken(dataDir)).toEqual({ token: token.token, path: token.path, created: false });
     expect(loadOrCreateClusterKey(dataDir, null).fingerprint).toBe(key.fingerprint);
     expect(readFileSync(token.path, 'utf8').trim()).toBe(token.token);
+  });
+
+  it('refuses a data dir that is a file, saying so', () => {
+    const file = join(dir(), 'afile');
+    writeFileSync(file, 'x');
+    expect(() => ensureDataDir(file)).toThrow(/data dir .*afile is a file, not a directory/);
   });
 
   it('says what is wrong with a damaged admin token or cluster key file', () => {

@@ -21,6 +21,9 @@ export interface ClusterSecret {
 }
 
 export function ensureDataDir(dataDir: string): void {
+  if (existsSync(dataDir) && !statSync(dataDir).isDirectory()) {
+    throw new SecretError(`data dir ${dataDir} is a file, not a directory. Choose another with --data-dir.`);
+  }
   try {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   } catch (error) {

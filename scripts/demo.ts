@@ -67,18 +67,28 @@ function startNode(index: number, standinUrl: string, bootstrap: string | null):
 }
 
 let stopping = false;
-async function stop(code: number): Promise<void> {
+/**
+ * Stops the nodes gracefully. Ctrl-C in a terminal reaches every process of the group, the
+ * nodes included: they are given a moment to stop on that signal alone (a second signal
+ * makes a daemon stop at once); a SIGTERM sent to the demo alone is passed on at once.
+ */
+async function stop(code: number, signal: 'SIGINT' | 'SIGTERM' | null = null): Promise<void> {
   if (stopping) return;
   stopping = true;
-  for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
-  await Promise.all(children.map((child) => new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)))));
+  const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
+  if (signal === 'SIGINT') {
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline && !children.every(exited)) await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  for (const child of children) if (!exited(child)) child.kill('SIGTERM');
+  await Promise.all(children.map((child) => new Promise((resolve) => (exited(child) ? resolve(null) : child.once('exit', resolve)))));
   await Promise.all(standins.map((standin) => standin.close()));
   process.exit(code);
 }
 
 async function main(): Promise<void> {
-  process.on('SIGINT', () => void stop(0));
-  process.on('SIGTERM', () => void stop(0));
+  process.on('SIGINT', () => void stop(0, 'SIGINT'));
+  process.on('SIGTERM', () => void stop(0, 'SIGTERM'));
   mkdirSync(demoDir, { recursive: true });
   process.stdout.write(`hivemesh demo: three nodes on 127.0.0.1, each with an Ollama stand-in (a test server, not a model)\n`);
   for (const node of nodes) {

@@ -56,6 +56,10 @@ export async function startCommand(argv: string[]): Promise<number> {
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       throw new CliError(`hivemesh start: a port is already in use (${(error as Error).message}). Is another hivemesh running? Pick other ports with --api-port / --p2p-port.`, 1);
     }
+    // libp2p wraps the listen failure of the p2p port in its own error.
+    if (name === 'UnsupportedListenAddressesError' || /failed to be listened on/.test((error as Error).message)) {
+      throw new CliError(`hivemesh start: cannot listen on the p2p port ${config.p2pPort} (${config.p2pHost}): it is in use or not an address of this machine. Is another hivemesh running? Pick another with --p2p-port (or --p2p-host).`, 1);
+    }
     throw error;
   }
   const lines = [
