@@ -148,6 +148,9 @@ export class Daemon {
       dataDir: config.dataDir,
       self: () => this.heartbeatBody(),
     });
+    this.host.on('handshake-failing', (event) => {
+      this.raiseAlert('handshake-failing', `${event.detail} This node's cluster key: ${this.clusterSecret.path} (fingerprint ${this.clusterSecret.fingerprint}; \`hivemesh status\` on a node of the cluster shows its own).`);
+    });
     this.membership.onChange((event) => {
       if (event.type !== 'identity-conflict' && event.type !== 'forgotten') {
         const name = this.membership.member(event.nodeId)?.heartbeat?.name ?? null;

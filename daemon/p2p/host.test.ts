@@ -39,14 +39,21 @@ describe('P2PHost', () => {
     const a = await track(startLoopbackHost(newClusterKey()));
     const stranger = await track(startLoopbackHost(newClusterKey(), { bootstrap: [loopbackAddress(a)] }));
     let connected = 0;
+    const failing: Array<{ address: string; detail: string }> = [];
     a.on('peer:connected', () => connected++);
     stranger.on('peer:connected', () => connected++);
+    stranger.on('handshake-failing', (event) => failing.push(event));
     // The bootstrap loop keeps redialing meanwhile.
     await expect(stranger.connect(loopbackAddress(a))).rejects.toThrow();
     expect(connected).toBe(0);
     expect(a.connectedPeers()).toEqual([]);
     expect(stranger.connectedPeers()).toEqual([]);
-  }, 15_000);
+    // After a few resets in a row the stranger says why it probably cannot join, once.
+    await waitFor('the handshake failures to be reported', () => failing.length > 0, 20_000);
+    expect(failing).toHaveLength(1);
+    expect(failing[0]!.address).toBe(loopbackAddress(a));
+    expect(failing[0]!.detail).toMatch(/cluster key differs.*--secret-file/);
+  }, 30_000);
 
   it('streams several responses to one request, then ends', async () => {
     const key = newClusterKey();

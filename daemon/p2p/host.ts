@@ -77,7 +77,19 @@ export interface P2PHostEvents {
   /** A connected peer subscribed to a gossip topic: a good moment to publish to it. */
   'peer:subscribed': { peerId: string; topic: string };
   'identity-conflict': IdentityConflict;
+  /** A peer keeps resetting our connections during the handshake (most often: another cluster key). */
+  'handshake-failing': { address: string; failures: number; detail: string };
 }
+
+/** Dial failures that mean the peer answered but would not finish the handshake (pnet, noise). */
+function isHandshakeFailure(error: unknown): boolean {
+  const text = `${(error as Error)?.name ?? ''} ${(error as Error)?.message ?? ''} ${(error as { code?: string })?.code ?? ''}`;
+  if (/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|timed? ?out|Timeout|abort/i.test(text)) return false;
+  return /ECONNRESET|EPIPE|reset|ended|end of|decrypt|handshake|invalid|unexpected/i.test(text);
+}
+
+/** After this many handshake failures in a row with one peer, the operator is told. */
+const handshakeFailuresReported = 3;
 
 export interface Reply {
   /** Sends one response frame; waits when the stream's buffer is full. */
@@ -147,6 +159,8 @@ interface BootstrapTarget {
   backoffMs: number;
   nextAttemptMs: number;
   dialing: boolean;
+  /** Handshake failures since the last connection (see isHandshakeFailure). */
+  handshakeFailures: number;
 }
 
 const channelsMax = limits.clusterNodesMax * 8;
@@ -181,6 +195,8 @@ export class P2PHost extends EventTarget {
   readonly #bootstrapTargets: BootstrapTarget[];
   readonly #shutdown = new AbortController();
   readonly #dialing = new Set<string>();
+  /** Handshake failures in a row per peer found by mDNS (bootstrap targets count their own). */
+  readonly #handshakeFailuresByPeer = new Map<string, number>();
   readonly #conflictReportedAtMs = new Map<string, number>();
   /** Parsed peer ids by their text (parsing one costs ~10 us; isConnected runs per message batch). */
   readonly #parsedPeerIds = new Map<string, PeerId>();
@@ -210,7 +226,7 @@ export class P2PHost extends EventTarget {
       if (!address.toString().includes('/tcp/')) {
         throw new RangeError(`bootstrap address "${text}" has no /tcp/ port; expected e.g. /ip4/10.0.0.2/tcp/7421/p2p/12D3KooW...`);
       }
-      return { address, peerId: peerIdOf(address), namesOurId: false, backoffMs: limits.p2pRedialMsMin, nextAttemptMs: 0, dialing: false };
+      return { address, peerId: peerIdOf(address), namesOurId: false, backoffMs: limits.p2pRedialMsMin, nextAttemptMs: 0, dialing: false, handshakeFailures: 0 };
     });
   }
 
@@ -272,6 +288,8 @@ export class P2PHost extends EventTarget {
     node.addEventListener('peer:connect', (event) => {
       const peerId = event.detail.toString();
       this.#connectedAtMs.set(peerId, Date.now());
+      this.#handshakeFailuresByPeer.delete(peerId);
+      for (const target of this.#bootstrapTargets) if (target.peerId === peerId) target.handshakeFailures = 0;
       log.debug('peer connected', { peer: peerId });
       this.#emit('peer:connected', { peerId });
       if (options.peerExchange ?? true) void this.#exchangePeers(event.detail);
@@ -764,6 +782,8 @@ export class P2PHost extends EventTarget {
         return;
       }
       log.debug('bootstrap dial failed', { address: target.address.toString(), error });
+      // Counted until a connection succeeds (a timeout between resets does not clear it).
+      if (isHandshakeFailure(error)) this.#noteHandshakeFailure(target.address.toString(), (target.handshakeFailures += 1));
       target.nextAttemptMs = Date.now() + target.backoffMs;
       target.backoffMs = Math.min(target.backoffMs * 2, limits.p2pRedialMsMax);
     } finally {
@@ -784,6 +804,14 @@ export class P2PHost extends EventTarget {
     void this.#dialPeer(peer.id, peer.multiaddrs.map((address) => address.encapsulate(`/p2p/${peerId}`)), 'mdns');
   }
 
+  #noteHandshakeFailure(address: string, failures: number): void {
+    if (failures !== handshakeFailuresReported) return;
+    const detail = `cannot finish a connection with ${address}: the peer resets it during the handshake (${failures} times in a row). ` +
+      'Most often its cluster key differs from ours: copy cluster.key from a node of that cluster and start this node with --secret-file <path>.';
+    log.warn(detail);
+    this.#emit('handshake-failing', { address, failures, detail });
+  }
+
   async #dialPeer(peer: PeerId, addresses: Multiaddr[], reason: string): Promise<void> {
     const peerId = peer.toString();
     if (this.#dialing.has(peerId) || this.#dialing.size >= limits.clusterNodesMax || addresses.length === 0) return;
@@ -791,7 +819,14 @@ export class P2PHost extends EventTarget {
     try {
       await this.#running().dial(addresses, { signal: anySignal([this.#shutdown.signal, AbortSignal.timeout(limits.p2pDialTimeoutMs)]) });
     } catch (error) {
-      if (this.#state === 'running') log.debug('dial failed', { peer: peerId, reason, error });
+      if (this.#state === 'running') {
+        log.debug('dial failed', { peer: peerId, reason, error });
+        if (isHandshakeFailure(error)) {
+          const failures = (this.#handshakeFailuresByPeer.get(peerId) ?? 0) + 1;
+          if (this.#handshakeFailuresByPeer.size < limits.clusterNodesMax) this.#handshakeFailuresByPeer.set(peerId, failures);
+          this.#noteHandshakeFailure(addresses[0]?.toString() ?? peerId, failures);
+        }
+      }
     } finally {
       this.#dialing.delete(peerId);
     }
