@@ -86,8 +86,18 @@ run chown -R hivemesh:hivemesh "$data_dir"
 run chmod 0700 "$data_dir"
 run ln -sf "$prefix/bin/hivemesh" /usr/local/bin/hivemesh
 
+# systemd's own quoting for ExecStart (not the shell's): double quotes, with backslash and
+# quote escaped, % doubled (specifiers) and $ doubled (variables).
+systemd_quote() {
+  local value=$1
+  value=${value//\\/\\\\}
+  value=${value//\"/\\\"}
+  value=${value//%/%%}
+  value=${value//\$/\$\$}
+  printf '"%s"' "$value"
+}
 quoted_args=""
-for argument in "${extra_args[@]+"${extra_args[@]}"}"; do quoted_args+=" $(printf '%q' "$argument")"; done
+for argument in "${extra_args[@]+"${extra_args[@]}"}"; do quoted_args+=" $(systemd_quote "$argument")"; done
 unit="[Unit]
 Description=hivemesh node (LLM agents across the LAN)
 After=network-online.target ollama.service
@@ -112,6 +122,12 @@ echo "$unit" | sed 's/^/    /'
 if [ "$dry_run" -eq 0 ]; then echo "$unit" > /etc/systemd/system/hivemesh.service; fi
 run systemctl daemon-reload
 run systemctl enable --now hivemesh
+
+if [ "$dry_run" -eq 1 ]; then
+  echo
+  echo "dry run: nothing was changed; the steps above are what an install would do."
+  exit 0
+fi
 
 cat <<EOF
 
