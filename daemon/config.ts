@@ -258,6 +258,13 @@ function readConfigFile(path: string): Record<string, unknown> {
     throw new ConfigError(`config file ${path} is not valid JSON: ${(error as Error).message}`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(`config file ${path} must hold a JSON object`);
+  // The flag's own camelCase name, as the help says, where the setting is named otherwise.
+  const record = parsed as Record<string, unknown>;
+  if ('voters' in record) {
+    if ('votersTarget' in record) throw new ConfigError(`config file ${path}: give "voters" or "votersTarget", not both`);
+    record.votersTarget = record.voters;
+    delete record.voters;
+  }
   const known = new Set<string>(settings.map((setting) => setting.key));
   for (const key of Object.keys(parsed)) {
     if (!known.has(key)) throw new ConfigError(`config file ${path}: unknown setting "${key}"; known settings: ${[...known].join(', ')}`);

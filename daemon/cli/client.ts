@@ -34,7 +34,9 @@ export class ApiClient {
 
   constructor(options: ClientOptions = {}) {
     const env = options.env ?? process.env;
-    this.url = (options.url ?? env.HIVEMESH_URL ?? 'http://127.0.0.1:7420').replace(/\/+$/, '');
+    // Without --url or HIVEMESH_URL: the local daemon, on the API port it was given by environment.
+    const localPort = /^\d{1,5}$/.test(env.HIVEMESH_API_PORT ?? '') ? env.HIVEMESH_API_PORT : '7420';
+    this.url = (options.url ?? env.HIVEMESH_URL ?? `http://127.0.0.1:${localPort}`).replace(/\/+$/, '');
     let parsed: URL | null = null;
     try {
       parsed = new URL(this.url);

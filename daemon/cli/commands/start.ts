@@ -11,7 +11,8 @@ const help = `hivemesh start: run the daemon on this machine
 Every setting comes from a flag, else a HIVEMESH_* environment variable, else the JSON
 config file (--config, or <data-dir>/config.json), else its default.
 
-  --config F                  JSON config file (keys: the camelCase names below, plus "agents")
+  --config F                  JSON config file: keys are the flags in camelCase ("apiPort": 7420,
+                              "voters": 3, "mdns": false for --no-mdns), plus "agents"
   --data-dir D                data, keys, tokens (default ~/.hivemesh)      HIVEMESH_DATA_DIR
   --name N                    node name (default: host name)                 HIVEMESH_NAME
   --api-host H                HTTP listen address (default 0.0.0.0)          HIVEMESH_API_HOST
