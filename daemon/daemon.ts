@@ -368,15 +368,15 @@ export class Daemon {
   }
 
   /**
-   * Another node's raft role: what it gossiped while it is alive and agrees with who this
-   * node knows leads; otherwise what this node's consensus says of it (a dead leader's last
-   * heartbeat still says "leader" while another has taken over).
+   * Another node's raft role. The leader this node follows is "leader" at once (its own
+   * heartbeat says so only a second later); a node whose gossip says "leader" while another
+   * leads, or that is not alive, gets the role this node's consensus gives it (a dead
+   * leader's last heartbeat still says "leader"); otherwise what it gossiped.
    */
   private peerRaftRole(nodeId: string, gossiped: RaftRole, alive: boolean, raft: { leader: string | null; voters: string[]; learners: string[] } | null): RaftRole {
     if (raft === null) return gossiped;
-    const leaderKnown = raft.leader !== null;
-    if (alive && !(leaderKnown && gossiped === 'leader' && raft.leader !== nodeId)) return gossiped;
     if (raft.leader === nodeId) return 'leader';
+    if (alive && !(gossiped === 'leader' && raft.leader !== null)) return gossiped;
     if (raft.learners.includes(nodeId)) return 'learner';
     if (raft.voters.includes(nodeId)) return 'follower';
     return gossiped === 'leader' ? 'unknown' : gossiped;
