@@ -53,7 +53,15 @@ describe('P2PHost', () => {
     const stranger = await track(startLoopbackHost(newClusterKey(), { bootstrap: [loopbackAddress(a)] }));
     const failing: Array<{ address: string; detail: string }> = [];
     stranger.on('handshake-failing', (event) => failing.push(event));
+    // Meanwhile a node whose bootstrap peer is simply down must not blame the key.
+    const gone = await startLoopbackHost(newClusterKey());
+    const goneAddress = loopbackAddress(gone);
+    await gone.stop();
+    const lonely = await track(startLoopbackHost(newClusterKey(), { bootstrap: [goneAddress] }));
+    const blamed: unknown[] = [];
+    lonely.on('handshake-failing', (event) => blamed.push(event));
     await waitFor('the handshake failures to be reported', () => failing.length > 0, 25_000);
+    expect(blamed).toEqual([]);
     expect(failing).toHaveLength(1);
     expect(failing[0]!.address).toBe(loopbackAddress(a));
     expect(failing[0]!.detail).toMatch(/cluster key differs.*--secret-file/);

@@ -5,6 +5,7 @@
 // connected: it dials bootstrap peers until connected (and again when they come back),
 // dials what mDNS finds, and asks each new peer for the peers it knows (peer exchange),
 // so every node ends up with a direct connection to every other: Raft needs them.
+import { connect as tcpConnect } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { corkedTcp } from './corked-tcp.ts';
@@ -782,8 +783,10 @@ export class P2PHost extends EventTarget {
         return;
       }
       log.debug('bootstrap dial failed', { address: target.address.toString(), error });
-      // Counted until a connection succeeds (a timeout between resets does not clear it).
-      if (isHandshakeFailure(error)) this.#noteHandshakeFailure(target.address.toString(), (target.handshakeFailures += 1));
+      // Counted until a connection succeeds. A dial that timed out counts when the port
+      // accepts TCP: the peer listens but our handshake hung (with another key it often does).
+      const handshake = isHandshakeFailure(error) || (this.#state === 'running' && await tcpAccepts(target.address));
+      if (handshake && this.#state === 'running') this.#noteHandshakeFailure(target.address.toString(), (target.handshakeFailures += 1));
       target.nextAttemptMs = Date.now() + target.backoffMs;
       target.backoffMs = Math.min(target.backoffMs * 2, limits.p2pRedialMsMax);
     } finally {
@@ -969,6 +972,23 @@ function withoutPeerId(address: Multiaddr): Multiaddr {
 function tcpPortOf(address: Multiaddr): number | null {
   const component = address.getComponents().find((part) => part.name === 'tcp');
   return component?.value === undefined ? null : Number(component.value);
+}
+
+/** Whether something accepts a TCP connection at the address (closed again at once). */
+function tcpAccepts(address: Multiaddr, timeoutMs = 2_000): Promise<boolean> {
+  const host = hostOf(address);
+  const port = tcpPortOf(address);
+  if (host === null || port === null) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host, port });
+    const done = (accepted: boolean) => {
+      socket.destroy();
+      resolve(accepted);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
 }
 
 function hostOf(address: Multiaddr): string | null {
