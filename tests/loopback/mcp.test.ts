@@ -89,6 +89,14 @@ describe('MCP endpoint', () => {
     const waitingId = (waiting.structuredContent!.task as { id: string }).id;
     const waited = (await client.callTool({ name: 'wait_for_task', arguments: { id: waitingId, timeoutMs: 300 } })) as ToolResult;
     expect(waited.content[0]!.text).toMatch(new RegExp(`not finished yet: call wait_for_task with id ${waitingId}`));
+    // A client that asks for progress hears every 10 s that the task still runs.
+    const progress: Array<{ progress: number; message?: string }> = [];
+    const longer = (await client.callTool({ name: 'wait_for_task', arguments: { id: waitingId, timeoutMs: 10_700 } }, undefined, {
+      timeout: 30_000, onprogress: (update) => progress.push(update),
+    })) as ToolResult;
+    expect(longer.content[0]!.text).toMatch(/not finished yet/);
+    expect(progress).toHaveLength(1);
+    expect(progress[0]!.message).toMatch(new RegExp(`task ${waitingId} still running after 10 s`));
     await client.callTool({ name: 'cancel_task', arguments: { id: waitingId } });
     await client.close();
   });
