@@ -1,22 +1,17 @@
 // Configuration: flag over environment over config file over default, the config file's
 // keys (the flags in camelCase), and what a bad value says.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { tempDirsRemovedAfterEach } from '../tests/support/temp-dirs.ts';
 import { ConfigError, loadConfig } from './config.ts';
 
-const dirs: string[] = [];
+const freshDir = tempDirsRemovedAfterEach('config');
 function configFile(content: unknown): string {
-  const dir = mkdtempSync(join(tmpdir(), 'hivemesh-config-'));
-  dirs.push(dir);
-  const path = join(dir, 'config.json');
+  const path = join(freshDir(), 'config.json');
   writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
   return path;
 }
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
 
 describe('loadConfig', () => {
   it('takes a flag over the environment over the config file over the default', () => {

@@ -35,6 +35,9 @@ import { Storage } from './storage.ts';
 
 const log = logger('daemon');
 
+/** What this node's consensus says of the cluster, for the node list. */
+type RaftView = { leader: string | null; voters: string[]; learners: string[] };
+
 
 /** Holds the replicated state; a snapshot install replaces it whole. */
 export class StateHolder implements StateMachine<ApplyResult> {
@@ -373,7 +376,7 @@ export class Daemon {
    * leads, or that is not alive, gets the role this node's consensus gives it (a dead
    * leader's last heartbeat still says "leader"); otherwise what it gossiped.
    */
-  private peerRaftRole(nodeId: string, gossiped: RaftRole, alive: boolean, raft: { leader: string | null; voters: string[]; learners: string[] } | null): RaftRole {
+  private peerRaftRole(nodeId: string, gossiped: RaftRole, alive: boolean, raft: RaftView | null): RaftRole {
     if (raft === null) return gossiped;
     if (raft.leader === nodeId) return 'leader';
     if (alive && !(gossiped === 'leader' && raft.leader !== null)) return gossiped;
@@ -382,7 +385,7 @@ export class Daemon {
     return gossiped === 'leader' ? 'unknown' : gossiped;
   }
 
-  private nodeStatus(member: MemberView, now: number, raft: { leader: string | null; voters: string[]; learners: string[] } | null): NodeStatus | null {
+  private nodeStatus(member: MemberView, now: number, raft: RaftView | null): NodeStatus | null {
     const heartbeat = member.heartbeat;
     if (heartbeat === null || heartbeat === undefined || member.state === 'left') return null;
     const self = member.nodeId === this.host.peerId;

@@ -1,18 +1,10 @@
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { tempDirsRemovedAfterEach } from '../tests/support/temp-dirs.ts';
 import { ensureDataDir, generateToken, hashToken, loadOrCreateAdminToken, loadOrCreateClusterKey, SecretError, TokenHashCache } from './secrets.ts';
 
-const dirs: string[] = [];
-function dir(): string {
-  const path = mkdtempSync(join(tmpdir(), 'hivemesh-secrets-'));
-  dirs.push(path);
-  return path;
-}
-afterEach(() => {
-  for (const path of dirs.splice(0)) rmSync(path, { recursive: true, force: true });
-});
+const dir = tempDirsRemovedAfterEach('secrets');
 
 describe('TokenHashCache', () => {
   it('answers the same hash as hashToken and knows the admin token', () => {

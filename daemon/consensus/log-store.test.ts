@@ -6,6 +6,7 @@ import type { Entry, RaftRestore, Ready } from '../../scheduler/consensus/types.
 import { Storage } from '../storage.ts';
 import { tempDir } from '../../tests/support/processes.ts';
 import { cutIntoPieces, RaftLogStore } from './log-store.ts';
+import { holdBatches } from './test-helpers.ts';
 
 const config = { voters: ['n1'], learners: [] };
 
@@ -100,11 +101,7 @@ describe('RaftLogStore', () => {
     // A snapshot from the leader arriving while our own is being written is stored after it:
     // the leader's wins, and the log after it is what follows. (Our own write is held up
     // on its way to LevelDB, so the two would land in the wrong order if not serialised.)
-    const batch = reopenedStorage.db.batch.bind(reopenedStorage.db) as (...args: unknown[]) => Promise<void>;
-    (reopenedStorage.db as unknown as { batch: (...args: unknown[]) => Promise<void> }).batch = async (...args: unknown[]) => {
-      if (JSON.stringify(args[0]).includes('state@30')) await new Promise((resolve) => setTimeout(resolve, 50));
-      return batch(...args);
-    };
+    holdBatches(reopenedStorage, 'state@30', () => new Promise((resolve) => setTimeout(resolve, 50)));
     const own = again.saveSnapshot({ index: 30, term: 1, config, data: 'state@30' });
     await again.persist(ready({ snapshot: { index: 38, term: 2, config, data: 'leader@38' }, hardState: { term: 2, vote: null, commit: 38 } }));
     await own;

@@ -8,6 +8,7 @@ import { tempDir } from '../../tests/support/processes.ts';
 import { Storage } from '../storage.ts';
 import { RaftLogStore } from './log-store.ts';
 import { RaftNode, type StateMachine } from './raft-node.ts';
+import { holdBatches } from './test-helpers.ts';
 
 const config = { voters: ['n1'], learners: [] };
 
@@ -36,14 +37,7 @@ afterEach(async () => {
 
 async function startNode(dir: string, snapshotEveryEntries: number, options: { holdSnapshots?: () => Promise<void> } = {}) {
   const storage = await Storage.open(dir);
-  if (options.holdSnapshots !== undefined) {
-    const batch = storage.db.batch.bind(storage.db) as (...args: unknown[]) => Promise<void>;
-    const hold = options.holdSnapshots;
-    (storage.db as unknown as { batch: (...args: unknown[]) => Promise<void> }).batch = async (...args: unknown[]) => {
-      if (JSON.stringify(args[0]).includes('"snapdata"')) await hold();
-      return batch(...args);
-    };
-  }
+  if (options.holdSnapshots !== undefined) holdBatches(storage, '"snapdata"', options.holdSnapshots);
   const store = new RaftLogStore(storage);
   const restore = await store.load(config);
   const raft = new Raft({

@@ -8,6 +8,7 @@
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import * as limits from '../../protocol/limits.ts';
+import { ollamaHttpAgent } from '../tasks/ollama-transport.ts';
 import { rankNodesForRequest, type WorkShape } from '../../scheduler/tasks/placement.ts';
 import type { NodeView } from '../../scheduler/tasks/node-view.ts';
 import { logger } from '../log.ts';
@@ -113,11 +114,6 @@ export class UpstreamUnavailableError extends Error {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-const ollamaAgents = {
-  http: new http.Agent({ keepAlive: true, maxSockets: 1_024 }),
-  https: new https.Agent({ keepAlive: true, maxSockets: 1_024 }),
-};
-
 /**
  * A request to this node's Ollama over node:http. The global fetch (undici) gives up on an
  * answer whose headers take over 5 minutes, or that pauses 5 minutes between chunks (a long
@@ -129,7 +125,8 @@ function requestOllama(url: URL, method: string, body: string | undefined, signa
     const secure = url.protocol === 'https:';
     const request = (secure ? https : http).request(url, {
       method,
-      agent: secure ? ollamaAgents.https : ollamaAgents.http,
+      // The executor's pool for plain http (one per process); https keeps Node's default agent.
+      ...(secure ? {} : { agent: ollamaHttpAgent }),
       headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
       signal,
     }, resolve);

@@ -10,6 +10,7 @@ import { listLimitMax, taskPriorityMax, taskPriorityMin } from '../../protocol/l
 import { taskStatuses, type Task } from '../../protocol/tasks.ts';
 import type { Action, Role } from '../../protocol/tokens.ts';
 import { SOFTWARE_VERSION } from '../../protocol/version.ts';
+import { missingOnLiveNodes } from '../../scheduler/tasks/node-view.ts';
 import type { Principal } from '../http/services.ts';
 import type { TaskService } from '../tasks/service.ts';
 
@@ -46,20 +47,6 @@ async function waitWithProgress(tasks: TaskService, id: string, waitMs: number, 
   } finally {
     if (timer !== null) clearInterval(timer);
   }
-}
-
-/** Why no live node can run this, or null: a prompt for a model nobody has would wait forever. */
-function nobodyCanRun(agents: AgentsStatus, input: { model?: string | undefined; capability?: string | undefined }): string | null {
-  const alive = agents.nodes.filter((node) => node.state === 'alive');
-  if (input.model !== undefined) {
-    const wanted = input.model.includes(':') ? input.model : `${input.model}:latest`;
-    if (alive.some((node) => node.models.installed.some((model) => model.name === input.model || model.name === wanted))) return null;
-    return `no live node has model "${input.model}"; call list_models for the models the mesh has`;
-  }
-  if (input.capability !== undefined && !alive.some((node) => node.capabilities.includes(input.capability!))) {
-    return `no live node offers capability "${input.capability}"; call list_nodes for what the agents offer`;
-  }
-  return null;
 }
 
 type ToolResult = { content: Array<{ type: 'text'; text: string }>; structuredContent?: Record<string, unknown>; isError?: boolean };
@@ -260,8 +247,13 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
       guard('submit');
       // submit_task queues such a task (it runs once a node with the model joins); run_prompt
       // is for an answer now, so it says at once that none can come.
-      const nobody = nobodyCanRun(deps.agentsStatus(), input);
-      if (nobody !== null) return { content: [{ type: 'text', text: nobody }], isError: true };
+      const missing = missingOnLiveNodes(deps.agentsStatus().nodes, input);
+      if (missing !== null) {
+        const text = missing === 'model'
+          ? `no live node has model "${input.model}"; call list_models for the models the mesh has`
+          : `no live node offers capability "${input.capability}"; call list_nodes for what the agents offer`;
+        return { content: [{ type: 'text', text }], isError: true };
+      }
       const { task } = await deps.tasks.submit(input);
       const finished = await waitWithProgress(deps.tasks, task.id, waitMs ?? waitMsDefault, extra as ToolExtra);
       if (finished.status === 'completed') return ok(finished.output ?? '', { task: finished });

@@ -1,24 +1,16 @@
 // The persistent node identity: created once with mode 0600, the same id after a
 // restart, and a corrupt file refused with a message that names it.
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { tempDirsRemovedAfterEach } from '../../tests/support/temp-dirs.ts';
 import { setLogLevel } from '../log.ts';
 import { loadOrCreatePeerKey, PEER_KEY_FILE } from './identity.ts';
 
 setLogLevel('error');
 
-const directories: string[] = [];
-function freshDir(): string {
-  const directory = mkdtempSync(join(tmpdir(), 'hivemesh-identity-'));
-  directories.push(directory);
-  return directory;
-}
-afterEach(() => {
-  for (const directory of directories.splice(0)) rmSync(directory, { recursive: true, force: true });
-});
+const freshDir = tempDirsRemovedAfterEach('identity');
 
 describe('loadOrCreatePeerKey', () => {
   it('creates an Ed25519 key with mode 0600 and returns the same identity afterwards', async () => {

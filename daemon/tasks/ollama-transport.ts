@@ -6,8 +6,8 @@
 import http from 'node:http';
 import type { IncomingMessage } from 'node:http';
 
-/** One connection pool per process: every generation talks to the same Ollama. */
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1_024 });
+/** One connection pool per process: every generation (and the gateway) talks to the same Ollama. */
+export const ollamaHttpAgent = new http.Agent({ keepAlive: true, maxSockets: 1_024 });
 
 type FetchInit = NonNullable<Parameters<typeof fetch>[1]>;
 
@@ -112,7 +112,7 @@ export function ollamaFetch(input: Parameters<typeof fetch>[0], init: FetchInit 
       message?.destroy(reason);
       reject(reason);
     };
-    const request = http.request(url, { method: init.method ?? 'GET', headers, agent }, (response) => {
+    const request = http.request(url, { method: init.method ?? 'GET', headers, agent: ollamaHttpAgent }, (response) => {
       message = response;
       response.once('close', () => signal?.removeEventListener('abort', onAbort));
       resolve(new LeanResponse(response) as unknown as Response);

@@ -1,6 +1,7 @@
 // What the scheduler knows about a node: the part of its latest heartbeat that placement
 // needs, plus whether the failure detector holds it alive. Pure data, built by the daemon
 // from gossip (nodeViewFromHeartbeat) or by tests and the simulator directly.
+import type { NodeStatus } from '../../protocol/api.ts';
 import type { Heartbeat } from '../../protocol/heartbeat.ts';
 
 export interface AgentView {
@@ -44,6 +45,18 @@ export function normalizeModelName(name: string): string {
 
 export function sameModel(a: string, b: string): boolean {
   return normalizeModelName(a) === normalizeModelName(b);
+}
+
+/**
+ * What a task asks for that no live node offers (its model, or its capability), or null
+ * when some live node can run it: the CLI warns at submit, MCP's run_prompt refuses.
+ */
+export function missingOnLiveNodes(nodes: readonly NodeStatus[], want: { model?: string | undefined; capability?: string | undefined }): 'model' | 'capability' | null {
+  const alive = nodes.filter((node) => node.state === 'alive');
+  const { model, capability } = want;
+  if (model !== undefined) return alive.some((node) => node.models.installed.some((installed) => sameModel(installed.name, model))) ? null : 'model';
+  if (capability !== undefined) return alive.some((node) => node.capabilities.includes(capability)) ? null : 'capability';
+  return null;
 }
 
 export function hasModel(models: readonly string[], model: string): boolean {

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import type { AgentsStatus } from '../../../protocol/api.ts';
 import type { Task, TaskEvent, TaskList } from '../../../protocol/tasks.ts';
+import { missingOnLiveNodes } from '../../../scheduler/tasks/node-view.ts';
 import { CliError, type ApiClient } from '../client.ts';
 import { ago, shortId, table } from '../format.ts';
 
@@ -59,15 +60,9 @@ export async function submitCommand(client: ApiClient, flags: SubmitFlags, words
 async function warnIfNobodyCanRun(client: ApiClient, flags: SubmitFlags): Promise<void> {
   try {
     const { nodes } = await client.get<AgentsStatus>('/api/status/agents');
-    const alive = nodes.filter((node) => node.state === 'alive');
-    if (flags.model !== undefined) {
-      const wanted = flags.model.includes(':') ? flags.model : `${flags.model}:latest`;
-      const has = alive.some((node) => node.models.installed.some((model) => model.name === flags.model || model.name === wanted));
-      if (!has) process.stderr.write(`warning: no live node has model "${flags.model}"; the task will wait until one does (\`hivemesh nodes\` lists the models)\n`);
-    } else if (flags.capability !== undefined) {
-      const has = alive.some((node) => node.capabilities.includes(flags.capability!));
-      if (!has) process.stderr.write(`warning: no live node offers capability "${flags.capability}"; the task will wait until one does\n`);
-    }
+    const missing = missingOnLiveNodes(nodes, flags);
+    if (missing === 'model') process.stderr.write(`warning: no live node has model "${flags.model}"; the task will wait until one does (\`hivemesh nodes\` lists the models)\n`);
+    if (missing === 'capability') process.stderr.write(`warning: no live node offers capability "${flags.capability}"; the task will wait until one does\n`);
   } catch {
     // The warning is a courtesy; the submit itself reports real problems.
   }
