@@ -28,6 +28,8 @@ export interface DaemonConfig {
   secretFile: string | null;
   bootstrap: string[];
   mdns: boolean;
+  /** Measure each model in VRAM with a short generation while idle (probe/calibration.ts). */
+  calibrate: boolean;
   heartbeatIntervalMs: number;
   suspectAfterMs: number;
   deadAfterMs: number;
@@ -74,6 +76,7 @@ const settings: Setting[] = [
   { key: 'secretFile', flag: 'secret-file', env: 'HIVEMESH_SECRET_FILE', kind: 'string' },
   { key: 'bootstrap', flag: 'bootstrap', env: 'HIVEMESH_BOOTSTRAP', kind: 'list' },
   { key: 'mdns', flag: 'mdns', env: 'HIVEMESH_MDNS', kind: 'boolean' },
+  { key: 'calibrate', flag: 'calibrate', env: 'HIVEMESH_CALIBRATE', kind: 'boolean' },
   { key: 'heartbeatIntervalMs', flag: 'heartbeat-interval-ms', env: 'HIVEMESH_HEARTBEAT_INTERVAL_MS', kind: 'integer', min: 50, max: 60_000 },
   { key: 'suspectAfterMs', flag: 'suspect-after-ms', env: 'HIVEMESH_SUSPECT_AFTER_MS', kind: 'integer', min: 100, max: 600_000 },
   { key: 'deadAfterMs', flag: 'dead-after-ms', env: 'HIVEMESH_DEAD_AFTER_MS', kind: 'integer', min: 200, max: 3_600_000 },
@@ -101,6 +104,7 @@ export const startFlagOptions = {
   'secret-file': { type: 'string' },
   bootstrap: { type: 'string', multiple: true },
   'no-mdns': { type: 'boolean' },
+  calibrate: { type: 'boolean' },
   'heartbeat-interval-ms': { type: 'string' },
   'suspect-after-ms': { type: 'string' },
   'dead-after-ms': { type: 'string' },
@@ -139,6 +143,7 @@ function defaults(env: NodeJS.ProcessEnv): Omit<DaemonConfig, 'configFile' | 'ap
     secretFile: null,
     bootstrap: [],
     mdns: true,
+    calibrate: false,
     heartbeatIntervalMs: limits.heartbeatIntervalMsDefault,
     suspectAfterMs: limits.suspectAfterMsDefault,
     deadAfterMs: limits.deadAfterMsDefault,

@@ -30,6 +30,8 @@ import { Membership, type MemberView } from './membership/membership.ts';
 import { createP2PHost, type P2PHost } from './p2p/host.ts';
 import { loadOrCreatePeerKey } from './p2p/identity.ts';
 import { HealthProbe } from './probe/index.ts';
+import { SpeedCalibrator } from './probe/calibration.ts';
+import { MeasuredWriter, readMeasured } from './probe/measured-store.ts';
 import { ensureDataDir, hashToken, loadOrCreateAdminToken, TokenHashCache, loadOrCreateClusterKey, type AdminToken, type ClusterSecret } from './secrets.ts';
 import { Storage } from './storage.ts';
 
@@ -83,6 +85,8 @@ export class Daemon {
   storage!: Storage;
   host!: P2PHost;
   probe!: HealthProbe;
+  private measuredWriter: MeasuredWriter | null = null;
+  private calibrator: SpeedCalibrator | null = null;
   membership!: Membership;
   cluster!: Cluster<ApplyResult>;
   app!: App;
@@ -140,7 +144,14 @@ export class Daemon {
       mdns: config.mdns,
     });
     // Identity conflicts the host sees are forwarded into membership, which raises one alert for both.
-    this.probe = new HealthProbe({ ollamaUrl: config.ollamaUrl, agents: config.agents });
+    // Speeds measured in earlier runs are the starting point; new figures are saved as they come.
+    this.measuredWriter = new MeasuredWriter(config.dataDir, config.ollamaUrl);
+    const writer = this.measuredWriter;
+    this.probe = new HealthProbe({
+      ollamaUrl: config.ollamaUrl,
+      agents: config.agents,
+      ollama: { measured: readMeasured(config.dataDir, config.ollamaUrl), onMeasured: (measured) => writer.schedule(measured) },
+    });
     await this.probe.start();
 
     this.membership = new Membership({
@@ -222,6 +233,18 @@ export class Daemon {
     });
     await this.runtime.start();
     this.outputs = this.runtime.outputs;
+    if (config.calibrate) {
+      const runtime = this.runtime;
+      this.calibrator = new SpeedCalibrator({
+        ollamaUrl: config.ollamaUrl,
+        probe: this.probe.ollama,
+        busy: () => {
+          const load = runtime.load();
+          return load.running + load.queued + (this.gateway?.inFlight() ?? 0) > 0;
+        },
+      });
+      this.calibrator.start();
+    }
     // <<< task runtime wiring
     // Client writes from a follower travel to the leader in batches on one stream (the
     // runtime's report relay), not one stream per request.
@@ -276,12 +299,14 @@ export class Daemon {
     this.stopping ??= (async () => {
       if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer);
       // Local generations are aborted and reported first, so the leader retries them elsewhere at once.
+      await this.calibrator?.stop();
       await this.runtime?.stop().catch((error: unknown) => log.warn('task runtime stop failed', { error: error as Error }));
       await this.cluster?.stop({ transferLeadership: true }).catch((error: unknown) => log.warn('consensus stop failed', { error: error as Error }));
       await this.membership?.stop().catch((error: unknown) => log.warn('membership stop failed', { error: error as Error }));
       await this.app?.close().catch(() => undefined);
       this.gateway?.stop();
       await this.probe?.stop().catch(() => undefined);
+      this.measuredWriter?.flush();
       await this.host?.stop().catch(() => undefined);
       await this.storage?.close().catch(() => undefined);
     })();

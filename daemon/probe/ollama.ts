@@ -10,6 +10,7 @@ import type { InstalledModel, LoadedModel, OllamaState } from '../../protocol/he
 import * as limits from '../../protocol/limits.ts';
 import { logger } from '../log.ts';
 import { normalizeModelName } from './agents.ts';
+import type { MeasuredSpeeds } from './measured-store.ts';
 
 /** A load_duration shorter than this is not a load from disk (Ollama reports a few ms for a warm model). */
 const loadMsMeaningful = 200;
@@ -36,6 +37,10 @@ export interface OllamaProbeOptions {
   tokensPerSecondSmoothing?: number;
   /** Called after every poll whose result differs from the previous state. */
   onChange?: (state: OllamaState) => void;
+  /** What an earlier run measured (measured-store.ts): the starting point of the averages. */
+  measured?: MeasuredSpeeds;
+  /** Called when a finished generation or a cold load changed what is measured (to save it). */
+  onMeasured?: (measured: MeasuredSpeeds) => void;
   /** The fetch the client uses (tests); the global fetch by default. */
   fetch?: typeof fetch;
 }
@@ -240,6 +245,7 @@ export class OllamaProbe {
   private readonly smoothing: number;
   private readonly unreachableAfterFailures: number;
   private readonly onChange: ((state: OllamaState) => void) | undefined;
+  private readonly onMeasured: ((measured: MeasuredSpeeds) => void) | undefined;
   private readonly client: Ollama;
   private stopController = new AbortController();
   private readonly speeds = new Map<string, number>();
@@ -270,6 +276,12 @@ export class OllamaProbe {
     this.unreachableAfterFailures = Math.max(1, Math.floor(options.unreachableAfterFailures ?? 2));
     if (!(this.smoothing > 0 && this.smoothing <= 1)) throw new RangeError(`tokensPerSecondSmoothing must be in (0, 1], got ${this.smoothing}`);
     this.onChange = options.onChange;
+    this.onMeasured = options.onMeasured;
+    for (const [model, speed] of Object.entries(options.measured?.tokensPerSecond ?? {}).slice(0, limits.modelsPerNodeMax)) {
+      if (validModelName(model) && Number.isFinite(speed) && speed > 0) this.speeds.set(normalizeModelName(model), speed);
+    }
+    const loadRate = options.measured?.loadBytesPerSecond;
+    if (loadRate !== undefined && Number.isFinite(loadRate) && loadRate > 0) this.loadRate = loadRate;
     this.nextDelayMs = this.intervalMs;
     const baseFetch = options.fetch ?? fetch;
     // The ollama client takes no signal for GETs, so every request gets one here: a
@@ -299,8 +311,13 @@ export class OllamaProbe {
       error: `not probed yet: the first check of ${this.url} has not finished`,
       installed: [],
       loaded: [],
-      tokensPerSecond: {},
+      ...this.measured(),
     };
+  }
+
+  /** What is measured now, in the form measured-store.ts saves. */
+  measuredSpeeds(): MeasuredSpeeds {
+    return this.loadRate === null ? { tokensPerSecond: this.speedsRecord() } : { tokensPerSecond: this.speedsRecord(), loadBytesPerSecond: Math.round(this.loadRate) };
   }
 
   /** Polls once (bounded by the request timeout), then keeps polling in the background. Never throws. */
@@ -363,6 +380,7 @@ export class OllamaProbe {
       this.provisional.delete(oldest);
     }
     this.state = { ...this.state, ...this.measured() };
+    if (options.provisional !== true) this.announceMeasured();
     // A generation on a model Ollama did not have loaded has just loaded it: poll now so
     // the heartbeat (and the bids built on it) stop counting a cold load for it.
     if (this.running && this.state.reachable && !this.state.loaded.some((loaded) => loaded.name === model)) void this.refresh();
@@ -412,7 +430,19 @@ export class OllamaProbe {
 
   /** What this node measured, as the state carries it. */
   private measured(): Pick<OllamaState, 'tokensPerSecond' | 'loadBytesPerSecond'> {
-    return this.loadRate === null ? { tokensPerSecond: this.speedsRecord() } : { tokensPerSecond: this.speedsRecord(), loadBytesPerSecond: Math.round(this.loadRate) };
+    return this.measuredSpeeds();
+  }
+
+  private announceMeasured(): void {
+    if (this.onMeasured === undefined) return;
+    // Early readings are not saved: only what finished generations and loads showed.
+    const { tokensPerSecond, ...rest } = this.measuredSpeeds();
+    const settled = Object.fromEntries(Object.entries(tokensPerSecond).filter(([model]) => !this.provisional.has(model)));
+    try {
+      this.onMeasured({ tokensPerSecond: settled, ...rest });
+    } catch (error) {
+      log.error('onMeasured listener threw', { error });
+    }
   }
 
   /**
@@ -428,6 +458,7 @@ export class OllamaProbe {
     const sample = size / (loadMs / 1000);
     this.loadRate = this.loadRate === null ? sample : this.loadRate + this.smoothing * (sample - this.loadRate);
     this.state = { ...this.state, ...this.measured() };
+    this.announceMeasured();
   }
 
   private speedsRecord(): Record<string, number> {

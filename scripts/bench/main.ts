@@ -1,4 +1,4 @@
-// `npm run bench [-- --only consensus,failover,sim] [--quick]`: runs the benchmarks and
+// `npm run bench [-- --only sim,commit,failover,membership,tasks,placement] [--quick]`: runs the benchmarks and
 // prints one table of figures, each with the baseline measured in the same run where there
 // is one, and the goal from the issues. Machines here are shared and noisy: read the
 // figures as what this run measured, not as limits.
@@ -14,19 +14,22 @@ const sections: Record<string, (rows: BenchRow[], quick: boolean) => Promise<voi
 
 async function loadOptional(rows: BenchRow[], quick: boolean, name: string): Promise<boolean> {
   // Sections in their own modules register here as they are built.
-  const modules: Record<string, string> = { membership: './membership.ts', tasks: './tasks.ts' };
-  const path = modules[name];
-  if (path === undefined) return false;
-  const module = (await import(path)) as { run: (rows: BenchRow[], quick: boolean) => Promise<void> };
-  await module.run(rows, quick);
+  const modules: Record<string, [path: string, entry: string]> = {
+    membership: ['./membership.ts', 'run'], tasks: ['./tasks.ts', 'run'], placement: ['./tasks.ts', 'runPlacement'],
+  };
+  const found = modules[name];
+  if (found === undefined) return false;
+  const module = (await import(found[0])) as Record<string, (rows: BenchRow[], quick: boolean) => Promise<void>>;
+  await module[found[1]]!(rows, quick);
   return true;
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' } }, strict: true });
   const all = ['sim', 'commit', 'failover', 'membership', 'tasks'];
+  // `placement` is part of `tasks`, also runnable alone.
   const chosen = values.only === undefined ? all : values.only.split(',').map((name) => name.trim());
-  const unknown = chosen.filter((name) => !all.includes(name));
+  const unknown = chosen.filter((name) => ![...all, 'placement'].includes(name));
   if (unknown.length > 0) throw new Error(`unknown section(s) ${unknown.join(', ')}; sections: ${all.join(', ')}`);
   const rows: BenchRow[] = [];
   for (const name of chosen) {

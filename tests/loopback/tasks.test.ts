@@ -1,10 +1,14 @@
 // Task execution across three real daemons on loopback, each with its own Ollama stand-in
 // holding different models at different speeds: tasks submitted to any node complete on a
 // node that has their model, exactly once; output streams to a watcher on another node as
-// it is generated; a cancel on one node stops the generation on another.
+// it is generated; a cancel on one node stops the generation on another; a restarted node
+// keeps the speeds it measured.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TaskEvent, TaskOutputEvent } from '../../protocol/tasks.ts';
 import { standinText } from '../ollama-standin/catalog.ts';
+import { agentsStatus } from '../support/cluster.ts';
 import { ProcessGroup, waitUntil } from '../support/processes.ts';
 import {
   getTask, promptSha, readEvents, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster,
@@ -117,5 +121,22 @@ describe('tasks on three daemons with different models', () => {
     const generations = tallyGenerations(cluster.logFiles).get(promptSha(prompt))!;
     expect(generations.aborted).toBe(1);
     expect(generations.finished).toBe(1);
+  }, 40_000);
+
+  it('a restarted node bids with the speeds it measured before, before it runs anything', async () => {
+    const stopped = cluster.daemons.find((daemon) => !daemon.running)!;
+    const saved = JSON.parse(readFileSync(join(stopped.spec.dataDir, 'measured-speeds.json'), 'utf8')) as { tokensPerSecond: Record<string, number> };
+    const models = cluster.standins[cluster.daemons.indexOf(stopped)]!.installedModels();
+    // The first test ran each of its models here to the end.
+    expect(Object.keys(saved.tokensPerSecond).sort()).toEqual([...models].sort());
+    const generatedBefore = cluster.standins[cluster.daemons.indexOf(stopped)]!.generationsTotal();
+    stopped.start();
+    const observer = cluster.daemons.find((daemon) => daemon.running && daemon !== stopped)!;
+    const speeds = await waitUntil('the restarted node\'s heartbeat on another node', async () => {
+      const node = (await agentsStatus(observer, 2_000))?.nodes.find((candidate) => candidate.id === stopped.nodeId);
+      return node !== undefined && node.state === 'alive' && node.models.installed.length > 0 ? node.models.tokensPerSecond : null;
+    }, 20_000, 100);
+    expect(speeds).toEqual(saved.tokensPerSecond);
+    expect(cluster.standins[cluster.daemons.indexOf(stopped)]!.generationsTotal()).toBe(generatedBefore);
   }, 40_000);
 });

@@ -24,6 +24,8 @@ config file (--config, or <data-dir>/config.json), else its default.
   --secret-file F             cluster key to join with (default: <data-dir>/cluster.key, created) HIVEMESH_SECRET_FILE
   --bootstrap MULTIADDR       a static peer, repeatable (comma list in env)  HIVEMESH_BOOTSTRAP
   --no-mdns                   no multicast discovery (use --bootstrap)       HIVEMESH_MDNS=false
+  --calibrate                 when idle, measure each model in VRAM with a short generation,
+                              so the first tasks are placed by speed (off)   HIVEMESH_CALIBRATE=true
   --heartbeat-interval-ms N   gossip period (1000)                           HIVEMESH_HEARTBEAT_INTERVAL_MS
   --suspect-after-ms N        silent this long: suspect (2500)               HIVEMESH_SUSPECT_AFTER_MS
   --dead-after-ms N           silent this long: dead (4500)                  HIVEMESH_DEAD_AFTER_MS
