@@ -5,6 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import type { AgentsStatus, ClusterStatus, NodeStatus } from '../protocol/api.ts';
 import type { RaftRole } from '../protocol/heartbeat.ts';
+import { fitHeartbeatBody } from '../protocol/heartbeat-fit.ts';
+import * as limits from '../protocol/limits.ts';
 import { PROTOCOL_VERSION, SOFTWARE_VERSION } from '../protocol/version.ts';
 import { can as roleCan } from '../protocol/tokens.ts';
 import { encodeCommand } from '../scheduler/state/commands.ts';
@@ -363,7 +365,7 @@ export class Daemon {
     const probe = this.probe.snapshot();
     const raft = this.cluster?.raft?.status();
     const local = this.runtime?.load() ?? { running: 0, queued: 0 };
-    return {
+    const body = {
       softwareVersion: SOFTWARE_VERSION,
       clusterId: this.cluster?.clusterId ?? null,
       name: this.config.name,
@@ -382,6 +384,16 @@ export class Daemon {
       load: { running: local.running + (this.gateway?.inFlight() ?? 0), queued: local.queued, concurrencyLimit: this.config.concurrency },
       agents: probe.agents,
     };
+    // A heartbeat over its bound could not be sent at all (peers would call this node dead):
+    // with too many models it carries the ones that matter most, and says so.
+    const fitted = fitHeartbeatBody(body);
+    if (fitted.omittedModels > 0) {
+      const installed = body.ollama.installed.length;
+      this.raiseAlert('too-many-models', `Ollama here has ${installed} models installed; the heartbeat (at most ${limits.heartbeatBytesMax / 1024} KiB) carries ${installed - fitted.omittedModels} of them (models in VRAM, measured or used by a configured agent first). The other ${fitted.omittedModels} are not scheduled on this node nor listed by the gateway; remove models you do not use (\`ollama rm\`) to fix.`);
+    } else {
+      this.alerts.delete('too-many-models');
+    }
+    return fitted.body;
   }
 
   private peerViews(): PeerView[] {

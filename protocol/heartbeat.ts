@@ -54,6 +54,8 @@ export const LoadedModel = Type.Object({
   vramBytes: NonNegative,
   /** ISO-8601 time at which Ollama unloads the model, or null when it never expires. */
   expiresAt: Type.Union([Type.String({ maxLength: 64 }), Type.Null()]),
+  /** The context window it was loaded with (/api/ps context_length); absent when Ollama does not say. */
+  contextLength: Type.Optional(Type.Integer({ minimum: 1, maximum: 16_777_216 })),
 }, { additionalProperties: false });
 export type LoadedModel = Static<typeof LoadedModel>;
 

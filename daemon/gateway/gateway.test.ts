@@ -172,7 +172,7 @@ describe('Gateway over two loopback hosts', () => {
   });
 });
 
-function nodeStatus(name: string, installed: string[], loaded: Array<{ name: string; vramBytes: number }>, state: NodeStatus['state'] = 'alive'): NodeStatus {
+function nodeStatus(name: string, installed: string[], loaded: Array<{ name: string; vramBytes: number; contextLength?: number }>, state: NodeStatus['state'] = 'alive'): NodeStatus {
   return {
     id: `id-${name}`, name, apiUrl: '', state, raftRole: 'follower', self: false, clusterId: null, softwareVersion: '0', protocolVersion: 1,
     startedAt: `2026-11-22T00:00:0${name.length % 10}.000Z`,
@@ -180,7 +180,7 @@ function nodeStatus(name: string, installed: string[], loaded: Array<{ name: str
     ollama: { url: '', reachable: true, version: '0.12.6', error: null },
     models: {
       installed: installed.map((entry) => ({ name: entry, sizeBytes: 1000, family: 'llama', parameterSize: '1B', quantization: 'Q4_K_M' })),
-      loaded: loaded.map((entry) => ({ name: entry.name, sizeBytes: 1000, vramBytes: entry.vramBytes, expiresAt: null })),
+      loaded: loaded.map((entry) => ({ name: entry.name, sizeBytes: 1000, vramBytes: entry.vramBytes, expiresAt: null, ...(entry.contextLength === undefined ? {} : { contextLength: entry.contextLength }) })),
       tokensPerSecond: {},
     },
     load: { running: 0, queued: 0, concurrencyLimit: 2 }, agents: [], capabilities: [], lastSeen: '', lastSeenAgoMs: 0,
@@ -206,6 +206,10 @@ describe('gateway shapes', () => {
     const ps = ollamaPs([nodeStatus('a', ['m:1b'], [{ name: 'm:1b', vramBytes: 10 }]), nodeStatus('b', ['m:1b'], [{ name: 'm:1b', vramBytes: 99 }])]);
     expect(ps.models).toHaveLength(1);
     expect(ps.models[0]).toMatchObject({ name: 'm:1b', size_vram: 99 });
+    expect(ps.models[0]).not.toHaveProperty('context_length');
+    // The context window the model was loaded with, as Ollama's /api/ps says, when the node knows it.
+    const withContext = ollamaPs([nodeStatus('a', ['m:1b'], [{ name: 'm:1b', vramBytes: 10, contextLength: 8192 }])]);
+    expect(withContext.models[0]).toMatchObject({ name: 'm:1b', context_length: 8192 });
   });
 
   it('sizes the work of Ollama and OpenAI requests', () => {

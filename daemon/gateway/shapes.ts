@@ -95,7 +95,7 @@ export function ollamaTags(nodes: readonly NodeStatus[]) {
 
 /** GET /api/ps for the cluster: each loaded model once, with the most VRAM any node gives it. */
 export function ollamaPs(nodes: readonly NodeStatus[]) {
-  const byName = new Map<string, { name: string; model: string; size: number; digest: string; details: ReturnType<typeof details>; expires_at: string; size_vram: number }>();
+  const byName = new Map<string, { name: string; model: string; size: number; digest: string; details: ReturnType<typeof details>; expires_at: string; size_vram: number; context_length?: number }>();
   for (const node of aliveNodes(nodes)) {
     for (const loaded of node.models.loaded) {
       const name = normalizeModelName(loaded.name);
@@ -111,6 +111,7 @@ export function ollamaPs(nodes: readonly NodeStatus[]) {
         // Null means "never expires"; Ollama then reports a date far in the future.
         expires_at: loaded.expiresAt ?? '2318-01-01T00:00:00Z',
         size_vram: loaded.vramBytes,
+        ...(loaded.contextLength === undefined ? {} : { context_length: loaded.contextLength }),
       });
     }
   }

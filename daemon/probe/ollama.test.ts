@@ -57,6 +57,7 @@ describe('OllamaProbe', () => {
     const qwen = state.loaded.find((model) => model.name === 'qwen2.5:7b');
     expect(qwen?.vramBytes).toBeGreaterThan(4e9);
     expect(qwen?.vramBytes).toBe(qwen?.sizeBytes);
+    expect(qwen?.contextLength).toBe(4096);
     const expiresInMs = Date.parse(qwen?.expiresAt ?? '') - Date.now();
     expect(expiresInMs).toBeGreaterThan(4 * 60_000);
     expect(expiresInMs).toBeLessThanOrEqual(5 * 60_000);

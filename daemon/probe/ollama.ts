@@ -227,7 +227,11 @@ export function loadedModelsFrom(models: readonly ModelResponse[], nowMs: number
   for (const model of models) {
     const name = model.name ?? model.model;
     if (!validModelName(name)) continue;
-    loaded.push({ name, sizeBytes: nonNegative(model.size), vramBytes: nonNegative(model.size_vram), expiresAt: expiryFrom(model.expires_at, nowMs) });
+    const entry: LoadedModel = { name, sizeBytes: nonNegative(model.size), vramBytes: nonNegative(model.size_vram), expiresAt: expiryFrom(model.expires_at, nowMs) };
+    // Newer Ollama versions say which context window the model was loaded with.
+    const contextLength = (model as { context_length?: unknown }).context_length;
+    if (typeof contextLength === 'number' && Number.isInteger(contextLength) && contextLength >= 1 && contextLength <= 16_777_216) entry.contextLength = contextLength;
+    loaded.push(entry);
   }
   return bounded(loaded, 'loaded models');
 }

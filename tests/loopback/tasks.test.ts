@@ -2,7 +2,7 @@
 // holding different models at different speeds: tasks submitted to any node complete on a
 // node that has their model, exactly once; output streams to a watcher on another node as
 // it is generated; a cancel on one node stops the generation on another; a restarted node
-// keeps the speeds it measured.
+// keeps the speeds it measured; a node with hundreds of models stays visible.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -138,5 +138,23 @@ describe('tasks on three daemons with different models', () => {
     }, 20_000, 100);
     expect(speeds).toEqual(saved.tokensPerSecond);
     expect(cluster.standins[cluster.daemons.indexOf(stopped)]!.generationsTotal()).toBe(generatedBefore);
+  }, 40_000);
+
+  it('a node with more models than its heartbeat can carry stays alive, carries what fits, and says so', async () => {
+    const [subject, observer] = cluster.daemons.filter((daemon) => daemon.running);
+    const standin = cluster.standins[cluster.daemons.indexOf(subject!)]!;
+    const names = Array.from({ length: 400 }, (_, index) => `community-finetune-${String(index).padStart(3, '0')}:7b-instruct-q4_K_M`);
+    standin.setModels(names);
+    const seen = await waitUntil('the observer to see the node with its new models', async () => {
+      const node = (await agentsStatus(observer!, 2_000))?.nodes.find((candidate) => candidate.id === subject!.nodeId);
+      return node !== undefined && node.models.installed.length > 100 ? node : null;
+    }, 20_000, 200);
+    expect(seen.models.installed.length).toBeLessThan(400);
+    expect(seen.models.installed.map((model) => model.name).every((name) => names.includes(name))).toBe(true);
+    // Still alive a few heartbeats later: every one of them was sent.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect((await agentsStatus(observer!, 2_000))?.nodes.find((candidate) => candidate.id === subject!.nodeId)?.state).toBe('alive');
+    const { body } = await subject!.api<{ alerts: Array<{ kind: string; message: string }> }>('/api/status/cluster');
+    expect(body.alerts.find((alert) => alert.kind === 'too-many-models')?.message).toMatch(/400 models installed; .* carries \d+ of them/);
   }, 40_000);
 });
