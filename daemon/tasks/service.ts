@@ -11,7 +11,7 @@ import {
 } from '../../protocol/tasks.ts';
 import { encodeCommand, type Command } from '../../scheduler/state/commands.ts';
 import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
-import { describeTask } from '../../scheduler/tasks/placement.ts';
+import { describeTask, lastingWaitingReason } from '../../scheduler/tasks/placement.ts';
 import type { NodeView } from '../../scheduler/tasks/node-view.ts';
 import type { EventBus } from '../events.ts';
 
@@ -82,9 +82,19 @@ export class TaskService {
     const result = await this.run({ type: 'task.submit', id, input, at: Date.now(), idempotencyKey, bodyHash });
     // The leader's view of the task, or (when it left it out to keep its answer small) our
     // own: run() waited until this node applied the write. A replay names the earlier task.
-    if (result.task !== null) return { task: result.task, created: result.created };
+    if (result.task !== null) return { task: this.withLastingWait(result.task), created: result.created };
     const replayOf = result.created || idempotencyKey === null ? undefined : this.deps.state().findTaskByIdempotencyKey(idempotencyKey)?.id;
     return { task: this.get(replayOf ?? id), created: result.created };
+  }
+
+  /** A just-submitted queued task with waitingFor set when no node can run it yet (dependencies, no node with the model). */
+  private withLastingWait(task: Task): Task {
+    if (task.status !== 'queued' || task.waitingFor !== null || this.deps.nodeViews === undefined) return task;
+    const state = this.deps.state();
+    const record = state.getTaskRecord(task.id);
+    if (record === undefined) return task;
+    const reason = lastingWaitingReason(state, record, this.deps.nodeViews(), Date.now());
+    return reason === null ? task : { ...task, waitingFor: reason };
   }
 
   get(id: string): Task {

@@ -292,11 +292,8 @@ function ineligibleReason(task: Readonly<TaskRecord>, nodes: readonly NodeView[]
  */
 export function waitingReason(state: ReplicatedState, task: Readonly<TaskRecord>, nodes: readonly NodeView[], nowMs: number): string | null {
   if (task.status !== 'queued') return null;
-  const pending = pendingDependencies(state, task);
-  if (pending.length > 0) return `dependencies ${pending.join(', ')}`;
-  if (task.notBefore !== null && task.notBefore > nowMs) return `retry backoff for another ${task.notBefore - nowMs} ms`;
-  const ineligible = ineligibleReason(task, nodes);
-  if (ineligible !== null) return ineligible;
+  const lasting = lastingWaitingReason(state, task, nodes, nowMs);
+  if (lasting !== null) return lasting;
   const load = logLoad(state);
   const candidates = task.pinnedNode === null ? eligibleNodes(task, nodes) : eligibleNodes(task, nodes.filter((node) => node.id === task.pinnedNode));
   if (candidates.every((candidate) => freeSlots(candidate.node, load) <= 0)) {
@@ -305,6 +302,20 @@ export function waitingReason(state: ReplicatedState, task: Readonly<TaskRecord>
       : `all ${candidates.length} nodes with ${describeNeed(task)} are busy`;
   }
   return null;
+}
+
+/**
+ * The part of waitingReason that does not depend on how busy the nodes are: pending
+ * dependencies, retry backoff, no alive node with the model (or the pinned node unfit).
+ * Cheap (no pass over the running tasks): the answer to a submit carries it, since a task
+ * no node can run should say so at once, while "busy" would be stale before it is read.
+ */
+export function lastingWaitingReason(state: ReplicatedState, task: Readonly<TaskRecord>, nodes: readonly NodeView[], nowMs: number): string | null {
+  if (task.status !== 'queued') return null;
+  const pending = pendingDependencies(state, task);
+  if (pending.length > 0) return `dependencies ${pending.join(', ')}`;
+  if (task.notBefore !== null && task.notBefore > nowMs) return `retry backoff for another ${task.notBefore - nowMs} ms`;
+  return ineligibleReason(task, nodes);
 }
 
 /** What the log has on each node: assigned or running attempts, and the running ones. */
