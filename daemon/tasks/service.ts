@@ -7,7 +7,7 @@ import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import { listLimitDefault } from '../../protocol/limits.ts';
 import {
   canonicalJson, isFinished, refusalToError, validateTaskSubmit, validationError,
-  type Task, type TaskEvent, type TaskList, type TaskListQuery, type TaskOutputEvent,
+  type Task, type TaskEvent, type TaskList, type TaskListQuery, type TaskOutputEvent, type TaskStatus,
 } from '../../protocol/tasks.ts';
 import { encodeCommand, type Command } from '../../scheduler/state/commands.ts';
 import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
@@ -236,6 +236,9 @@ export class TaskService {
         return;
       }
       if (task.status === 'assigned' || task.status === 'running') follow(task.attempt, task.assignedNode);
+      // The log records `running` only after 100 ms of generation (one entry less for short
+      // tasks): the stream says it when the attempt's first output arrives, and once.
+      let shown: { attempt: number; status: TaskStatus; node: string | null } = { attempt: task.attempt, status: task.status, node: task.assignedNode };
       while (!inner.signal.aborted) {
         if (queue.length === 0) {
           await new Promise<void>((resolve) => { waiter.wake = resolve; });
@@ -243,6 +246,13 @@ export class TaskService {
           continue;
         }
         const event = queue.shift()!;
+        if (event.type === 'output' && event.attempt === shown.attempt && shown.status === 'assigned') {
+          shown = { ...shown, status: 'running' };
+          yield { type: 'status', taskId: id, status: 'running', attempt: event.attempt, node: shown.node, at: Date.now(), reason: null };
+        } else if (event.type === 'status') {
+          if (event.status === 'running' && event.attempt === shown.attempt && shown.status === 'running') continue;
+          shown = { attempt: event.attempt, status: event.status, node: event.node };
+        }
         yield event;
         if (event.type === 'status' && isFinished(event.status)) {
           // Output chunks already queued came before the end; the final state closes the stream.

@@ -14,6 +14,13 @@ import {
   getTask, promptSha, readEvents, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster,
 } from './tasks-helpers.ts';
 
+/** Status events of one attempt: assigned, then running once and before any output, then completed. */
+function expectStatusesInOrder(events: TaskEvent[]): void {
+  const shape = events.flatMap((event) => (event.type === 'status' ? [event.status] : event.type === 'output' ? ['output'] : []));
+  const collapsed = shape.filter((entry, position) => entry !== 'output' || shape[position - 1] !== 'output');
+  expect(collapsed.slice(collapsed.indexOf('assigned'))).toEqual(['assigned', 'running', 'output', 'completed']);
+}
+
 describe('tasks on three daemons with different models', () => {
   const group = new ProcessGroup();
   let cluster: TaskCluster;
@@ -80,6 +87,15 @@ describe('tasks on three daemons with different models', () => {
     expect(output.map((event) => event.sequence)).toEqual(output.map((_, position) => position));
     // 60 tokens at 100 tokens/s: chunks arrive over about half a second, not all at the end.
     expect(arrivals.at(-1)! - arrivals[0]!).toBeGreaterThan(200);
+    expectStatusesInOrder(events);
+  }, 30_000);
+
+  it('a short task\'s event stream says running once, before its output, like a long one\'s', async () => {
+    // 4 tokens at 400 tokens/s: over before the 100 ms after which the log records `running`.
+    const task = await submit(cluster.daemons[1]!, { model: 'llama3.2:1b', prompt: `${tag} short`, options: { num_predict: 4 } });
+    const events = await readEvents(cluster.daemons[1]!, task.id, 20_000);
+    expect((events.at(-1) as Extract<TaskEvent, { type: 'final' }>).task.status).toBe('completed');
+    expectStatusesInOrder(events);
   }, 30_000);
 
   it('cancel on one node aborts the generation running on another', async () => {
