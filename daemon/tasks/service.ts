@@ -50,6 +50,16 @@ export function newTaskId(): string {
   return `t_${Date.now().toString(36)}${random}`;
 }
 
+/** How long a task's event stream waits, at its end, for output still on its way. */
+const finishOutputWaitMs = 2_000;
+
+/** Resolves when `promise` settles or after `ms`, whichever is first. */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise.catch(() => undefined), new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); })]);
+  clearTimeout(timer);
+}
+
 export class TaskService {
   private readonly deps: TaskServiceDeps;
 
@@ -201,7 +211,7 @@ export class TaskService {
     // Subscribe before reading the state, so no transition falls between the two.
     const statusStream = this.deps.bus.subscribe(inner.signal, (event) => event.type === 'task.status' && event.event.taskId === id);
     const task = this.get(id);
-    const following: { controller: AbortController | null; attempt: number } = { controller: null, attempt: 0 };
+    const following: { controller: AbortController | null; attempt: number; done: Promise<void> | null } = { controller: null, attempt: 0, done: null };
     const follow = (attempt: number, node: string | null) => {
       if (!wantOutput || node === null || attempt === following.attempt) return;
       following.controller?.abort();
@@ -209,7 +219,7 @@ export class TaskService {
       const controller = new AbortController();
       following.controller = controller;
       inner.signal.addEventListener('abort', () => controller.abort(), { once: true });
-      void (async () => {
+      following.done = (async () => {
         try {
           for await (const chunk of this.deps.outputs.follow(id, attempt, node, controller.signal)) push(chunk);
         } catch {
@@ -239,6 +249,16 @@ export class TaskService {
       // The log records `running` only after 100 ms of generation (one entry less for short
       // tasks): the stream says it when the attempt's first output arrives, and once.
       let shown: { attempt: number; status: TaskStatus; node: string | null } = { attempt: task.attempt, status: task.status, node: task.assignedNode };
+      const present = function* (event: TaskEvent): Generator<TaskEvent> {
+        if (event.type === 'output' && event.attempt === shown.attempt && shown.status === 'assigned') {
+          shown = { ...shown, status: 'running' };
+          yield { type: 'status', taskId: id, status: 'running', attempt: event.attempt, node: shown.node, at: Date.now(), reason: null };
+        } else if (event.type === 'status') {
+          if (event.status === 'running' && event.attempt === shown.attempt && shown.status === 'running') return;
+          shown = { attempt: event.attempt, status: event.status, node: event.node };
+        }
+        yield event;
+      };
       while (!inner.signal.aborted) {
         if (queue.length === 0) {
           await new Promise<void>((resolve) => { waiter.wake = resolve; });
@@ -246,24 +266,18 @@ export class TaskService {
           continue;
         }
         const event = queue.shift()!;
-        if (event.type === 'output' && event.attempt === shown.attempt && shown.status === 'assigned') {
-          shown = { ...shown, status: 'running' };
-          yield { type: 'status', taskId: id, status: 'running', attempt: event.attempt, node: shown.node, at: Date.now(), reason: null };
-        } else if (event.type === 'status') {
-          if (event.status === 'running' && event.attempt === shown.attempt && shown.status === 'running') continue;
-          shown = { attempt: event.attempt, status: event.status, node: event.node };
-        }
-        yield event;
         if (event.type === 'status' && isFinished(event.status)) {
-          // Output chunks already queued came before the end; the final state closes the stream.
-          while (queue.length > 0) {
-            const rest = queue.shift()!;
-            if (rest.type === 'output') yield rest;
-          }
+          // The end of a short generation can be committed before its output has reached
+          // this node: the output comes first (up to finishOutputWaitMs), then the end, then
+          // the final state, which closes the stream.
+          if (following.done !== null && following.attempt === event.attempt) await settledWithin(following.done, finishOutputWaitMs);
+          for (const rest of queue.splice(0)) if (rest.type === 'output') yield* present(rest);
+          yield* present(event);
           const finished = this.deps.state().getTask(id);
           if (finished !== undefined) yield { type: 'final', task: finished };
           return;
         }
+        yield* present(event);
       }
     } finally {
       signal.removeEventListener('abort', abortInner);
