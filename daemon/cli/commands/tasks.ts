@@ -114,6 +114,14 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   if (final === null) {
     throw new CliError(`the event stream of task ${id} ended early; see \`hivemesh task ${id}\``);
   }
+  if (printOutput && printedAttempt !== final.attempt && (final.output ?? '') !== '') {
+    // None of the final attempt's output reached us live (the stream waits for it only so
+    // long): the stored output is the answer.
+    breakLine();
+    if (printedAttempt !== 0) process.stderr.write(`[attempt ${final.attempt} on another node; output starts over]\n`);
+    textOut.write(final.output!);
+    textOpen = !final.output!.endsWith('\n');
+  }
   if (textOpen) textOut.write('\n');
   if (json) process.stdout.write(`${JSON.stringify(final, null, 2)}\n`);
   else if (!printOutput) process.stdout.write(`${final.output ?? ''}\n`);
