@@ -49,6 +49,10 @@ export class StateHolder implements StateMachine<ApplyResult> {
   apply(index: number, data: string): ApplyResult {
     return this.current.apply(index, data);
   }
+  skip(index: number): void {
+    // Empty data only advances the applied index (ReplicatedState.apply).
+    this.current.apply(index, '');
+  }
   snapshot(): string {
     return this.current.snapshot();
   }

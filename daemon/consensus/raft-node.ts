@@ -14,6 +14,12 @@ const log = logger('raft');
 /** The application's state machine, fed committed entries in order. */
 export interface StateMachine<Result> {
   apply(index: number, data: string): Result;
+  /**
+   * An entry that is no command (a new leader's no-op, a configuration change) was
+   * committed at `index`: a state that tracks its applied index advances it, so that
+   * "applied everything committed" holds right after an election too.
+   */
+  skip?(index: number): void;
   snapshot(): string;
   restore(data: string): void;
   /** Back to the empty state (the node gives up a cluster that held nothing). */
@@ -283,7 +289,9 @@ export class RaftNode<Result> {
     const applied: Array<{ entry: Entry; result: Result | null }> = [];
     for (const entry of ready.committed) {
       if (entry.index <= this.appliedIndex) continue;
-      const result = entry.type === 'normal' ? this.options.state.apply(entry.index, entry.data) : null;
+      let result: Result | null = null;
+      if (entry.type === 'normal') result = this.options.state.apply(entry.index, entry.data);
+      else this.options.state.skip?.(entry.index);
       this.appliedIndex = entry.index;
       applied.push({ entry, result });
       const pending = this.proposals.get(entry.index);

@@ -3,6 +3,7 @@
 // the stand-ins' logs show each prompt generated to the end exactly once, except where the
 // killed node itself finished a generation it could no longer report.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Task } from '../../protocol/tasks.ts';
 import { daemonById, killAndWait, startAll, waitForAgreement, type MeshDaemon } from '../support/cluster.ts';
 import { ProcessGroup, waitUntil } from '../support/processes.ts';
 import {
@@ -114,4 +115,33 @@ describe('tasks survive the crash of a busy worker and of the leader', () => {
     const worker = cluster.daemons.find((daemon) => daemon !== leader)!;
     await crashWithTasksInFlight('worker-crash', worker, inFlightTasks);
   }, 120_000);
+
+  // The log's last entries before the crash are the tasks' `running` records; after it, the
+  // new leader's own no-op: nothing else is written until the leader acts on its own.
+  it('kill -9 of the leader while every task runs and nothing else is written: the new leader still retries the dead leader\'s attempts', async () => {
+    await startAll(cluster.daemons.filter((daemon) => !daemon.running));
+    const leader = await leaderOf(cluster.daemons);
+    const ids: string[] = [];
+    // Long generations (about a minute): none ends, and so none writes, during the test.
+    for (let n = 0; n < 6; n += 1) ids.push((await submit(cluster.daemons[n % 3]!, { model, prompt: `${tag} quiet ${n}`, options: { num_predict: 2_000 } })).id);
+    const running = await waitUntil('every task to run, some on the leader', async () => {
+      const tasks = [...(await tasksAsSeenBy(leader, ids))];
+      return tasks.every((task) => task.status === 'running') && tasks.some((task) => task.assignedNode === leader.nodeId) ? tasks : null;
+    }, 20_000, 100);
+    const onLeader = running.filter((task) => task.assignedNode === leader.nodeId).map((task) => task.id);
+    const killedAt = performance.now();
+    await killAndWait(leader, 'SIGKILL');
+    const survivors = cluster.daemons.filter((daemon) => daemon.running);
+    await waitUntil('the dead leader\'s attempts to be retried on a survivor', async () => {
+      const tasks = await tasksAsSeenBy(survivors[0]!, onLeader);
+      return tasks.every((task) => task.attempt >= 2 && task.assignedNode !== leader.nodeId && task.attempts[0]!.status === 'lost');
+    }, 30_000, 200);
+    console.log(`[measure] quiet leader crash: ${onLeader.length} attempts of the dead leader retried elsewhere ${(performance.now() - killedAt).toFixed(0)} ms after the kill`);
+    for (const id of ids) await survivors[0]!.api(`/api/tasks/${id}`, { method: 'DELETE' });
+  }, 90_000);
 });
+
+/** The tasks as `daemon` has them now. */
+async function tasksAsSeenBy(daemon: MeshDaemon, ids: string[]): Promise<Task[]> {
+  return Promise.all(ids.map(async (id) => (await daemon.api<Task>(`/api/tasks/${id}`, { timeoutMs: 2_000 })).body));
+}
