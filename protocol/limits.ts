@@ -125,8 +125,10 @@ export const p2pStreamReadBufferBytesMax = 2 * p2pFrameBytesMax;
 // One-way ordered messages waiting for one peer and protocol; the oldest are dropped beyond these.
 export const p2pSendQueueMessagesMax = 1_024;
 export const p2pSendQueueBytesMax = 32 * 1024 * 1024;
-// Concurrent inbound streams per connection and protocol.
-export const p2pInboundStreamsMax = 64;
+// Concurrent request streams per connection and protocol (gateway relays, output follows:
+// a node's watchers of one remote attempt share one stream). As many as the gateway's
+// relayed requests (gatewayInboundRelaysMax), so that bound, not this one, answers first.
+export const p2pInboundStreamsMax = 256;
 export const p2pRequestTimeoutMsDefault = 10_000;
 export const p2pDialTimeoutMs = 5_000;
 // Redial backoff for bootstrap peers that are not connected: starts low, doubles, capped.

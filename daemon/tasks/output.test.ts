@@ -153,3 +153,92 @@ describe('task output wire codecs', () => {
     expect(() => taskOutputFrameCodec.decode(new Uint8Array(600 * 1024))).toThrow(/over the/);
   });
 });
+
+describe('following an attempt on another node', () => {
+  /** Two hubs joined by an in-memory request path; counts the streams opened to the executor. */
+  function pair() {
+    let handler: ((from: string, bytes: Uint8Array, reply: { send(bytes: Uint8Array): Promise<void>; end(): Promise<void> }, context: { signal: AbortSignal }) => Promise<void>) | null = null;
+    const streams = { opened: 0, open: 0 };
+    const executor = new OutputHub({
+      nodeId: 'exec', prospect: () => 'never', followTimeoutMs: () => 5_000,
+      host: { handle: async (_protocol: string, serve: typeof handler) => { handler = serve; }, request: () => { throw new Error('unused'); } } as never,
+    });
+    const watcherHub = new OutputHub({
+      nodeId: 'watch', prospect: () => 'never', followTimeoutMs: () => 5_000,
+      host: {
+        handle: async () => undefined,
+        request: async function* (_node: string, _protocol: string, bytes: Uint8Array, options: { signal?: AbortSignal }) {
+          streams.opened += 1;
+          streams.open += 1;
+          const frames: Uint8Array[] = [];
+          let ended = false;
+          let wake: (() => void) | null = null;
+          const served = handler!('watch', bytes, {
+            send: async (frame) => { frames.push(frame); wake?.(); },
+            end: async () => { ended = true; wake?.(); },
+          }, { signal: options.signal ?? new AbortController().signal }).then(() => { ended = true; wake?.(); });
+          try {
+            while (true) {
+              if (frames.length > 0) {
+                yield frames.shift()!;
+                continue;
+              }
+              if (ended) break;
+              await new Promise<void>((resolve) => { wake = resolve; });
+              wake = null;
+            }
+            await served;
+          } finally {
+            streams.open -= 1;
+          }
+        },
+      } as never,
+    });
+    return { executor, watcherHub, streams };
+  }
+
+  async function collect(hubToUse: OutputHub, signal = AbortSignal.timeout(5_000)): Promise<string> {
+    let text = '';
+    for await (const event of hubToUse.follow('t1', 1, 'exec', signal)) text += event.text;
+    return text;
+  }
+
+  it('serves every local watcher of one remote attempt from one stream, beyond the per-connection stream limit', async () => {
+    const { executor, watcherHub, streams } = pair();
+    await executor.start();
+    const output = executor.open('t1', 1);
+    output.append('Hello');
+    const watchers = Array.from({ length: 300 }, () => collect(watcherHub));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    output.append(', world');
+    const late = collect(watcherHub);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    executor.end(output, 'completed');
+    const texts = await Promise.all([...watchers, late]);
+    expect(new Set(texts)).toEqual(new Set(['Hello, world']));
+    expect(streams.opened).toBe(1);
+    expect(streams.open).toBe(0);
+    expect(watcherHub.followedRemotely).toBe(0);
+    // A watcher after everyone left opens a new stream and still gets the ended attempt's text.
+    expect(await collect(watcherHub)).toBe('Hello, world');
+    expect(streams.opened).toBe(2);
+  });
+
+  it('closes the shared stream when the last watcher leaves', async () => {
+    const { executor, watcherHub, streams } = pair();
+    await executor.start();
+    executor.open('t1', 1).append('partial');
+    const controllers = [new AbortController(), new AbortController()];
+    const watchers = controllers.map((controller) => collect(watcherHub, controller.signal));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(streams.open).toBe(1);
+    controllers[0]!.abort();
+    await watchers[0];
+    expect(streams.open).toBe(1);
+    controllers[1]!.abort();
+    expect(await watchers[1]).toBe('partial');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(streams.open).toBe(0);
+    expect(watcherHub.followedRemotely).toBe(0);
+  });
+});

@@ -160,6 +160,8 @@ export class OutputHub {
   private readonly deps: OutputHubDeps;
   private readonly limits: OutputLimits;
   private readonly attempts = new Map<string, AttemptOutput>();
+  /** Remote attempts watched from here, by attempt and node. */
+  private readonly mirrors = new Map<string, RemoteAttempt>();
   /** Ended attempts in the order they ended, for eviction. */
   private readonly endedOrder: string[] = [];
   private endedChars = 0;
@@ -340,27 +342,144 @@ export class OutputHub {
       }
       return;
     }
+    // Every watcher here of one remote attempt shares one stream from its node: a stream
+    // per watcher ran into the per-connection stream limit (64), and the watchers beyond
+    // it silently got no output.
+    const key = `${attemptKey(taskId, attempt)}@${nodeId}`;
+    let mirror = this.mirrors.get(key);
+    if (mirror === undefined) {
+      mirror = new RemoteAttempt(taskId, attempt, this.limits.attemptCharsMax, () => this.mirrors.delete(key));
+      this.mirrors.set(key, mirror);
+      void mirror.pump((fromSequence, pumpSignal) => this.requestOutput(taskId, attempt, nodeId, fromSequence, pumpSignal));
+    }
+    yield* mirror.watch(signal);
+  }
+
+  /** Remote attempts followed from here now (one stream each, whatever the watchers). */
+  get followedRemotely(): number {
+    return this.mirrors.size;
+  }
+
+  /** One streamed request for an attempt's chunks from `fromSequence`; yields frames until the remote ends. */
+  private async *requestOutput(taskId: string, attempt: number, nodeId: string, fromSequence: number, signal: AbortSignal): AsyncGenerator<TaskOutputFrame> {
+    const request = taskOutputRequestCodec.encode({ kind: 'task-output', taskId, attempt, fromSequence });
+    for await (const bytes of this.deps.host.request(nodeId, TASK_OUTPUT_PROTOCOL, request, { signal, timeoutMs: this.deps.followTimeoutMs(taskId) })) {
+      yield taskOutputFrameCodec.decode(bytes);
+    }
+  }
+}
+
+/**
+ * What this node has received of an attempt running on another node, shared by every local
+ * watcher of it: filled by one streamed request (resumed from the last chunk seen up to
+ * twice when the stream breaks), bounded like the executor's buffer. The stream closes when
+ * the last watcher leaves; a watcher that comes later starts a new one.
+ */
+class RemoteAttempt {
+  private readonly taskId: string;
+  private readonly attempt: number;
+  private readonly charsMax: number;
+  private readonly onIdle: () => void;
+  private readonly events: TaskOutputEvent[] = [];
+  private chars = 0;
+  private ended = false;
+  private failure: Error | null = null;
+  private watchers = 0;
+  private wakers = new Set<() => void>();
+  private readonly controller = new AbortController();
+
+  constructor(taskId: string, attempt: number, charsMax: number, onIdle: () => void) {
+    this.taskId = taskId;
+    this.attempt = attempt;
+    this.charsMax = charsMax;
+    this.onIdle = onIdle;
+  }
+
+  async pump(request: (fromSequence: number, signal: AbortSignal) => AsyncGenerator<TaskOutputFrame>): Promise<void> {
+    const signal = this.controller.signal;
     let next = 0;
-    for (let tries = 0; tries < 3 && !signal.aborted; tries += 1) {
-      try {
-        const request = taskOutputRequestCodec.encode({ kind: 'task-output', taskId, attempt, fromSequence: next });
-        for await (const bytes of this.deps.host.request(nodeId, TASK_OUTPUT_PROTOCOL, request, { signal, timeoutMs: this.deps.followTimeoutMs(taskId) })) {
-          const frame = taskOutputFrameCodec.decode(bytes);
-          if (frame.kind === 'end') return;
-          for (const event of frame.events) {
-            if (event.taskId !== taskId || event.attempt !== attempt || event.sequence < next) continue;
-            next = event.sequence + 1;
-            yield event;
+    try {
+      for (let tries = 0; tries < 3 && !signal.aborted; tries += 1) {
+        try {
+          for await (const frame of request(next, signal)) {
+            if (frame.kind === 'end') return;
+            for (const event of frame.events) {
+              if (event.taskId !== this.taskId || event.attempt !== this.attempt || event.sequence < next) continue;
+              next = event.sequence + 1;
+              this.add(event);
+            }
+            this.wake();
           }
+          return;
+        } catch (error) {
+          if (signal.aborted) return;
+          if (error instanceof DecodeError || tries === 2) {
+            this.failure = error as Error;
+            return;
+          }
+          log.debug('output stream broke; resuming', { taskId: this.taskId, attempt: this.attempt, next, error: error as Error });
+          await new Promise((resolve) => setTimeout(resolve, 100 * (tries + 1)));
         }
-        return;
-      } catch (error) {
-        if (signal.aborted) return;
-        if (error instanceof DecodeError) throw error;
-        log.debug('output stream broke; resuming', { taskId, attempt, node: nodeId, next, error: error as Error });
-        if (tries === 2) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 100 * (tries + 1)));
+      }
+    } finally {
+      this.ended = true;
+      this.wake();
+    }
+  }
+
+  /** The chunks received so far, then the new ones, until the attempt's end; throws if the stream failed. */
+  async *watch(signal: AbortSignal): AsyncGenerator<TaskOutputEvent> {
+    this.watchers += 1;
+    let next = 0;
+    try {
+      while (!signal.aborted) {
+        const wait = this.changed(signal);
+        const first = this.events[0];
+        const start = first === undefined ? 0 : Math.max(0, next - first.sequence);
+        if (start < this.events.length) {
+          const batch = this.events.slice(start);
+          next = batch.at(-1)!.sequence + 1;
+          yield* batch;
+          continue;
+        }
+        if (this.ended) {
+          if (this.failure !== null) throw this.failure;
+          return;
+        }
+        await wait;
+      }
+    } finally {
+      this.watchers -= 1;
+      if (this.watchers === 0) {
+        this.controller.abort();
+        this.onIdle();
       }
     }
+  }
+
+  private add(event: TaskOutputEvent): void {
+    this.events.push(event);
+    this.chars += event.text.length;
+    // Keep at least the newest chunk, as the executor does.
+    while (this.chars > this.charsMax && this.events.length > 1) this.chars -= this.events.shift()!.text.length;
+  }
+
+  private changed(signal: AbortSignal): Promise<void> {
+    if (this.ended || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.wakers.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.wakers.add(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  private wake(): void {
+    const wakers = this.wakers;
+    this.wakers = new Set();
+    for (const wake of wakers) wake();
   }
 }

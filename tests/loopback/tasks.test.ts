@@ -90,6 +90,21 @@ describe('tasks on three daemons with different models', () => {
     expectStatusesInOrder(events);
   }, 30_000);
 
+  it('200 watchers on one node of a task running on another all get its whole output', async () => {
+    // phi3:mini is only on tasks-c; the watchers are on tasks-a.
+    // 300 tokens at 100 tokens/s: three seconds, for 200 watchers to connect while it runs.
+    const task = await submit(cluster.daemons[0]!, { model: 'phi3:mini', prompt: `${tag} many watchers`, options: { num_predict: 300 } });
+    const streams = await Promise.all(Array.from({ length: 200 }, () => readEvents(cluster.daemons[0]!, task.id, 30_000)));
+    // A watcher that connected after the end gets the final state (with the output) only.
+    const live = streams.filter((events) => events[0]?.type === 'status' && events[0].status !== 'completed');
+    expect(live.length).toBeGreaterThan(150);
+    for (const events of live) {
+      const final = events.at(-1) as Extract<TaskEvent, { type: 'final' }>;
+      expect(final.task.status).toBe('completed');
+      expect(events.filter((event): event is TaskOutputEvent => event.type === 'output').map((event) => event.text).join('')).toBe(final.task.output);
+    }
+  }, 40_000);
+
   it('short tasks\' event streams carry all their output, and say running once before it, like a long one\'s', async () => {
     // 4 tokens at 200-400 tokens/s: over before the 100 ms after which the log records
     // `running`, and often committed as completed before the output reaches a watcher.
