@@ -320,6 +320,7 @@ export class Daemon {
   }
 
   private onRoleChange(): void {
+    this.runtime?.relay.leaderChanged();
     this.membership.publishNow();
     const status = this.cluster.raft?.status();
     const leader = status?.leader ?? null;

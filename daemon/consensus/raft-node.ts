@@ -319,9 +319,33 @@ export class RaftNode<Result> {
       }
     }
     if (applied.length > 0) this.options.onApplied?.(applied);
-    // Proposals stay pending across a leadership change: the entry may still commit (then it
-    // is applied and resolved) or be replaced (then the term check above rejects it).
+    // Proposals stay pending across a change to a known new leader: the entry may still
+    // commit (then it is applied and resolved) or be replaced (then the term check above
+    // rejects it), which that leader settles within moments. With no leader in sight (this
+    // node was cut off), nothing will settle them before their timeout: answer now.
+    if (ready.softState !== null && ready.softState.role !== 'leader' && ready.softState.leader === null) this.abandonPending();
     if (ready.softState !== null) this.options.onSoftState?.();
+  }
+
+  /** Rejects every pending proposal and read: this node lost the leadership and knows no leader. */
+  private abandonPending(): void {
+    if (this.proposals.size > 0) {
+      const error = new HivemeshError(ErrorCode.noQuorum,
+        'this node lost the leadership before the write committed and knows no leader now; its outcome is unknown: retry with the same idempotencyKey', { retryAfterSeconds: 1 });
+      for (const pending of this.proposals.values()) {
+        clearTimeout(pending.timer);
+        pending.reject(error);
+      }
+      this.proposals.clear();
+    }
+    if (this.reads.size > 0) {
+      const error = new HivemeshError(ErrorCode.noLeader, 'this node lost the leadership and knows no leader now', { retryAfterSeconds: 1 });
+      for (const pending of this.reads.values()) {
+        clearTimeout(pending.timer);
+        pending.reject(error);
+      }
+      this.reads.clear();
+    }
   }
 
   /** A failed disk write must not be followed by sends: stop the node's consensus. */

@@ -241,6 +241,16 @@ export class ReportRelay {
   }
 
   /** Ends a batch in flight with its results, or with null (not delivered: fall back). */
+  /**
+   * The known leader changed (or is unknown now): batches sent to another node fall back
+   * at once instead of at their answer timeout. A cut-off leader's connection stays open
+   * for a while, so the disconnect that also triggers this comes late or never.
+   */
+  leaderChanged(): void {
+    const leader = this.deps.leader();
+    for (const [batch, entry] of [...this.inFlightBatches]) if (entry.leader !== leader) this.settle(batch, null);
+  }
+
   private settle(batch: number, results: TaskReportResult[] | null): void {
     const entry = this.inFlightBatches.get(batch);
     if (entry === undefined) return;

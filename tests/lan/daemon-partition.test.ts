@@ -51,7 +51,12 @@ describe.skipIf(unavailable !== null)('leader partitioned on a namespace LAN', (
     // Writes keep arriving at all three nodes from before the cut until after the heal.
     const writer = new ContinuousWriter();
     writer.start(daemons, 'across-partition', { pauseMs: 100 });
-    const toOld: Array<Promise<WriteOutcome>> = [];
+    const toOld: Array<Promise<WriteOutcome & { ms: number }>> = [];
+    const timedSubmit = async (title: string): Promise<WriteOutcome & { ms: number }> => {
+      const started = performance.now();
+      const outcome = await submitTask(old, title, 15_000);
+      return { ...outcome, ms: performance.now() - started };
+    };
     try {
       await waitUntil('writes to flow before the cut', () => writer.acknowledged.length >= 6, 15_000);
       const cutAt = performance.now();
@@ -66,7 +71,7 @@ describe.skipIf(unavailable !== null)('leader partitioned on a namespace LAN', (
         if (status.role === 'leader') {
           oldLeadingUntilMs = performance.now() - cutAt;
           // A write the isolated leader takes in: it must never be acknowledged.
-          if (toOld.length < 3) toOld.push(submitTask(old, `to-isolated-${toOld.length}`, 15_000));
+          if (toOld.length < 3) toOld.push(timedSubmit(`to-isolated-${toOld.length}`));
           return false;
         }
         return true;
@@ -82,16 +87,18 @@ describe.skipIf(unavailable !== null)('leader partitioned on a namespace LAN', (
       for (let index = 0; index < 3; index++) acknowledged.push((await writeUntilAcknowledged(majority, `during-partition-${index}`, 10_000)).task.id);
 
       // Writes to the isolated node while it is cut off, as a follower now.
-      toOld.push(submitTask(old, 'to-isolated-follower', 15_000));
+      toOld.push(timedSubmit('to-isolated-follower'));
       const outcomes = await Promise.all(toOld);
       for (const outcome of outcomes) {
         expect(outcome.status, `the isolated old leader answered a write with ${outcome.status} (${outcome.errorCode})`).toBe(503);
+        // Answered once it stepped down (it knows no leader then), not at the 5 s proposal timeout.
+        expect(outcome.ms, 'a write in flight on the isolated leader').toBeLessThan(stepDownMs + 2_500);
       }
       const oldStatus = await clusterStatus(old);
       expect(oldStatus!.role).not.toBe('leader');
       // Cut off, it knows no leader: it says it is not ready, so a load balancer skips it.
       await waitUntil('the isolated node to report not ready', async () => (await old.api('/health/ready', { token: null, timeoutMs: 1_000 })).status === 503, 10_000, 100);
-      console.log(`[measure] LAN partition of the leader: it last said leader ${oldLeadingUntilMs.toFixed(0)} ms after the cut and had stepped down by ${stepDownMs.toFixed(0)} ms; majority leader after ${electedMs.toFixed(0)} ms, first write acknowledged after ${writableMs.toFixed(0)} ms; writes to the isolated node: ${outcomes.map((outcome) => `${outcome.status}/${outcome.errorCode}`).join(',')}`);
+      console.log(`[measure] LAN partition of the leader: it last said leader ${oldLeadingUntilMs.toFixed(0)} ms after the cut and had stepped down by ${stepDownMs.toFixed(0)} ms; majority leader after ${electedMs.toFixed(0)} ms, first write acknowledged after ${writableMs.toFixed(0)} ms; writes to the isolated node: ${outcomes.map((outcome) => `${outcome.status}/${outcome.errorCode} in ${outcome.ms.toFixed(0)} ms`).join(',')}`);
       // CheckQuorum: leadership without a quorum ends within about an election timeout
       // (plus the sampling period and scheduling on a busy machine).
       expect(stepDownMs).toBeLessThan(2 * electionTimeoutMs + 1_500);
