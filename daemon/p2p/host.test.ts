@@ -2,7 +2,7 @@
 // ordered one-way messages, bootstrap redial, and peer exchange.
 import { afterEach, describe, expect, it } from 'vitest';
 import { setLogLevel } from '../log.ts';
-import { FrameTooLargeError, PeerUnreachableError, RequestFailedError, RequestTimeoutError, type P2PHost } from './host.ts';
+import { FrameTooLargeError, PeerUnreachableError, RequestFailedError, RequestTimeoutError, isHandshakeFailure, type P2PHost } from './host.ts';
 import { loopbackAddress, newClusterKey, startLoopbackHost, waitFor } from './test-helpers.ts';
 
 setLogLevel('error');
@@ -20,6 +20,28 @@ afterEach(async () => {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+
+describe('isHandshakeFailure', () => {
+  const named = (name: string, message: string, code?: string) => Object.assign(new Error(message), { name }, code === undefined ? {} : { code });
+
+  it('finds a reset handshake inside the error of a dial to several addresses (as mDNS announces them)', () => {
+    // What libp2p threw in a LAN audit: the LAN address reset by a node with another key, and
+    // the announced 127.0.0.1 reaching this node itself.
+    const dial = new AggregateError([
+      named('EncryptionFailedError', 'read ECONNRESET', 'ECONNRESET'),
+      named('EncryptionFailedError', 'Payload identity key 12D3KooWA does not match expected remote identity key 12D3KooWB'),
+    ], 'All multiaddr dials failed');
+    expect(isHandshakeFailure(dial)).toBe(true);
+    expect(isHandshakeFailure(named('Error', 'dial failed', undefined))).toBe(false);
+    expect(isHandshakeFailure(Object.assign(new Error('wrapped'), { cause: named('EncryptionFailedError', 'read ECONNRESET') }))).toBe(true);
+  });
+
+  it('does not blame the key for a peer that is down or unreachable', () => {
+    expect(isHandshakeFailure(new AggregateError([named('Error', 'connect ECONNREFUSED 10.0.0.2:7421', 'ECONNREFUSED'), named('TimeoutError', 'The operation timed out')], 'All multiaddr dials failed'))).toBe(false);
+    expect(isHandshakeFailure(named('Error', 'connect EHOSTUNREACH', 'EHOSTUNREACH'))).toBe(false);
+    expect(isHandshakeFailure(null)).toBe(false);
+  });
+});
 
 describe('P2PHost', () => {
   it('connects to a bootstrap peer and exchanges gossip signed by the sender', async () => {

@@ -82,10 +82,17 @@ export interface P2PHostEvents {
   'handshake-failing': { address: string; failures: number; detail: string };
 }
 
-/** Dial failures that mean the peer answered but would not finish the handshake (pnet, noise). */
-function isHandshakeFailure(error: unknown): boolean {
-  const text = `${(error as Error)?.name ?? ''} ${(error as Error)?.message ?? ''} ${(error as { code?: string })?.code ?? ''}`;
-  if (/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|timed? ?out|Timeout|abort/i.test(text)) return false;
+/**
+ * Dial failures that mean the peer answered but would not finish the handshake (pnet,
+ * noise). A dial of several addresses (as mDNS announces them) fails with an AggregateError
+ * of one error per address: any of them counts, as does a cause.
+ */
+export function isHandshakeFailure(error: unknown, depth = 0): boolean {
+  if (error === null || typeof error !== 'object' || depth > 4) return false;
+  const nested = [...((error as { errors?: unknown }).errors instanceof Array ? (error as { errors: unknown[] }).errors : []), (error as { cause?: unknown }).cause];
+  if (nested.some((inner) => isHandshakeFailure(inner, depth + 1))) return true;
+  const text = `${(error as Error).name ?? ''} ${(error as Error).message ?? ''} ${(error as { code?: string }).code ?? ''}`;
+  if (/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|timed? ?out|Timeout|abort|All multiaddr dials failed/i.test(text)) return false;
   return /ECONNRESET|EPIPE|reset|ended|end of|decrypt|handshake|invalid|unexpected/i.test(text);
 }
 
@@ -809,6 +816,12 @@ export class P2PHost extends EventTarget {
 
   #noteHandshakeFailure(address: string, failures: number): void {
     if (failures !== handshakeFailuresReported) return;
+    if ((this.#node?.getConnections().length ?? 0) > 0) {
+      // This node is in a mesh that works: the peer is the odd one out (another cluster on
+      // the same LAN, or a node started with the wrong key, which raises the alert itself).
+      log.info(`cannot finish a connection with ${address} (${failures} handshake failures in a row): it is most likely a node of another cluster (another cluster key)`);
+      return;
+    }
     const detail = `cannot finish a connection with ${address}: the peer resets it during the handshake (${failures} times in a row). ` +
       'Most often its cluster key differs from ours: copy cluster.key from a node of that cluster and start this node with --secret-file <path>.';
     log.warn(detail);

@@ -119,7 +119,13 @@ describe.skipIf(unavailable !== null)('daemon mesh on a namespace LAN (mDNS only
     const strangerCluster = await clusterStatus(stranger);
     const memberCluster = await clusterStatus(members[0]!);
     expect(strangerCluster!.clusterKeyFingerprint).not.toBe(memberCluster!.clusterKeyFingerprint);
-  }, 45_000);
+    // Found by mDNS alone, the members' connections fail in the handshake: the stranger says why.
+    const alert = await waitUntil('the stranger to raise handshake-failing', async () => {
+      const status = await clusterStatus(stranger);
+      return status?.alerts.find((candidate) => candidate.kind === 'handshake-failing') ?? null;
+    }, 20_000, 250);
+    expect(alert.message).toMatch(/cluster key/);
+  }, 60_000);
 
   it('a daemon killed with SIGKILL goes suspect, then dead, on the others', async () => {
     const victim = members[2]!;
