@@ -1,5 +1,7 @@
 // The CLI's entry: --help on any client command prints the usage and succeeds; unknown
 // commands fail with a pointer to it.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from './main.ts';
 
@@ -29,6 +31,35 @@ describe('hivemesh CLI', () => {
   it('refuses a --url that is not an http(s) URL before contacting anything', async () => {
     await expect(main(['status', '--url', 'notaurl'])).rejects.toThrow(/--url "notaurl" is not an http\(s\) URL/);
     await expect(main(['tasks', '--url', 'ftp://host'])).rejects.toThrow(/is not an http\(s\) URL/);
+  });
+
+  it('says the connection was lost, and that the task goes on, when the daemon dies during --follow', async () => {
+    // A daemon that answers the submit, starts the task's event stream, then dies mid-stream.
+    const task = { id: 't_lost1', status: 'queued', attempt: 0 };
+    const server = http.createServer((request, response) => {
+      if (request.method === 'POST') {
+        response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify(task));
+      } else if (request.url?.endsWith('/events')) {
+        response.writeHead(200, { 'content-type': 'text/event-stream' });
+        response.write(`event: status\ndata: ${JSON.stringify({ type: 'status', taskId: task.id, status: 'running', attempt: 1, node: 'n2', at: 1, reason: null })}\n\n`);
+        setTimeout(() => request.socket.destroy(), 50);
+      } else {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const mode of ['--follow', '--wait']) {
+        await expect(main(['submit', '--url', url, '--token', 'x', '--model', 'm', mode, 'hello'])).rejects.toThrow(
+          /lost the connection to the daemon at http:\/\/127\.0\.0\.1:\d+ while following task t_lost1 .*the task goes on in the cluster: `hivemesh task t_lost1`/,
+        );
+      }
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('refuses an unknown command and says where the commands are', async () => {

@@ -84,32 +84,39 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
     if (midLine) process.stderr.write('\n');
     midLine = false;
   };
-  for await (const { data } of client.events(`/api/tasks/${encodeURIComponent(id)}/events`)) {
-    const event = data as TaskEvent;
-    if (event.type === 'output' && printOutput) {
-      if (event.attempt !== printedAttempt) {
-        if (printedAttempt !== 0) {
-          breakLine();
-          process.stderr.write(`[attempt ${event.attempt} on another node; output starts over]\n`);
+  try {
+    for await (const { data } of client.events(`/api/tasks/${encodeURIComponent(id)}/events`)) {
+      const event = data as TaskEvent;
+      if (event.type === 'output' && printOutput) {
+        if (event.attempt !== printedAttempt) {
+          if (printedAttempt !== 0) {
+            breakLine();
+            process.stderr.write(`[attempt ${event.attempt} on another node; output starts over]\n`);
+          }
+          printedAttempt = event.attempt;
+          printedSequence = -1;
         }
-        printedAttempt = event.attempt;
-        printedSequence = -1;
+        if (event.sequence > printedSequence && event.text !== '') {
+          textOut.write(event.text);
+          midLine = !event.text.endsWith('\n');
+          textOpen = midLine;
+          printedSequence = event.sequence;
+        }
+      } else if (event.type === 'status') {
+        if (printOutput) {
+          breakLine();
+          process.stderr.write(`[${event.status}${event.node === null ? '' : ` on ${shortId(event.node)}`}${event.reason === null ? '' : `: ${event.reason}`}]\n`);
+        }
+      } else if (event.type === 'final') {
+        final = event.task;
+        break;
       }
-      if (event.sequence > printedSequence && event.text !== '') {
-        textOut.write(event.text);
-        midLine = !event.text.endsWith('\n');
-        textOpen = midLine;
-        printedSequence = event.sequence;
-      }
-    } else if (event.type === 'status') {
-      if (printOutput) {
-        breakLine();
-        process.stderr.write(`[${event.status}${event.node === null ? '' : ` on ${shortId(event.node)}`}${event.reason === null ? '' : `: ${event.reason}`}]\n`);
-      }
-    } else if (event.type === 'final') {
-      final = event.task;
-      break;
     }
+  } catch (error) {
+    if (error instanceof CliError) throw error;
+    // The daemon went away mid-stream (killed, restarted, network): the task does not.
+    breakLine();
+    throw new CliError(`lost the connection to the daemon at ${client.url} while following task ${id} (${(error as Error).message}); the task goes on in the cluster: \`hivemesh task ${id}\` shows it (add --url http://OTHER-NODE:7420 if this daemon is down)`);
   }
   if (final === null) {
     throw new CliError(`the event stream of task ${id} ended early; see \`hivemesh task ${id}\``);
