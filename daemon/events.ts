@@ -63,6 +63,11 @@ export class EventBus {
     }
   }
 
+  /** True when no more streams may subscribe (subscribersMax): answer 429 before starting one. */
+  get full(): boolean {
+    return this.subscribers.size >= subscribersMax;
+  }
+
   /** Events from now on, until the signal aborts (or the subscriber overflows). */
   async *subscribe(signal: AbortSignal, filter: (event: ClusterEvent) => boolean = () => true): AsyncGenerator<ClusterEvent> {
     if (this.subscribers.size >= subscribersMax) throw new Error(`over ${subscribersMax} event streams are open on this node`);

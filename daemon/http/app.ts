@@ -17,6 +17,8 @@ const coercingAjv = new Ajv({ ...ajvOptions, coerceTypes: 'array' });
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
+    /** Whether the request's token still may do the route's action (revoked since?): long streams ask. */
+    stillAllowed: (() => boolean) | null;
   }
   interface FastifyContextConfig {
     /** What the route does, for role checks; routes without one need no token. */
@@ -93,6 +95,7 @@ export async function buildApp(options: BuildAppOptions): Promise<App> {
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strictAjv : coercingAjv).compile(schema));
 
   app.decorateRequest('principal', null);
+  app.decorateRequest('stillAllowed', null);
 
   app.addHook('onRequest', async (request, reply) => {
     const action = request.routeOptions.config?.action;
@@ -110,6 +113,10 @@ export async function buildApp(options: BuildAppOptions): Promise<App> {
       return sendError(reply, new HivemeshError(ErrorCode.forbidden, `a token with role "${principal.role}" may not ${action}; ask an admin for a token with a role that may`));
     }
     request.principal = principal;
+    request.stillAllowed = () => {
+      const now = services.authenticate(token);
+      return now !== null && services.can(now.role, action);
+    };
   });
 
   app.setErrorHandler((error: FastifyError | HivemeshError | Error, request, reply) => {

@@ -10,6 +10,10 @@ export interface SseMessage {
 }
 
 const keepAliveMs = 15_000;
+/** How often a stream checks that its token was not revoked (at the next event or keep-alive). */
+const reauthorizeEveryMs = 1_000;
+
+const revokedMessage = 'the token of this stream was revoked (or lost the role it needs); reconnect with a valid token';
 
 export async function streamSse(request: FastifyRequest, reply: FastifyReply, source: (signal: AbortSignal) => AsyncIterable<SseMessage>): Promise<void> {
   const controller = new AbortController();
@@ -25,10 +29,28 @@ export async function streamSse(request: FastifyRequest, reply: FastifyReply, so
   const close = () => controller.abort();
   request.raw.once('close', close);
   raw.once('close', close);
-  const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), keepAliveMs);
+  // A token revoked while its stream is open stops the stream too, as it would any request.
+  let checkedAt = performance.now();
+  const allowed = (): boolean => {
+    if (request.stillAllowed === null || performance.now() - checkedAt < reauthorizeEveryMs) return true;
+    checkedAt = performance.now();
+    return request.stillAllowed();
+  };
+  const refuse = () => {
+    raw.write(`event: error\ndata: ${JSON.stringify({ error: { code: 'unauthorized', message: revokedMessage } })}\n\n`);
+    controller.abort();
+  };
+  const keepAlive = setInterval(() => {
+    if (!allowed()) refuse();
+    else raw.write(': keep-alive\n\n');
+  }, keepAliveMs);
   try {
     for await (const message of source(controller.signal)) {
       if (controller.signal.aborted) break;
+      if (!allowed()) {
+        refuse();
+        break;
+      }
       const lines = [`event: ${message.event}`];
       if (message.id !== undefined) lines.push(`id: ${message.id}`);
       for (const line of JSON.stringify(message.data).split('\n')) lines.push(`data: ${line}`);

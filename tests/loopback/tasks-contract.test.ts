@@ -10,6 +10,7 @@ import type { Task, TaskList } from '../../protocol/tasks.ts';
 import { standinText } from '../ollama-standin/catalog.ts';
 import { absentModel, clusterStatus, type MeshDaemon } from '../support/cluster.ts';
 import { cliEntry, ProcessGroup, waitUntil } from '../support/processes.ts';
+import { sseData } from '../support/sse.ts';
 import { promptSha, readEvents, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster } from './tasks-helpers.ts';
 
 interface Answer<T = unknown> { status: number; body: T; headers: Headers }
@@ -256,8 +257,22 @@ describe('the task API and the CLI, on the leader and on followers', () => {
     const byOperator = await call<Task>(followers[1]!, 'POST', '/api/tasks', { body: JSON.stringify({ model: 'llama3.2:1b', prompt: `${tag} by operator` }), token: operator.token });
     expect(byOperator.status).toBe(201);
 
+    // A cluster event stream opened with the token before it is revoked.
+    const streamResponse = await fetch(`${followers[1]!.apiUrl}/api/events`, { headers: { authorization: `Bearer ${operator.token}` }, signal: AbortSignal.timeout(20_000) });
+    expect(streamResponse.status).toBe(200);
+    const streamed: Array<{ type?: string; error?: { code: string; message: string } }> = [];
+    const streamEnded = (async () => {
+      for await (const event of sseData<{ type?: string; error?: { code: string; message: string } }>(streamResponse)) streamed.push(event);
+    })();
+
     const revoked = await call(leader, 'DELETE', `/api/tokens/${operator.id}`);
     expect(revoked.status).toBe(200);
+    // The open stream ends at its next event once the revocation is known there, with the reason.
+    await waitUntil('the stream opened with the revoked token to end', async () => {
+      await call(leader, 'POST', '/api/tasks', { body: JSON.stringify({ model: absentModel, prompt: `${tag} after revocation ${Date.now()}` }) });
+      return Promise.race([streamEnded.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 500))]);
+    }, 15_000, 0);
+    expect(streamed.at(-1)?.error).toMatchObject({ code: 'unauthorized', message: expect.stringMatching(/revoked/) });
     for (const daemon of cluster.daemons) {
       await waitUntil(`${daemon.spec.name} to refuse the revoked token`, async () =>
         (await call(daemon, 'GET', '/api/tasks?limit=1', { token: operator.token })).status === 401, 10_000, 50);

@@ -3,7 +3,8 @@
 import { Type } from '@sinclair/typebox';
 import { ErrorBody } from '../../../protocol/api.ts';
 import { Task, TaskId, TaskList, TaskListQuery, TaskPin, TaskSubmit, validateTaskSubmit, validationError } from '../../../protocol/tasks.ts';
-import type { EventBus } from '../../events.ts';
+import { ErrorCode, HivemeshError } from '../../../protocol/errors.ts';
+import { subscribersMax, type EventBus } from '../../events.ts';
 import type { TaskService } from '../../tasks/service.ts';
 import type { App } from '../app.ts';
 import { streamSse } from '../sse.ts';
@@ -40,14 +41,21 @@ export function taskRoutes(tasks: TaskService, bus: EventBus) {
     app.delete('/api/tasks/:id', { config: { action: 'cancel' }, schema: { params: IdParams, response: { 200: Task, ...errors } } }, async (request) =>
       tasks.cancel(request.params.id, `cancelled by ${request.principal?.name ?? 'a client'}`));
 
+    /** 429 before a stream starts, rather than an error event inside an accepted one. */
+    const roomForStream = () => {
+      if (bus.full) throw new HivemeshError(ErrorCode.rateLimited, `over ${subscribersMax} event streams are open on this node; close some, or use another node`, { retryAfterSeconds: 5 });
+    };
+
     app.get('/api/tasks/:id/events', { config: { action: 'read' }, schema: { params: IdParams } }, async (request, reply) => {
       await tasks.find(request.params.id); // 404 before the stream starts
+      roomForStream();
       await streamSse(request, reply, async function* (signal) {
         for await (const event of tasks.events(request.params.id, signal)) yield { event: event.type, data: event };
       });
     });
 
     app.get('/api/events', { config: { action: 'read' } }, async (request, reply) => {
+      roomForStream();
       await streamSse(request, reply, async function* (signal) {
         yield { event: 'hello', data: { at: Date.now() } };
         for await (const event of bus.subscribe(signal)) yield { event: event.type, data: event };
