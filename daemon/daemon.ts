@@ -332,6 +332,7 @@ export class Daemon {
 
   /** Once a second: make this node's admin token valid cluster-wide (replicated as a hash). */
   private maintain(): void {
+    this.refreshConditionAlerts();
     const raft = this.cluster.raft;
     if (raft === null || raft.brief().leader === null || this.adminTokenProposal !== null) return;
     if (this.state.current.findTokenByHash(this.adminTokenHash) !== undefined) return;
@@ -348,12 +349,47 @@ export class Daemon {
       .finally(() => { this.adminTokenProposal = null; });
   }
 
-  private raiseAlert(kind: string, message: string): void {
-    if (!this.alerts.has(kind)) {
-      log.error(message);
+  /**
+   * Raises (or updates) an alert: logged and published on /api/events when it first
+   * appears, with the time it appeared. `key` tells apart alerts of one kind (one per node).
+   */
+  private raiseAlert(kind: string, message: string, options: { key?: string; log?: boolean } = {}): void {
+    const key = options.key ?? kind;
+    if (!this.alerts.has(key)) {
+      if (options.log !== false) log.error(message);
       this.bus.publish({ type: 'alert', at: Date.now(), kind, message });
     }
-    this.alerts.set(kind, { kind, message, since: this.alerts.get(kind)?.since ?? new Date().toISOString() });
+    this.alerts.set(key, { kind, message, since: this.alerts.get(key)?.since ?? new Date().toISOString() });
+  }
+
+  /**
+   * Alerts that last as long as a condition (checked every second): Ollama unreachable here
+   * or on another live node (from its heartbeat), another cluster with our key on the LAN.
+   */
+  private refreshConditionAlerts(): void {
+    const present = new Set<string>();
+    const ollama = this.probe.ollama.current();
+    if (!ollama.reachable) {
+      present.add('ollama-unreachable');
+      // The probe has logged it already.
+      this.raiseAlert('ollama-unreachable', ollama.error ?? `Ollama is not reachable at ${this.config.ollamaUrl}`, { log: false });
+    }
+    for (const member of this.membership.members()) {
+      const heartbeat = member.heartbeat;
+      if (member.state !== 'alive' || heartbeat === null || member.nodeId === this.host.peerId || heartbeat.ollama.reachable) continue;
+      const key = `ollama-unreachable:${member.nodeId}`;
+      present.add(key);
+      this.raiseAlert('ollama-unreachable', `on node ${heartbeat.name}: ${heartbeat.ollama.error ?? 'Ollama is not reachable'} (that node takes no work until it answers)`, { key, log: false });
+    }
+    for (const foreign of this.cluster.foreign()) {
+      const key = `second-cluster:${foreign.clusterId}`;
+      present.add(key);
+      this.raiseAlert('second-cluster', `another cluster (${foreign.clusterId}) uses the same cluster key on this LAN (nodes ${foreign.nodes.join(', ')}). ` +
+        'Pick one cluster: stop the nodes of the other, delete their <data-dir>/db, and start them again so they join this one.', { key });
+    }
+    for (const [key, alert] of this.alerts) {
+      if ((alert.kind === 'ollama-unreachable' || alert.kind === 'second-cluster') && !present.has(key)) this.alerts.delete(key);
+    }
   }
 
   private raftRole(): RaftRole {
@@ -474,17 +510,8 @@ export class Daemon {
       counts[member.state] += 1;
     }
     const taskCounts = this.state.current.countsByStatus();
+    this.refreshConditionAlerts();
     const alerts: Alert[] = [...this.alerts.values()];
-    for (const foreign of this.cluster.foreign()) {
-      alerts.push({
-        kind: 'second-cluster',
-        since: new Date().toISOString(),
-        message: `another cluster (${foreign.clusterId}) uses the same cluster key on this LAN (nodes ${foreign.nodes.join(', ')}). ` +
-          'Pick one cluster: stop the nodes of the other, delete their <data-dir>/db, and start them again so they join this one.',
-      });
-    }
-    const self = this.probe.snapshot();
-    if (!self.ollama.reachable) alerts.push({ kind: 'ollama-unreachable', since: new Date().toISOString(), message: self.ollama.error ?? `Ollama is not reachable at ${this.config.ollamaUrl}` });
     return {
       clusterId: this.cluster.clusterId,
       nodeId: this.host.peerId,

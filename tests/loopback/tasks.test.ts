@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TaskEvent, TaskOutputEvent } from '../../protocol/tasks.ts';
 import { standinText } from '../ollama-standin/catalog.ts';
 import { agentsStatus } from '../support/cluster.ts';
+import { sseData } from '../support/sse.ts';
 import { ProcessGroup, waitUntil } from '../support/processes.ts';
 import {
   getTask, promptSha, readEvents, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster,
@@ -202,4 +203,27 @@ describe('tasks on three daemons with different models', () => {
     const { body } = await subject!.api<{ alerts: Array<{ kind: string; message: string }> }>('/api/status/cluster');
     expect(body.alerts.find((alert) => alert.kind === 'too-many-models')?.message).toMatch(/400 models installed; .* carries \d+ of them/);
   }, 40_000);
+
+  it('an unreachable Ollama is an alert with a steady since, published once, and listed on the other nodes too', async () => {
+    const [subject, observer] = cluster.daemons.filter((daemon) => daemon.running);
+    const standin = cluster.standins[cluster.daemons.indexOf(subject!)]!;
+    const events = await fetch(`${observer!.apiUrl}/api/events`, { headers: { authorization: `Bearer ${observer!.adminToken}` }, signal: AbortSignal.timeout(30_000) });
+    const published: Array<{ type: string; kind?: string; message?: string }> = [];
+    void (async () => {
+      for await (const event of sseData<{ type: string; kind?: string; message?: string }>(events)) published.push(event);
+    })().catch(() => undefined);
+    standin.failNext(100_000, { status: 500, scope: 'all' });
+    type Status = { alerts: Array<{ kind: string; message: string; since: string }> };
+    const alertOn = async (daemon: typeof subject) => (await daemon!.api<Status>('/api/status/cluster')).body.alerts.find((alert) => alert.kind === 'ollama-unreachable');
+    const own = await waitUntil('the alert on the node itself', () => alertOn(subject), 20_000, 200);
+    const seen = await waitUntil('the alert on another node', () => alertOn(observer), 20_000, 200);
+    expect(seen.message).toContain(`on node ${subject!.spec.name}`);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect((await alertOn(subject))?.since).toBe(own.since);
+    expect((await alertOn(observer))?.since).toBe(seen.since);
+    expect(published.filter((event) => event.type === 'alert' && event.kind === 'ollama-unreachable')).toHaveLength(1);
+    standin.reset();
+    await waitUntil('the alert to clear on both', async () => (await alertOn(subject)) === undefined && (await alertOn(observer)) === undefined, 20_000, 200);
+    await events.body?.cancel().catch(() => undefined);
+  }, 60_000);
 });

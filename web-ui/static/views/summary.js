@@ -70,10 +70,12 @@ export function renderAlerts(container, status, nodes, nowMs) {
       'New tasks cannot be scheduled until a majority of the voting nodes can reach each other. Check that the voters listed by ',
       h('code', null, 'hivemesh status'), ' are running and can reach each other.'));
   }
+  // The node answering lists every live node's unreachable Ollama among its alerts; from
+  // the heartbeats only when it does not (an older daemon).
   const serverSaysOllama = status.alerts.some((alert) => /ollama/i.test(alert.kind));
   for (const node of nodes) {
     if (node.state !== 'alive' || node.ollama.reachable) continue;
-    if (node.self && serverSaysOllama) continue;
+    if (serverSaysOllama) continue;
     items.push(h('div', { class: 'alert alert-warn' }, h('strong', null, `Ollama is down on ${node.name}.`),
       `${node.ollama.error ?? 'it does not answer'} (${node.ollama.url}). That node takes no tasks until Ollama answers again.`));
   }
