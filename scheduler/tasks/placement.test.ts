@@ -246,6 +246,26 @@ describe('planAssignments', () => {
     expect(planAssignments(h.state, [node('b', warm), node('a', warm)], [], 0).assignments[0]?.node).toBe('a');
   });
 
+  it('sends a retry to a node where the task has not failed, unless no other node can run it', () => {
+    const h = new Harness();
+    h.submit('t', { maxAttempts: 5 });
+    const fast = node('a', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 200 } });
+    const slow = node('b', { tokensPerSecond: { llama3: 20 } });
+    let plan = planAssignments(h.state, [fast, slow], [], 0);
+    expect(plan.assignments[0]?.node).toBe('a');
+    commit(h, plan, 0);
+    h.fail('t', 1, true, 1_000);
+    // The fastest, warm node failed it: the retry goes to the slow cold one, after its backoff.
+    plan = planAssignments(h.state, [fast, slow], [], 60_000);
+    expect(plan.assignments[0]).toMatchObject({ taskId: 't', node: 'b', attempt: 2 });
+    commit(h, plan, 60_000);
+    h.fail('t', 2, true, 61_000);
+    // Failed everywhere it can run: any node again, the best first.
+    expect(planAssignments(h.state, [fast, slow], [], 120_000).assignments[0]).toMatchObject({ node: 'a', attempt: 3 });
+    // A node that cannot run it does not count as an alternative.
+    expect(planAssignments(h.state, [fast, node('c', { modelsInstalled: ['other'] })], [], 120_000).assignments[0]?.node).toBe('a');
+  });
+
   it('uses bids when present and falls back to estimates when missing', () => {
     const h = new Harness();
     h.submit('t');

@@ -451,7 +451,12 @@ export function planAssignments(
       waiting.push({ taskId: record.id, reason: known.ineligible });
       continue;
     }
-    const candidates = known.candidates;
+    // A retry goes elsewhere when it can: a node where this task failed (its Ollama erred,
+    // timed out) or was lost is tried again only when no other node could run it.
+    const triedOn = record.attempts.length === 0 || record.pinnedNode !== null ? null
+      : new Set(record.attempts.filter((attempt) => attempt.status === 'failed' || attempt.status === 'lost').map((attempt) => attempt.node));
+    const untried = triedOn === null || triedOn.size === 0 ? known.candidates : known.candidates.filter((candidate) => !triedOn.has(candidate.node.id));
+    const candidates = untried.length > 0 ? untried : known.candidates;
     // Busy nodes count too: a task is better left queued for a few seconds when a much
     // faster node will free a slot soon than started on a slow free one (late binding). A
     // busy node's estimate includes the tasks already left waiting for it this round, so a
