@@ -97,6 +97,15 @@ export async function buildApp(options: BuildAppOptions): Promise<App> {
   app.decorateRequest('principal', null);
   app.decorateRequest('stillAllowed', null);
 
+  // Many clients send `content-type: application/json` on every request, a DELETE or GET
+  // without a body included: that is not an empty JSON body to refuse, it is no body.
+  app.addHook('onRequest', async (request) => {
+    if ((request.method === 'DELETE' || request.method === 'GET' || request.method === 'HEAD')
+      && request.headers['transfer-encoding'] === undefined && Number(request.headers['content-length'] ?? 0) === 0) {
+      delete request.headers['content-type'];
+    }
+  });
+
   app.addHook('onRequest', async (request, reply) => {
     const action = request.routeOptions.config?.action;
     if (action === undefined) return;
