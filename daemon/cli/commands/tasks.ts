@@ -72,12 +72,14 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   let final: Task | null = null;
   let printedSequence = -1;
   let printedAttempt = 0;
-  // Output goes to stdout and status lines to stderr; in a terminal they share the screen,
-  // so a status line after output that did not end its line starts on a new one. That line
-  // break goes to stderr: stdout keeps exactly the generated text (redirected to a file, a
-  // status arriving mid-stream must not split it), plus one final newline at the end. With
-  // --json, stdout holds only the final task as JSON and the text streams to stderr.
-  const textOut = json ? process.stderr : process.stdout;
+  // On a terminal the text streams to stdout and status lines to stderr; they share the
+  // screen, so a status line after output that did not end its line starts on a new one
+  // (that line break goes to stderr). Redirected to a file or a pipe, stdout gets exactly the
+  // final answer once the task ends (a retried attempt starts its text over, which a file
+  // cannot take back) and the live text goes to stderr. With --json, stdout holds only the
+  // final task as JSON and the text streams to stderr.
+  const liveToStdout = !json && process.stdout.isTTY === true;
+  const textOut = liveToStdout ? process.stdout : process.stderr;
   let midLine = false;
   let textOpen = false;
   const breakLine = () => {
@@ -121,7 +123,7 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   if (final === null) {
     throw new CliError(`the event stream of task ${id} ended early; see \`hivemesh task ${id}\``);
   }
-  if (printOutput && printedAttempt !== final.attempt && (final.output ?? '') !== '') {
+  if (liveToStdout && printOutput && printedAttempt !== final.attempt && (final.output ?? '') !== '') {
     // None of the final attempt's output reached us live (the stream waits for it only so
     // long): the stored output is the answer.
     breakLine();
@@ -131,7 +133,7 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   }
   if (textOpen) textOut.write('\n');
   if (json) process.stdout.write(`${JSON.stringify(final, null, 2)}\n`);
-  else if (!printOutput) process.stdout.write(`${final.output ?? ''}\n`);
+  else if (!printOutput || !liveToStdout) process.stdout.write(`${final.output ?? ''}\n`);
   if (final.status !== 'completed') {
     process.stderr.write(`task ${id} ${final.status}${final.error === null ? '' : `: ${final.error}`}\n`);
     return 1;
