@@ -20,6 +20,11 @@ export const Action = Type.Union([
 export type Action = Static<typeof Action>;
 export const actions: readonly Action[] = ['read', 'submit', 'cancel', 'assign', 'manageTokens', 'administer'];
 
+/** What each action is, in words, for refusals people read. */
+export const actionWords: Record<Action, string> = {
+  read: 'read', submit: 'submit tasks', cancel: 'cancel tasks', assign: 'pin tasks to nodes', manageTokens: 'manage tokens', administer: 'administer the cluster',
+};
+
 // The table itself, so the README and the tests can print and check it as data.
 export const permissions: Readonly<Record<Role, readonly Action[]>> = {
   admin: actions,

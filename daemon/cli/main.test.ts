@@ -62,6 +62,39 @@ describe('hivemesh CLI', () => {
     }
   });
 
+  it('retries a submit answered 503 (a leader election) with the same idempotency key', async () => {
+    const keys: string[] = [];
+    const server = http.createServer((request, response) => {
+      if (request.method !== 'POST') {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
+        return;
+      }
+      let text = '';
+      request.on('data', (chunk: Buffer) => { text += chunk.toString(); });
+      request.on('end', () => {
+        keys.push((JSON.parse(text) as { idempotencyKey: string }).idempotencyKey);
+        if (keys.length < 3) {
+          response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(JSON.stringify({ error: { code: 'no_leader', message: 'no leader is known', details: null } }));
+        } else {
+          response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 't_retried', status: 'queued' }));
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const output = captureStdout();
+    try {
+      await expect(main(['submit', '--url', url, '--token', 'x', '--model', 'm', 'hello'])).resolves.toBe(0);
+      expect(output()).toBe('t_retried\n');
+      expect(keys).toHaveLength(3);
+      expect(new Set(keys).size).toBe(1);
+      expect(keys[0]).toMatch(/^cli-/);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 15_000);
+
   it('refuses an unknown command and says where the commands are', async () => {
     await expect(main(['frobnicate'])).rejects.toThrow(/unknown command "frobnicate".*hivemesh --help/);
   });

@@ -6,6 +6,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { ErrorCode, HivemeshError, httpStatusOf } from '../../protocol/errors.ts';
 import { httpBodyBytesMax } from '../../protocol/limits.ts';
+import { actionWords } from '../../protocol/tokens.ts';
 import type { Action, HttpServices, Principal } from './services.ts';
 import { statusRoutes } from './routes/status.ts';
 import { staticRoutes } from './routes/static.ts';
@@ -119,7 +120,7 @@ export async function buildApp(options: BuildAppOptions): Promise<App> {
       return sendError(reply, new HivemeshError(ErrorCode.unauthorized, 'the bearer token is not valid on this cluster (mistyped, revoked, or from another cluster)'));
     }
     if (!services.can(principal.role, action)) {
-      return sendError(reply, new HivemeshError(ErrorCode.forbidden, `a token with role "${principal.role}" may not ${action}; ask an admin for a token with a role that may`));
+      return sendError(reply, new HivemeshError(ErrorCode.forbidden, `a token with role "${principal.role}" may not ${actionWords[action]}; ask an admin for a token with a role that may`));
     }
     request.principal = principal;
     request.stillAllowed = () => {

@@ -8,7 +8,7 @@ import type { AgentsStatus, ClusterStatus } from '../../protocol/api.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import { listLimitMax, taskPriorityMax, taskPriorityMin } from '../../protocol/limits.ts';
 import { taskStatuses, type Task } from '../../protocol/tasks.ts';
-import type { Action, Role } from '../../protocol/tokens.ts';
+import { actionWords, type Action, type Role } from '../../protocol/tokens.ts';
 import { SOFTWARE_VERSION } from '../../protocol/version.ts';
 import { missingOnLiveNodes } from '../../scheduler/tasks/node-view.ts';
 import type { Principal } from '../http/services.ts';
@@ -88,7 +88,7 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
     instructions: 'hivemesh runs LLM tasks on the GPU machines of a LAN. Use list_models to see what can run, run_prompt for a quick answer, submit_task + wait_for_task for longer work or several tasks in parallel.',
   });
   const guard = (action: Action) => {
-    if (!deps.can(principal.role, action)) throw new HivemeshError(ErrorCode.forbidden, `this token (role ${principal.role}) may not ${action}; ask an admin for an operator token`);
+    if (!deps.can(principal.role, action)) throw new HivemeshError(ErrorCode.forbidden, `this token (role ${principal.role}) may not ${actionWords[action]}; ask an admin for an operator token`);
   };
   const readOnly = { readOnlyHint: true, openWorldHint: false };
 
@@ -162,7 +162,9 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
     try {
       guard('submit');
       const { task } = await deps.tasks.submit(args);
-      return ok(`submitted ${task.id} (${task.status})`, { task });
+      // A task no node can run yet waits, possibly for ever: say so, as the CLI does.
+      const waiting = task.status === 'queued' && task.waitingFor !== null ? `; it waits: ${task.waitingFor}` : '';
+      return ok(`submitted ${task.id} (${task.status})${waiting}`, { task });
     } catch (error) {
       return failure(error);
     }

@@ -240,7 +240,10 @@ export class TaskService {
       waiter.wake?.();
     })();
     try {
-      yield { type: 'status', taskId: id, status: task.status, attempt: task.attempt, node: task.assignedNode, at: Date.now(), reason: task.error };
+      // The status as it stands, with the time it took it (not the time the watcher came).
+      const lastAttempt = task.attempts.at(-1);
+      const since = task.completedAt ?? lastAttempt?.endedAt ?? lastAttempt?.startedAt ?? lastAttempt?.assignedAt ?? task.createdAt;
+      yield { type: 'status', taskId: id, status: task.status, attempt: task.attempt, node: task.assignedNode, at: since, reason: task.error };
       if (isFinished(task.status)) {
         yield { type: 'final', task };
         return;

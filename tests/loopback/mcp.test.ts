@@ -63,6 +63,8 @@ describe('MCP endpoint', () => {
     const client = await connect(daemon.adminToken);
     const submitted = (await client.callTool({ name: 'submit_task', arguments: { model: 'no-such-model:1b', prompt: 'hello', title: 'mcp test' } })) as ToolResult;
     expect(submitted.isError).not.toBe(true);
+    // No node has the model: the answer says the task waits, and why.
+    expect((submitted.content[0] as { text: string }).text).toMatch(/\(queued\); it waits: no node has model no-such-model:1b/);
     const task = submitted.structuredContent!.task as { id: string; status: string };
     expect(task.status).toBe('queued');
     const got = (await client.callTool({ name: 'get_task', arguments: { id: task.id } })) as ToolResult;

@@ -1,4 +1,5 @@
 // Task commands: submit (with --wait or --follow), tasks, task, cancel, assign.
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { AgentsStatus } from '../../../protocol/api.ts';
 import type { Task, TaskEvent, TaskList } from '../../../protocol/tasks.ts';
@@ -45,16 +46,32 @@ export async function submitCommand(client: ApiClient, flags: SubmitFlags, words
   if (timeoutMs !== undefined) body.timeoutMs = timeoutMs;
   const maxAttempts = integerFlag('max-attempts', flags['max-attempts']);
   if (maxAttempts !== undefined) body.maxAttempts = maxAttempts;
-  if (flags['idempotency-key'] !== undefined) body.idempotencyKey = flags['idempotency-key'];
+  // With a key of our own, a submit that met a leader election (503) is retried safely: the
+  // same key and body give the same task, never a second one.
+  body.idempotencyKey = flags['idempotency-key'] ?? `cli-${randomUUID()}`;
 
   await warnIfNobodyCanRun(client, flags);
-  const { body: task } = await client.request<Task>('POST', '/api/tasks', body);
+  const task = await submitRetrying(client, body);
   if (flags.wait !== true && flags.follow !== true) {
     process.stdout.write(flags.json === true ? `${JSON.stringify(task, null, 2)}\n` : `${task.id}\n`);
     return 0;
   }
   process.stderr.write(`task ${task.id} submitted\n`);
   return followTask(client, task.id, flags.follow === true, flags.json === true);
+}
+
+/** Retries of a submit answered 503 (no leader for a moment), and the longest wait between two. */
+const submitRetries = 5;
+const submitRetryWaitMsMax = 3_000;
+
+async function submitRetrying(client: ApiClient, body: Record<string, unknown>): Promise<Task> {
+  for (let retry = 0; ; retry += 1) {
+    const response = await client.request<Task>('POST', '/api/tasks', body, { accept: retry < submitRetries ? [503] : [] });
+    if (response.status !== 503) return response.body;
+    const waitMs = Math.min(submitRetryWaitMsMax, 1_000 * Math.max(1, Number(response.headers.get('retry-after') ?? 1) || 1));
+    process.stderr.write(`no leader right now (${(response.body as unknown as { error?: { message?: string } }).error?.message ?? '503'}); retrying in ${waitMs / 1000} s\n`);
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+  }
 }
 
 async function warnIfNobodyCanRun(client: ApiClient, flags: SubmitFlags): Promise<void> {
@@ -154,7 +171,7 @@ export async function tasksCommand(client: ApiClient, flags: { status?: string |
     ago(Math.max(0, now - task.createdAt)), (task.title ?? task.waitingFor ?? task.error ?? '').slice(0, 60),
   ]);
   const lines = [table(['ID', 'STATUS', 'MODEL', 'PRI', 'NODE', 'TRY', 'CREATED', 'NOTE'], rows)];
-  if (page.nextCursor !== null) lines.push(`more: hivemesh tasks --cursor ${page.nextCursor}${flags.status === undefined ? '' : ` --status ${flags.status}`}`);
+  if (page.nextCursor !== null) lines.push(`more: hivemesh tasks --cursor ${page.nextCursor}${flags.status === undefined ? '' : ` --status ${flags.status}`}${flags.limit === undefined ? '' : ` --limit ${flags.limit}`}`);
   return lines.join('\n');
 }
 
@@ -184,5 +201,7 @@ export async function cancelCommand(client: ApiClient, id: string, json: boolean
 
 export async function assignCommand(client: ApiClient, id: string, node: string, json: boolean): Promise<string> {
   const { body: task } = await client.request<Task>('PUT', `/api/tasks/${encodeURIComponent(id)}/assign`, { node });
+  // Pinned where it cannot run (yet): the task waits; say so, as submit does for a missing model.
+  if (task.waitingFor !== null && task.waitingFor.startsWith('pinned to')) process.stderr.write(`warning: the task is ${task.waitingFor}; it waits until that changes (\`hivemesh nodes\` lists each node's models)\n`);
   return json ? JSON.stringify(task, null, 2) : `task ${task.id} pinned to ${task.pinnedNode}`;
 }
