@@ -91,7 +91,8 @@ export class ApiClient {
     }
     if (response.status >= 400 && !(init.accept ?? []).includes(response.status)) {
       const error = (parsed as { error?: { code?: string; message?: string } }).error;
-      let message = error?.message ?? `HTTP ${response.status}`;
+      // Not hivemesh's error shape: most likely --url points at something else.
+      let message = error?.message ?? `HTTP ${response.status} from ${this.url}${path}, which does not answer as a hivemesh daemon would; check --url / HIVEMESH_URL (a daemon's API is on port 7420 by default)`;
       if (response.status === 401) {
         message += this.token === null
           ? `\nNo token found: pass --token or set HIVEMESH_TOKEN (the admin token is in <data-dir>/admin.token; looked in ${this.tokenSource}).`

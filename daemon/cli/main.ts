@@ -4,7 +4,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { SOFTWARE_VERSION } from '../../protocol/version.ts';
+import { PROTOCOL_VERSION, SOFTWARE_VERSION } from '../../protocol/version.ts';
 import { ApiClient, CliError } from './client.ts';
 import { nodesCommand, statusCommand } from './commands/status.ts';
 import { assignCommand, cancelCommand, submitCommand, taskCommand, tasksCommand, type SubmitFlags } from './commands/tasks.ts';
@@ -76,7 +76,7 @@ export async function main(argv: string[]): Promise<number> {
       return command === undefined ? 2 : 0;
     case 'version':
     case '--version':
-      process.stdout.write(`hivemesh ${SOFTWARE_VERSION}\n`);
+      process.stdout.write(rest.includes('--json') ? `${JSON.stringify({ version: SOFTWARE_VERSION, protocolVersion: PROTOCOL_VERSION })}\n` : `hivemesh ${SOFTWARE_VERSION}\n`);
       return 0;
     case 'start': {
       const { startCommand } = await import('./commands/start.ts');
