@@ -204,6 +204,37 @@ describe('tasks on three daemons with different models', () => {
     expect(body.alerts.find((alert) => alert.kind === 'too-many-models')?.message).toMatch(/400 models installed; .* carries \d+ of them/);
   }, 40_000);
 
+  it('a node whose Ollama fails every generation does not get a task\'s retries: they run elsewhere', async () => {
+    // tasks-a is the fastest node for llama3.2:1b; tasks-b has it too.
+    const [a, b] = [cluster.daemons[0]!, cluster.daemons[1]!];
+    if (!b.running) {
+      b.start();
+      await waitUntil('tasks-b back', async () => (await agentsStatus(a, 2_000))?.nodes.find((node) => node.id === b.nodeId)?.state === 'alive', 20_000, 100);
+    }
+    // An earlier test may have changed tasks-a's models: give it llama3.2:1b (warm) again.
+    cluster.standins[0]!.setModels(['llama3.2:1b']);
+    await fetch(`${cluster.standins[0]!.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model: 'llama3.2:1b', prompt: '' }) }).then((response) => response.text());
+    await waitUntil('tasks-a to offer llama3.2:1b, warm', async () => {
+      const node = (await agentsStatus(a, 2_000))?.nodes.find((candidate) => candidate.id === a.nodeId);
+      return node?.models.installed.length === 1 && node.models.loaded.some((model) => model.name === 'llama3.2:1b');
+    }, 20_000, 100);
+    cluster.standins[0]!.failNext(100_000, { status: 500, scope: 'generation' });
+    try {
+      const ids: string[] = [];
+      for (let n = 0; n < 6; n += 1) ids.push((await submit(a, { model: 'llama3.2:1b', prompt: `${tag} failing node ${n}`, options: { num_predict: 8 }, maxAttempts: 3 })).id);
+      const done = await waitFinished([a], ids, 30_000);
+      for (const id of ids) {
+        const task = done.get(id)!;
+        expect(task.status, `${id}: ${task.error}`).toBe('completed');
+        expect(task.assignedNode).toBe(b.nodeId);
+        // At most one attempt on the failing node; never two.
+        expect(task.attempts.filter((attempt) => attempt.node === a.nodeId).length).toBeLessThanOrEqual(1);
+      }
+    } finally {
+      cluster.standins[0]!.reset();
+    }
+  }, 60_000);
+
   it('an unreachable Ollama is an alert with a steady since, published once, and listed on the other nodes too', async () => {
     const [subject, observer] = cluster.daemons.filter((daemon) => daemon.running);
     const standin = cluster.standins[cluster.daemons.indexOf(subject!)]!;
