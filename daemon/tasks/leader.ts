@@ -13,6 +13,7 @@ import { assignmentsPerPlanMax } from '../../protocol/limits.ts';
 import { encodeCommand, type CommandOf } from '../../scheduler/state/commands.ts';
 import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
 import { nodeViewFromHeartbeat, type NodeView } from '../../scheduler/tasks/node-view.ts';
+import type { NodeHealth } from '../../scheduler/tasks/node-health.ts';
 import { assignmentCommand, clusterSpeedPrior, eligibleNodes, estimateDefaults, planAssignments, type Bid } from '../../scheduler/tasks/placement.ts';
 import { readyTasks } from '../../scheduler/tasks/ready.ts';
 import { tasksToRequeue, timedOutTasks } from '../../scheduler/tasks/recovery.ts';
@@ -78,6 +79,8 @@ export interface LeaderSchedulerDeps {
   keepFinishedTasks: number;
   keepFinishedTasksMs: number;
   timing?: Partial<SchedulerTiming>;
+  /** Nodes that keep failing generations, from the outcomes this node applied. */
+  health?: NodeHealth;
 }
 
 export interface SchedulerStats {
@@ -211,7 +214,9 @@ export class LeaderScheduler {
     }
     this.stats.plannedRounds += 1;
     const bids = request === null ? [] : await this.gatherBids(state, request, status.term);
-    const plan = planAssignments(state, nodes, bids, Date.now(), { assignmentsMax: assignmentsPerPlanMax, loadRegret: this.loadRegret });
+    const planAt = Date.now();
+    const avoidNodes = this.deps.health?.avoided(planAt);
+    const plan = planAssignments(state, nodes, bids, planAt, { assignmentsMax: assignmentsPerPlanMax, loadRegret: this.loadRegret, ...(avoidNodes === undefined ? {} : { avoidNodes }) });
     if (plan.assignments.length === 0) {
       this.idleUntil = Date.now() + this.timing.idleRetryMs;
       return;

@@ -12,8 +12,9 @@ import { committedEntriesPerReadyMax } from '../../scheduler/consensus/raft.ts';
 import type { Entry } from '../../scheduler/consensus/types.ts';
 import type { ApplyResult, ReplicatedState, TaskRecord } from '../../scheduler/state/state.ts';
 import { normalizeModelName, type NodeView } from '../../scheduler/tasks/node-view.ts';
+import { NodeHealth } from '../../scheduler/tasks/node-health.ts';
 import { waitingReason } from '../../scheduler/tasks/placement.ts';
-import type { TaskOutputEvent } from '../../protocol/tasks.ts';
+import type { TaskOutputEvent, TaskStatusEvent } from '../../protocol/tasks.ts';
 import type { AgentConfig } from '../config.ts';
 import { logger } from '../log.ts';
 import type { MemberView } from '../membership/membership.ts';
@@ -78,6 +79,8 @@ export class TaskRuntime {
   private readonly executor: Executor;
   private readonly bids: BidService;
   readonly scheduler: LeaderScheduler;
+  /** Which nodes keep failing generations; kept on every node, so a new leader knows at once. */
+  private readonly health = new NodeHealth();
   readonly outputs: OutputSource;
   private timer: NodeJS.Timeout | null = null;
   private started = false;
@@ -140,6 +143,7 @@ export class TaskRuntime {
       keepFinishedTasks: deps.keepFinishedTasks,
       keepFinishedTasksMs: deps.keepFinishedTasksMs,
       ...(deps.tuning?.scheduler === undefined ? {} : { timing: deps.tuning.scheduler }),
+      health: this.health,
     });
     const hub = this.hub;
     this.outputs = {
@@ -230,6 +234,7 @@ export class TaskRuntime {
       if (result === null || !result.ok) continue;
       if (result.events.length > 0 || result.prunedTaskIds.length > 0) changed = true;
       for (const event of result.events) {
+        this.noteOutcome(event);
         if (event.status === 'assigned' && event.node === this.deps.nodeId) {
           if (canStart) this.executor.accept(event.taskId, event.attempt);
           else if (mayDefer && this.deferred.length < deferredMax) this.deferred.push({ taskId: event.taskId, attempt: event.attempt, afterIndex: status?.commit ?? 0 });
@@ -240,6 +245,17 @@ export class TaskRuntime {
     }
     this.acceptDeferred();
     if (changed) this.scheduler.kick();
+  }
+
+  /** Feeds NodeHealth: a completed attempt clears its node; a failed generation counts against it. */
+  private noteOutcome(event: TaskStatusEvent): void {
+    if (event.status === 'completed' && event.node !== null) {
+      this.health.record(event.node, true, event.at);
+    } else if ((event.status === 'queued' || event.status === 'failed') && event.reason !== null && event.attempt > 0) {
+      // Lost attempts (a dead or cut-off node) are the failure detector's business.
+      const attempt = this.deps.state().getTaskRecord(event.taskId)?.attempts[event.attempt - 1];
+      if (attempt?.status === 'failed') this.health.record(attempt.node, false, event.at);
+    }
   }
 
   /** Starts deferred assignments whose wait is over and which the state still shows live. */

@@ -9,6 +9,7 @@ import { expectedTokensPerSecond, nodeViewFromHeartbeat, sameModel, type NodeVie
 import {
   assignmentCommand, candidateOn, clusterSpeedPrior, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, rankNodesForRequest, slotFreeInMs, waitingReason,
 } from './placement.ts';
+import { NodeHealth, nodeAvoidMs } from './node-health.ts';
 import { effectivePriority, readyTasks, renderPrompt } from './ready.ts';
 import { tasksToRequeue, timedOutTasks } from './recovery.ts';
 
@@ -264,6 +265,26 @@ describe('planAssignments', () => {
     expect(planAssignments(h.state, [fast, slow], [], 120_000).assignments[0]).toMatchObject({ node: 'a', attempt: 3 });
     // A node that cannot run it does not count as an alternative.
     expect(planAssignments(h.state, [fast, node('c', { modelsInstalled: ['other'] })], [], 120_000).assignments[0]?.node).toBe('a');
+  });
+
+  it('avoids a node that keeps failing generations while another can run the task (NodeHealth)', () => {
+    const health = new NodeHealth();
+    const fast = node('a', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 200 } });
+    const slow = node('b', { tokensPerSecond: { llama3: 20 } });
+    health.record('a', false, 1_000);
+    health.record('a', false, 2_000);
+    expect(health.avoided(2_000)).toEqual(new Set());
+    health.record('a', false, 3_000);
+    expect(health.avoided(3_000)).toEqual(new Set(['a']));
+    const h = new Harness();
+    h.submit('t');
+    expect(planAssignments(h.state, [fast, slow], [], 3_000, { avoidNodes: health.avoided(3_000) }).assignments[0]?.node).toBe('b');
+    // The only node with the model is used anyway.
+    expect(planAssignments(h.state, [fast, node('c', { modelsInstalled: ['other'] })], [], 3_000, { avoidNodes: health.avoided(3_000) }).assignments[0]?.node).toBe('a');
+    // A minute after its last failure it is tried again; one success clears it.
+    expect(health.avoided(3_000 + nodeAvoidMs)).toEqual(new Set());
+    health.record('a', true, 4_000);
+    expect(health.avoided(4_000)).toEqual(new Set());
   });
 
   it('uses bids when present and falls back to estimates when missing', () => {

@@ -93,6 +93,8 @@ export interface PlanOptions {
   loadRegret?: Map<string, number>;
   /** At most this many assignments per round; defaults to limits.assignmentsPerPlanMax. */
   assignmentsMax?: number;
+  /** Nodes that keep failing generations (NodeHealth): used only when no other node can run a task. */
+  avoidNodes?: ReadonlySet<string>;
 }
 
 /**
@@ -452,11 +454,20 @@ export function planAssignments(
       continue;
     }
     // A retry goes elsewhere when it can: a node where this task failed (its Ollama erred,
-    // timed out) or was lost is tried again only when no other node could run it.
+    // timed out) or was lost is tried again only when no other node could run it; so is a
+    // node that keeps failing everyone's generations (options.avoidNodes).
     const triedOn = record.attempts.length === 0 || record.pinnedNode !== null ? null
       : new Set(record.attempts.filter((attempt) => attempt.status === 'failed' || attempt.status === 'lost').map((attempt) => attempt.node));
-    const untried = triedOn === null || triedOn.size === 0 ? known.candidates : known.candidates.filter((candidate) => !triedOn.has(candidate.node.id));
-    const candidates = untried.length > 0 ? untried : known.candidates;
+    const avoid = record.pinnedNode === null && options.avoidNodes !== undefined && options.avoidNodes.size > 0 ? options.avoidNodes : null;
+    let candidates = known.candidates;
+    for (const skip of [[triedOn, avoid], [triedOn]] as const) {
+      if (skip.every((set) => set === null || set.size === 0)) continue;
+      const rest = known.candidates.filter((candidate) => !skip.some((set) => set?.has(candidate.node.id) === true));
+      if (rest.length > 0) {
+        candidates = rest;
+        break;
+      }
+    }
     // Busy nodes count too: a task is better left queued for a few seconds when a much
     // faster node will free a slot soon than started on a slow free one (late binding). A
     // busy node's estimate includes the tasks already left waiting for it this round, so a
