@@ -5,7 +5,6 @@
 import { randomBytes } from 'node:crypto';
 import type { AgentsStatus, ClusterStatus, NodeStatus } from '../protocol/api.ts';
 import type { RaftRole } from '../protocol/heartbeat.ts';
-import { fitHeartbeatBody } from '../protocol/heartbeat-fit.ts';
 import * as limits from '../protocol/limits.ts';
 import { PROTOCOL_VERSION, SOFTWARE_VERSION } from '../protocol/version.ts';
 import { can as roleCan } from '../protocol/tokens.ts';
@@ -33,6 +32,7 @@ import { createP2PHost, type P2PHost } from './p2p/host.ts';
 import { loadOrCreatePeerKey } from './p2p/identity.ts';
 import { HealthProbe } from './probe/index.ts';
 import { SpeedCalibrator } from './probe/calibration.ts';
+import { fitHeartbeatBody } from './probe/heartbeat-fit.ts';
 import { MeasuredWriter, readMeasured } from './probe/measured-store.ts';
 import { ensureDataDir, hashToken, loadOrCreateAdminToken, TokenHashCache, loadOrCreateClusterKey, type AdminToken, type ClusterSecret } from './secrets.ts';
 import { Storage } from './storage.ts';

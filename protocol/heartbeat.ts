@@ -55,7 +55,7 @@ export const LoadedModel = Type.Object({
   /** ISO-8601 time at which Ollama unloads the model, or null when it never expires. */
   expiresAt: Type.Union([Type.String({ maxLength: 64 }), Type.Null()]),
   /** The context window it was loaded with (/api/ps context_length); absent when Ollama does not say. */
-  contextLength: Type.Optional(Type.Integer({ minimum: 1, maximum: 16_777_216 })),
+  contextLength: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.contextLengthMax })),
 }, { additionalProperties: false });
 export type LoadedModel = Static<typeof LoadedModel>;
 

@@ -11,6 +11,8 @@ export const agentsPerNodeMax = 256;
 export const capabilitiesPerAgentMax = 64;
 export const capabilityLengthMax = 64;
 export const modelNameLengthMax = 256;
+/** A loaded model's context window as /api/ps reports it (tokens). */
+export const contextLengthMax = 16_777_216;
 export const systemPromptLengthMax = 16 * 1024;
 export const clusterNodesMax = 256;
 export const bootstrapPeersMax = 64;

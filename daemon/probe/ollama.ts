@@ -230,7 +230,7 @@ export function loadedModelsFrom(models: readonly ModelResponse[], nowMs: number
     const entry: LoadedModel = { name, sizeBytes: nonNegative(model.size), vramBytes: nonNegative(model.size_vram), expiresAt: expiryFrom(model.expires_at, nowMs) };
     // Newer Ollama versions say which context window the model was loaded with.
     const contextLength = (model as { context_length?: unknown }).context_length;
-    if (typeof contextLength === 'number' && Number.isInteger(contextLength) && contextLength >= 1 && contextLength <= 16_777_216) entry.contextLength = contextLength;
+    if (typeof contextLength === 'number' && Number.isInteger(contextLength) && contextLength >= 1 && contextLength <= limits.contextLengthMax) entry.contextLength = contextLength;
     loaded.push(entry);
   }
   return bounded(loaded, 'loaded models');
@@ -315,7 +315,7 @@ export class OllamaProbe {
       error: `not probed yet: the first check of ${this.url} has not finished`,
       installed: [],
       loaded: [],
-      ...this.measured(),
+      ...this.measuredSpeeds(),
     };
   }
 
@@ -383,7 +383,7 @@ export class OllamaProbe {
       this.speeds.delete(oldest);
       this.provisional.delete(oldest);
     }
-    this.state = { ...this.state, ...this.measured() };
+    this.state = { ...this.state, ...this.measuredSpeeds() };
     if (options.provisional !== true) this.announceMeasured();
     // A generation on a model Ollama did not have loaded has just loaded it: poll now so
     // the heartbeat (and the bids built on it) stop counting a cold load for it.
@@ -433,10 +433,6 @@ export class OllamaProbe {
   }
 
   /** What this node measured, as the state carries it. */
-  private measured(): Pick<OllamaState, 'tokensPerSecond' | 'loadBytesPerSecond'> {
-    return this.measuredSpeeds();
-  }
-
   private announceMeasured(): void {
     if (this.onMeasured === undefined) return;
     // Early readings are not saved: only what finished generations and loads showed.
@@ -461,7 +457,7 @@ export class OllamaProbe {
     if (size === undefined || !(size > 0)) return;
     const sample = size / (loadMs / 1000);
     this.loadRate = this.loadRate === null ? sample : this.loadRate + this.smoothing * (sample - this.loadRate);
-    this.state = { ...this.state, ...this.measured() };
+    this.state = { ...this.state, ...this.measuredSpeeds() };
     this.announceMeasured();
   }
 
@@ -516,7 +512,7 @@ export class OllamaProbe {
         error: null,
         installed,
         loaded,
-        ...this.measured(),
+        ...this.measuredSpeeds(),
       };
       if (this.failures > 0) log.info(`Ollama at ${this.url} answers again`, { version: next.version });
       this.failures = 0;
@@ -528,12 +524,12 @@ export class OllamaProbe {
         // last state stands until the retry (in backoffInitialMs) confirms the failure,
         // so a hiccup does not make the node drop all its agents for a moment.
         log.debug(`${reason} (retrying before reporting it)`);
-        next = { ...this.state, ...this.measured() };
+        next = { ...this.state, ...this.measuredSpeeds() };
       } else {
         // Say it once when it starts failing (and when the reason changes), not every retry.
         if (this.state.reachable || reason !== this.state.error) log.warn(reason);
         // An unreachable Ollama serves nothing: report no models rather than stale ones.
-        next = { url: this.state.url, reachable: false, version: null, error: reason, installed: [], loaded: [], ...this.measured() };
+        next = { url: this.state.url, reachable: false, version: null, error: reason, installed: [], loaded: [], ...this.measuredSpeeds() };
       }
     }
     this.lastPollAt = Date.now();

@@ -44,6 +44,31 @@ function attemptKey(taskId: string, attempt: number): string {
   return `${taskId}#${attempt}`;
 }
 
+/** Watchers waiting for the next change of a buffer, woken all at once. */
+class Wakeups {
+  private waiting = new Set<() => void>();
+
+  /** Resolves at the next wakeAll, or when the signal aborts. */
+  next(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.waiting.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.waiting.add(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  wakeAll(): void {
+    const waiting = this.waiting;
+    this.waiting = new Set();
+    for (const wake of waiting) wake();
+  }
+}
+
 /** The chunks of one attempt, bounded, with wake-ups for the watchers. */
 export class AttemptOutput {
   readonly taskId: string;
@@ -56,7 +81,7 @@ export class AttemptOutput {
   private endedValue = false;
   private endReasonValue = '';
   endedAtMs: number | null = null;
-  private wakers = new Set<() => void>();
+  private readonly wakeups = new Wakeups();
 
   constructor(taskId: string, attempt: number, charsMax: number) {
     this.taskId = taskId;
@@ -100,7 +125,7 @@ export class AttemptOutput {
       this.charCount -= this.chunks.shift()!.length;
       this.firstSequence += 1;
     }
-    this.wake();
+    this.wakeups.wakeAll();
   }
 
   end(reason: string, nowMs: number): void {
@@ -108,7 +133,7 @@ export class AttemptOutput {
     this.endedValue = true;
     this.endReasonValue = reason;
     this.endedAtMs = nowMs;
-    this.wake();
+    this.wakeups.wakeAll();
   }
 
   /** Chunks from `fromSequence` on (or from the oldest held), at most `max`. */
@@ -123,22 +148,7 @@ export class AttemptOutput {
 
   /** Resolves at the next append or end, or when the signal aborts. */
   changed(signal: AbortSignal): Promise<void> {
-    if (this.endedValue || signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        this.wakers.delete(done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      this.wakers.add(done);
-      signal.addEventListener('abort', done, { once: true });
-    });
-  }
-
-  private wake(): void {
-    const wakers = this.wakers;
-    this.wakers = new Set();
-    for (const wake of wakers) wake();
+    return this.endedValue ? Promise.resolve() : this.wakeups.next(signal);
   }
 }
 
@@ -385,7 +395,7 @@ class RemoteAttempt {
   private ended = false;
   private failure: Error | null = null;
   private watchers = 0;
-  private wakers = new Set<() => void>();
+  private readonly wakeups = new Wakeups();
   private readonly controller = new AbortController();
 
   constructor(taskId: string, attempt: number, charsMax: number, onIdle: () => void) {
@@ -408,7 +418,7 @@ class RemoteAttempt {
               next = event.sequence + 1;
               this.add(event);
             }
-            this.wake();
+            this.wakeups.wakeAll();
           }
           return;
         } catch (error) {
@@ -423,7 +433,7 @@ class RemoteAttempt {
       }
     } finally {
       this.ended = true;
-      this.wake();
+      this.wakeups.wakeAll();
     }
   }
 
@@ -465,21 +475,6 @@ class RemoteAttempt {
   }
 
   private changed(signal: AbortSignal): Promise<void> {
-    if (this.ended || signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        this.wakers.delete(done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      this.wakers.add(done);
-      signal.addEventListener('abort', done, { once: true });
-    });
-  }
-
-  private wake(): void {
-    const wakers = this.wakers;
-    this.wakers = new Set();
-    for (const wake of wakers) wake();
+    return this.ended ? Promise.resolve() : this.wakeups.next(signal);
   }
 }

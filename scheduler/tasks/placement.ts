@@ -458,16 +458,8 @@ export function planAssignments(
     // node that keeps failing everyone's generations (options.avoidNodes).
     const triedOn = record.attempts.length === 0 || record.pinnedNode !== null ? null
       : new Set(record.attempts.filter((attempt) => attempt.status === 'failed' || attempt.status === 'lost').map((attempt) => attempt.node));
-    const avoid = record.pinnedNode === null && options.avoidNodes !== undefined && options.avoidNodes.size > 0 ? options.avoidNodes : null;
-    let candidates = known.candidates;
-    for (const skip of [[triedOn, avoid], [triedOn]] as const) {
-      if (skip.every((set) => set === null || set.size === 0)) continue;
-      const rest = known.candidates.filter((candidate) => !skip.some((set) => set?.has(candidate.node.id) === true));
-      if (rest.length > 0) {
-        candidates = rest;
-        break;
-      }
-    }
+    const avoid = record.pinnedNode === null ? options.avoidNodes ?? null : null;
+    const candidates = without(known.candidates, triedOn, avoid) ?? without(known.candidates, triedOn) ?? known.candidates;
     // Busy nodes count too: a task is better left queued for a few seconds when a much
     // faster node will free a slot soon than started on a slow free one (late binding). A
     // busy node's estimate includes the tasks already left waiting for it this round, so a
@@ -529,6 +521,14 @@ export function planAssignments(
     });
   }
   return { assignments, waiting };
+}
+
+/** The candidates on none of the given nodes, or null when that leaves none (or nothing is left out). */
+function without(candidates: Candidate[], ...nodeSets: Array<ReadonlySet<string> | null>): Candidate[] | null {
+  const sets = nodeSets.filter((set): set is ReadonlySet<string> => set !== null && set.size > 0);
+  if (sets.length === 0) return null;
+  const rest = candidates.filter((candidate) => !sets.some((set) => set.has(candidate.node.id)));
+  return rest.length > 0 ? rest : null;
 }
 
 /** A candidate node for one task, with its estimate and cost (estimate / proficiency). */

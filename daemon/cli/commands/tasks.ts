@@ -103,15 +103,16 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
     if (midLine) process.stderr.write('\n');
     midLine = false;
   };
+  const startsOver = (attempt: number) => {
+    breakLine();
+    process.stderr.write(`[attempt ${attempt} on another node; output starts over]\n`);
+  };
   try {
     for await (const { data } of client.events(`/api/tasks/${encodeURIComponent(id)}/events`)) {
       const event = data as TaskEvent;
       if (event.type === 'output' && printOutput) {
         if (event.attempt !== printedAttempt) {
-          if (printedAttempt !== 0) {
-            breakLine();
-            process.stderr.write(`[attempt ${event.attempt} on another node; output starts over]\n`);
-          }
+          if (printedAttempt !== 0) startsOver(event.attempt);
           printedAttempt = event.attempt;
           printedSequence = -1;
         }
@@ -143,8 +144,8 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   if (liveToStdout && printOutput && printedAttempt !== final.attempt && (final.output ?? '') !== '') {
     // None of the final attempt's output reached us live (the stream waits for it only so
     // long): the stored output is the answer.
-    breakLine();
-    if (printedAttempt !== 0) process.stderr.write(`[attempt ${final.attempt} on another node; output starts over]\n`);
+    if (printedAttempt !== 0) startsOver(final.attempt);
+    else breakLine();
     textOut.write(final.output!);
     textOpen = !final.output!.endsWith('\n');
   }

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { sampleBody } from '../daemon/membership/test-fixtures.ts';
+import { heartbeatCodec } from '../../protocol/heartbeat.ts';
+import * as limits from '../../protocol/limits.ts';
+import { PROTOCOL_VERSION } from '../../protocol/version.ts';
+import { sampleBody } from '../membership/test-fixtures.ts';
 import { fitHeartbeatBody } from './heartbeat-fit.ts';
-import { heartbeatCodec } from './heartbeat.ts';
-import * as limits from './limits.ts';
-import { PROTOCOL_VERSION } from './version.ts';
 
 const envelope = {
   kind: 'heartbeat', protocolVersion: PROTOCOL_VERSION, nodeId: '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK',

@@ -3,8 +3,9 @@
 // heartbeat over the bound, which the codec refuses to encode: no heartbeat at all, and
 // its peers would call it dead. Instead the heartbeat carries the models that matter most
 // and leaves out the rest, which are then not scheduled on that node (the caller warns).
-import type { Agent, Heartbeat } from './heartbeat.ts';
-import * as limits from './limits.ts';
+import type { Agent, Heartbeat } from '../../protocol/heartbeat.ts';
+import * as limits from '../../protocol/limits.ts';
+import { normalizeModelName as normalize } from './agents.ts';
 
 type Body = Pick<Heartbeat, 'ollama' | 'agents'>;
 
@@ -17,13 +18,9 @@ export interface FitResult<T extends Body> {
   omittedModels: number;
 }
 
-const encoder = new TextEncoder();
-
 function size(value: unknown): number {
-  return encoder.encode(JSON.stringify(value)).byteLength;
+  return Buffer.byteLength(JSON.stringify(value));
 }
-
-const normalize = (name: string) => (name.includes(':') ? name : `${name}:latest`);
 
 /**
  * `body` as is when it fits in `bytesMax`; else with as many installed models as fit,
