@@ -1,8 +1,12 @@
-// The CLI's entry: --help on any client command prints the usage and succeeds; unknown
-// commands fail with a pointer to it.
+// The CLI's entry: --help on a client command (or `help <command>`) prints that command's
+// own help and succeeds; unknown commands fail with a pointer to the usage.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import * as limits from '../../protocol/limits.ts';
+import { taskStatuses } from '../../protocol/tasks.ts';
+import { roles } from '../../protocol/tokens.ts';
+import { CliError } from './client.ts';
 import { main } from './main.ts';
 
 afterEach(() => {
@@ -19,13 +23,106 @@ function captureStdout(): () => string {
 }
 
 describe('hivemesh CLI', () => {
-  it('prints the usage for --help or -h after a client command, without contacting a daemon', async () => {
-    for (const argv of [['submit', '--help'], ['tasks', '-h'], ['token', 'create', '--help'], ['cancel', '--help']]) {
+  it('prints the general usage for `hivemesh`, `hivemesh help` and `hivemesh --help`', async () => {
+    for (const [argv, code] of [[[], 2], [['help'], 0], [['--help'], 0], [['-h'], 0], [['help', '--help'], 0]] as const) {
       const output = captureStdout();
-      await expect(main(argv)).resolves.toBe(0);
-      expect(output()).toMatch(/hivemesh submit \[--model M \| --capability C\]/);
+      await expect(main([...argv])).resolves.toBe(code);
+      expect(output()).toMatch(/hivemesh submit \[--model M \| --capability C\][\s\S]*hivemesh token create --role admin\|operator\|viewer/);
+      expect(output()).toContain("Run `hivemesh <command> --help` for one command's flags.");
       vi.restoreAllMocks();
     }
+  });
+
+  describe('help of one command', () => {
+    // Each client command's own flags, written out here rather than read from help.ts so the
+    // test fails when the help and this list disagree.
+    const ownFlags: Record<string, string[]> = {
+      status: [],
+      nodes: [],
+      submit: ['--model', '--capability', '--wait', '--follow', '--priority', '--title', '--system', '--depends-on', '--timeout-ms', '--max-attempts', '--idempotency-key'],
+      tasks: ['--status', '--limit', '--cursor'],
+      task: [],
+      cancel: [],
+      assign: [],
+      token: ['--role', '--name'],
+      version: [],
+    };
+    const daemonFlags = ['--url', '--token', '--data-dir'];
+    const allFlags = [...new Set([...Object.values(ownFlags).flat(), ...daemonFlags])];
+    const mentions = (text: string, flag: string) => new RegExp(`(^|[^\\w-])${flag}(?![\\w-])`, 'm').test(text);
+
+    async function helpOf(argv: string[]): Promise<string> {
+      const output = captureStdout();
+      await expect(main(argv)).resolves.toBe(0);
+      const text = output();
+      vi.restoreAllMocks();
+      return text;
+    }
+
+    it.each(Object.keys(ownFlags))('%s --help names its own flags and no other command\'s, and prints the same for -h and `help <command>`', async (command) => {
+      const text = await helpOf([command, '--help']);
+      expect(text.startsWith(`hivemesh ${command}: `)).toBe(true);
+      expect(text).toMatch(new RegExp(`^Usage:\n  hivemesh ${command}\\b`, 'm'));
+      expect(text).toMatch(new RegExp(`^Examples?:\n.*hivemesh ${command}\\b`, 'm'));
+      expect(text).not.toContain('run LLM agents across the GPU machines'); // not the general usage
+      const expected = command === 'version' ? ownFlags[command]! : [...ownFlags[command]!, ...daemonFlags];
+      for (const flag of allFlags) expect([flag, mentions(text, flag)]).toEqual([flag, expected.includes(flag)]);
+      expect(mentions(text, '--json')).toBe(true);
+      expect(await helpOf([command, '-h'])).toBe(text);
+      expect(await helpOf(['help', command])).toBe(text);
+    });
+
+    it.each(Object.keys(ownFlags).filter((command) => command !== 'version'))('%s accepts every flag its help lists, and refuses the flags of other commands', async (command) => {
+      const text = await helpOf(['help', command]);
+      const listed = [...text.matchAll(/^ {2}(?:-h, )?(--[a-z-]+)( [A-Z]+)?/gm)].map((match) => ({ flag: match[1]!, takesValue: match[2] !== undefined }));
+      expect(listed.map(({ flag }) => flag).sort()).toEqual([...ownFlags[command]!, ...daemonFlags, '--json', '--help'].sort());
+      // Parsing comes before contacting anything: a bad --url is the first complaint once every flag is accepted.
+      const args = listed.filter(({ flag }) => flag !== '--help' && flag !== '--url').flatMap(({ flag, takesValue }) => (takesValue ? [flag, '1'] : [flag]));
+      await expect(main([command, ...args, '--url', 'notaurl', 'ID', 'NODE'])).rejects.toThrow(/is not an http\(s\) URL/);
+      for (const flag of allFlags.filter((other) => !ownFlags[command]!.includes(other) && !daemonFlags.includes(other))) {
+        await expect(main([command, flag, '1', '--url', 'notaurl'])).rejects.toThrow(new RegExp(`Unknown option '${flag}'[\\s\\S]*hivemesh ${command} --help`));
+      }
+    });
+
+    it('says what the values of the flags may be, from the protocol', async () => {
+      // Lines are wrapped where they happen to be long; the checks read the words.
+      const flat = (text: string) => text.replace(/\s+/g, ' ');
+      const submit = flat(await helpOf(['submit', '--help']));
+      expect(submit).toMatch(new RegExp(`--priority N +${limits.taskPriorityMin}\\.\\.${limits.taskPriorityMax}, higher runs first \\(default ${limits.taskPriorityDefault}\\)`));
+      expect(submit).toContain(`${limits.taskTimeoutMsMin}..${limits.taskTimeoutMsMax} ms`);
+      expect(submit).toContain(`1..${limits.taskMaxAttemptsMax} (default ${limits.taskMaxAttemptsDefault})`);
+      expect(submit).toContain('`-` reads it from stdin');
+      expect(submit).toMatch(/--wait .*Not with --follow/s);
+      expect(submit).toMatch(/At least one of --model and --capability/);
+      const tasks = flat(await helpOf(['tasks', '--help']));
+      expect(tasks).toContain(`only tasks in this status: ${taskStatuses.join('|')}`);
+      expect(tasks).toContain(`1..${limits.listLimitMax} (default ${limits.listLimitDefault})`);
+      const tokenText = await helpOf(['help', 'token']);
+      const token = flat(tokenText);
+      expect(token).toContain(`--role ROLE for create: ${roles.join('|')}`);
+      expect(tokenText).toMatch(/hivemesh token create --role ROLE --name NAME\n {2}hivemesh token list\n {2}hivemesh token revoke ID/);
+      expect(token).toContain('Needs a token that may manage tokens (admin).');
+    });
+
+    it('fails, naming the commands, for the help of a command that does not exist', async () => {
+      for (const argv of [['help', 'nope'], ['nope', '--help']]) {
+        const error = await main(argv).then(() => null, (caught: unknown) => caught);
+        expect(error).toBeInstanceOf(CliError);
+        expect((error as CliError).exitCode).toBe(2);
+        expect((error as CliError).message).toBe('no command "nope"; the commands are start, status, nodes, submit, tasks, task, cancel, assign, token, version. Run `hivemesh --help` for the usage.');
+      }
+    });
+
+    it('leaves start its own help, also as `help start`', async () => {
+      const text = await helpOf(['help', 'start']);
+      expect(text.startsWith('hivemesh start: run the daemon on this machine')).toBe(true);
+      expect(text).toContain('--api-port P');
+      expect(await helpOf(['start', '--help'])).toBe(text);
+    });
+
+    it('takes --help after `--` as a word of the prompt, not as a request for help', async () => {
+      await expect(main(['submit', '--url', 'notaurl', '--model', 'm', '--', '--help'])).rejects.toThrow(/is not an http\(s\) URL/);
+    });
   });
 
   it('refuses a --url that is not an http(s) URL before contacting anything', async () => {

@@ -9,50 +9,35 @@ import { ApiClient, CliError } from './client.ts';
 import { nodesCommand, statusCommand } from './commands/status.ts';
 import { assignCommand, cancelCommand, submitCommand, taskCommand, tasksCommand, type SubmitFlags } from './commands/tasks.ts';
 import { tokenCommand } from './commands/tokens.ts';
+import { commandHelp, commandNames, generalUsage, isClientCommand, loadProtocolFacts, parseOptionsOf, type ClientCommand } from './help.ts';
 
-const usage = `hivemesh ${SOFTWARE_VERSION}: run LLM agents across the GPU machines of a LAN
-
-Usage:
-  hivemesh start [--config F] [--data-dir D] [--name N] [--api-host H] [--api-port P]
-                 [--p2p-port P] [--ollama-url U] [--secret-file F]
-                 [--bootstrap MULTIADDR]... [--no-mdns]      run the daemon on this machine
-  hivemesh status                     the cluster as this node sees it
-  hivemesh nodes                      every node: state, role, GPUs, models, load
-  hivemesh submit [--model M | --capability C] [--wait | --follow] [--priority 0..10]
-                  [--title T] [--system S] [--depends-on ID]... [--timeout-ms N]
-                  [--max-attempts N] [--idempotency-key K] PROMPT|-
-                                      submit a task (prints its id; --wait prints the
-                                      result, --follow streams tokens as they come)
-  hivemesh tasks [--status S] [--limit N] [--cursor C]   list tasks, newest first
-  hivemesh task ID                    one task: status, node, attempts, usage, output
-  hivemesh cancel ID                  cancel a task (aborts a running generation)
-  hivemesh assign ID NODE             pin a queued task to a node (id or name)
-  hivemesh token create --role admin|operator|viewer --name NAME
-  hivemesh token list | hivemesh token revoke ID
-  hivemesh version                    the version of this command
-
-Options for the commands that talk to a daemon:
-  --url URL        the daemon's API (default http://127.0.0.1:7420, or HIVEMESH_URL)
-  --token TOKEN    a bearer token (default HIVEMESH_TOKEN, else <data-dir>/admin.token)
-  --data-dir D     where to find the local admin token (default ~/.hivemesh)
-  --json           machine-readable output
-
-Run \`hivemesh start --help\` for every daemon setting.`;
-
-const clientOptions = {
-  url: { type: 'string' },
-  token: { type: 'string' },
-  'data-dir': { type: 'string' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
-function parseClientArgs(args: string[], extra: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {}) {
+function parseClientArgs(command: ClientCommand, args: string[]) {
   try {
-    return parseArgs({ args, options: { ...clientOptions, ...extra }, strict: true, allowPositionals: true });
+    return parseArgs({ args, options: parseOptionsOf(command), strict: true, allowPositionals: true });
   } catch (error) {
-    throw new CliError(`${(error as Error).message}\nRun \`hivemesh --help\` for usage.`, 2);
+    throw new CliError(`${(error as Error).message}\nRun \`hivemesh ${command} --help\` for its flags.`, 2);
   }
+}
+
+/** Whether the arguments ask for help: --help or -h before any `--` (after it, they are words). */
+function asksForHelp(args: string[]): boolean {
+  const terminator = args.indexOf('--');
+  const options = terminator === -1 ? args : args.slice(0, terminator);
+  return options.includes('--help') || options.includes('-h');
+}
+
+/** `hivemesh help <command>` and `hivemesh <command> --help`: that command's help. */
+async function printCommandHelp(command: string): Promise<number> {
+  if (command === 'start') {
+    const { startCommand } = await import('./commands/start.ts');
+    return startCommand(['--help']);
+  }
+  const name = command === '--version' ? 'version' : command;
+  if (!isClientCommand(name)) {
+    throw new CliError(`no command "${command}"; the commands are ${commandNames.join(', ')}. Run \`hivemesh --help\` for the usage.`, 2);
+  }
+  process.stdout.write(`${commandHelp(name, await loadProtocolFacts())}\n`);
+  return 0;
 }
 
 function clientFrom(values: Record<string, unknown>): ApiClient {
@@ -61,18 +46,18 @@ function clientFrom(values: Record<string, unknown>): ApiClient {
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  // `hivemesh submit --help` and the like: the usage, not an error about a missing flag
-  // (start has its own, longer help).
-  if (command !== undefined && command !== 'start' && (rest.includes('--help') || rest.includes('-h'))) {
-    process.stdout.write(`${usage}\n`);
-    return 0;
-  }
+  const generalHelp = command === undefined || command === 'help' || command === '--help' || command === '-h';
+  const topic = rest[0];
+  if (command === 'help' && topic !== undefined && topic !== '--help' && topic !== '-h') return printCommandHelp(topic);
+  // `hivemesh submit --help` and the like: that command's help, not an error about a
+  // missing flag (start prints its own).
+  if (!generalHelp && command !== 'start' && asksForHelp(rest)) return printCommandHelp(command);
   switch (command) {
     case undefined:
     case 'help':
     case '--help':
     case '-h':
-      process.stdout.write(`${usage}\n`);
+      process.stdout.write(`${generalUsage(await loadProtocolFacts())}\n`);
       return command === undefined ? 2 : 0;
     case 'version':
     case '--version':
@@ -84,28 +69,24 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'status':
     case 'nodes': {
-      const { values } = parseClientArgs(rest);
+      const { values } = parseClientArgs(command, rest);
       const client = clientFrom(values);
       const output = command === 'status' ? await statusCommand(client, values.json === true) : await nodesCommand(client, values.json === true);
       process.stdout.write(`${output}\n`);
       return 0;
     }
     case 'submit': {
-      const { values, positionals } = parseClientArgs(rest, {
-        model: { type: 'string' }, capability: { type: 'string' }, wait: { type: 'boolean' }, follow: { type: 'boolean' },
-        priority: { type: 'string' }, title: { type: 'string' }, system: { type: 'string' }, 'depends-on': { type: 'string', multiple: true },
-        'timeout-ms': { type: 'string' }, 'max-attempts': { type: 'string' }, 'idempotency-key': { type: 'string' },
-      });
+      const { values, positionals } = parseClientArgs(command, rest);
       return submitCommand(clientFrom(values), values as SubmitFlags, positionals);
     }
     case 'tasks': {
-      const { values } = parseClientArgs(rest, { status: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } });
+      const { values } = parseClientArgs(command, rest);
       process.stdout.write(`${await tasksCommand(clientFrom(values), values as { status?: string; limit?: string; cursor?: string; json?: boolean })}\n`);
       return 0;
     }
     case 'task':
     case 'cancel': {
-      const { values, positionals } = parseClientArgs(rest);
+      const { values, positionals } = parseClientArgs(command, rest);
       const id = positionals[0];
       if (id === undefined) throw new CliError(`usage: hivemesh ${command} ID`, 2);
       const client = clientFrom(values);
@@ -113,14 +94,14 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'assign': {
-      const { values, positionals } = parseClientArgs(rest);
+      const { values, positionals } = parseClientArgs(command, rest);
       const [id, node] = positionals;
       if (id === undefined || node === undefined) throw new CliError('usage: hivemesh assign ID NODE', 2);
       process.stdout.write(`${await assignCommand(clientFrom(values), id, node, values.json === true)}\n`);
       return 0;
     }
     case 'token': {
-      const { values, positionals } = parseClientArgs(rest, { role: { type: 'string' }, name: { type: 'string' } });
+      const { values, positionals } = parseClientArgs(command, rest);
       process.stdout.write(`${await tokenCommand(clientFrom(values), positionals, values as { role?: string; name?: string; json?: boolean })}\n`);
       return 0;
     }
