@@ -28,6 +28,7 @@ import { TaskRuntime } from './tasks/runtime.ts';
 import { TaskService, type OutputSource } from './tasks/service.ts';
 import { TokenService } from './tokens.ts';
 import { Membership, type MemberView } from './membership/membership.ts';
+import { unheardNodeStatus } from './membership/unheard-node.ts';
 import { createP2PHost, type P2PHost } from './p2p/host.ts';
 import { loadOrCreatePeerKey } from './p2p/identity.ts';
 import { HealthProbe } from './probe/index.ts';
@@ -167,6 +168,10 @@ export class Daemon {
       deadAfterMs: config.deadAfterMs,
       dataDir: config.dataDir,
       self: () => this.heartbeatBody(),
+      consensusMembers: () => {
+        const raftConfig = this.cluster?.raft?.status().config;
+        return raftConfig === undefined ? [] : [...raftConfig.voters, ...raftConfig.learners];
+      },
     });
     this.host.on('handshake-failing', (event) => {
       this.raiseAlert('handshake-failing', `${event.detail} This node's cluster key: ${this.clusterSecret.path} (fingerprint ${this.clusterSecret.fingerprint}; \`hivemesh status\` on a node of the cluster shows its own).`);
@@ -465,6 +470,7 @@ export class Daemon {
 
   private nodeStatus(member: MemberView, now: number, raft: RaftView | null): NodeStatus | null {
     const heartbeat = member.heartbeat;
+    if (heartbeat === null && !member.self) return unheardNodeStatus(member, this.peerRaftRole(member.nodeId, 'unknown', false, raft), this.cluster.clusterId, now);
     if (heartbeat === null || heartbeat === undefined || member.state === 'left') return null;
     const self = member.nodeId === this.host.peerId;
     const capabilities = new Set<string>();
@@ -495,7 +501,7 @@ export class Daemon {
     const now = Date.now();
     const status = this.cluster?.raft?.status() ?? null;
     const raft = status === null ? null : { leader: status.leader, voters: status.config.voters, learners: status.config.learners };
-    const nodes = this.membership.members()
+    const nodes = this.membership.listed()
       .map((member) => this.nodeStatus(member, now, raft))
       .filter((node): node is NodeStatus => node !== null)
       .sort((a, b) => (a.self === b.self ? a.name.localeCompare(b.name) : a.self ? -1 : 1));
@@ -505,7 +511,7 @@ export class Daemon {
   clusterStatus(): ClusterStatus {
     const raft = this.cluster.raft?.status();
     const counts = { alive: 0, suspect: 0, dead: 0 };
-    for (const member of this.membership.members()) {
+    for (const member of this.membership.listed()) {
       if (member.state === 'left') continue;
       counts[member.state] += 1;
     }

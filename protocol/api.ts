@@ -75,6 +75,12 @@ export const NodeStatus = Type.Object({
   capabilities: Type.Array(Type.String()),
   lastSeen: Type.String(),
   lastSeenAgoMs: Type.Integer({ minimum: 0 }),
+  /**
+   * Present (true) when the answering node has never heard from this one: only the
+   * consensus configuration names it. Its name is its id, lastSeen is when the answering
+   * node started listening, and hardware, models, load and versions are empty.
+   */
+  neverHeard: Type.Optional(Type.Literal(true)),
 });
 export type NodeStatus = Static<typeof NodeStatus>;
 

@@ -1,7 +1,9 @@
 // Membership against a fake host: validation of received heartbeats (signer, schema,
-// replays), joins and departures, restarts versus twins, and the failure detector timer.
-import { afterEach, describe, expect, it } from 'vitest';
+// replays), joins and departures, restarts versus twins, the failure detector timer, and
+// the node list keeping the nodes the consensus configuration names (on a fake clock).
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HEARTBEAT_TOPIC, heartbeatCodec, type Heartbeat } from '../../protocol/heartbeat.ts';
+import * as limits from '../../protocol/limits.ts';
 import { PROTOCOL_VERSION } from '../../protocol/version.ts';
 import { setLogLevel } from '../log.ts';
 import type { GossipHandler, P2PHostEvents, RelayPolicy } from '../p2p/host.ts';
@@ -191,5 +193,86 @@ describe('Membership (fake host)', () => {
 
   it('refuses thresholds that would make every peer flap', () => {
     expect(() => new Membership({ host: new FakeHost('x'), self: () => sampleBody('x'), heartbeatIntervalMs: 1_000, suspectAfterMs: 900, deadAfterMs: 2_000 })).toThrow(/suspectAfterMs/);
+  });
+});
+
+describe('Membership and the consensus configuration (fake clock, default timings)', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  async function startOnFakeClock(consensusMembers: () => readonly string[]): Promise<{ host: FakeHost; membership: Membership; events: MembershipEvent[] }> {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'setTimeout', 'clearTimeout', 'Date', 'performance'] });
+    const host = new FakeHost('self-id');
+    const membership = new Membership({ host, self: () => sampleBody('self'), consensusMembers });
+    const events: MembershipEvent[] = [];
+    membership.onChange((event) => events.push(event));
+    await membership.start();
+    return { host, membership, events };
+  }
+
+  async function stopOnFakeClock(membership: Membership): Promise<void> {
+    const stopping = membership.stop();
+    await vi.advanceTimersByTimeAsync(2_000);
+    await stopping;
+  }
+
+  const ids = (views: Array<{ nodeId: string }>) => views.map((view) => view.nodeId);
+
+  it('keeps a dead voter listed with its last facts past the forget period, forgets a non-member, and forgets the voter once it leaves the configuration', async () => {
+    const configured = ['peer-voter'];
+    const { host, membership, events } = await startOnFakeClock(() => configured);
+    host.deliver('peer-voter', heartbeatOf('peer-voter', 'i1', 1));
+    host.deliver('peer-other', heartbeatOf('peer-other', 'i2', 1));
+    const lastHeardMs = Date.now();
+
+    vi.advanceTimersByTime(limits.forgetDeadAfterMsDefault + 60_000);
+    expect(events.filter((event) => event.type === 'forgotten')).toEqual([{ type: 'forgotten', nodeId: 'peer-other' }]);
+    expect(ids(membership.listed())).toEqual(['self-id', 'peer-voter']);
+    const voter = membership.listed()[1]!;
+    expect(voter).toMatchObject({ state: 'dead', lastSeenMs: lastHeardMs, heartbeat: { name: 'peer-vot', apiUrl: 'http://127.0.0.1:7420' } });
+    expect(voter.heartbeat!.hardware.gpus[0]!.model).toBe('NVIDIA GeForce RTX 4090');
+    // Consensus and scheduling still see it as forgotten, as before (the voter policy relies on it).
+    expect(ids(membership.members())).toEqual(['self-id']);
+
+    // Still there an hour later.
+    vi.advanceTimersByTime(3_600_000);
+    expect(ids(membership.listed())).toEqual(['self-id', 'peer-voter']);
+
+    // Removed from the configuration: forgotten at the next evaluation.
+    configured.length = 0;
+    vi.advanceTimersByTime(200);
+    expect(ids(membership.listed())).toEqual(['self-id']);
+    expect(events.filter((event) => event.type === 'forgotten').map((event) => event.nodeId)).toEqual(['peer-other', 'peer-voter']);
+    await stopOnFakeClock(membership);
+  });
+
+  it('takes a kept voter that speaks again back as alive', async () => {
+    const { host, membership, events } = await startOnFakeClock(() => ['peer-voter']);
+    host.deliver('peer-voter', heartbeatOf('peer-voter', 'i1', 1));
+    vi.advanceTimersByTime(limits.forgetDeadAfterMsDefault + 1_000);
+    host.deliver('peer-voter', heartbeatOf('peer-voter', 'i2', 1));
+    expect(membership.member('peer-voter')).toMatchObject({ state: 'alive', heartbeat: { instanceId: 'i2' } });
+    expect(events.map((event) => event.type)).toEqual(['joined', 'suspect', 'dead', 'alive']);
+    await stopOnFakeClock(membership);
+  });
+
+  it('lists a configured node it never heard (suspect, then dead) and a configured node that left (dead), however long ago', async () => {
+    const { host, membership } = await startOnFakeClock(() => ['peer-unheard', 'peer-stopped']);
+    const startedMs = Date.now();
+    host.deliver('peer-stopped', heartbeatOf('peer-stopped', 'i1', 1));
+    host.deliver('peer-stopped', heartbeatOf('peer-stopped', 'i1', 2, true));
+    expect(membership.member('peer-stopped')?.state).toBe('left');
+    expect(membership.listed().slice(1)).toMatchObject([
+      { nodeId: 'peer-stopped', state: 'dead', heartbeat: { name: 'peer-sto' } },
+      { nodeId: 'peer-unheard', state: 'suspect', heartbeat: null, lastSeenMs: startedMs },
+    ]);
+    vi.advanceTimersByTime(limits.forgetDeadAfterMsDefault + 60_000);
+    expect(membership.listed().slice(1)).toMatchObject([
+      { nodeId: 'peer-stopped', state: 'dead', heartbeat: { name: 'peer-sto' } },
+      { nodeId: 'peer-unheard', state: 'dead', heartbeat: null, lastSeenMs: startedMs },
+    ]);
+    expect(ids(membership.members())).toEqual(['self-id']);
+    await stopOnFakeClock(membership);
   });
 });

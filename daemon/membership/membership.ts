@@ -2,7 +2,8 @@
 // heartbeat about once a second (and at once when a peer subscribes, so new nodes are
 // seen fast), validates the heartbeats of others, drives the failure detector with a
 // timer, announces departure on stop, and detects two live processes with one identity
-// (a copied data dir) instead of silently merging them.
+// (a copied data dir) instead of silently merging them. Nodes the consensus configuration
+// names are never forgotten: listed() shows them, dead, until they leave the configuration.
 import { randomUUID } from 'node:crypto';
 import { DecodeError } from '../../protocol/errors.ts';
 import { HEARTBEAT_TOPIC, heartbeatCodec, type Heartbeat } from '../../protocol/heartbeat.ts';
@@ -32,8 +33,15 @@ export interface MembershipOptions {
   heartbeatIntervalMs?: number;
   suspectAfterMs?: number;
   deadAfterMs?: number;
+  /** A dead node is forgotten after this long without news, unless consensusMembers names it. */
   forgetAfterMs?: number;
   forgetLeftAfterMs?: number;
+  /**
+   * The nodes the consensus configuration names (voters and learners). The quorum counts
+   * them however long they are silent, so the operator must see them: they are kept past
+   * the forget period and listed() shows them until they leave the configuration.
+   */
+  consensusMembers?: () => readonly string[];
   /** Shown in the identity-conflict advice; defaults to "<data-dir>". */
   dataDir?: string;
 }
@@ -42,9 +50,15 @@ export interface MemberView {
   nodeId: string;
   state: MemberState;
   self: boolean;
-  /** Wall-clock ms when the node was last heard from (now, for ourselves). */
+  /**
+   * Wall-clock ms when the node was last heard from (now, for ourselves). For a node
+   * listed() shows without ever having heard it: when this node started listening.
+   */
   lastSeenMs: number;
-  /** The last heartbeat accepted from the node; null only before our own first one. */
+  /**
+   * The last heartbeat accepted from the node. Null before our own first one, and in
+   * listed() for a node the consensus configuration names that this node never heard.
+   */
   heartbeat: Heartbeat | null;
   /**
    * Our wall clock minus the sender's when its last heartbeat arrived (network delay
@@ -117,6 +131,7 @@ export class Membership {
   readonly #deadAfterMs: number;
   readonly #dataDir: string;
   readonly #detector: FailureDetector;
+  readonly #consensusMembers: () => readonly string[];
   readonly #members = new Map<string, MemberRecord>();
   readonly #conflicts = new Map<string, IdentityConflictView>();
   readonly #listeners = new Set<(event: MembershipEvent) => void>();
@@ -129,6 +144,8 @@ export class Membership {
   #heartbeatTimer: NodeJS.Timeout | null = null;
   #evaluateTimer: NodeJS.Timeout | null = null;
   #lastSelfErrorLogMs = -Infinity;
+  /** When start() began listening, monotonic and wall clock (for nodes never heard). */
+  #listeningSince: { monotonicMs: number; wallMs: number } | null = null;
   #state: 'new' | 'running' | 'stopped' = 'new';
 
   constructor(options: MembershipOptions) {
@@ -137,6 +154,7 @@ export class Membership {
     this.#heartbeatIntervalMs = options.heartbeatIntervalMs ?? limits.heartbeatIntervalMsDefault;
     this.#deadAfterMs = options.deadAfterMs ?? limits.deadAfterMsDefault;
     this.#dataDir = options.dataDir ?? '<data-dir>';
+    this.#consensusMembers = options.consensusMembers ?? (() => []);
     if (!(this.#heartbeatIntervalMs > 0)) throw new RangeError(`heartbeatIntervalMs must be positive, got ${this.#heartbeatIntervalMs}`);
     const suspectAfterMs = options.suspectAfterMs ?? limits.suspectAfterMsDefault;
     if (suspectAfterMs <= this.#heartbeatIntervalMs) {
@@ -148,6 +166,7 @@ export class Membership {
       forgetAfterMs: options.forgetAfterMs ?? limits.forgetDeadAfterMsDefault,
       forgetLeftAfterMs: options.forgetLeftAfterMs ?? limits.forgetLeftAfterMsDefault,
       peersMax: limits.clusterNodesMax,
+      keep: (nodeId) => this.#consensusMembers().includes(nodeId),
     });
   }
 
@@ -163,6 +182,7 @@ export class Membership {
   async start(): Promise<void> {
     if (this.#state !== 'new') throw new Error('Membership starts once');
     this.#state = 'running';
+    this.#listeningSince = { monotonicMs: performance.now(), wallMs: Date.now() };
     // Heartbeats are flood-published to every peer and every node connects to every
     // other, so relaying them in steady state only multiplies traffic; and a peer we
     // cannot reach directly is one Raft cannot reach either, so seeing it only through
@@ -235,11 +255,39 @@ export class Membership {
     }, waitMs);
   }
 
+  /**
+   * This node and the peers the failure detector tracks, without those past the forget
+   * period (kept only for listed()): what consensus and scheduling work from, where a node
+   * silent that long counts as gone.
+   */
   members(): MemberView[] {
+    return this.#views(false);
+  }
+
+  /**
+   * The node list (API, CLI, dashboard): members(), plus every node the consensus
+   * configuration names that members() leaves out, shown dead with what is known of it:
+   * kept past the forget period with its last heartbeat; left (stopped) while still
+   * named, since it counts against the quorum until removed or back; or never heard by
+   * this node (heartbeat null; suspect during this node's first deadAfterMs of listening).
+   */
+  listed(): MemberView[] {
+    const named = new Set(this.#consensusMembers());
+    const views = this.#views(true).map((view) => (view.state === 'left' && named.has(view.nodeId) ? { ...view, state: 'dead' as const } : view));
+    const shown = new Set(views.map((view) => view.nodeId));
+    const since = this.#listeningSince ?? { monotonicMs: performance.now(), wallMs: Date.now() };
+    const state = performance.now() - since.monotonicMs >= this.#deadAfterMs ? 'dead' : 'suspect';
+    for (const nodeId of named) {
+      if (!shown.has(nodeId)) views.push({ nodeId, state, self: false, lastSeenMs: since.wallMs, heartbeat: null, clockOffsetMs: 0 });
+    }
+    return views;
+  }
+
+  #views(withKept: boolean): MemberView[] {
     const views: MemberView[] = [{ nodeId: this.nodeId, state: 'alive', self: true, lastSeenMs: Date.now(), heartbeat: this.#lastSent, clockOffsetMs: 0 }];
     for (const entry of this.#detector.peers()) {
       const record = this.#members.get(entry.peer);
-      if (record === undefined) continue;
+      if (record === undefined || (entry.kept && !withKept)) continue;
       views.push({ nodeId: entry.peer, state: entry.state, self: false, lastSeenMs: record.lastSeenWallMs, heartbeat: record.heartbeat, clockOffsetMs: record.lastSeenWallMs - record.heartbeat.sentAt });
     }
     return views;

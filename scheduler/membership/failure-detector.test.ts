@@ -1,5 +1,5 @@
 // Failure detector cases with injected time: each threshold, recovery, departure,
-// forgetting and the bound on the table.
+// forgetting (and peers kept past it), and the bound on the table.
 import { describe, expect, it } from 'vitest';
 import { FailureDetector, type FailureDetectorOptions } from './failure-detector.ts';
 
@@ -134,6 +134,56 @@ describe('FailureDetector', () => {
     expect(detector.size).toBe(3);
     expect(detector.state('a') === undefined || detector.state('b') === undefined).toBe(true);
     expect(detector.state('c')).toBe('left');
+  });
+
+  it('keeps a dead peer that keep() holds past the forget time, and forgets it once let go', () => {
+    const voters = new Set(['voter']);
+    const detector = new FailureDetector({ ...options, keep: (peer) => voters.has(peer) });
+    detector.observe('voter', 0);
+    detector.observe('other', 0);
+    detector.evaluate(5_000);
+    // The forget time is up for both: only the peer that is not held goes.
+    expect(detector.evaluate(60_000)).toEqual([{ peer: 'other', from: 'dead', to: 'forgotten', atMs: 60_000 }]);
+    expect(detector.peers()).toEqual([{ peer: 'voter', state: 'dead', lastSeenMs: 0, sinceMs: 5_000, kept: true }]);
+    expect(detector.evaluate(3_600_000)).toEqual([]);
+    expect(detector.state('voter')).toBe('dead');
+    // Heard again: alive, and no longer marked kept.
+    expect(detector.observe('voter', 3_600_100)).toEqual({ peer: 'voter', from: 'dead', to: 'alive', atMs: 3_600_100 });
+    expect(detector.peers()[0]!.kept).toBe(false);
+    // Silent again past the forget time, then removed from the configuration: forgotten at the next evaluation.
+    detector.evaluate(3_700_000);
+    expect(detector.peers()[0]!.kept).toBe(true);
+    voters.delete('voter');
+    expect(detector.evaluate(3_700_100)).toEqual([{ peer: 'voter', from: 'dead', to: 'forgotten', atMs: 3_700_100 }]);
+    expect(detector.size).toBe(0);
+  });
+
+  it('reports the dead step for a held peer evaluated very late, without forgetting it', () => {
+    const detector = new FailureDetector({ ...options, keep: () => true });
+    detector.observe('a', 0);
+    expect(detector.evaluate(100_000)).toEqual([{ peer: 'a', from: 'alive', to: 'dead', atMs: 100_000 }]);
+    expect(detector.peers()[0]).toMatchObject({ peer: 'a', state: 'dead', kept: true });
+  });
+
+  it('keeps a held peer that left, and never evicts a held peer to make room', () => {
+    const held = new Set(['a', 'b']);
+    const detector = new FailureDetector({ ...options, keep: (peer) => held.has(peer) });
+    detector.observe('a', 0);
+    detector.observe('b', 0);
+    detector.observe('c', 0);
+    detector.markLeft('a', 100);
+    expect(detector.evaluate(70_000)).toEqual([
+      { peer: 'b', from: 'alive', to: 'dead', atMs: 70_000 },
+      { peer: 'c', from: 'alive', to: 'dead', atMs: 70_000 },
+      { peer: 'c', from: 'dead', to: 'forgotten', atMs: 70_000 },
+    ]);
+    expect(states(detector)).toEqual({ a: 'left', b: 'dead' });
+    detector.observe('d', 70_000);
+    // Full of held and live peers: a newcomer is refused rather than a held peer dropped.
+    expect(detector.observe('e', 70_000)).toBeNull();
+    expect(states(detector)).toEqual({ a: 'left', b: 'dead', d: 'alive' });
+    held.delete('a');
+    expect(detector.evaluate(70_100)).toEqual([{ peer: 'a', from: 'left', to: 'forgotten', atMs: 70_100 }]);
   });
 
   it('rejects inconsistent thresholds', () => {

@@ -1,7 +1,9 @@
 // The failure detector: a pure state machine that turns "when did we last hear from
 // each peer" into alive -> suspect -> dead, plus left for peers that said goodbye.
 // Time arrives as nowMs arguments (a monotonic clock the daemon reads), so tests and
-// the simulator drive it with any schedule they like.
+// the simulator drive it with any schedule they like. A peer the caller still needs
+// (membership passes the nodes the consensus configuration names) is kept past its
+// forget time instead of dropped, so the node list never loses a voter it depends on.
 
 export type MemberState = 'alive' | 'suspect' | 'dead' | 'left';
 
@@ -16,6 +18,13 @@ export interface FailureDetectorOptions {
   forgetLeftAfterMs: number;
   /** Most peers tracked at once; observations of new peers beyond it are refused. */
   peersMax: number;
+  /**
+   * Peers for which this answers true are never forgotten nor evicted: past their forget
+   * time they stay (dead or left, marked `kept`) until it answers false, and the next
+   * evaluate() forgets them then. Asked only about peers whose forget time is up, and
+   * when the table is full.
+   */
+  keep?: (peer: string) => boolean;
 }
 
 export interface Transition {
@@ -32,6 +41,8 @@ interface Entry {
   lastSeenMs: number;
   /** When the peer entered its current state. */
   sinceMs: number;
+  /** Past its forget time, held only by options.keep. */
+  kept: boolean;
 }
 
 export class FailureDetector {
@@ -60,12 +71,13 @@ export class FailureDetector {
     const entry = this.#entries.get(peer);
     if (entry === undefined) {
       if (this.#entries.size >= this.options.peersMax && !this.#evictOne()) return null;
-      this.#entries.set(peer, { state: 'alive', lastSeenMs: nowMs, sinceMs: nowMs });
+      this.#entries.set(peer, { state: 'alive', lastSeenMs: nowMs, sinceMs: nowMs, kept: false });
       return { peer, from: null, to: 'alive', atMs: nowMs };
     }
     // A clock that goes backwards (it should not: the daemon passes a monotonic one)
     // must not make a peer look fresher than it is, nor older.
     entry.lastSeenMs = Math.max(entry.lastSeenMs, nowMs);
+    entry.kept = false;
     if (entry.state === 'alive') return null;
     const from = entry.state;
     entry.state = 'alive';
@@ -80,6 +92,7 @@ export class FailureDetector {
     const from = entry.state;
     entry.state = 'left';
     entry.sinceMs = nowMs;
+    entry.kept = false;
     return { peer, from, to: 'left', atMs: nowMs };
   }
 
@@ -95,18 +108,23 @@ export class FailureDetector {
       const silentMs = nowMs - entry.lastSeenMs;
       if (entry.state === 'left') {
         if (nowMs - entry.sinceMs >= this.options.forgetLeftAfterMs) {
+          entry.kept = this.#keeps(peer);
+          if (entry.kept) continue;
           this.#entries.delete(peer);
           transitions.push({ peer, from: 'left', to: 'forgotten', atMs: nowMs });
         }
         continue;
       }
       if (silentMs >= this.options.forgetAfterMs) {
-        // A peer can go from alive to forgotten in one evaluation when the caller was
-        // away for long; report the dead step too so listeners see the full story.
-        if (entry.state !== 'dead') transitions.push({ peer, from: entry.state, to: 'dead', atMs: nowMs });
-        this.#entries.delete(peer);
-        transitions.push({ peer, from: 'dead', to: 'forgotten', atMs: nowMs });
-        continue;
+        entry.kept = this.#keeps(peer);
+        if (!entry.kept) {
+          // A peer can go from alive to forgotten in one evaluation when the caller was
+          // away for long; report the dead step too so listeners see the full story.
+          if (entry.state !== 'dead') transitions.push({ peer, from: entry.state, to: 'dead', atMs: nowMs });
+          this.#entries.delete(peer);
+          transitions.push({ peer, from: 'dead', to: 'forgotten', atMs: nowMs });
+          continue;
+        }
       }
       const target: MemberState = silentMs >= this.options.deadAfterMs ? 'dead' : silentMs >= this.options.suspectAfterMs ? 'suspect' : 'alive';
       // Only silence moves a peer down; only observe() moves it up.
@@ -127,7 +145,8 @@ export class FailureDetector {
     return this.#entries.get(peer)?.lastSeenMs;
   }
 
-  peers(): Array<{ peer: string; state: MemberState; lastSeenMs: number; sinceMs: number }> {
+  /** Every tracked peer; `kept` ones are past their forget time, held by options.keep. */
+  peers(): Array<{ peer: string; state: MemberState; lastSeenMs: number; sinceMs: number; kept: boolean }> {
     return [...this.#entries].map(([peer, entry]) => ({ peer, ...entry }));
   }
 
@@ -139,12 +158,16 @@ export class FailureDetector {
     return this.#entries.size >= this.options.peersMax;
   }
 
-  /** Makes room by dropping the longest-silent left or dead peer; false when all are live. */
+  #keeps(peer: string): boolean {
+    return this.options.keep?.(peer) ?? false;
+  }
+
+  /** Makes room by dropping the longest-silent left or dead peer not kept; false when none is. */
   #evictOne(): boolean {
     let victim: string | null = null;
     let victimSeenMs = Infinity;
     for (const [peer, entry] of this.#entries) {
-      if ((entry.state === 'left' || entry.state === 'dead') && entry.lastSeenMs < victimSeenMs) {
+      if ((entry.state === 'left' || entry.state === 'dead') && entry.lastSeenMs < victimSeenMs && !this.#keeps(peer)) {
         victim = peer;
         victimSeenMs = entry.lastSeenMs;
       }

@@ -26,6 +26,8 @@ export async function nodesCommand(client: ApiClient, json: boolean): Promise<st
   const { nodes } = await client.get<AgentsStatus>('/api/status/agents');
   if (json) return JSON.stringify(nodes, null, 2);
   const rows = nodes.map((node) => {
+    // Named by the consensus configuration only: nothing but its id and role is known here.
+    if (node.neverHeard === true) return [shortId(node.name), shortId(node.id), node.state, node.raftRole, '-', '?', '?', '-', 'never heard'];
     const gpus = node.hardware.gpus.length === 0
       ? 'none'
       : node.hardware.gpus.map((gpu) => `${gpu.model}${gpu.vramTotalBytes === null ? '' : ` ${bytes(gpu.vramTotalBytes)}`}`).join(', ');
