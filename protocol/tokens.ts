@@ -55,6 +55,19 @@ export type TokenRecord = Static<typeof TokenRecord>;
 export const TokenView = Type.Omit(TokenRecord, ['hash']);
 export type TokenView = Static<typeof TokenView>;
 
+/**
+ * GET /api/tokens/self: the calling token's own id, name and role, and the actions that
+ * role may do, so a client (the dashboard) offers only what the server would allow.
+ * Any valid token may ask; the list comes from `permissions`, the one table of roles.
+ */
+export const TokenSelf = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  role: Role,
+  actions: Type.Array(Action),
+}, { additionalProperties: false });
+export type TokenSelf = Static<typeof TokenSelf>;
+
 /** POST body to create a token (`hivemesh token create --role ROLE --name NAME`). */
 export const TokenCreate = Type.Object({
   role: Role,

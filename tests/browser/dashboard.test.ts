@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { FakeCluster, adminToken, hostileNodeName, viewerToken } from './fake-cluster.ts';
+import { FakeCluster, adminToken, hostileNodeName, operatorToken, viewerToken } from './fake-cluster.ts';
 
 const chromiumPath = '/usr/bin/chromium';
 const haveChromium = existsSync(chromiumPath);
@@ -227,9 +227,66 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     await page.locator('#task-rows tr', { hasText: 'long-1' }).locator('.badge', { hasText: 'cancelled' }).waitFor();
   });
 
-  it('asks for a stronger token when a viewer token may not cancel, and keeps the viewer token', async () => {
+  it('offers the submit form and cancel only to a token whose role may use them, and follows a change of token', async () => {
+    fake.addTask({ id: 'queued-1', title: 'wait for me', status: 'queued' });
+    await context.addInitScript(() => { window.location.hash = '#task=queued-1'; });
+    await openSignedIn(viewerToken);
+    const form = page.locator('#submit-form');
+    const unavailable = page.locator('#submit-unavailable');
+    const detail = page.locator('#task-detail');
+    const cancel = detail.getByRole('button', { name: 'Cancel task' });
+    const who = page.locator('#token-who');
+
+    // A viewer: read-only, said in words, and no control that the node would refuse.
+    await who.getByText('dash · viewer (read-only)').waitFor();
+    await detail.getByText('wait for me').waitFor();
+    expect(await form.isVisible()).toBe(false);
+    expect(await page.locator('#submit-prompt').isVisible()).toBe(false);
+    expect(await unavailable.textContent()).toContain('This token ("dash") is a viewer token, read-only');
+    expect(await unavailable.textContent()).toContain('hivemesh token create --role operator');
+    expect(await cancel.count()).toBe(0);
+    // Still there after a few refreshes (nothing redraws it back).
+    await page.waitForTimeout(2_500);
+    expect(await form.isVisible()).toBe(false);
+    expect(await cancel.count()).toBe(0);
+
+    // "Use another token" with an operator token: the form and the cancel button appear.
+    await page.locator('#token-upgrade').click();
+    await page.locator('#token-input').fill(operatorToken);
+    await page.locator('#token-save').click();
+    await form.waitFor({ state: 'visible' });
+    await cancel.waitFor();
+    expect(await unavailable.isVisible()).toBe(false);
+    expect(await who.textContent()).toBe('ci · operator');
+    await page.locator('#submit-model').fill('llama3.1:8b');
+    await page.locator('#submit-prompt').fill('hello');
+    await page.locator('#submit-button').click();
+    await page.locator('#submit-result').getByText('Submitted task').waitFor();
+
+    // Back to the viewer token through "Change token": the controls go again.
+    await page.locator('#token-change').click();
+    await page.locator('#token-input').fill(viewerToken);
+    await page.locator('#token-save').click();
+    await who.getByText('dash · viewer (read-only)').waitFor();
+    await form.waitFor({ state: 'hidden' });
+    await unavailable.waitFor({ state: 'visible' });
+    await page.locator('#task-rows button', { hasText: 'queued-1' }).click();
+    await detail.getByText('wait for me').waitFor();
+    expect(await cancel.count()).toBe(0);
+    expect(fake.cancelRequests).toEqual([]);
+    expect(fake.submissions).toHaveLength(1);
+  });
+
+  it('offers every control when the node is too old to say what the token may do, and asks for a stronger token on 403', async () => {
+    // A node without GET /api/tokens/self answers it 404, as fastify does for an unknown route.
+    await page.route(`${baseUrl}/api/tokens/self`, (route) => route.fulfill({
+      status: 404, contentType: 'application/json',
+      body: JSON.stringify({ error: { code: 'not_found', message: 'no route GET /api/tokens/self; see the API list in the README', details: null } }),
+    }));
     fake.addTask({ id: 'queued-1', status: 'queued' });
     await openSignedIn(viewerToken);
+    await page.locator('#submit-form').waitFor({ state: 'visible' });
+    expect(await page.locator('#token-who').textContent()).toBe('');
     await page.locator('#task-rows button', { hasText: 'queued-1' }).click();
     await page.locator('#task-detail').getByRole('button', { name: 'Cancel task' }).click();
     const problem = page.locator('#token-problem');
@@ -239,6 +296,61 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     expect(await page.locator('#signed-out').isVisible()).toBe(false);
     expect(await page.evaluate(() => window.localStorage.getItem('hivemesh.token'))).toBe(viewerToken);
     expect(await page.locator('#task-detail .inline-error').textContent()).toContain('Not cancelled');
+  });
+
+  it('wraps task titles between words on a 375 px phone, cuts only a word too wide for the column, and never scrolls sideways', async () => {
+    await page.setViewportSize({ width: 375, height: 812 });
+    const titles = [
+      'translate the README to French and keep the headings',
+      'review pull request 118 about internationalisation',
+      'summarise incident',
+      'https://example.com/a/very/long/address/without/any/spaces/in/it/at/all',
+    ];
+    // Ids as long as the daemon's (t_ + time + random), which the list shortens.
+    const ids = titles.map((_title, index) => `t_mf3k2q7a1c9e5b7d3f0${index}`);
+    titles.forEach((title, index) => fake.addTask({ id: ids[index], title, status: index === 1 ? 'queued' : 'completed', createdAt: Date.now() - index * 1_000,
+      waitingFor: index === 1 ? 'waiting for a node with capability review-internationalisation' : null }));
+    await openSignedIn();
+    const row = (index: number) => page.locator(`#task-rows tr[data-task-id="${ids[index]}"]`);
+    await row(3).waitFor();
+    const layout = await page.evaluate(() => {
+      // A word (a run of letters and digits) split over two lines has line fragments at two
+      // heights. Lines may still end after a space, a hyphen or a slash.
+      const brokenWords: string[] = [];
+      for (const cell of Array.from(document.querySelectorAll('#task-rows td.title-cell'))) {
+        const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node !== null; node = walker.nextNode()) {
+          for (const match of (node.textContent ?? '').matchAll(/[\p{L}\p{N}]+/gu)) {
+            const range = document.createRange();
+            range.setStart(node, match.index);
+            range.setEnd(node, match.index + match[0].length);
+            const lineTops = new Set(Array.from(range.getClientRects()).filter((rect) => rect.width > 0).map((rect) => Math.round(rect.top)));
+            if (lineTops.size > 1) brokenWords.push(match[0]);
+          }
+        }
+      }
+      const tableBox = document.querySelector('#tasks .table-wrap') as HTMLElement;
+      return { brokenWords, pageWidth: document.documentElement.scrollWidth, tableWidth: tableBox.scrollWidth, tableBoxWidth: tableBox.clientWidth };
+    });
+    expect(layout.brokenWords).toEqual([]);
+    expect(layout.pageWidth).toBeLessThanOrEqual(375);
+    // The table fits its box too: no title pushes it into a sideways scroll.
+    expect(layout.tableWidth).toBeLessThanOrEqual(layout.tableBoxWidth);
+    const titleText = (index: number) => row(index).locator('td.title-cell [title]').first();
+    const overflows = (index: number) => titleText(index).evaluate((element) => element.scrollWidth > element.clientWidth);
+    // Titles of ordinary words wrap onto more lines and show whole.
+    for (const index of [0, 2]) {
+      expect(await overflows(index)).toBe(false);
+      expect(await titleText(index).textContent()).toBe(titles[index]);
+    }
+    expect(await row(0).locator('td.title-cell').evaluate((cell) => cell.getBoundingClientRect().height)).toBeGreaterThan(40);
+    // The long address is cut with an ellipsis in the list; the whole title is its tooltip and in the detail panel.
+    expect(await titleText(3).getAttribute('title')).toBe(titles[3]);
+    expect(await overflows(3)).toBe(true);
+    expect(await titleText(3).evaluate((element) => [getComputedStyle(element).textOverflow, getComputedStyle(element).overflowX])).toEqual(['ellipsis', 'hidden']);
+    await row(3).locator('button').click();
+    expect(await page.locator('#task-detail dd').first().textContent()).toBe(titles[3]);
+    await page.locator('#tasks').screenshot({ path: '/tmp/dashboard-phone-titles.png' });
   });
 
   it('filters tasks by status and pages with the cursor', async () => {

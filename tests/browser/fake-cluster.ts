@@ -2,17 +2,21 @@
 // fastify app (buildApp) with a fake HttpServices, plus a small plugin for the task API
 // and the event streams that follows ARCHITECTURE.md and protocol/tasks.ts (validation
 // with the real validateTaskSubmit, opaque numeric cursors, SSE with `type` as the event
-// name). Tests drive it: add tasks, push task events, read which cancels were asked for.
+// name), and the real token routes (GET /api/tokens/self tells the page its role). Tests
+// drive it: add tasks, push task events, read which cancels were asked for.
 import type { ServerResponse } from 'node:http';
 import type { AgentsStatus, ClusterStatus, NodeStatus } from '../../protocol/api.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import { isFinished, refusalToError, validateTaskSubmit, validationError, type Task, type TaskEvent, type TaskStatus } from '../../protocol/tasks.ts';
 import { buildApp, type App } from '../../daemon/http/app.ts';
+import { tokenRoutes } from '../../daemon/http/routes/tokens.ts';
 import type { HttpServices, Principal } from '../../daemon/http/services.ts';
+import type { TokenService } from '../../daemon/tokens.ts';
 import { can } from '../../protocol/tokens.ts';
 
 export const adminToken = 'hm_admin_test_token_0123456789';
 export const viewerToken = 'hm_viewer_test_token_0123456789';
+export const operatorToken = 'hm_operator_test_token_0123456789';
 /** A node name that would run script if the page used innerHTML. */
 export const hostileNodeName = '<img src=x onerror="window.__pwned=1">gpu-box';
 
@@ -176,6 +180,7 @@ export class FakeCluster {
     const principals: Record<string, Principal> = {
       [adminToken]: { tokenId: 'admin', name: 'admin', role: 'admin' },
       [viewerToken]: { tokenId: 'dash', name: 'dash', role: 'viewer' },
+      [operatorToken]: { tokenId: 'ci', name: 'ci', role: 'operator' },
     };
     return {
       nodeId: selfId,
@@ -266,7 +271,7 @@ export class FakeCluster {
   }
 
   async start(): Promise<string> {
-    const app = await buildApp({ services: this.services(), plugins: [this.plugin()] });
+    const app = await buildApp({ services: this.services(), plugins: [this.plugin(), tokenRoutes(tokenManagementNotFaked)] });
     this.app = app;
     this.baseUrl = await app.listen({ host: '127.0.0.1', port: 0 });
     return this.baseUrl;
@@ -280,6 +285,13 @@ export class FakeCluster {
     await app?.close();
   }
 }
+
+/** The page never manages tokens; a test that makes it try fails loudly. */
+const tokenManagementNotFaked = new Proxy({}, {
+  get: (_target, name) => () => {
+    throw new Error(`the fake node does not manage tokens (TokenService.${String(name)} was called)`);
+  },
+}) as TokenService;
 
 function writeSse(raw: ServerResponse, event: string, data: unknown): void {
   if (raw.writableEnded) return;

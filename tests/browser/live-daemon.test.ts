@@ -63,6 +63,9 @@ describe.skipIf(!haveChromium)('dashboard on a real daemon', () => {
       await card.getByText('● alive').waitFor();
       await card.getByText('llama3.2:3b', { exact: false }).first().waitFor();
       await page.locator('#events-state', { hasText: 'live' }).waitFor();
+      // The node says what the token is (GET /api/tokens/self): its admin token, so the form is offered.
+      await page.locator('#token-who', { hasText: 'admin@dash-live · admin' }).waitFor();
+      await page.locator('#submit-form').waitFor({ state: 'visible' });
 
       await page.locator('#submit-model').fill('llama3.2:3b');
       await page.locator('#submit-title-input').fill('live check');

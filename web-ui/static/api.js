@@ -9,6 +9,7 @@
 /** @typedef {import('../../protocol/tasks.ts').TaskList} TaskList */
 /** @typedef {import('../../protocol/tasks.ts').TaskSubmit} TaskSubmit */
 /** @typedef {import('../../protocol/tasks.ts').TaskEvent} TaskEvent */
+/** @typedef {import('../../protocol/tokens.ts').TokenSelf} TokenSelf */
 /** @typedef {{ field: string, reason: string }} FieldError */
 
 const tokenStorageKey = 'hivemesh.token';
@@ -158,6 +159,11 @@ export class Api {
   /** @returns {Promise<AgentsStatus>} */
   agentsStatus() {
     return this.request('GET', '/api/status/agents');
+  }
+
+  /** Who the token is and what its role may do. @returns {Promise<TokenSelf>} */
+  tokenSelf() {
+    return this.request('GET', '/api/tokens/self');
   }
 
   /**

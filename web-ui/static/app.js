@@ -1,5 +1,6 @@
-// The dashboard's entry point: asks for a token, polls this node's status every 2 s while
-// the tab is visible, follows the cluster event stream, and hands the data to the views.
+// The dashboard's entry point: asks for a token, learns what the token's role may do,
+// polls this node's status every 2 s while the tab is visible, follows the cluster event
+// stream, and hands the data to the views.
 import { Api, ApiError, TokenStore } from './api.js';
 import { shortId } from './format.js';
 import { followEventStream } from './sse.js';
@@ -9,6 +10,7 @@ import { renderAlerts, renderSummary } from './views/summary.js';
 import { TasksView } from './views/tasks.js';
 
 /** @typedef {import('./api.js').NodeStatus} NodeStatus */
+/** @typedef {import('./views/tasks.js').Access} Access */
 
 export const pollIntervalMs = 2_000;
 /** Task events in the cluster feed trigger an early refresh, at most this often. */
@@ -36,6 +38,8 @@ class Dashboard {
     this.lastUpdateMs = 0;
     /** When the open token dialog was opened for a 403, dismissing it keeps the token. */
     this.dialogKeepsToken = false;
+    /** Counts connects and disconnects: answers to a request made before one are dropped (they may be for another token). */
+    this.session = 0;
 
     this.tasks = new TasksView(this.api, (error, options) => this.authProblem(error, options));
     this.feed = new EventFeed(/** @type {HTMLOListElement} */ (element('event-list')), element('events-state'));
@@ -54,6 +58,7 @@ class Dashboard {
     });
     element('token-open').addEventListener('click', () => this.askForToken(null, false));
     element('token-change').addEventListener('click', () => this.askForToken(null, this.tokens.get() !== null));
+    element('token-upgrade').addEventListener('click', () => this.askForToken(null, this.tokens.get() !== null));
     element('token-forget').addEventListener('click', () => {
       this.tokens.forget();
       this.disconnect();
@@ -75,6 +80,8 @@ class Dashboard {
 
   connect() {
     element('signed-out').hidden = true;
+    this.session += 1;
+    this.setAccess(null);
     this.running = true;
     this.followClusterEvents();
     this.tasks.selectFromAddress();
@@ -83,6 +90,8 @@ class Dashboard {
 
   disconnect() {
     this.running = false;
+    this.session += 1;
+    this.setAccess(null);
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     this.events?.abort();
@@ -154,6 +163,36 @@ class Dashboard {
     element('where').textContent = `not signed in · ${location.host}`;
   }
 
+  /**
+   * What the token may do decides which controls the page offers; until it is known (and
+   * whenever the token changes) none are.
+   * @param {Access | null} access
+   */
+  setAccess(access) {
+    this.tasks.setAccess(access);
+    const who = element('token-who');
+    if (access === null || access.role === null) {
+      who.textContent = '';
+      who.removeAttribute('title');
+    } else {
+      who.textContent = `${access.name ?? 'token'} · ${access.role}${access.role === 'viewer' ? ' (read-only)' : ''}`;
+      who.title = `The token in use is "${access.name}", with the ${access.role} role`;
+    }
+  }
+
+  /** @returns {Promise<Access>} */
+  async learnAccess() {
+    try {
+      const self = await this.api.tokenSelf();
+      return { name: self.name, role: self.role, actions: new Set(self.actions) };
+    } catch (error) {
+      // A node of an older version has no such route: offer everything, as the page did
+      // before it could ask; the node still refuses what the token may not do (403).
+      if (error instanceof ApiError && error.status === 404) return { name: null, role: null, actions: null };
+      throw error;
+    }
+  }
+
   /** @param {number} delayMs */
   pollSoon(delayMs) {
     if (this.timer !== null) clearTimeout(this.timer);
@@ -167,9 +206,13 @@ class Dashboard {
     // Hidden tabs do not poll; visibilitychange starts again. One poll at a time.
     if (!this.running || document.hidden || this.polling) return;
     this.polling = true;
+    const session = this.session;
     try {
-      const [cluster, agents] = await Promise.all([this.api.clusterStatus(), this.api.agentsStatus()]);
-      if (!this.running) return;
+      const [cluster, agents, access] = await Promise.all([this.api.clusterStatus(), this.api.agentsStatus(),
+        this.tasks.access === null ? this.learnAccess() : this.tasks.access]);
+      // The token changed meanwhile: these answers may be another token's.
+      if (!this.running || session !== this.session) return;
+      if (access !== this.tasks.access) this.setAccess(access);
       const nowMs = Date.now();
       /** @type {Map<string, NodeStatus>} */
       const nodesById = new Map(agents.nodes.map((node) => [node.id, node]));
@@ -185,11 +228,13 @@ class Dashboard {
       this.lastUpdateMs = nowMs;
       await this.tasks.refresh();
     } catch (error) {
-      this.pollFailed(error);
+      // A refusal of the token given before the current one is no news about this one.
+      if (session === this.session) this.pollFailed(error);
     } finally {
       this.polling = false;
       this.renderFreshness();
-      if (this.running && !document.hidden) this.pollSoon(pollIntervalMs);
+      // A new token skipped its first poll while this one ran: it gets one now.
+      if (this.running && !document.hidden) this.pollSoon(session === this.session ? pollIntervalMs : 0);
     }
   }
 

@@ -1,6 +1,7 @@
 // The tasks view: the list (status filter, cursor paging), the detail panel with output
 // streamed live from GET /api/tasks/:id/events, the cancel button, and the submit form
-// that shows the API's per-field validation errors next to the fields.
+// that shows the API's per-field validation errors next to the fields. The form and the
+// cancel button are offered only to a token whose role may use them.
 import { ApiError, fieldErrorsOf } from '../api.js';
 import { h, replaceKeepingFocus } from '../dom.js';
 import { dateTime, duration, excerpt, shortId } from '../format.js';
@@ -12,6 +13,11 @@ import { nodeLabel, statusSymbols } from './summary.js';
 /** @typedef {import('../api.js').NodeStatus} NodeStatus */
 /** @typedef {import('../api.js').TaskEvent} TaskEvent */
 /** @typedef {(error: ApiError, options: { keepToken: boolean }) => void} AuthProblemHandler */
+/**
+ * What the token in use may do, from GET /api/tokens/self. `actions` is null when the node
+ * is too old to say: then every control is offered and the node refuses what it must (403).
+ * @typedef {{ name: string | null, role: string | null, actions: ReadonlySet<string> | null }} Access
+ */
 
 export const tasksPageSize = 25;
 /** Live output kept per task; beyond it the oldest text is cut (the stored output is bounded too). */
@@ -108,6 +114,8 @@ export class TasksView {
     this.suggestionKey = '';
     /** What the detail panel shows, to skip redraws that would change nothing. */
     this.detailKey = '';
+    /** @type {Access | null} null until the node has said what the token may do */
+    this.access = null;
 
     this.rows = /** @type {HTMLElement} */ (document.getElementById('task-rows'));
     this.listError = /** @type {HTMLElement} */ (document.getElementById('tasks-error'));
@@ -121,6 +129,9 @@ export class TasksView {
     this.formError = /** @type {HTMLElement} */ (document.getElementById('submit-form-error'));
     this.submitResult = /** @type {HTMLElement} */ (document.getElementById('submit-result'));
     this.submitButton = /** @type {HTMLButtonElement} */ (document.getElementById('submit-button'));
+    this.submitUnavailable = /** @type {HTMLElement} */ (document.getElementById('submit-unavailable'));
+    this.submitUnavailableText = /** @type {HTMLElement} */ (document.getElementById('submit-unavailable-text'));
+    this.tokenUpgrade = /** @type {HTMLButtonElement} */ (document.getElementById('token-upgrade'));
     /** The output element survives redraws of the panel, so streaming text and scroll stay put. */
     this.output = h('pre', { class: 'output', 'aria-label': 'task output', tabindex: 0 });
 
@@ -142,6 +153,43 @@ export class TasksView {
       void this.submit();
     });
     this.renderPager();
+    this.renderAccess();
+  }
+
+  /**
+   * Whether the token may do an action; nothing is offered while that is not known yet.
+   * @param {string} action one of protocol/tokens.ts's actions
+   */
+  may(action) {
+    return this.access !== null && (this.access.actions === null || this.access.actions.has(action));
+  }
+
+  /**
+   * The token changed, or the node said what it may do: show the controls that fit.
+   * @param {Access | null} access
+   */
+  setAccess(access) {
+    this.access = access;
+    this.renderAccess();
+    if (this.listLoaded) this.renderList();
+    this.renderDetail();
+  }
+
+  renderAccess() {
+    const canSubmit = this.may('submit');
+    this.form.hidden = !canSubmit;
+    this.submitUnavailable.hidden = canSubmit;
+    this.tokenUpgrade.hidden = this.access === null;
+    if (this.access === null) {
+      this.submitUnavailableText.textContent = 'Checking what this token may do…';
+    } else if (!canSubmit) {
+      const token = this.access.name === null ? 'This token' : `This token ("${this.access.name}")`;
+      const what = this.access.role === 'viewer'
+        ? `${token} is a viewer token, read-only: it shows the cluster and its tasks but may not submit or cancel tasks.`
+        : `${token} has the ${this.access.role ?? 'unknown'} role, which may not submit tasks.`;
+      this.submitUnavailableText.replaceChildren(`${what} To submit, use an operator or admin token (an admin makes one with `,
+        h('code', null, 'hivemesh token create --role operator --name NAME'), ').');
+    }
   }
 
   /** @param {Map<string, NodeStatus>} nodesById */
@@ -216,16 +264,20 @@ export class TasksView {
   renderList() {
     const now = Date.now();
     if (this.tasks.length === 0) {
-      const what = this.filter === '' ? 'No tasks yet. Submit one with the form, or with hivemesh submit.' : `No ${this.filter} tasks on this page.`;
+      const what = this.filter !== '' ? `No ${this.filter} tasks on this page.`
+        : this.may('submit') ? 'No tasks yet. Submit one with the form, or with hivemesh submit.' : 'No tasks yet.';
       replaceKeepingFocus(this.rows, [h('tr', null, h('td', { colspan: 7, class: 'empty' }, what))]);
       return;
     }
     replaceKeepingFocus(this.rows, this.tasks.map((task) => {
       const row = h('tr', { class: task.id === this.selectedId ? 'selected' : null, 'data-task-id': task.id },
-        h('td', null, h('button', { type: 'button', class: 'link-button', 'data-focus': `task-${task.id}`, 'aria-label': `task ${task.id}: show details`, title: task.id }, shortId(task.id))),
-        h('td', { class: 'title-cell' }, task.title ? excerpt(task.title, 80) : h('span', { class: 'empty' }, 'untitled'),
+        h('td', null, h('button', { type: 'button', class: 'link-button', 'data-focus': `task-${task.id}`, 'aria-label': `task ${task.id}: show details`, title: task.id }, idParts(shortId(task.id)))),
+        // Titles wrap between words; a word wider than the column ends in an ellipsis, and the
+        // whole title is in the tooltip and the detail panel (app.css, .title-text).
+        h('td', { class: 'title-cell' },
+          task.title ? h('div', { class: 'title-text', title: task.title }, excerpt(task.title, 80)) : h('div', { class: 'title-text empty' }, 'untitled'),
           // Why a queued task waits is the first question about it; answer it in the list.
-          task.status === 'queued' && task.waitingFor ? h('div', { class: 'sub' }, excerpt(task.waitingFor, 100)) : null),
+          task.status === 'queued' && task.waitingFor ? h('div', { class: 'title-text sub', title: task.waitingFor }, excerpt(task.waitingFor, 100)) : null),
         h('td', { class: 'col-optional' }, task.model ?? (task.capability === null ? '–' : `capability ${task.capability}`)),
         h('td', null, statusBadge(task.status)),
         h('td', { class: 'col-optional' }, task.assignedNode === null ? h('span', { class: 'empty' }, '–') : nodeLabel(task.assignedNode, this.nodesById)),
@@ -424,14 +476,15 @@ export class TasksView {
     const running = task?.attempts.some((attempt) => attempt.startedAt !== null && attempt.endedAt === null) ?? false;
     const names = task === null ? [] : [task.assignedNode, task.pinnedNode, ...task.attempts.map((attempt) => attempt.node)]
       .map((node) => (node === null ? null : this.nodesById.get(node)?.name ?? null));
+    const canCancel = this.may('cancel');
     const key = JSON.stringify([id, task, names, this.detailError, this.actionError, this.detailNotice, this.streamState,
-      this.live.gap, this.live.cutFront, running ? Math.floor(Date.now() / 1_000) : 0]);
+      this.live.gap, this.live.cutFront, running ? Math.floor(Date.now() / 1_000) : 0, canCancel]);
     if (key === this.detailKey && this.detail.firstChild !== null) return;
     this.detailKey = key;
     const head = h('div', { class: 'detail-head' },
       h('h3', { id: 'detail-title' }, 'Task ', h('span', { class: 'mono' }, id)),
       task === null ? null : statusBadge(task.status),
-      task !== null && activeStatuses.has(task.status)
+      task !== null && activeStatuses.has(task.status) && canCancel
         ? h('button', { type: 'button', class: 'danger', 'data-focus': 'task-cancel', onclick: () => void this.cancel(id) }, 'Cancel task')
         : null,
       h('button', { type: 'button', class: 'quiet', 'data-focus': 'task-close', onclick: () => this.close() }, 'Close'),
@@ -613,6 +666,17 @@ export class TasksView {
 /** How long ago a task was created; the leader's clock may run a little ahead of this browser's. @param {number} ms */
 function age(ms) {
   return ms < 1_000 ? '< 1 s' : duration(ms);
+}
+
+/**
+ * A shortened id as its two ends, so a phone can stack them and leave the title column the
+ * width (app.css, .id-part).
+ * @param {string} short from shortId
+ */
+function idParts(short) {
+  const cut = short.indexOf('…');
+  if (cut < 0) return [short];
+  return [h('span', { class: 'id-part' }, short.slice(0, cut + 1)), h('span', { class: 'id-part' }, short.slice(cut + 1))];
 }
 
 /** @param {string} text */
