@@ -143,6 +143,25 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     await cards.filter({ hasText: 'gpu-box' }).getByText('✕ dead').waitFor();
     expect(await atlas.evaluate((card) => (card as HTMLElement & { marked?: boolean }).marked)).toBe(true);
 
+    // A voter this node never heard from: its card says what is unknown instead of showing empty hardware.
+    const unheardId = '12D3KooWUnheardVoterXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX';
+    fake.editAgents = (agents) => ({
+      nodes: [...agents.nodes, {
+        ...agents.nodes[0]!, id: unheardId, name: unheardId, apiUrl: '', state: 'dead' as const, raftRole: 'follower' as const, self: false,
+        hardware: { cpu: { model: '', cores: 0, load: 0 }, memory: { totalBytes: 0, usedBytes: 0 }, gpus: [] },
+        ollama: { url: '', reachable: false, version: null, error: null }, models: { installed: [], loaded: [], tokensPerSecond: {} },
+        load: { running: 0, queued: 0, concurrencyLimit: 0 }, agents: [], capabilities: [], neverHeard: true as const,
+      }],
+    });
+    const unheard = page.locator(`[data-node-id="${unheardId}"]`);
+    await unheard.waitFor();
+    const unheardText = await unheard.textContent();
+    expect(unheardText).toContain('Not heard from since this node started');
+    expect(unheardText).toContain('counts toward the quorum');
+    expect(unheardText).toContain('never, since this node started');
+    expect(unheardText).not.toContain('0 cores');
+    expect(unheardText).not.toContain('unreachable');
+
     // The cluster event feed shows events from the stream.
     await page.locator('#event-list').getByText('leader changed').waitFor();
     expect(await page.locator('#events-state').textContent()).toBe('live');

@@ -75,6 +75,7 @@ function cardKey(node, nowMs) {
 
 /** @param {NodeStatus} node */
 function lastSeenText(node) {
+  if (node.neverHeard === true) return 'never, since this node started';
   return node.self ? 'this node' : ago(node.lastSeenAgoMs);
 }
 
@@ -90,6 +91,7 @@ function replaceOne(old, card) {
 
 /** @param {NodeStatus} node @param {number} nowMs @param {HTMLElement} seen the "last seen" cell, kept up to date by renderNodes */
 function nodeCard(node, nowMs, seen) {
+  if (node.neverHeard === true) return unheardCard(node, seen);
   const link = safeHttpUrl(node.apiUrl);
   const hardware = node.hardware;
   const memory = hardware.memory;
@@ -115,6 +117,31 @@ function nodeCard(node, nowMs, seen) {
       h('dt', null, 'Agents'), h('dd', null, agentList(node)),
       h('dt', null, 'Last seen'), seen,
       h('dt', null, 'Version'), h('dd', null, `${node.softwareVersion} (protocol ${node.protocolVersion})`),
+    ),
+  );
+}
+
+/**
+ * A node the Raft configuration names that this node has never heard from (it died before
+ * this node started): only its id and role are known, so the card says that instead of
+ * showing empty hardware as facts.
+ * @param {NodeStatus} node @param {HTMLElement} seen
+ */
+function unheardCard(node, seen) {
+  return h('article', { class: `card card-${node.state}`, 'aria-label': `node ${node.name}, ${node.state}, never heard`, 'data-node-id': node.id },
+    h('div', { class: 'card-head' },
+      h('h3', { title: node.id }, shortId(node.name)),
+      h('span', { class: `badge state-${node.state}` }, `${stateSymbols[node.state]} ${node.state}`),
+      h('span', { class: 'tag', title: 'Raft role' }, node.raftRole),
+    ),
+    h('p', { class: 'unheard' },
+      node.raftRole === 'learner'
+        ? 'Not heard from since this node started. The Raft configuration still names it as a learner. '
+        : 'Not heard from since this node started. The Raft configuration still names it as a voter, so it counts toward the quorum. ',
+      'Its name, hardware and models are unknown until it comes back.'),
+    h('dl', null,
+      h('dt', null, 'Id'), h('dd', { class: 'mono', title: node.id }, shortId(node.id)),
+      h('dt', null, 'Last seen'), seen,
     ),
   );
 }
