@@ -173,7 +173,7 @@ describe.skipIf(unavailable !== null)('daemon mesh on a namespace LAN (mDNS only
     expect(agents!.nodes.filter((node) => node.name === victim.spec.name).map((node) => node.id)).toEqual([victim.nodeId]);
   }, 45_000);
 
-  it('a daemon stopped with SIGTERM is gone from the others at once', async () => {
+  it('a daemon stopped with SIGTERM is down on the others at once', async () => {
     // A leader takes the slowest way out (it hands over leadership before announcing its
     // departure): stop the leader if one of the first two members leads.
     const candidates = [members[0]!, members[1]!];
@@ -183,14 +183,18 @@ describe.skipIf(unavailable !== null)('daemon mesh on a namespace LAN (mDNS only
     const stoppedAt = performance.now();
     leaving.kill('SIGTERM');
     const goneAt: Array<number | null> = observers.map(() => null);
-    await waitUntil('both observers to drop the stopped daemon', async () => {
+    // Down at once, not after the 4.5 s of silence a crash takes: off the list, or, while the
+    // Raft configuration still names it (a voter may come back), listed as dead.
+    await waitUntil('both observers to mark the stopped daemon down', async () => {
       await Promise.all(observers.map(async (observer, index) => {
-        if (goneAt[index] === null && await stateOn(observer, leaving) === null) goneAt[index] = performance.now() - stoppedAt;
+        if (goneAt[index] !== null) return;
+        const state = await stateOn(observer, leaving);
+        if (state === null || state === 'dead') goneAt[index] = performance.now() - stoppedAt;
       }));
       return goneAt.every((at) => at !== null);
     }, 10_000, 50);
     await leaving.waitExit(10_000);
-    console.log(`[measure] LAN, SIGTERM of a ${leaving === members[1] && roles[1]?.role !== 'leader' ? 'non-leader' : 'leader'}: gone from the others' lists after ${goneAt.map((at) => at!.toFixed(0)).join('/')} ms`);
+    console.log(`[measure] LAN, SIGTERM of a ${leaving === members[1] && roles[1]?.role !== 'leader' ? 'non-leader' : 'leader'}: down on the others after ${goneAt.map((at) => at!.toFixed(0)).join('/')} ms`);
     for (const at of goneAt) expect(at!).toBeLessThan(1_500);
     expect(sampling.violations).toEqual([]);
   }, 30_000);
