@@ -219,7 +219,10 @@ describe('tasks on three daemons with different models', () => {
       return node?.models.installed.length === 1 && node.models.loaded.some((model) => model.name === 'llama3.2:1b');
     }, 20_000, 100);
     // tasks-a must be known as the fastest: one task pinned there while it is healthy (held
-    // back by a dependency until the pin is in place) measures its speed.
+    // back by a dependency until the pin is in place) measures its speed. At 5,000 tokens/s
+    // it measures far above tasks-b's 200 however busy the machine (the stand-in's timers
+    // run late on a loaded host, and a 400 tokens/s reading could drop below tasks-b's).
+    cluster.standins[0]!.setTokensPerSecond(5_000, 'llama3.2:1b');
     const blocker = await submit(a, { model: 'phi3:mini', prompt: `${tag} blocker`, options: { num_predict: 150 } });
     const measured = await submit(a, { model: 'llama3.2:1b', prompt: `${tag} measure a`, options: { num_predict: 40 }, dependsOn: [blocker.id] });
     expect((await a.api(`/api/tasks/${measured.id}/assign`, { method: 'PUT', body: { node: a.nodeId } })).status).toBe(200);
