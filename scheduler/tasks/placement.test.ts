@@ -418,6 +418,42 @@ describe('planAssignments', () => {
     expect(planAssignments(h.state, even, [], 0).waiting.some((item) => item.reason.includes('waiting for a slot'))).toBe(false);
   });
 
+  it('does not hold a task for a fast node kept busy by higher-priority work, nor longer than waiting could save', () => {
+    const warm = { modelsLoaded: ['llama3', 'qwen'] };
+    // fast: 160 tokens/s, both slots busy, the only node with qwen; slow: 20 tokens/s, idle.
+    const nodes = [
+      node('fast', { ...warm, modelsInstalled: ['llama3', 'qwen'], tokensPerSecond: { llama3: 160, qwen: 160 }, concurrencyLimit: 2, running: 2 }),
+      node('slow', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 20 }, concurrencyLimit: 2 }),
+    ];
+    // Alone, a low-priority task waits for the fast node (it would finish there ~8 s sooner)...
+    const alone = new Harness();
+    alone.submit('low', { priority: 0, options: { num_predict: 200 } }, 1_000);
+    expect(planAssignments(alone.state, nodes, [], 1_000).waiting[0]?.reason).toContain('waiting for a slot on node fast');
+    // ...but not for longer than that: after 10 s held, it takes the free slow node.
+    expect(planAssignments(alone.state, nodes, [], 11_000).assignments[0]?.node).toBe('slow');
+    // Behind a queue of higher-priority tasks only the fast node can run, it does not wait at all:
+    // the fast node's estimate counts them.
+    const behind = new Harness();
+    for (let i = 0; i < 8; i += 1) behind.submit(`high${i}`, { model: 'qwen', priority: 10, options: { num_predict: 200 } }, 1_000);
+    behind.submit('low', { priority: 0, options: { num_predict: 200 } }, 1_000);
+    const plan = planAssignments(behind.state, nodes, [], 1_000);
+    expect(plan.assignments).toEqual([expect.objectContaining({ taskId: 'low', node: 'slow' })]);
+    expect(plan.waiting.map((item) => item.taskId).sort()).toEqual(Array.from({ length: 8 }, (_, i) => `high${i}`).sort());
+  });
+
+  it('sends a retry to a free node where it failed rather than wait for a busy one where it did not', () => {
+    const h = new Harness();
+    h.submit('t', { maxAttempts: 5 });
+    const fast = node('a', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 200 } });
+    commit(h, planAssignments(h.state, [fast, node('b')], [], 0), 0);
+    h.fail('t', 1, true, 1_000);
+    // b has not run it but is busy; a failed it (say, a timeout too short for it) and is idle.
+    const busyB = node('b', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 200 }, running: 2 });
+    expect(planAssignments(h.state, [fast, busyB], [], 60_000).assignments[0]).toMatchObject({ node: 'a', attempt: 2 });
+    // Once b is free, the retry goes there.
+    expect(planAssignments(h.state, [fast, { ...busyB, running: 0 }], [], 60_000).assignments[0]).toMatchObject({ node: 'b', attempt: 2 });
+  });
+
   it('counts several assignments of one round against the node, spreading work', () => {
     const h = new Harness();
     h.submit('t1');

@@ -453,13 +453,10 @@ export function planAssignments(
       waiting.push({ taskId: record.id, reason: known.ineligible });
       continue;
     }
-    // A retry goes elsewhere when it can: a node where this task failed (its Ollama erred,
-    // timed out) or was lost is tried again only when no other node could run it; so is a
-    // node that keeps failing everyone's generations (options.avoidNodes).
     const triedOn = record.attempts.length === 0 || record.pinnedNode !== null ? null
       : new Set(record.attempts.filter((attempt) => attempt.status === 'failed' || attempt.status === 'lost').map((attempt) => attempt.node));
     const avoid = record.pinnedNode === null ? options.avoidNodes ?? null : null;
-    const candidates = without(known.candidates, triedOn, avoid) ?? without(known.candidates, triedOn) ?? known.candidates;
+    const candidates = retryCandidates(known.candidates, triedOn, avoid, (candidate) => (slots.get(candidate.node.id) ?? 0) > 0);
     // Busy nodes count too: a task is better left queued for a few seconds when a much
     // faster node will free a slot soon than started on a slow free one (late binding). A
     // busy node's estimate includes the tasks already left waiting for it this round, so a
@@ -492,7 +489,11 @@ export function planAssignments(
         bestBusy = { candidate, estimateMs, cost };
       }
     }
-    if (best !== null && bestBusy !== null && record.pinnedNode === null && bestBusy.cost * busyPreferenceMargin < best.cost) {
+    // Held at most as long as waiting was expected to save: a node kept busy by work ahead
+    // of this task (higher priorities) would otherwise hold it for as long as that lasts.
+    const heldMs = nowMs - readySinceMs(record);
+    if (best !== null && bestBusy !== null && record.pinnedNode === null && bestBusy.cost * busyPreferenceMargin < best.cost
+      && heldMs < best.estimateMs - bestBusy.estimateMs) {
       const busyId = bestBusy.candidate.node.id;
       deferred.set(busyId, (deferred.get(busyId) ?? 0) + 1);
       waiting.push({
@@ -502,6 +503,13 @@ export function planAssignments(
       continue;
     }
     if (best === null) {
+      // Every candidate is busy: the task waits for the best of them, and later tasks' estimates
+      // for that node count it (without this, work left waiting there this round was invisible
+      // to lower-priority tasks deciding whether to wait for the same node).
+      if (bestBusy !== null) {
+        const busyId = bestBusy.candidate.node.id;
+        deferred.set(busyId, (deferred.get(busyId) ?? 0) + 1);
+      }
       waiting.push({
         taskId: record.id,
         reason: candidates.length === 1
@@ -521,6 +529,35 @@ export function planAssignments(
     });
   }
   return { assignments, waiting };
+}
+
+/**
+ * The nodes a task may go to this round. A node that keeps failing everyone's generations
+ * (avoid) is left out while any other node can run the task. A node where this task already
+ * failed or was lost (tried) is left out while an untried one has a free slot, or when no
+ * tried one has: a retry must not wait minutes for a busy untried node while a tried one
+ * sits idle (its attempt may have failed for a reason of its own, such as a short timeout).
+ */
+function retryCandidates(
+  all: Candidate[], tried: ReadonlySet<string> | null, avoid: ReadonlySet<string> | null, free: (candidate: Candidate) => boolean,
+): Candidate[] {
+  const healthy = without(all, avoid) ?? all;
+  const untried = without(healthy, tried);
+  if (untried === null || untried.some(free) || !healthy.some(free)) return untried ?? healthy;
+  return healthy;
+}
+
+/**
+ * Since when a queued task has been ready to place: its submission, the end of its last
+ * attempt, or the end of its retry backoff, whichever is latest (dependencies finishing later
+ * are not counted: the hold it bounds then ends sooner, never later).
+ */
+function readySinceMs(record: Readonly<TaskRecord>): number {
+  let since = record.createdAt;
+  const last = record.attempts[record.attempts.length - 1];
+  if (last !== undefined) since = Math.max(since, last.endedAt ?? last.assignedAt);
+  if (record.notBefore !== null) since = Math.max(since, record.notBefore);
+  return since;
 }
 
 /** The candidates on none of the given nodes, or null when that leaves none (or nothing is left out). */
