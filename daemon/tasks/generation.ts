@@ -1,13 +1,16 @@
 // One generation on the local Ollama, through the `ollama` npm client: `generate` for a
 // prompt, `chat` for messages, always streamed. Text goes to `onText` as it arrives; the
 // final chunk's counters become the task's usage. Failures come out as GenerationError
-// with a reason people can act on and whether another attempt could succeed.
+// with a reason people can act on and whether another attempt could succeed. The text
+// reaches `onText` in whole characters (text-deltas.ts), and the output is exactly what
+// `onText` was given, cut at taskOutputBytesMax.
 import { Ollama } from 'ollama';
 import { taskOutputBytesMax } from '../../protocol/limits.ts';
 import type { ChatMessage, TaskFormat, Usage } from '../../protocol/tasks.ts';
 import { truncateUtf8 } from '../../scheduler/state/state.ts';
 import { describeOllamaFailure, httpStatusOf } from '../probe/ollama.ts';
 import { ollamaFetch } from './ollama-transport.ts';
+import { SurrogateCarry } from './text-deltas.ts';
 
 export interface GenerationRequest {
   model: string;
@@ -21,7 +24,10 @@ export interface GenerationRequest {
 }
 
 export interface GenerationResult {
-  /** At most taskOutputBytesMax bytes of UTF-8; the whole text was streamed to onText. */
+  /**
+   * At most taskOutputBytesMax bytes of UTF-8, cut between characters: the concatenation
+   * of what was streamed to onText, or its start.
+   */
   output: string;
   outputTruncated: boolean;
   usage: Usage;
@@ -100,6 +106,12 @@ export interface RunGenerationOptions {
   signal: AbortSignal;
   /** Bound on the whole generation; past it the result is a retryable GenerationError. */
   timeoutMs: number;
+  /**
+   * The text as it comes, in whole characters: a chunk of Ollama's that ends on the first
+   * half of a surrogate pair has that half moved to the next text. A stream that ends
+   * (finished, failed, aborted) on a held half gives a last text of U+FFFD; lone halves
+   * Ollama never paired are U+FFFD too.
+   */
   onText: (text: string) => void;
   /**
    * Called once, early in a generation, with the tokens streamed since the first one and
@@ -142,8 +154,22 @@ export async function runGeneration(request: GenerationRequest, options: RunGene
   let firstChunkAt: number | null = null;
   let chunksSinceFirst = 0;
   let speedReported = options.onEarlySpeed === undefined;
-  const take = (text: string) => {
+  const carry = new SurrogateCarry();
+  const emit = (text: string) => {
     if (text === '') return;
+    options.onText(text);
+    // The stored output is bounded in bytes; characters are at most 3 bytes each, so keep
+    // collecting until there are surely enough, then stop (the full text was streamed).
+    // truncateUtf8 cuts between code points, so never inside a pair.
+    if (keptChars <= taskOutputBytesMax) {
+      parts.push(text);
+      keptChars += text.length;
+    } else {
+      droppedAny = true;
+    }
+  };
+  const take = (chunk: string) => {
+    if (chunk === '') return;
     if (!speedReported) {
       const now = performance.now();
       if (firstChunkAt === null) firstChunkAt = now;
@@ -152,15 +178,7 @@ export async function runGeneration(request: GenerationRequest, options: RunGene
         options.onEarlySpeed!(chunksSinceFirst, (now - firstChunkAt) * 1e6);
       }
     }
-    options.onText(text);
-    // The stored output is bounded in bytes; characters are at most 3 bytes each, so keep
-    // collecting until there are surely enough, then stop (the full text was streamed).
-    if (keptChars <= taskOutputBytesMax) {
-      parts.push(text);
-      keptChars += text.length;
-    } else {
-      droppedAny = true;
-    }
+    emit(carry.push(chunk));
   };
   let final: Record<string, unknown> | null = null;
   try {
@@ -180,6 +198,7 @@ export async function runGeneration(request: GenerationRequest, options: RunGene
     }
   } catch (error) {
     clearTimeout(timer);
+    emit(carry.end());
     if (options.signal.aborted) throw options.signal.reason;
     if (timeout.aborted) {
       throw new GenerationError(`the generation on ${request.model} did not finish within the task's timeoutMs of ${options.timeoutMs} ms`, true, { cause: error });
@@ -187,6 +206,7 @@ export async function runGeneration(request: GenerationRequest, options: RunGene
     throw classifyGenerationError(error, options.ollamaUrl, endpoint, options.timeoutMs);
   }
   clearTimeout(timer);
+  emit(carry.end());
   if (final === null) {
     throw new GenerationError(`Ollama at ${options.ollamaUrl} ended the ${endpoint} stream without a final chunk`, true);
   }

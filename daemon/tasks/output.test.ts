@@ -29,6 +29,17 @@ describe('AttemptOutput', () => {
     expect(output.read(0, 2)).toHaveLength(2);
   });
 
+  it('never ends a chunk inside a surrogate pair when it splits long text', () => {
+    const output = new AttemptOutput('t1', 1, 1_000_000);
+    // The chunk bound falls between the halves of the first 😀.
+    const text = `${'x'.repeat(taskOutputChunkLengthMax - 1)}${'😀'.repeat(taskOutputChunkLengthMax)}`;
+    output.append(text);
+    const chunks = output.read(0, 100).map((event) => event.text);
+    expect(chunks.map((chunk) => chunk.length)).toEqual([taskOutputChunkLengthMax - 1, taskOutputChunkLengthMax, taskOutputChunkLengthMax]);
+    for (const chunk of chunks) expect(chunk).not.toMatch(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/);
+    expect(chunks.join('')).toBe(text);
+  });
+
   it('drops the oldest chunks beyond its character bound and says from where it holds', () => {
     const output = new AttemptOutput('t1', 2, 10);
     for (const word of ['aaaa', 'bbbb', 'cccc', 'dddd']) output.append(word);

@@ -12,6 +12,7 @@ import {
 import type { TaskOutputEvent } from '../../protocol/tasks.ts';
 import { logger } from '../log.ts';
 import type { P2PHost } from '../p2p/host.ts';
+import { pieceEnd } from './text-deltas.ts';
 
 const log = logger('tasks:output');
 
@@ -111,11 +112,15 @@ export class AttemptOutput {
     return this.firstSequence;
   }
 
-  /** Appends generated text, in chunks of at most taskOutputChunkLengthMax characters. */
+  /**
+   * Appends generated text, in chunks of at most taskOutputChunkLengthMax UTF-16 units,
+   * cut between characters: a chunk never ends inside a surrogate pair.
+   */
   append(text: string): void {
     if (this.endedValue || text === '') return;
-    for (let offset = 0; offset < text.length; offset += taskOutputChunkLengthMax) {
-      const piece = text.slice(offset, offset + taskOutputChunkLengthMax);
+    for (let offset = 0, end = 0; offset < text.length; offset = end) {
+      end = pieceEnd(text, offset, taskOutputChunkLengthMax);
+      const piece = text.slice(offset, end);
       this.chunks.push(piece);
       this.charCount += piece.length;
       this.nextSequenceValue += 1;
