@@ -12,7 +12,7 @@ import { encodeCommand } from '../scheduler/state/commands.ts';
 import { ReplicatedState, type ApplyResult } from '../scheduler/state/state.ts';
 import type { DaemonConfig } from './config.ts';
 import { Cluster, type PeerView } from './consensus/cluster.ts';
-import type { StateMachine } from './consensus/raft-node.ts';
+import { describeStorageFailure, type StateMachine } from './consensus/raft-node.ts';
 import { buildApp, type App } from './http/app.ts';
 import type { Action, HttpServices, Principal, Role } from './http/services.ts';
 import { EventBus } from './events.ts';
@@ -386,6 +386,11 @@ export class Daemon {
       present.add(key);
       this.raiseAlert('ollama-unreachable', `on node ${heartbeat.name}: ${heartbeat.ollama.error ?? 'Ollama is not reachable'} (that node takes no work until it answers)`, { key, log: false });
     }
+    const storageFailure = this.cluster.raft?.storageFailure ?? null;
+    if (storageFailure !== null) {
+      present.add('storage-failure');
+      this.raiseAlert('storage-failure', this.storageFailureText(storageFailure), { log: false });
+    }
     for (const foreign of this.cluster.foreign()) {
       const key = `second-cluster:${foreign.clusterId}`;
       present.add(key);
@@ -393,8 +398,16 @@ export class Daemon {
         'Pick one cluster: stop the nodes of the other, delete their <data-dir>/db, and start them again so they join this one.', { key });
     }
     for (const [key, alert] of this.alerts) {
-      if ((alert.kind === 'ollama-unreachable' || alert.kind === 'second-cluster') && !present.has(key)) this.alerts.delete(key);
+      if ((alert.kind === 'ollama-unreachable' || alert.kind === 'second-cluster' || alert.kind === 'storage-failure') && !present.has(key)) this.alerts.delete(key);
     }
+  }
+
+  /** For the alert and readiness: what failed, where, and what to do. */
+  private storageFailureText(failure: Error): string {
+    const reason = describeStorageFailure(failure);
+    const full = /no space|ENOSPC|disk full/i.test(reason);
+    return `a disk write in ${this.storage.path} failed (${reason}): this node has stopped taking part in consensus, takes no tasks and accepts no writes. ` +
+      `${full ? 'Free disk space there' : 'Check that disk'}, then restart the daemon; the other nodes go on without it.`;
   }
 
   private raftRole(): RaftRole {
@@ -427,7 +440,9 @@ export class Daemon {
       hardware: probe.hardware,
       ollama: probe.ollama,
       // Gateway requests run beside tasks on the same Ollama: the scheduler must see both.
-      load: { running: local.running + (this.gateway?.inFlight() ?? 0), queued: local.queued, concurrencyLimit: this.config.concurrency },
+      // A node whose disk failed applies nothing more, so it could never start an assignment:
+      // it offers no slots until it is restarted.
+      load: { running: local.running + (this.gateway?.inFlight() ?? 0), queued: local.queued, concurrencyLimit: this.cluster.raft?.storageFailure == null ? this.config.concurrency : 0 },
       agents: probe.agents,
     };
     // A heartbeat over its bound could not be sent at all (peers would call this node dead):
@@ -575,6 +590,7 @@ export class Daemon {
       readiness: () => {
         const raft = this.cluster.raft;
         if (raft === null) return { ready: false, reason: `this node has not joined a cluster yet (${this.cluster.phase})` };
+        if (raft.storageFailure !== null) return { ready: false, reason: this.storageFailureText(raft.storageFailure) };
         const leader = raft.brief().leader;
         if (leader === null) return { ready: false, reason: 'no leader is known yet' };
         return { ready: true, leaderId: leader };

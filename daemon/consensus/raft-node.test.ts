@@ -120,3 +120,34 @@ describe('RaftNode compaction', () => {
     expect(indices[1]! - indices[0]!).toBeLessThanOrEqual(1_001);
   });
 });
+
+describe('RaftNode after a failed disk write', () => {
+  it('stops, answers waiting and later writes with the reason at once, and no longer calls itself leader', async () => {
+    const dir = tempDir('raft-node-enospc');
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const { node, storage } = await startNode(dir, 1_000_000);
+    await waitLeader(node);
+    expect(await node.propose('before')).toBe(1);
+    // The next batch fails as LevelDB reports a full disk.
+    const batch = storage.db.batch.bind(storage.db);
+    let failed = 0;
+    (storage.db as { batch: unknown }).batch = (...args: unknown[]) => {
+      if (args.length === 0) return batch();
+      failed += 1;
+      return Promise.reject(new Error('Write failed', { cause: new Error('IO error: /tmp/x/db/000005.log: No space left on device') }));
+    };
+    const started = Date.now();
+    const error = await node.propose('during').then(() => null, (caught: unknown) => caught as Error & { code?: string });
+    expect(failed).toBeGreaterThan(0);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(error?.code).toBe('unavailable');
+    expect(error?.message).toMatch(/disk write failed \(Write failed: IO error: .*No space left on device\)/);
+    expect(error?.message).toMatch(/outcome of this write is unknown: retry it with the same idempotencyKey on another node/);
+    expect(error?.message).toMatch(/Free disk space in its data dir, then restart the daemon/);
+    expect(node.storageFailure?.message).toBe('Write failed');
+    expect(node.brief()).toMatchObject({ role: 'follower', leader: null });
+    const later = await node.propose('after').then(() => null, (caught: unknown) => caught as Error & { code?: string });
+    expect(later?.code).toBe('unavailable');
+    expect(later?.message).toMatch(/send writes to another node/);
+  });
+});

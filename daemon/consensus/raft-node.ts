@@ -139,15 +139,23 @@ export class RaftNode<Result> {
     return this.appliedIndex;
   }
 
+  /** The disk write that stopped this node's consensus, or null. */
+  get storageFailure(): Error | null {
+    return this.failure;
+  }
+
+  /** After a storage failure the node leads nothing and follows no one: it says so. */
   status(): ReturnType<Raft['status']> {
     if (!this.stopped) this.catchUpTicks();
-    return this.raft.status();
+    const status = this.raft.status();
+    return this.failure === null ? status : { ...status, role: 'follower', leader: null };
   }
 
   /** Role, term, leader and commit index, as status() has them, without its copies. */
   brief(): ReturnType<Raft['brief']> {
     if (!this.stopped) this.catchUpTicks();
-    return this.raft.brief();
+    const brief = this.raft.brief();
+    return this.failure === null ? brief : { ...brief, role: 'follower', leader: null };
   }
 
   receive(message: Message): void {
@@ -177,7 +185,7 @@ export class RaftNode<Result> {
   }
 
   private proposeWith(call: (raft: Raft) => ReturnType<Raft['propose']>, timeoutMs: number): Promise<Result | null> {
-    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.failure !== null) return Promise.reject(storageFailedError(this.failure, false));
     if (this.proposals.size >= raftPendingProposalsMax) {
       return Promise.reject(new HivemeshError(ErrorCode.rateLimited, `over ${raftPendingProposalsMax} proposals are waiting for commit; slow down`, { retryAfterSeconds: 1 }));
     }
@@ -352,9 +360,23 @@ export class RaftNode<Result> {
   private fail(error: Error): void {
     if (this.failure !== null) return;
     this.failure = error;
-    log.error('consensus stopped after a storage failure; restart the daemon', { error });
+    log.error('consensus stopped after a storage failure; restart the daemon', { reason: describeStorageFailure(error), error });
     if (this.tickTimer !== null) clearInterval(this.tickTimer);
     this.stopped = true;
+    // Waiting writes and reads get the reason now, not a proposal timeout 5 s later; a write
+    // may have reached the other nodes before the disk failed here, so its outcome is unknown.
+    const pendingError = storageFailedError(error, true);
+    for (const pending of this.proposals.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(pendingError);
+    }
+    this.proposals.clear();
+    for (const pending of this.reads.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(pendingError);
+    }
+    this.reads.clear();
+    this.options.onSoftState?.();
   }
 
   /**
@@ -411,4 +433,25 @@ export class NotLeaderError extends Error {
     this.leader = leader;
     this.reason = reason;
   }
+}
+
+/** What a client hears from a node whose disk write failed (a full disk, most often). */
+export function storageFailedError(failure: Error, outcomeUnknown: boolean): HivemeshError {
+  const reason = describeStorageFailure(failure);
+  return new HivemeshError(ErrorCode.unavailable,
+    `this node's disk write failed (${reason}), so it has stopped taking part in consensus and accepts no writes until it is restarted` +
+    `${outcomeUnknown ? '; the outcome of this write is unknown: retry it with the same idempotencyKey on another node' : '; send writes to another node'}. ` +
+    `${/no space|ENOSPC|disk full/i.test(reason) ? 'Free disk space in its data dir, then restart the daemon.' : 'Check its data dir and disk, then restart the daemon.'}`,
+    { retryAfterSeconds: 5 });
+}
+
+/** The error's message with its causes (LevelDB wraps the system error). */
+export function describeStorageFailure(failure: Error): string {
+  const parts: string[] = [];
+  let current: unknown = failure;
+  for (let depth = 0; depth < 4 && current instanceof Error; depth += 1) {
+    if (current.message !== '' && !parts.some((part) => part.includes(current instanceof Error ? current.message : ''))) parts.push(current.message);
+    current = current.cause;
+  }
+  return parts.join(': ') || failure.name;
 }
