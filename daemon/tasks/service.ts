@@ -3,6 +3,7 @@
 // applied them so a read right after a write sees it, and builds the task event streams
 // (status from the replicated log, output text straight from the executing node).
 import { createHash, randomFillSync } from 'node:crypto';
+import type { NodeStatus } from '../../protocol/api.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import { listLimitDefault } from '../../protocol/limits.ts';
 import {
@@ -20,6 +21,9 @@ export interface OutputSource {
   follow(taskId: string, attempt: number, nodeId: string, signal: AbortSignal): AsyncIterable<TaskOutputEvent>;
 }
 
+/** What a pin needs of a node in the node list. */
+export type ListedNode = Pick<NodeStatus, 'id' | 'name' | 'state' | 'lastSeenAgoMs' | 'neverHeard'>;
+
 export interface TaskServiceDeps {
   state: () => ReplicatedState;
   propose: (data: string) => Promise<ApplyResult | null>;
@@ -28,6 +32,12 @@ export interface TaskServiceDeps {
   outputs: OutputSource;
   /** Resolves a node given by id or name to its id, or null. */
   resolveNode: (nodeOrName: string) => string | null;
+  /**
+   * The node list `hivemesh nodes` shows (GET /api/status/agents): alive, suspect and dead
+   * nodes, those only the consensus configuration names included. A pin resolves against
+   * it when given, so a dead node is refused as dead rather than unknown.
+   */
+  listedNodes?: () => readonly ListedNode[];
   /** The gossiped view of the nodes, to say why a queued task waits. */
   nodeViews?: () => NodeView[];
   /** Waits until this node has applied everything committed before the call (a linearizable read). */
@@ -163,14 +173,53 @@ export class TaskService {
     return result.task ?? this.get(id);
   }
 
-  async assign(id: string, nodeOrName: string): Promise<Task> {
+  /** Whether the deps carry the node list (listedNodes); without it, assign() takes one per call. */
+  get hasNodeList(): boolean {
+    return this.deps.listedNodes !== undefined;
+  }
+
+  /**
+   * PUT /api/tasks/:id/assign: pins a queued task to a node, by id or name. A node the node
+   * list shows dead is refused (409): a pinned task runs nowhere else, so it would wait for
+   * a node that may never come back. The answer says at once why the task still waits
+   * (a pinned node that lacks the model, or is suspect), as a submit's does.
+   * `listed` is the node list, for a service built without listedNodes.
+   */
+  async assign(id: string, nodeOrName: string, listed?: readonly ListedNode[]): Promise<Task> {
     await this.find(id);
-    const node = this.deps.resolveNode(nodeOrName);
-    if (node === null) {
-      throw new HivemeshError(ErrorCode.invalidInput, `node: no node "${nodeOrName}" is known; \`hivemesh nodes\` lists ids and names`, { details: { fields: [{ field: 'node', reason: 'is not a known node' }] } });
-    }
+    const node = this.pinTarget(nodeOrName, listed ?? this.deps.listedNodes?.());
     const result = await this.run({ type: 'task.pin', id, node });
-    return result.task ?? this.get(id);
+    return this.withLastingWait(result.task ?? this.get(id));
+  }
+
+  /** The id of the node a pin names; throws when no node fits, several do, or the one that does is dead. */
+  private pinTarget(nodeOrName: string, listed: readonly ListedNode[] | undefined): string {
+    const unknown = () => new HivemeshError(ErrorCode.invalidInput, `node: no node "${nodeOrName}" is known; \`hivemesh nodes\` lists ids and names`, { details: { fields: [{ field: 'node', reason: 'is not a known node' }] } });
+    if (listed === undefined) {
+      const resolved = this.deps.resolveNode(nodeOrName);
+      if (resolved === null) throw unknown();
+      return resolved;
+    }
+    const byId = listed.find((node) => node.id === nodeOrName);
+    const byName = listed.filter((node) => node.name === nodeOrName);
+    // A name can outlive its node: a host restarted with a fresh data dir has a new id and the
+    // old one stays listed dead for a while. The name then means the node that is not dead
+    // (of dead ones only, the one heard last, to be refused as dead).
+    const notDead = byName.filter((node) => node.state !== 'dead');
+    if (byId === undefined && notDead.length > 1) {
+      throw new HivemeshError(ErrorCode.invalidInput, `node: ${notDead.length} nodes are named "${nodeOrName}" (${notDead.map((node) => node.id).join(', ')}); pin by id`, { details: { fields: [{ field: 'node', reason: 'names several nodes' }] } });
+    }
+    const lastHeard = byName.reduce<ListedNode | undefined>((best, node) => (best === undefined || node.lastSeenAgoMs < best.lastSeenAgoMs ? node : best), undefined);
+    const target = byId ?? notDead[0] ?? lastHeard;
+    if (target === undefined) throw unknown();
+    if (target.state === 'dead') {
+      const seen = target.neverHeard === true ? 'never heard from by this node' : `last seen ${Math.round(target.lastSeenAgoMs / 1_000)} s ago`;
+      const shown = target.name === target.id ? target.id : `${target.name} (${target.id})`;
+      throw new HivemeshError(ErrorCode.conflict,
+        `node ${shown} is dead (${seen}); a task pinned to it would wait until it comes back. Pin to an alive node: \`hivemesh nodes\` lists them`,
+        { details: { node: target.id, state: target.state } });
+    }
+    return target.id;
   }
 
   /** Resolves once the task is finished (or the signal aborts / the timeout passes). */

@@ -1,10 +1,15 @@
 // Task routes on the real fastify app: a DELETE with a JSON content type and no body is
 // served; a node with every event stream taken answers 429 with Retry-After before a
-// stream starts (not an accepted stream that errors).
+// stream starts (not an accepted stream that errors); a pin finds the node in the node
+// list GET /api/status/agents shows, and refuses a dead one as dead.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { NodeStatus } from '../../../protocol/api.ts';
 import { ErrorCode, HivemeshError } from '../../../protocol/errors.ts';
+import type { Task } from '../../../protocol/tasks.ts';
+import { ReplicatedState } from '../../../scheduler/state/state.ts';
 import { EventBus, subscribersMax } from '../../events.ts';
-import type { TaskService } from '../../tasks/service.ts';
+import { unheardNodeStatus } from '../../membership/unheard-node.ts';
+import { TaskService } from '../../tasks/service.ts';
 import { buildApp, type App } from '../app.ts';
 import type { HttpServices } from '../services.ts';
 import { taskRoutes } from './tasks.ts';
@@ -55,6 +60,61 @@ describe('event stream routes', () => {
       expect(response.statusCode, url).toBe(429);
       expect(response.headers['retry-after']).toBe('5');
       expect(response.json().error).toMatchObject({ code: 'rate_limited', message: expect.stringMatching(/over 1000 event streams are open on this node/) });
+    }
+  });
+});
+
+describe('PUT /api/tasks/:id/assign', () => {
+  /** A node list entry; only id, name, state and last seen matter to a pin. */
+  function listedNode(id: string, name: string, state: NodeStatus['state'], lastSeenAgoMs: number, neverHeard = false): NodeStatus {
+    const status = unheardNodeStatus({ nodeId: id, state, self: false, lastSeenMs: Date.now() - lastSeenAgoMs, heartbeat: null, clockOffsetMs: 0 }, 'follower', 'c1', Date.now());
+    if (neverHeard) return status;
+    const { neverHeard: _omitted, ...heard } = status;
+    return { ...heard, name };
+  }
+
+  it('refuses a pin to a node `hivemesh nodes` lists dead (409, saying so) and answers a pin to a node without the model with why the task waits', async () => {
+    const nodes = [listedNode('id-op1', 'op1', 'alive', 0), listedNode('id-op2', 'op2', 'dead', 125_000), listedNode('id-gone', 'id-gone', 'dead', 10_000, true)];
+    const services: HttpServices = {
+      nodeId: 'id-op1',
+      authenticate: (token) => (token === 'operator' ? { tokenId: 'o', name: 'operator', role: 'operator' } : null),
+      can: () => true,
+      readiness: () => ({ ready: true, leaderId: 'id-op1' }),
+      clusterStatus: () => { throw new Error('not used'); },
+      agentsStatus: () => ({ nodes }),
+      reportInternalError: () => undefined,
+    };
+    // Built as the daemon builds it today: gossip members only (resolveNode), no node list.
+    const state = new ReplicatedState();
+    const tasks = new TaskService({
+      state: () => state,
+      propose: async (data) => state.apply(state.lastApplied + 1, data),
+      waitApplied: async () => undefined,
+      bus: new EventBus(),
+      outputs: { follow: async function* () { /* no output here */ } },
+      resolveNode: (node) => (node === 'op1' || node === 'id-op1' ? 'id-op1' : null),
+      nodeViews: () => [{ id: 'id-op1', alive: true, modelsInstalled: ['llama3.2:1b'], modelsLoaded: [], tokensPerSecond: {}, running: 0, concurrencyLimit: 2, agents: [] }],
+    });
+    const pinApp = await buildApp({ services, plugins: [taskRoutes(tasks, new EventBus())] });
+    try {
+      const { task } = await tasks.submit({ model: 'mistral:7b', prompt: 'hello' });
+      const pin = (node: string) => pinApp.inject({ method: 'PUT', url: `/api/tasks/${task.id}/assign`, headers: { authorization: 'Bearer operator' }, payload: { node } });
+      const dead = await pin('op2');
+      expect(dead.statusCode, dead.body).toBe(409);
+      expect(dead.json().error).toEqual({
+        code: 'conflict',
+        message: 'node op2 (id-op2) is dead (last seen 125 s ago); a task pinned to it would wait until it comes back. Pin to an alive node: `hivemesh nodes` lists them',
+        details: { node: 'id-op2', state: 'dead' },
+      });
+      const unheard = await pin('id-gone');
+      expect(unheard.statusCode, unheard.body).toBe(409);
+      expect(unheard.json().error.message).toMatch(/^node id-gone is dead \(never heard from by this node\)/);
+      expect((await pin('nope')).json().error.message).toBe('node: no node "nope" is known; `hivemesh nodes` lists ids and names');
+      const pinned = await pin('op1');
+      expect(pinned.statusCode, pinned.body).toBe(200);
+      expect(pinned.json<Task>()).toMatchObject({ pinnedNode: 'id-op1', waitingFor: 'pinned to node id-op1, which lacks model mistral:7b' });
+    } finally {
+      await pinApp.close();
     }
   });
 });

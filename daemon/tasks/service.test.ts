@@ -1,0 +1,113 @@
+// TaskService.assign (PUT /api/tasks/:id/assign) on a real replicated state: the node a pin
+// names is looked up in the node list `hivemesh nodes` shows, dead nodes included, and a
+// dead one is refused as dead; a pin to a node that cannot run the task answers with the
+// reason it waits, as a submit does.
+import { describe, expect, it } from 'vitest';
+import { HivemeshError } from '../../protocol/errors.ts';
+import { ReplicatedState } from '../../scheduler/state/state.ts';
+import type { NodeView } from '../../scheduler/tasks/node-view.ts';
+import { EventBus } from '../events.ts';
+import { TaskService, type ListedNode } from './service.ts';
+
+const model = 'mistral:7b';
+
+function view(id: string, overrides: Partial<NodeView> = {}): NodeView {
+  return { id, alive: true, modelsInstalled: ['llama3.2:1b'], modelsLoaded: [], tokensPerSecond: {}, running: 0, concurrencyLimit: 2, agents: [], ...overrides };
+}
+
+/** The node list: op1 alive, op2 dead (heard before), a voter never heard, op3 suspect, and a name reused by a new node. */
+const listed: ListedNode[] = [
+  { id: 'id-op1', name: 'op1', state: 'alive', lastSeenAgoMs: 0 },
+  { id: 'id-op2', name: 'op2', state: 'dead', lastSeenAgoMs: 95_000 },
+  { id: 'id-unheard', name: 'id-unheard', state: 'dead', lastSeenAgoMs: 40_000, neverHeard: true },
+  { id: 'id-op3', name: 'op3', state: 'suspect', lastSeenAgoMs: 3_000 },
+  { id: 'id-old-op4', name: 'op4', state: 'dead', lastSeenAgoMs: 600_000 },
+  { id: 'id-op4', name: 'op4', state: 'alive', lastSeenAgoMs: 0 },
+  { id: 'id-op5-a', name: 'op5', state: 'alive', lastSeenAgoMs: 0 },
+  { id: 'id-op5-b', name: 'op5', state: 'suspect', lastSeenAgoMs: 2_000 },
+  { id: 'id-op6-old', name: 'op6', state: 'dead', lastSeenAgoMs: 900_000 },
+  { id: 'id-op6', name: 'op6', state: 'dead', lastSeenAgoMs: 30_000 },
+];
+
+/**
+ * A service over a state that commits each proposal at once. resolveNode knows what the
+ * daemon's gossip members know: the heard nodes, dead ones until forgotten, never the
+ * nodes only the consensus configuration names.
+ */
+function service(options: { listedNodes?: boolean } = {}) {
+  const state = new ReplicatedState();
+  const members = listed.filter((node) => node.neverHeard !== true);
+  const tasks = new TaskService({
+    state: () => state,
+    propose: async (data) => state.apply(state.lastApplied + 1, data),
+    waitApplied: async () => undefined,
+    bus: new EventBus(),
+    outputs: { follow: async function* () { /* no output here */ } },
+    resolveNode: (nodeOrName) => {
+      const byName = members.filter((node) => node.name === nodeOrName);
+      return members.find((node) => node.id === nodeOrName)?.id ?? (byName.length === 1 ? byName[0]!.id : null);
+    },
+    nodeViews: () => [view('id-op1'), view('id-op2', { alive: false }), view('id-op3', { alive: false }), view('id-op4', { modelsInstalled: [model] })],
+    ...(options.listedNodes === false ? {} : { listedNodes: () => listed }),
+  });
+  return { tasks, state };
+}
+
+async function refusal(promise: Promise<unknown>): Promise<HivemeshError> {
+  const error = await promise.then(() => null, (caught: unknown) => caught);
+  expect(error).toBeInstanceOf(HivemeshError);
+  return error as HivemeshError;
+}
+
+describe('TaskService.assign', () => {
+  it('refuses a pin to a node the node list shows dead, by name or id, with a 409 that says so', async () => {
+    const { tasks, state } = service();
+    const { task } = await tasks.submit({ model, prompt: 'hello' });
+    for (const node of ['op2', 'id-op2']) {
+      const error = await refusal(tasks.assign(task.id, node));
+      expect(error.code).toBe('conflict');
+      expect(error.message).toBe('node op2 (id-op2) is dead (last seen 95 s ago); a task pinned to it would wait until it comes back. Pin to an alive node: `hivemesh nodes` lists them');
+      expect(error.details).toEqual({ node: 'id-op2', state: 'dead' });
+    }
+    // A node only the Raft configuration names: dead, not unknown.
+    const unheard = await refusal(tasks.assign(task.id, 'id-unheard'));
+    expect(unheard.code).toBe('conflict');
+    expect(unheard.message).toMatch(/^node id-unheard is dead \(never heard from by this node\); .*Pin to an alive node/);
+    expect(state.getTask(task.id)!.pinnedNode).toBeNull();
+  });
+
+  it('answers a pin to a node that lacks the model with why the task waits, at once', async () => {
+    const { tasks } = service();
+    const { task } = await tasks.submit({ model, prompt: 'hello' });
+    const pinned = await tasks.assign(task.id, 'op1');
+    expect(pinned.pinnedNode).toBe('id-op1');
+    expect(pinned.waitingFor).toBe(`pinned to node id-op1, which lacks model ${model}`);
+    // A suspect node may come back: the pin is taken, and the answer says it is not alive.
+    expect((await tasks.assign(task.id, 'op3')).waitingFor).toBe('pinned to node id-op3, which is not alive');
+  });
+
+  it('takes a name shared with a dead node to mean the node that is not dead; refuses an ambiguous or unknown node with a 400', async () => {
+    const { tasks } = service();
+    const { task } = await tasks.submit({ model, prompt: 'hello' });
+    const pinned = await tasks.assign(task.id, 'op4');
+    expect(pinned.pinnedNode).toBe('id-op4');
+    expect(pinned.waitingFor).toBeNull();
+    // Two nodes not dead under one name: which one is for the user to say.
+    const ambiguous = await refusal(tasks.assign(task.id, 'op5'));
+    expect(ambiguous.code).toBe('invalid_input');
+    expect(ambiguous.message).toBe('node: 2 nodes are named "op5" (id-op5-a, id-op5-b); pin by id');
+    // Dead ones only: the one heard last is refused as dead.
+    expect((await refusal(tasks.assign(task.id, 'op6'))).message).toMatch(/^node op6 \(id-op6\) is dead \(last seen 30 s ago\)/);
+    const unknown = await refusal(tasks.assign(task.id, 'nope'));
+    expect(unknown.code).toBe('invalid_input');
+    expect(unknown.message).toBe('node: no node "nope" is known; `hivemesh nodes` lists ids and names');
+  });
+
+  it('uses the node list given with the call when built without one (the HTTP route reads it)', async () => {
+    const { tasks } = service({ listedNodes: false });
+    expect(tasks.hasNodeList).toBe(false);
+    const { task } = await tasks.submit({ model, prompt: 'hello' });
+    expect((await refusal(tasks.assign(task.id, 'op2', listed))).code).toBe('conflict');
+    expect((await tasks.assign(task.id, 'op1')).waitingFor).toBe(`pinned to node id-op1, which lacks model ${model}`);
+  });
+});
