@@ -1,10 +1,12 @@
 // Configuration: flag over environment over config file over default, the config file's
-// keys (the flags in camelCase), and what a bad value says.
+// keys (the flags in camelCase), what a bad value says, and bounds that match the limits
+// the cluster really applies.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tempDirsRemovedAfterEach } from '../tests/support/temp-dirs.ts';
-import { ConfigError, loadConfig } from './config.ts';
+import * as limits from '../protocol/limits.ts';
+import { ConfigError, keepFinishedTasksMsMin, loadConfig } from './config.ts';
 
 const freshDir = tempDirsRemovedAfterEach('config');
 function configFile(content: unknown): string {
@@ -32,5 +34,24 @@ describe('loadConfig', () => {
     expect(() => loadConfig(['--config', configFile({ colour: 'red' })], home)).toThrow(/unknown setting "colour"; known settings: .*apiPort/);
     expect(() => loadConfig(['--config', configFile({ voters: 3, votersTarget: 3 })], home)).toThrow(/"voters" or "votersTarget", not both/);
     expect(() => loadConfig(['--config', configFile('{ not json')], home)).toThrow(/is not valid JSON/);
+  });
+
+  it('refuses a finished-task count above what the replicated state keeps, and a keep time too short to read a result', () => {
+    const home = { HOME: '/tmp/hivemesh-config-home' };
+    expect(limits.finishedTasksMax).toBe(20_000); // the README's "at most 20,000"
+    expect(loadConfig(['--keep-finished-tasks', String(limits.finishedTasksMax)], home).keepFinishedTasks).toBe(limits.finishedTasksMax);
+    expect(() => loadConfig(['--keep-finished-tasks', '50000'], home)).toThrow(new ConfigError(
+      '--keep-finished-tasks: must be an integer from 0 to 20000, got "50000" (the replicated state keeps at most 20000 finished tasks, whatever this asks)'));
+    expect(() => loadConfig([], { ...home, HIVEMESH_KEEP_FINISHED_TASKS: '20001' })).toThrow(/^HIVEMESH_KEEP_FINISHED_TASKS: must be an integer from 0 to 20000/);
+    expect(() => loadConfig(['--config', configFile({ keepFinishedTasks: 1_000_000 })], home)).toThrow(/^"keepFinishedTasks" in the config file: must be an integer from 0 to 20000/);
+
+    expect(keepFinishedTasksMsMin).toBe(60_000);
+    expect(loadConfig(['--keep-finished-tasks-ms', '60000'], home).keepFinishedTasksMs).toBe(60_000);
+    expect(() => loadConfig(['--keep-finished-tasks-ms', '1'], home)).toThrow(new ConfigError(
+      '--keep-finished-tasks-ms: must be an integer from 60000 to 31536000000, got "1" (kept less than 60 s, a finished task could be pruned before a --wait client that reconnects or a poll of GET /api/tasks/ID reads its result)'));
+    expect(() => loadConfig([], { ...home, HIVEMESH_KEEP_FINISHED_TASKS_MS: '0' })).toThrow(/^HIVEMESH_KEEP_FINISHED_TASKS_MS: must be an integer from 60000 /);
+    // A value that is no integer at all is told so, without the reason for the bounds.
+    expect(() => loadConfig(['--keep-finished-tasks-ms', 'soon'], home)).toThrow(/^--keep-finished-tasks-ms: must be an integer from 60000 to 31536000000, got "soon"$/);
+    expect(loadConfig([], home)).toMatchObject({ keepFinishedTasks: 10_000, keepFinishedTasksMs: 7 * 86_400_000 });
   });
 });

@@ -62,7 +62,18 @@ interface Setting {
   kind: 'string' | 'port' | 'integer' | 'boolean' | 'list' | 'url' | 'agents';
   min?: number;
   max?: number;
+  /** Why the bounds are what they are, added to the error when a value is out of them. */
+  boundsReason?: string;
 }
+
+/**
+ * The shortest time a finished task may be kept: the window in which a client that was not
+ * watching at the end (a `--wait` that reconnects, an MCP wait_for_task called again, a
+ * poll of GET /api/tasks/:id) can still read the result. Shorter, the next prune (once a
+ * minute) may take it before they look. A minute is also how long an attempt's live
+ * output stays readable for watchers.
+ */
+export const keepFinishedTasksMsMin = 60_000;
 
 const settings: Setting[] = [
   { key: 'dataDir', flag: 'data-dir', env: 'HIVEMESH_DATA_DIR', kind: 'string' },
@@ -84,8 +95,14 @@ const settings: Setting[] = [
   { key: 'votersTarget', flag: 'voters', env: 'HIVEMESH_VOTERS', kind: 'integer', min: 1, max: 7 },
   { key: 'voterReplaceAfterMs', flag: 'voter-replace-after-ms', env: 'HIVEMESH_VOTER_REPLACE_AFTER_MS', kind: 'integer', min: 1_000, max: 86_400_000 },
   { key: 'tickMs', flag: 'tick-ms', env: 'HIVEMESH_TICK_MS', kind: 'integer', min: 5, max: 1_000 },
-  { key: 'keepFinishedTasks', flag: 'keep-finished-tasks', env: 'HIVEMESH_KEEP_FINISHED_TASKS', kind: 'integer', min: 0, max: 1_000_000 },
-  { key: 'keepFinishedTasksMs', flag: 'keep-finished-tasks-ms', env: 'HIVEMESH_KEEP_FINISHED_TASKS_MS', kind: 'integer', min: 0, max: 365 * 86_400_000 },
+  {
+    key: 'keepFinishedTasks', flag: 'keep-finished-tasks', env: 'HIVEMESH_KEEP_FINISHED_TASKS', kind: 'integer', min: 0, max: limits.finishedTasksMax,
+    boundsReason: `the replicated state keeps at most ${limits.finishedTasksMax} finished tasks, whatever this asks`,
+  },
+  {
+    key: 'keepFinishedTasksMs', flag: 'keep-finished-tasks-ms', env: 'HIVEMESH_KEEP_FINISHED_TASKS_MS', kind: 'integer', min: keepFinishedTasksMsMin, max: 365 * 86_400_000,
+    boundsReason: `kept less than ${keepFinishedTasksMsMin / 1_000} s, a finished task could be pruned before a --wait client that reconnects or a poll of GET /api/tasks/ID reads its result`,
+  },
   { key: 'snapshotEveryEntries', flag: 'snapshot-every-entries', env: 'HIVEMESH_SNAPSHOT_EVERY_ENTRIES', kind: 'integer', min: 100, max: 1_000_000 },
   { key: 'agents', flag: '', env: '', kind: 'agents' },
 ];
@@ -151,7 +168,7 @@ function defaults(env: NodeJS.ProcessEnv): Omit<DaemonConfig, 'configFile' | 'ap
     votersTarget: null,
     voterReplaceAfterMs: 30_000,
     tickMs: 50,
-    keepFinishedTasks: 10_000,
+    keepFinishedTasks: limits.finishedTasksKeepMaxDefault,
     keepFinishedTasksMs: 7 * 86_400_000,
     snapshotEveryEntries: limits.raftSnapshotEveryEntriesDefault,
     agents: [],
@@ -180,7 +197,8 @@ function convert(setting: Setting, raw: unknown, source: Source): unknown {
       const min = setting.kind === 'port' ? 0 : setting.min ?? 0;
       const max = setting.kind === 'port' ? 65_535 : setting.max ?? Number.MAX_SAFE_INTEGER;
       if (!Number.isInteger(value) || value < min || value > max) {
-        throw new ConfigError(`${where}: must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+        const reason = Number.isInteger(value) && setting.boundsReason !== undefined ? ` (${setting.boundsReason})` : '';
+        throw new ConfigError(`${where}: must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}${reason}`);
       }
       return value;
     }
