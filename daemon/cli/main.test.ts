@@ -7,6 +7,7 @@ import * as limits from '../../protocol/limits.ts';
 import { taskStatuses } from '../../protocol/tasks.ts';
 import { roles } from '../../protocol/tokens.ts';
 import { CliError } from './client.ts';
+import { submitRetries } from './commands/tasks.ts';
 import { main } from './main.ts';
 
 afterEach(() => {
@@ -191,6 +192,65 @@ describe('hivemesh CLI', () => {
       await new Promise((resolve) => server.close(resolve));
     }
   }, 15_000);
+
+  it('gives up after its retries of a submit answered 503, saying so and giving the idempotency key to re-run with', async () => {
+    const keys: string[] = [];
+    const server = http.createServer((request, response) => {
+      if (request.method !== 'POST') {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
+        return;
+      }
+      let text = '';
+      request.on('data', (chunk: Buffer) => { text += chunk.toString(); });
+      request.on('end', () => {
+        keys.push((JSON.parse(text) as { idempotencyKey: string }).idempotencyKey);
+        response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(JSON.stringify({ error: { code: 'no_quorum', message: 'no quorum: 1 of 3 voters reachable', details: null } }));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const error = await main(['submit', '--url', url, '--token', 'x', '--model', 'm', 'hello']).then(() => null, (caught: unknown) => caught);
+      expect(error).toBeInstanceOf(CliError);
+      expect(keys).toHaveLength(submitRetries + 1);
+      expect(new Set(keys).size).toBe(1);
+      const message = (error as CliError).message;
+      expect(message).toMatch(new RegExp(`^error: gave up after ${submitRetries + 1} tries in \\d+ s, each answered 503 \\(last: no quorum: 1 of 3 voters reachable\\)\\. The task may or may not have been created\\.`));
+      expect(message).toContain(`Run the same command again with --idempotency-key ${keys[0]}: that key returns the task if it exists and creates it only if it does not, never twice.`);
+      expect(message).not.toMatch(/retry after/);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 20_000);
+
+  it('warns when `assign` pins a task where it cannot run, and passes on the refusal of a dead node', async () => {
+    const waiting = { id: 't_pin1', status: 'queued', pinnedNode: 'id-op1', waitingFor: 'pinned to node id-op1, which lacks model mistral:7b' };
+    const server = http.createServer((request, response) => {
+      if (request.url?.endsWith('/t_pin1/assign')) {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(waiting));
+      } else {
+        const message = 'node op2 (id-op2) is dead (last seen 95 s ago); a task pinned to it would wait until it comes back. Pin to an alive node: `hivemesh nodes` lists them';
+        response.writeHead(409, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'conflict', message, details: { node: 'id-op2', state: 'dead' } } }));
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const warnings: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      warnings.push(String(chunk));
+      return true;
+    });
+    const output = captureStdout();
+    try {
+      await expect(main(['assign', '--url', url, '--token', 'x', 't_pin1', 'op1'])).resolves.toBe(0);
+      expect(output()).toBe('task t_pin1 pinned to id-op1\n');
+      expect(warnings.join('')).toBe('warning: the task is pinned to node id-op1, which lacks model mistral:7b; it waits until that changes (`hivemesh nodes` lists each node\'s models)\n');
+      await expect(main(['assign', '--url', url, '--token', 'x', 't_pin2', 'op2'])).rejects.toThrow(/^error: node op2 \(id-op2\) is dead \(last seen 95 s ago\); .*Pin to an alive node/);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
 
   it('refuses an unknown command and says where the commands are', async () => {
     await expect(main(['frobnicate'])).rejects.toThrow(/unknown command "frobnicate".*hivemesh --help/);

@@ -61,15 +61,30 @@ export async function submitCommand(client: ApiClient, flags: SubmitFlags, words
 }
 
 /** Retries of a submit answered 503 (no leader for a moment), and the longest wait between two. */
-const submitRetries = 5;
+export const submitRetries = 5;
 const submitRetryWaitMsMax = 3_000;
 
+/**
+ * POST /api/tasks, tried again while it is answered 503 (no leader or quorum for a moment).
+ * The body carries an idempotency key, so a retry never makes a second task; once the
+ * retries are spent, the error gives the key, since a 503 does not tell whether the task
+ * was committed: a re-run with the same key finds it or creates it, once.
+ */
 async function submitRetrying(client: ApiClient, body: Record<string, unknown>): Promise<Task> {
+  const startedAt = Date.now();
   for (let retry = 0; ; retry += 1) {
-    const response = await client.request<Task>('POST', '/api/tasks', body, { accept: retry < submitRetries ? [503] : [] });
+    const response = await client.request<Task>('POST', '/api/tasks', body, { accept: [503] });
     if (response.status !== 503) return response.body;
+    const reason = (response.body as unknown as { error?: { message?: string } } | string | null);
+    const message = typeof reason === 'object' && reason !== null ? reason.error?.message ?? 'HTTP 503' : 'HTTP 503';
+    if (retry >= submitRetries) {
+      const seconds = Math.round((Date.now() - startedAt) / 1_000);
+      throw new CliError(`error: gave up after ${retry + 1} tries in ${seconds} s, each answered 503 (last: ${message}). `
+        + `The task may or may not have been created. Run the same command again with --idempotency-key ${String(body.idempotencyKey)}: `
+        + 'that key returns the task if it exists and creates it only if it does not, never twice. `hivemesh status` shows whether the cluster has a leader.');
+    }
     const waitMs = Math.min(submitRetryWaitMsMax, 1_000 * Math.max(1, Number(response.headers.get('retry-after') ?? 1) || 1));
-    process.stderr.write(`no leader right now (${(response.body as unknown as { error?: { message?: string } }).error?.message ?? '503'}); retrying in ${waitMs / 1000} s\n`);
+    process.stderr.write(`no leader right now (${message}); retrying in ${waitMs / 1000} s\n`);
     await new Promise((resolve) => setTimeout(resolve, waitMs));
   }
 }
