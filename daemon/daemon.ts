@@ -40,6 +40,11 @@ import { Storage } from './storage.ts';
 
 const log = logger('daemon');
 
+/** Alerts that last as long as their condition, cleared when it ends (refreshConditionAlerts). */
+const conditionAlertKinds = new Set(['ollama-unreachable', 'second-cluster', 'storage-failure', 'no-leader']);
+/** A member without a leader this long raises the no-leader alert (an election takes about a second). */
+const noLeaderAlertAfterMs = 5_000;
+
 /** What this node's consensus says of the cluster, for the node list. */
 type RaftView = { leader: string | null; voters: string[]; learners: string[] };
 
@@ -106,6 +111,8 @@ export class Daemon {
   adminToken!: AdminToken;
   private adminTokenHash = '';
   private tokenHashes: TokenHashCache | null = null;
+  /** Since when this member has known no leader (for the no-leader alert), or null. */
+  private leaderlessSinceMs: number | null = null;
   private readonly alerts = new Map<string, Alert>();
   private stopping: Promise<void> | null = null;
   readonly bus = new EventBus();
@@ -266,7 +273,7 @@ export class Daemon {
       waitApplied,
       bus: this.bus,
       outputs: this.outputs,
-      resolveNode: (nodeOrName) => this.resolveNode(nodeOrName),
+      listedNodes: () => this.agentsStatus().nodes,
       nodeViews: () => this.nodeViews(),
       readBarrier: () => this.cluster.readBarrier(),
     });
@@ -391,6 +398,11 @@ export class Daemon {
       present.add('storage-failure');
       this.raiseAlert('storage-failure', this.storageFailureText(storageFailure), { log: false });
     }
+    const noLeader = this.noLeaderText();
+    if (noLeader !== null) {
+      present.add('no-leader');
+      this.raiseAlert('no-leader', noLeader);
+    }
     for (const foreign of this.cluster.foreign()) {
       const key = `second-cluster:${foreign.clusterId}`;
       present.add(key);
@@ -398,8 +410,36 @@ export class Daemon {
         'Pick one cluster: stop the nodes of the other, delete their <data-dir>/db, and start them again so they join this one.', { key });
     }
     for (const [key, alert] of this.alerts) {
-      if ((alert.kind === 'ollama-unreachable' || alert.kind === 'second-cluster' || alert.kind === 'storage-failure') && !present.has(key)) this.alerts.delete(key);
+      if (conditionAlertKinds.has(alert.kind) && !present.has(key)) this.alerts.delete(key);
     }
+  }
+
+  /**
+   * When this member has known no leader for a while: how many voters it reaches against the
+   * quorum a leader needs, and which voters to bring back. Null while a leader is known (or
+   * the node is not a member yet, or its disk failed: that alert says more).
+   */
+  private noLeaderText(): string | null {
+    const raft = this.cluster.raft;
+    if (raft === null || raft.storageFailure !== null || raft.brief().leader !== null) {
+      this.leaderlessSinceMs = null;
+      return null;
+    }
+    const nowMs = Date.now();
+    this.leaderlessSinceMs ??= nowMs;
+    if (nowMs - this.leaderlessSinceMs < noLeaderAlertAfterMs) return null;
+    const voters = raft.status().config.voters;
+    if (voters.length === 0) return null;
+    const listed = new Map(this.membership.listed().map((member) => [member.nodeId, member]));
+    const nameOf = (id: string) => listed.get(id)?.heartbeat?.name ?? id;
+    const reached = voters.filter((id) => id === this.host.peerId || listed.get(id)?.state === 'alive');
+    const down = voters.filter((id) => !reached.includes(id));
+    const quorum = Math.floor(voters.length / 2) + 1;
+    const seconds = Math.round((nowMs - this.leaderlessSinceMs) / 1000);
+    return `no leader for ${seconds} s: this node reaches ${reached.length} of ${voters.length} voters and a leader needs ${quorum}, so writes are refused (503) until then. ` +
+      (reached.length < quorum
+        ? `Start or reconnect the voters that are down: ${down.map(nameOf).join(', ')}.`
+        : 'A majority is reachable, so an election should end soon; if this lasts, the network may be dropping traffic between the voters.');
   }
 
   /** For the alert and readiness: what failed, where, and what to do. */
@@ -562,15 +602,6 @@ export class Daemon {
       views.push(nodeViewFromHeartbeat(member.heartbeat, member.state === 'alive'));
     }
     return views;
-  }
-
-  /** A node id, or the name of a node currently known, to its id. */
-  resolveNode(nodeOrName: string): string | null {
-    const members = this.membership.members().filter((member) => member.state !== 'left');
-    const byId = members.find((member) => member.nodeId === nodeOrName);
-    if (byId !== undefined) return byId.nodeId;
-    const byName = members.filter((member) => member.heartbeat?.name === nodeOrName);
-    return byName.length === 1 ? byName[0]!.nodeId : null;
   }
 
   authenticate(token: string): Principal | null {

@@ -29,26 +29,17 @@ const listed: ListedNode[] = [
   { id: 'id-op6', name: 'op6', state: 'dead', lastSeenAgoMs: 30_000 },
 ];
 
-/**
- * A service over a state that commits each proposal at once. resolveNode knows what the
- * daemon's gossip members know: the heard nodes, dead ones until forgotten, never the
- * nodes only the consensus configuration names.
- */
-function service(options: { listedNodes?: boolean } = {}) {
+/** A service over a state that commits each proposal at once. */
+function service() {
   const state = new ReplicatedState();
-  const members = listed.filter((node) => node.neverHeard !== true);
   const tasks = new TaskService({
     state: () => state,
     propose: async (data) => state.apply(state.lastApplied + 1, data),
     waitApplied: async () => undefined,
     bus: new EventBus(),
     outputs: { follow: async function* () { /* no output here */ } },
-    resolveNode: (nodeOrName) => {
-      const byName = members.filter((node) => node.name === nodeOrName);
-      return members.find((node) => node.id === nodeOrName)?.id ?? (byName.length === 1 ? byName[0]!.id : null);
-    },
     nodeViews: () => [view('id-op1'), view('id-op2', { alive: false }), view('id-op3', { alive: false }), view('id-op4', { modelsInstalled: [model] })],
-    ...(options.listedNodes === false ? {} : { listedNodes: () => listed }),
+    listedNodes: () => listed,
   });
   return { tasks, state };
 }
@@ -101,13 +92,5 @@ describe('TaskService.assign', () => {
     const unknown = await refusal(tasks.assign(task.id, 'nope'));
     expect(unknown.code).toBe('invalid_input');
     expect(unknown.message).toBe('node: no node "nope" is known; `hivemesh nodes` lists ids and names');
-  });
-
-  it('uses the node list given with the call when built without one (the HTTP route reads it)', async () => {
-    const { tasks } = service({ listedNodes: false });
-    expect(tasks.hasNodeList).toBe(false);
-    const { task } = await tasks.submit({ model, prompt: 'hello' });
-    expect((await refusal(tasks.assign(task.id, 'op2', listed))).code).toBe('conflict');
-    expect((await tasks.assign(task.id, 'op1')).waitingFor).toBe(`pinned to node id-op1, which lacks model ${model}`);
   });
 });

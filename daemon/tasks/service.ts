@@ -30,14 +30,12 @@ export interface TaskServiceDeps {
   waitApplied: (index: number) => Promise<void>;
   bus: EventBus;
   outputs: OutputSource;
-  /** Resolves a node given by id or name to its id, or null. */
-  resolveNode: (nodeOrName: string) => string | null;
   /**
    * The node list `hivemesh nodes` shows (GET /api/status/agents): alive, suspect and dead
    * nodes, those only the consensus configuration names included. A pin resolves against
-   * it when given, so a dead node is refused as dead rather than unknown.
+   * it, so a dead node is refused as dead rather than unknown.
    */
-  listedNodes?: () => readonly ListedNode[];
+  listedNodes: () => readonly ListedNode[];
   /** The gossiped view of the nodes, to say why a queued task waits. */
   nodeViews?: () => NodeView[];
   /** Waits until this node has applied everything committed before the call (a linearizable read). */
@@ -173,33 +171,22 @@ export class TaskService {
     return result.task ?? this.get(id);
   }
 
-  /** Whether the deps carry the node list (listedNodes); without it, assign() takes one per call. */
-  get hasNodeList(): boolean {
-    return this.deps.listedNodes !== undefined;
-  }
-
   /**
    * PUT /api/tasks/:id/assign: pins a queued task to a node, by id or name. A node the node
    * list shows dead is refused (409): a pinned task runs nowhere else, so it would wait for
    * a node that may never come back. The answer says at once why the task still waits
    * (a pinned node that lacks the model, or is suspect), as a submit's does.
-   * `listed` is the node list, for a service built without listedNodes.
    */
-  async assign(id: string, nodeOrName: string, listed?: readonly ListedNode[]): Promise<Task> {
+  async assign(id: string, nodeOrName: string): Promise<Task> {
     await this.find(id);
-    const node = this.pinTarget(nodeOrName, listed ?? this.deps.listedNodes?.());
+    const node = this.pinTarget(nodeOrName, this.deps.listedNodes());
     const result = await this.run({ type: 'task.pin', id, node });
     return this.withLastingWait(result.task ?? this.get(id));
   }
 
   /** The id of the node a pin names; throws when no node fits, several do, or the one that does is dead. */
-  private pinTarget(nodeOrName: string, listed: readonly ListedNode[] | undefined): string {
+  private pinTarget(nodeOrName: string, listed: readonly ListedNode[]): string {
     const unknown = () => new HivemeshError(ErrorCode.invalidInput, `node: no node "${nodeOrName}" is known; \`hivemesh nodes\` lists ids and names`, { details: { fields: [{ field: 'node', reason: 'is not a known node' }] } });
-    if (listed === undefined) {
-      const resolved = this.deps.resolveNode(nodeOrName);
-      if (resolved === null) throw unknown();
-      return resolved;
-    }
     const byId = listed.find((node) => node.id === nodeOrName);
     const byName = listed.filter((node) => node.name === nodeOrName);
     // A name can outlive its node: a host restarted with a fresh data dir has a new id and the

@@ -94,7 +94,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     waitApplied: async () => undefined,
     bus,
     outputs: runtime.outputs,
-    resolveNode: (node) => (node === nodeId ? nodeId : null),
+    listedNodes: () => [{ id: nodeId, name: nodeId, state: 'alive', lastSeenAgoMs: 0 }],
   });
   const started = runtime;
   return {

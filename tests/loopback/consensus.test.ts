@@ -148,6 +148,30 @@ describe('three daemons on loopback', () => {
     expect(sampler.leaderConflicts(), 'two nodes claimed leadership of the same term').toEqual([]);
   }, 75_000);
 
+  it('with two of three voters down, the last raises a no-leader alert naming them and refuses writes; the alert clears when they return', async () => {
+    const [survivor, ...down] = daemons as [MeshDaemon, MeshDaemon, MeshDaemon];
+    const downNames = down.map((daemon) => daemon.spec.name);
+    await Promise.all(down.map((daemon) => {
+      daemon.kill('SIGKILL');
+      return daemon.waitExit(5_000);
+    }));
+    type Alerts = { alerts: Array<{ kind: string; message: string }> };
+    const alert = await waitUntil('the no-leader alert', async () => {
+      const { body } = await survivor.api<Alerts>('/api/status/cluster', { timeoutMs: 2_000 });
+      return body.alerts.find((candidate) => candidate.kind === 'no-leader') ?? null;
+    }, 20_000, 200);
+    expect(alert.message).toMatch(/^no leader for \d+ s: this node reaches 1 of 3 voters and a leader needs 2, so writes are refused \(503\) until then\. Start or reconnect the voters that are down: /);
+    for (const name of downNames) expect(alert.message).toContain(name);
+    const refused = await submitTask(survivor, 'without-quorum', 5_000);
+    expect(refused.status).toBe(503);
+    await startAll(down);
+    await waitForAgreement(daemons, 30_000, { voters: 3 });
+    await waitUntil('the no-leader alert to clear', async () => {
+      const { body } = await survivor.api<Alerts>('/api/status/cluster', { timeoutMs: 2_000 });
+      return !body.alerts.some((candidate) => candidate.kind === 'no-leader');
+    }, 10_000, 200);
+  }, 75_000);
+
   it('a full stop (SIGTERM) and restart keeps the cluster id, the node ids and every acknowledged task', async () => {
     const idsBefore = (await Promise.all(daemons.map((daemon) => clusterStatus(daemon)))).map((status) => status?.nodeId);
     expect(idsBefore).toEqual(daemons.map((daemon) => daemon.nodeId));

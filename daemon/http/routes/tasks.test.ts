@@ -84,7 +84,7 @@ describe('PUT /api/tasks/:id/assign', () => {
       agentsStatus: () => ({ nodes }),
       reportInternalError: () => undefined,
     };
-    // Built as the daemon builds it today: gossip members only (resolveNode), no node list.
+    // Built as the daemon builds it: the pin resolves against the node list GET /api/status/agents shows.
     const state = new ReplicatedState();
     const tasks = new TaskService({
       state: () => state,
@@ -92,7 +92,7 @@ describe('PUT /api/tasks/:id/assign', () => {
       waitApplied: async () => undefined,
       bus: new EventBus(),
       outputs: { follow: async function* () { /* no output here */ } },
-      resolveNode: (node) => (node === 'op1' || node === 'id-op1' ? 'id-op1' : null),
+      listedNodes: () => nodes,
       nodeViews: () => [{ id: 'id-op1', alive: true, modelsInstalled: ['llama3.2:1b'], modelsLoaded: [], tokensPerSecond: {}, running: 0, concurrencyLimit: 2, agents: [] }],
     });
     const pinApp = await buildApp({ services, plugins: [taskRoutes(tasks, new EventBus())] });

@@ -1,27 +1,16 @@
 // The task API (ARCHITECTURE.md): create, list, get, assign, cancel, and the task and
 // cluster event streams as Server-Sent Events. Writes answer only after commit.
 import { Type } from '@sinclair/typebox';
-import { ErrorBody, type AgentsStatus } from '../../../protocol/api.ts';
+import { ErrorBody } from '../../../protocol/api.ts';
 import { Task, TaskId, TaskList, TaskListQuery, TaskPin, TaskSubmit, validateTaskSubmit, validationError } from '../../../protocol/tasks.ts';
 import { ErrorCode, HivemeshError } from '../../../protocol/errors.ts';
 import { subscribersMax, type EventBus } from '../../events.ts';
-import type { ListedNode, TaskService } from '../../tasks/service.ts';
+import type { TaskService } from '../../tasks/service.ts';
 import type { App } from '../app.ts';
 import { streamSse } from '../sse.ts';
 
 const IdParams = Type.Object({ id: TaskId }, { additionalProperties: false });
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody };
-
-/**
- * The node list `hivemesh nodes` shows, read through this app's own GET /api/status/agents
- * with the caller's token (a token that may assign may read), for a task service built
- * without listedNodes: a pin must find, and refuse, a node that list shows dead. Undefined
- * when that read fails; the service then resolves the node as it can.
- */
-async function listedNodes(app: App, authorization: string | undefined): Promise<readonly ListedNode[] | undefined> {
-  const response = await app.inject({ method: 'GET', url: '/api/status/agents', headers: authorization === undefined ? {} : { authorization } });
-  return response.statusCode === 200 ? (response.json() as AgentsStatus).nodes : undefined;
-}
 
 export function taskRoutes(tasks: TaskService, bus: EventBus) {
   return async (app: App) => {
@@ -47,7 +36,7 @@ export function taskRoutes(tasks: TaskService, bus: EventBus) {
       tasks.find(request.params.id));
 
     app.put('/api/tasks/:id/assign', { config: { action: 'assign' }, schema: { params: IdParams, body: TaskPin, response: { 200: Task, ...errors } } }, async (request) =>
-      tasks.assign(request.params.id, request.body.node, tasks.hasNodeList ? undefined : await listedNodes(app, request.headers.authorization)));
+      tasks.assign(request.params.id, request.body.node));
 
     app.delete('/api/tasks/:id', { config: { action: 'cancel' }, schema: { params: IdParams, response: { 200: Task, ...errors } } }, async (request) =>
       tasks.cancel(request.params.id, `cancelled by ${request.principal?.name ?? 'a client'}`));
