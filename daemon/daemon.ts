@@ -337,7 +337,11 @@ export class Daemon {
     const status = this.cluster.raft?.status();
     const leader = status?.leader ?? null;
     if (leader !== this.lastLeader) {
+      // An operator reading the log sees every change of leader, and which term it began.
+      const previous = this.lastLeader;
       this.lastLeader = leader;
+      const nameOf = (id: string | null) => (id === null ? null : id === this.host.peerId ? this.config.name : this.membership.members().find((member) => member.nodeId === id)?.heartbeat?.name ?? id);
+      log.info(leader === null ? 'no leader known' : 'leader changed', { leader: nameOf(leader), previous: nameOf(previous), term: status?.term ?? 0 });
       this.bus.publish({ type: 'leader.changed', at: Date.now(), leaderId: leader, term: status?.term ?? 0 });
     }
   }

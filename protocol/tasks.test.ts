@@ -54,6 +54,8 @@ describe('validateTaskSubmit', () => {
     expect(reasonFor({ model: 'm', messages: [] }, 'messages')).toBe('must not be empty');
     expect(reasonFor({ model: 'm', messages: [{ role: 'user', content: ' ' }] }, 'messages')).toMatch(/blank/);
     expect(reasonFor({ model: '', prompt: 'p' }, 'model')).toBe('must not be empty');
+    // Embedding models (capability embed) cannot answer a prompt: refused, pointing at /api/embed.
+    expect(reasonFor({ capability: 'embed', prompt: 'p' }, 'capability')).toMatch(/embedding models, which cannot answer prompts; send embeddings to \/api\/embed/);
   });
 
   it('explains wrong values per field', () => {

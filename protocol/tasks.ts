@@ -302,6 +302,9 @@ function reasonOf(error: ValueError, field: string): string {
  * Checks a POST /api/tasks body. On success, the input with defaults filled in and
  * duplicate dependencies dropped; otherwise one reason per offending field (at most 20).
  */
+/** The capability nodes give their embedding models (daemon/probe/agents.ts): not a task's. */
+export const embeddingCapability = 'embed';
+
 export function validateTaskSubmit(body: unknown): TaskSubmitValidation {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     return { ok: false, errors: [{ field: 'body', reason: `must be a JSON object, not ${describe(body)}` }] };
@@ -325,6 +328,11 @@ export function validateTaskSubmit(body: unknown): TaskSubmitValidation {
 
   // What the schema cannot say: choices between fields, sizes in bytes, references.
   if (submit.model === undefined && submit.capability === undefined) add('model', 'either model or capability is required');
+  // Nodes give `embed` to their embedding models, which cannot answer a prompt: such a task
+  // would be accepted only to fail on Ollama's 400.
+  if (submit.capability === embeddingCapability) {
+    add('capability', `"${embeddingCapability}" is the capability of embedding models, which cannot answer prompts; send embeddings to /api/embed or /v1/embeddings on any node instead`);
+  }
   if (submit.prompt === undefined && submit.messages === undefined) add('prompt', 'either prompt or messages is required');
   if (submit.prompt !== undefined && submit.messages !== undefined) add('messages', 'cannot be given together with prompt; send one of them');
   if (typeof submit.prompt === 'string' && submit.prompt.length > 0 && submit.prompt.trim() === '') add('prompt', 'must not be blank');

@@ -525,7 +525,10 @@ export class Membership {
       this.#emit({ type: 'joined', nodeId, heartbeat });
       return;
     }
-    if (to === 'dead' || to === 'left') log.info(`node ${to}`, { nodeId });
+    const name = this.#members.get(nodeId)?.heartbeat?.name;
+    if (to === 'dead' || to === 'left') log.info(`node ${to}`, { nodeId, ...(name === undefined ? {} : { name }) });
+    // A node back from dead is news to whoever read its death in the log.
+    else if (to === 'alive' && from === 'dead') log.info('node alive again', { nodeId, ...(name === undefined ? {} : { name }) });
     else log.debug(`node ${to}`, { nodeId, previous: from });
     this.#emit({ type: to, nodeId, previous: from });
   }

@@ -20,6 +20,7 @@
 //    larger model.
 import type { Agent, InstalledModel } from '../../protocol/heartbeat.ts';
 import { HivemeshError } from '../../protocol/errors.ts';
+import { embeddingCapability } from '../../protocol/tasks.ts';
 import * as limits from '../../protocol/limits.ts';
 
 /** An agent with what the executor needs beyond the heartbeat (its system prompt). */
@@ -120,7 +121,7 @@ export function chatProficiency(parameterSize: string | undefined): number {
 }
 
 /** Ollama's capability names and the agent capabilities they give. */
-const capabilityFromOllama: Record<string, string> = { completion: 'chat', embedding: 'embed', vision: 'vision', tools: 'tools' };
+const capabilityFromOllama: Record<string, string> = { completion: 'chat', embedding: embeddingCapability, vision: 'vision', tools: 'tools' };
 
 /** What Ollama says a model can do, or null when unknown. */
 export type ModelCapabilitiesLookup = (modelName: string) => readonly string[] | null;
@@ -130,13 +131,13 @@ export function agentsFromModels(installed: readonly InstalledModel[], ollamaCap
     const reported = ollamaCapabilities(model.name);
     const names = reported !== null && reported.length > 0
       ? [...new Set(reported.map((name) => capabilityFromOllama[name]).filter((name): name is string => name !== undefined))]
-      : [isEmbeddingModel(model) ? 'embed' : 'chat'];
+      : [isEmbeddingModel(model) ? embeddingCapability : 'chat'];
     // A model whose reported capabilities hivemesh has no name for falls back to the name rule.
-    if (names.length === 0) names.push(isEmbeddingModel(model) ? 'embed' : 'chat');
+    if (names.length === 0) names.push(isEmbeddingModel(model) ? embeddingCapability : 'chat');
     return {
       id: model.name.slice(0, agentIdLengthMax),
       model: model.name,
-      capabilities: names.map((name) => ({ name, proficiency: name === 'embed' ? 1 : chatProficiency(model.parameterSize) })),
+      capabilities: names.map((name) => ({ name, proficiency: name === embeddingCapability ? 1 : chatProficiency(model.parameterSize) })),
     };
   });
 }
