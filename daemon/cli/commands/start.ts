@@ -33,8 +33,8 @@ config file (--config, or <data-dir>/config.json), else its default.
   --voters N                  voters the cluster aims for (3; 5 with >= 5 nodes) HIVEMESH_VOTERS
   --voter-replace-after-ms N  a voter dead this long is replaced (30000)     HIVEMESH_VOTER_REPLACE_AFTER_MS
   --tick-ms N                 consensus tick (50)                            HIVEMESH_TICK_MS
-  --keep-finished-tasks N     finished tasks kept (10000)                    HIVEMESH_KEEP_FINISHED_TASKS
-  --keep-finished-tasks-ms N  and for how long (7 days)                      HIVEMESH_KEEP_FINISHED_TASKS_MS
+  --keep-finished-tasks N     finished tasks kept (10000; 0..20000)          HIVEMESH_KEEP_FINISHED_TASKS
+  --keep-finished-tasks-ms N  and for how long (7 days; at least 60000)      HIVEMESH_KEEP_FINISHED_TASKS_MS
   --snapshot-every-entries N  log entries between state snapshots (10000)    HIVEMESH_SNAPSHOT_EVERY_ENTRIES`;
 
 export async function startCommand(argv: string[]): Promise<number> {
