@@ -22,7 +22,7 @@ export const actions: readonly Action[] = ['read', 'submit', 'cancel', 'assign',
 
 /** What each action is, in words, for refusals people read. */
 export const actionWords: Record<Action, string> = {
-  read: 'read', submit: 'submit tasks', cancel: 'cancel tasks', assign: 'pin tasks to nodes', manageTokens: 'manage tokens', administer: 'administer the cluster',
+  read: 'read', submit: 'submit tasks or run generations', cancel: 'cancel tasks', assign: 'pin tasks to nodes', manageTokens: 'manage tokens', administer: 'administer the cluster',
 };
 
 // The table itself, so the README and the tests can print and check it as data.
