@@ -12,6 +12,8 @@ export interface AgentView {
 
 export interface NodeView {
   id: string;
+  /** The node's name, for people (reasons a task waits); optional. */
+  name?: string;
   /** False once the failure detector calls it suspect or dead: nothing new goes there. */
   alive: boolean;
   modelsInstalled: readonly string[];
@@ -105,6 +107,7 @@ export function nodeViewFromHeartbeat(heartbeat: Heartbeat, alive: boolean): Nod
   for (const model of heartbeat.ollama.installed) modelSizeBytes[normalizeModelName(model.name)] = model.sizeBytes;
   return {
     id: heartbeat.nodeId,
+    name: heartbeat.name,
     // A node on its way out, or whose Ollama is unreachable, takes no new work.
     alive: alive && !heartbeat.leaving && heartbeat.ollama.reachable,
     modelsInstalled: heartbeat.ollama.installed.map((model) => model.name),

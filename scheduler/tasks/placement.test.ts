@@ -593,6 +593,8 @@ describe('waitingReason', () => {
     expect(waitingReason(h.state, record(h, 'a'), nodes, 0)).toBeNull();
     h.submit('c');
     expect(waitingReason(h.state, record(h, 'c'), nodes, 0)).toBe('node n1 is busy (1 of 1 slots taken)');
+    // A node with a name is named, with its id.
+    expect(waitingReason(h.state, record(h, 'c'), [{ ...nodes[0]!, name: 'gpu-box' }], 0)).toBe('node gpu-box (n1) is busy (1 of 1 slots taken)');
     h.fail('a', 1, true, 100);
     expect(waitingReason(h.state, record(h, 'a'), nodes, 200)).toBe(`retry backoff for another ${100 + limits.retryBackoffBaseMs - 200} ms`);
     expect(describeTask(h.state, 'c', nodes, 200)?.waitingFor).toBeNull();

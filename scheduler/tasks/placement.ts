@@ -269,13 +269,18 @@ function describeNeed(task: Readonly<TaskRecord>): string {
   return model === null ? `an agent with capability ${capability}` : `an agent with capability ${capability} on model ${model}`;
 }
 
+/** A node as people know it: its name, with its id when the name is not the id. */
+function nodeLabel(node: NodeView): string {
+  return node.name === undefined || node.name === node.id ? node.id : `${node.name} (${node.id})`;
+}
+
 /** Why no node in `nodes` can take the task at all, or null when some alive node could. */
 function ineligibleReason(task: Readonly<TaskRecord>, nodes: readonly NodeView[]): string | null {
   if (task.pinnedNode !== null) {
     const pinned = nodes.find((node) => node.id === task.pinnedNode);
     if (pinned === undefined) return `pinned to node ${task.pinnedNode}, which is not in the cluster`;
-    if (!pinned.alive) return `pinned to node ${task.pinnedNode}, which is not alive`;
-    if (candidateOn(task, pinned) === null) return `pinned to node ${task.pinnedNode}, which lacks ${describeNeed(task)}`;
+    if (!pinned.alive) return `pinned to node ${nodeLabel(pinned)}, which is not alive`;
+    if (candidateOn(task, pinned) === null) return `pinned to node ${nodeLabel(pinned)}, which lacks ${describeNeed(task)}`;
     return null;
   }
   if (eligibleNodes(task, nodes).length > 0) return null;
@@ -300,7 +305,7 @@ export function waitingReason(state: ReplicatedState, task: Readonly<TaskRecord>
   const candidates = task.pinnedNode === null ? eligibleNodes(task, nodes) : eligibleNodes(task, nodes.filter((node) => node.id === task.pinnedNode));
   if (candidates.every((candidate) => freeSlots(candidate.node, load) <= 0)) {
     return candidates.length === 1
-      ? `node ${candidates[0]!.node.id} is busy (${candidates[0]!.node.concurrencyLimit} of ${candidates[0]!.node.concurrencyLimit} slots taken)`
+      ? `node ${nodeLabel(candidates[0]!.node)} is busy (${candidates[0]!.node.concurrencyLimit} of ${candidates[0]!.node.concurrencyLimit} slots taken)`
       : `all ${candidates.length} nodes with ${describeNeed(task)} are busy`;
   }
   return null;
@@ -498,7 +503,7 @@ export function planAssignments(
       deferred.set(busyId, (deferred.get(busyId) ?? 0) + 1);
       waiting.push({
         taskId: record.id,
-        reason: `waiting for a slot on node ${busyId}, expected to finish sooner there (~${Math.round(bestBusy.estimateMs)} ms) than on a free node now (~${Math.round(best.estimateMs)} ms)`,
+        reason: `waiting for a slot on node ${nodeLabel(bestBusy.candidate.node)}, expected to finish sooner there (~${Math.round(bestBusy.estimateMs)} ms) than on a free node now (~${Math.round(best.estimateMs)} ms)`,
       });
       continue;
     }
@@ -513,7 +518,7 @@ export function planAssignments(
       waiting.push({
         taskId: record.id,
         reason: candidates.length === 1
-          ? `node ${candidates[0]!.node.id} is busy (all ${candidates[0]!.node.concurrencyLimit} slots taken)`
+          ? `node ${nodeLabel(candidates[0]!.node)} is busy (all ${candidates[0]!.node.concurrencyLimit} slots taken)`
           : `all ${candidates.length} nodes with ${describeNeed(record)} are busy`,
       });
       continue;

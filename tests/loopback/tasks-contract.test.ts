@@ -185,10 +185,10 @@ describe('the task API and the CLI, on the leader and on followers', () => {
     expect(pinned.status, JSON.stringify(pinned.body)).toBe(200);
     expect(pinned.body.pinnedNode).toBe(target.nodeId);
     // The 200 says at once why the pinned task still waits, as a 201 does.
-    expect(pinned.body.waitingFor).toBe(`pinned to node ${target.nodeId}, which lacks model ${absentModel}`);
+    expect(pinned.body.waitingFor).toBe(`pinned to node ${target.spec.name} (${target.nodeId}), which lacks model ${absentModel}`);
     const byId = await call<Task>(leader, 'PUT', `/api/tasks/${waiting[1]!.id}/assign`, { body: JSON.stringify({ node: target.nodeId }) });
     expect(byId.body.pinnedNode).toBe(target.nodeId);
-    expect(byId.body.waitingFor).toBe(`pinned to node ${target.nodeId}, which lacks model ${absentModel}`);
+    expect(byId.body.waitingFor).toBe(`pinned to node ${target.spec.name} (${target.nodeId}), which lacks model ${absentModel}`);
     expectError(await call(leader, 'PUT', `/api/tasks/${waiting[2]!.id}/assign`, { body: JSON.stringify({ node: 'no-such-node' }) }), 400, /no-such-node/);
     expectError(await call(leader, 'PUT', `/api/tasks/${waiting[2]!.id}/assign`, { body: JSON.stringify({ host: 'x' }) }), 400, /node|host/);
 
