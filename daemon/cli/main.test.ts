@@ -23,6 +23,30 @@ function captureStdout(): () => string {
   return () => chunks.join('');
 }
 
+
+/**
+ * A fake daemon for submit: each POST's idempotency key is recorded and answered with
+ * `answer(count)` (503s with Retry-After 1); other requests get an empty node list.
+ */
+async function submitServer(answer: (count: number) => { status: number; body: unknown }) {
+  const keys: string[] = [];
+  const server = http.createServer((request, response) => {
+    if (request.method !== 'POST') {
+      response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
+      return;
+    }
+    let text = '';
+    request.on('data', (chunk: Buffer) => { text += chunk.toString(); });
+    request.on('end', () => {
+      keys.push((JSON.parse(text) as { idempotencyKey: string }).idempotencyKey);
+      const { status, body } = answer(keys.length);
+      response.writeHead(status, { 'content-type': 'application/json', ...(status === 503 ? { 'retry-after': '1' } : {}) }).end(JSON.stringify(body));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { keys, server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
 describe('hivemesh CLI', () => {
   it('prints the general usage for `hivemesh`, `hivemesh help` and `hivemesh --help`', async () => {
     for (const [argv, code] of [[[], 2], [['help'], 0], [['--help'], 0], [['-h'], 0], [['help', '--help'], 0]] as const) {
@@ -161,25 +185,9 @@ describe('hivemesh CLI', () => {
   });
 
   it('retries a submit answered 503 (a leader election) with the same idempotency key', async () => {
-    const keys: string[] = [];
-    const server = http.createServer((request, response) => {
-      if (request.method !== 'POST') {
-        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
-        return;
-      }
-      let text = '';
-      request.on('data', (chunk: Buffer) => { text += chunk.toString(); });
-      request.on('end', () => {
-        keys.push((JSON.parse(text) as { idempotencyKey: string }).idempotencyKey);
-        if (keys.length < 3) {
-          response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(JSON.stringify({ error: { code: 'no_leader', message: 'no leader is known', details: null } }));
-        } else {
-          response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 't_retried', status: 'queued' }));
-        }
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { keys, server, url } = await submitServer((count) => (count < 3
+      ? { status: 503, body: { error: { code: 'no_leader', message: 'no leader is known', details: null } } }
+      : { status: 201, body: { id: 't_retried', status: 'queued' } }));
     vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     const output = captureStdout();
     try {
@@ -194,21 +202,7 @@ describe('hivemesh CLI', () => {
   }, 15_000);
 
   it('gives up after its retries of a submit answered 503, saying so and giving the idempotency key to re-run with', async () => {
-    const keys: string[] = [];
-    const server = http.createServer((request, response) => {
-      if (request.method !== 'POST') {
-        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
-        return;
-      }
-      let text = '';
-      request.on('data', (chunk: Buffer) => { text += chunk.toString(); });
-      request.on('end', () => {
-        keys.push((JSON.parse(text) as { idempotencyKey: string }).idempotencyKey);
-        response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(JSON.stringify({ error: { code: 'no_quorum', message: 'no quorum: 1 of 3 voters reachable', details: null } }));
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { keys, server, url } = await submitServer(() => ({ status: 503, body: { error: { code: 'no_quorum', message: 'no quorum: 1 of 3 voters reachable', details: null } } }));
     vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
       const error = await main(['submit', '--url', url, '--token', 'x', '--model', 'm', 'hello']).then(() => null, (caught: unknown) => caught);

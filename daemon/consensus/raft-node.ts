@@ -118,17 +118,7 @@ export class RaftNode<Result> {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.tickTimer !== null) clearInterval(this.tickTimer);
-    const error = new HivemeshError(ErrorCode.unavailable, 'the node is stopping', { retryAfterSeconds: 1 });
-    for (const pending of this.proposals.values()) {
-      clearTimeout(pending.timer);
-      pending.reject(error);
-    }
-    this.proposals.clear();
-    for (const pending of this.reads.values()) {
-      clearTimeout(pending.timer);
-      pending.reject(error);
-    }
-    this.reads.clear();
+    this.rejectPending(new HivemeshError(ErrorCode.unavailable, 'the node is stopping', { retryAfterSeconds: 1 }));
     while (this.processing) await new Promise((resolve) => setTimeout(resolve, 5));
     if (this.snapshotSave !== null) await this.snapshotSave;
     // A commit index held back in memory (log-store.ts): a restart then applies up to it at once.
@@ -337,23 +327,12 @@ export class RaftNode<Result> {
 
   /** Rejects every pending proposal and read: this node lost the leadership and knows no leader. */
   private abandonPending(): void {
-    if (this.proposals.size > 0) {
-      const error = new HivemeshError(ErrorCode.noQuorum,
-        'this node lost the leadership before the write committed and knows no leader now; its outcome is unknown: retry with the same idempotencyKey', { retryAfterSeconds: 1 });
-      for (const pending of this.proposals.values()) {
-        clearTimeout(pending.timer);
-        pending.reject(error);
-      }
-      this.proposals.clear();
-    }
-    if (this.reads.size > 0) {
-      const error = new HivemeshError(ErrorCode.noLeader, 'this node lost the leadership and knows no leader now', { retryAfterSeconds: 1 });
-      for (const pending of this.reads.values()) {
-        clearTimeout(pending.timer);
-        pending.reject(error);
-      }
-      this.reads.clear();
-    }
+    if (this.proposals.size === 0 && this.reads.size === 0) return;
+    this.rejectPending(
+      new HivemeshError(ErrorCode.noQuorum,
+        'this node lost the leadership before the write committed and knows no leader now; its outcome is unknown: retry with the same idempotencyKey', { retryAfterSeconds: 1 }),
+      new HivemeshError(ErrorCode.noLeader, 'this node lost the leadership and knows no leader now', { retryAfterSeconds: 1 }),
+    );
   }
 
   /** A failed disk write must not be followed by sends: stop the node's consensus. */
@@ -365,18 +344,22 @@ export class RaftNode<Result> {
     this.stopped = true;
     // Waiting writes and reads get the reason now, not a proposal timeout 5 s later; a write
     // may have reached the other nodes before the disk failed here, so its outcome is unknown.
-    const pendingError = storageFailedError(error, true);
+    this.rejectPending(storageFailedError(error, true));
+    this.options.onSoftState?.();
+  }
+
+  /** Every waiting proposal and read fails: the node stops, its disk failed, or it lost the leadership. */
+  private rejectPending(proposalError: Error, readError: Error = proposalError): void {
     for (const pending of this.proposals.values()) {
       clearTimeout(pending.timer);
-      pending.reject(pendingError);
+      pending.reject(proposalError);
     }
     this.proposals.clear();
     for (const pending of this.reads.values()) {
       clearTimeout(pending.timer);
-      pending.reject(pendingError);
+      pending.reject(readError);
     }
     this.reads.clear();
-    this.options.onSoftState?.();
   }
 
   /**

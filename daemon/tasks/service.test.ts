@@ -4,10 +4,9 @@
 // reason it waits, as a submit does.
 import { describe, expect, it } from 'vitest';
 import { HivemeshError } from '../../protocol/errors.ts';
-import { ReplicatedState } from '../../scheduler/state/state.ts';
 import type { NodeView } from '../../scheduler/tasks/node-view.ts';
-import { EventBus } from '../events.ts';
-import { TaskService, type ListedNode } from './service.ts';
+import type { ListedNode } from './service.ts';
+import { instantTaskService } from './test-harness.ts';
 
 const model = 'mistral:7b';
 
@@ -31,17 +30,10 @@ const listed: ListedNode[] = [
 
 /** A service over a state that commits each proposal at once. */
 function service() {
-  const state = new ReplicatedState();
-  const tasks = new TaskService({
-    state: () => state,
-    propose: async (data) => state.apply(state.lastApplied + 1, data),
-    waitApplied: async () => undefined,
-    bus: new EventBus(),
-    outputs: { follow: async function* () { /* no output here */ } },
+  return instantTaskService({
     nodeViews: () => [view('id-op1'), view('id-op2', { alive: false }), view('id-op3', { alive: false }), view('id-op4', { modelsInstalled: [model] })],
     listedNodes: () => listed,
   });
-  return { tasks, state };
 }
 
 async function refusal(promise: Promise<unknown>): Promise<HivemeshError> {

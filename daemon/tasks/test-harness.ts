@@ -11,7 +11,7 @@ import { EventBus } from '../events.ts';
 import { HealthProbe } from '../probe/index.ts';
 import { startStandin, type Standin, type StandinOptions } from '../../tests/ollama-standin/server.ts';
 import { TaskRuntime, type TaskRuntimeTuning } from './runtime.ts';
-import { TaskService } from './service.ts';
+import { TaskService, type TaskServiceDeps } from './service.ts';
 import type { RaftStatusView } from './leader.ts';
 
 export interface HarnessOptions {
@@ -117,4 +117,21 @@ export async function waitFor<T>(what: string, probe: () => T | null | undefined
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+/**
+ * A task service over a bare replicated state that commits each proposal at once, with no
+ * runtime or output: for tests of the service's and the routes' own answers.
+ */
+export function instantTaskService(deps: Pick<TaskServiceDeps, 'listedNodes'> & Partial<TaskServiceDeps>): { tasks: TaskService; state: ReplicatedState } {
+  const state = new ReplicatedState();
+  const tasks = new TaskService({
+    state: () => state,
+    propose: async (data) => state.apply(state.lastApplied + 1, data),
+    waitApplied: async () => undefined,
+    bus: new EventBus(),
+    outputs: { follow: async function* () { /* no output here */ } },
+    ...deps,
+  });
+  return { tasks, state };
 }

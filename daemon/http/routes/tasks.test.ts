@@ -6,10 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeStatus } from '../../../protocol/api.ts';
 import { ErrorCode, HivemeshError } from '../../../protocol/errors.ts';
 import type { Task } from '../../../protocol/tasks.ts';
-import { ReplicatedState } from '../../../scheduler/state/state.ts';
 import { EventBus, subscribersMax } from '../../events.ts';
 import { unheardNodeStatus } from '../../membership/unheard-node.ts';
-import { TaskService } from '../../tasks/service.ts';
+import type { TaskService } from '../../tasks/service.ts';
+import { instantTaskService } from '../../tasks/test-harness.ts';
 import { buildApp, type App } from '../app.ts';
 import type { HttpServices } from '../services.ts';
 import { taskRoutes } from './tasks.ts';
@@ -85,13 +85,7 @@ describe('PUT /api/tasks/:id/assign', () => {
       reportInternalError: () => undefined,
     };
     // Built as the daemon builds it: the pin resolves against the node list GET /api/status/agents shows.
-    const state = new ReplicatedState();
-    const tasks = new TaskService({
-      state: () => state,
-      propose: async (data) => state.apply(state.lastApplied + 1, data),
-      waitApplied: async () => undefined,
-      bus: new EventBus(),
-      outputs: { follow: async function* () { /* no output here */ } },
+    const { tasks } = instantTaskService({
       listedNodes: () => nodes,
       nodeViews: () => [{ id: 'id-op1', alive: true, modelsInstalled: ['llama3.2:1b'], modelsLoaded: [], tokensPerSecond: {}, running: 0, concurrencyLimit: 2, agents: [] }],
     });
