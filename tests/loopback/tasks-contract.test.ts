@@ -11,7 +11,7 @@ import { standinText } from '../ollama-standin/catalog.ts';
 import { absentModel, clusterStatus, type MeshDaemon } from '../support/cluster.ts';
 import { cliEntry, ProcessGroup, waitUntil } from '../support/processes.ts';
 import { sseData } from '../support/sse.ts';
-import { promptSha, readEvents, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster } from './tasks-helpers.ts';
+import { promptSha, readEvents, retryable503, startTaskCluster, submit, tallyGenerations, waitFinished, waitModelsGossiped, type TaskCluster } from './tasks-helpers.ts';
 
 interface Answer<T = unknown> { status: number; body: T; headers: Headers }
 interface ErrorAnswer { error: { code: string; message: string; details?: unknown } }
@@ -22,13 +22,20 @@ async function call<T = unknown>(daemon: MeshDaemon, method: string, path: strin
   const token = init.token === undefined ? daemon.adminToken : init.token;
   if (token !== null) headers.authorization = `Bearer ${token}`;
   if (init.body !== undefined) headers['content-type'] = init.contentType ?? 'application/json';
-  const response = await fetch(daemon.apiUrl + path, { method, headers, body: init.body ?? null, signal: AbortSignal.timeout(10_000) });
-  const text = await response.text();
-  let body: unknown = text;
-  try {
-    body = JSON.parse(text);
-  } catch { /* not JSON: the assertions say so */ }
-  return { status: response.status, body: body as T, headers: response.headers };
+  for (let tries = 1; ; tries += 1) {
+    const response = await fetch(daemon.apiUrl + path, { method, headers, body: init.body ?? null, signal: AbortSignal.timeout(10_000) });
+    const text = await response.text();
+    let body: unknown = text;
+    try {
+      body = JSON.parse(text);
+    } catch { /* not JSON: the assertions say so */ }
+    // A leader election on a loaded machine: the contract says retry; no test here expects a 503.
+    if (tries < 5 && retryable503(response.status, body, false)) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      continue;
+    }
+    return { status: response.status, body: body as T, headers: response.headers };
+  }
 }
 
 /** The contract's error shape, with a message that names what was wrong. */

@@ -62,10 +62,25 @@ export async function waitModelsGossiped(cluster: TaskCluster, timeoutMs = 20_00
   }, timeoutMs, 200);
 }
 
+/**
+ * Whether a client may send a write again after this answer, as the contract tells it to: a
+ * 503 no_leader (the write reached no leader: a leader election on a loaded machine), or any
+ * 503 for a write with an idempotencyKey (then a retry cannot make a second task).
+ */
+export function retryable503(status: number, answer: unknown, idempotent: boolean): boolean {
+  return status === 503 && (idempotent || (answer as { error?: { code?: string } } | null)?.error?.code === 'no_leader');
+}
+
 export async function submit(daemon: MeshDaemon, body: Record<string, unknown>, timeoutMs = 10_000): Promise<Task> {
-  const { status, body: answer } = await daemon.api<Task>('/api/tasks', { method: 'POST', body, timeoutMs });
-  if (status !== 201 && status !== 200) throw new Error(`POST /api/tasks on ${daemon.spec.name} answered ${status}: ${JSON.stringify(answer)}`);
-  return answer;
+  for (let tries = 1; ; tries += 1) {
+    const { status, body: answer } = await daemon.api<Task>('/api/tasks', { method: 'POST', body, timeoutMs });
+    if (status === 201 || status === 200) return answer;
+    if (tries < 5 && retryable503(status, answer, body.idempotencyKey !== undefined)) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      continue;
+    }
+    throw new Error(`POST /api/tasks on ${daemon.spec.name} answered ${status}: ${JSON.stringify(answer)}`);
+  }
 }
 
 export async function getTask(daemon: MeshDaemon, id: string): Promise<Task | null> {
