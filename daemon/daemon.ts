@@ -40,6 +40,11 @@ import { Storage } from './storage.ts';
 
 const log = logger('daemon');
 
+/** Where the replicated state keeps a node's name (its key/value space), for nodes never heard. */
+export function nodeNameKey(nodeId: string): string {
+  return `node-name/${nodeId}`;
+}
+
 /** Alerts that last as long as their condition, cleared when it ends (refreshConditionAlerts). */
 const conditionAlertKinds = new Set(['ollama-unreachable', 'second-cluster', 'storage-failure', 'no-leader']);
 /** A member without a leader this long raises the no-leader alert (an election takes about a second). */
@@ -68,11 +73,11 @@ export class StateHolder implements StateMachine<ApplyResult> {
   reset(): void {
     this.current = new ReplicatedState();
   }
-  /** Nothing of users' yet: no tasks (live or finished), no keys, only nodes' own admin tokens. */
+  /** Nothing of users' yet: no tasks (live or finished), no keys but nodes' names, only nodes' own admin tokens. */
   isTrivial(): boolean {
     const state = this.current;
     const counts = state.countsByStatus();
-    return Object.values(counts).every((count) => count === 0) && state.kvKeys().length === 0
+    return Object.values(counts).every((count) => count === 0) && state.kvKeys().every((key) => key.startsWith(nodeNameKey('')))
       && state.listTokens().every((token) => token.id.startsWith('admin-'));
   }
 }
@@ -111,6 +116,8 @@ export class Daemon {
   adminToken!: AdminToken;
   private adminTokenHash = '';
   private tokenHashes: TokenHashCache | null = null;
+  /** The write of this node's name into the replicated state, while in flight. */
+  private nameProposal: Promise<unknown> | null = null;
   /** Since when this member has known no leader (for the no-leader alert), or null. */
   private leaderlessSinceMs: number | null = null;
   private readonly alerts = new Map<string, Alert>();
@@ -350,8 +357,9 @@ export class Daemon {
   private maintain(): void {
     this.refreshConditionAlerts();
     const raft = this.cluster.raft;
-    if (raft === null || raft.brief().leader === null || this.adminTokenProposal !== null) return;
-    if (this.state.current.findTokenByHash(this.adminTokenHash) !== undefined) return;
+    if (raft === null || raft.brief().leader === null) return;
+    this.replicateOwnName();
+    if (this.adminTokenProposal !== null || this.state.current.findTokenByHash(this.adminTokenHash) !== undefined) return;
     const command = encodeCommand({
       type: 'token.create',
       id: `admin-${this.adminTokenHash.slice(0, 16)}`,
@@ -363,6 +371,20 @@ export class Daemon {
     this.adminTokenProposal = this.cluster.propose(command)
       .catch((error: unknown) => log.debug('admin token not replicated yet', { error: error as Error }))
       .finally(() => { this.adminTokenProposal = null; });
+  }
+
+  /**
+   * This node's name in the replicated state, so a node that never heard it (it died before
+   * that node started) still lists it by name and resolves a pin by it. Written when missing
+   * or changed (a restart with another --name); at most one write in flight.
+   */
+  private replicateOwnName(): void {
+    if (this.nameProposal !== null) return;
+    const key = nodeNameKey(this.host.peerId);
+    if (this.state.current.kvGet(key) === this.config.name) return;
+    this.nameProposal = this.cluster.propose(encodeCommand({ type: 'kv.put', key, value: this.config.name }))
+      .catch((error: unknown) => log.debug('node name not replicated yet', { error: error as Error }))
+      .finally(() => { this.nameProposal = null; });
   }
 
   /**
@@ -440,7 +462,7 @@ export class Daemon {
     const down = voters.filter((id) => !reached.includes(id));
     const quorum = Math.floor(voters.length / 2) + 1;
     const seconds = Math.round((nowMs - this.leaderlessSinceMs) / 1000);
-    return `no leader for ${seconds} s: this node reaches ${reached.length} of ${voters.length} voters and a leader needs ${quorum}, so writes are refused (503) until then. ` +
+    return `no leader for ${seconds} s: this node reaches ${reached.length} of ${voters.length} voters and a leader needs ${quorum}, so writes are refused (503) until a leader is elected. ` +
       (reached.length < quorum
         ? `Start or reconnect the voters that are down: ${down.map(nameOf).join(', ')}.`
         : 'A majority is reachable, so an election should end soon; if this lasts, the network may be dropping traffic between the voters.');
@@ -529,7 +551,9 @@ export class Daemon {
 
   private nodeStatus(member: MemberView, now: number, raft: RaftView | null): NodeStatus | null {
     const heartbeat = member.heartbeat;
-    if (heartbeat === null && !member.self) return unheardNodeStatus(member, this.peerRaftRole(member.nodeId, 'unknown', false, raft), this.cluster.clusterId, now);
+    if (heartbeat === null && !member.self) {
+      return unheardNodeStatus(member, this.peerRaftRole(member.nodeId, 'unknown', false, raft), this.cluster.clusterId, now, this.state.current.kvGet(nodeNameKey(member.nodeId)));
+    }
     if (heartbeat === null || heartbeat === undefined || member.state === 'left') return null;
     const self = member.nodeId === this.host.peerId;
     const capabilities = new Set<string>();

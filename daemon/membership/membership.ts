@@ -527,8 +527,8 @@ export class Membership {
     }
     const name = this.#members.get(nodeId)?.heartbeat?.name;
     if (to === 'dead' || to === 'left') log.info(`node ${to}`, { nodeId, ...(name === undefined ? {} : { name }) });
-    // A node back from dead is news to whoever read its death in the log.
-    else if (to === 'alive' && from === 'dead') log.info('node alive again', { nodeId, ...(name === undefined ? {} : { name }) });
+    // A node back from dead (or from a stop) is news to whoever read of it going in the log.
+    else if (to === 'alive' && (from === 'dead' || from === 'left')) log.info('node alive again', { nodeId, ...(name === undefined ? {} : { name }) });
     else log.debug(`node ${to}`, { nodeId, previous: from });
     this.#emit({ type: to, nodeId, previous: from });
   }

@@ -5,11 +5,12 @@ import type { NodeStatus } from '../../protocol/api.ts';
 import type { RaftRole } from '../../protocol/heartbeat.ts';
 import type { MemberView } from './membership.ts';
 
-export function unheardNodeStatus(member: MemberView, raftRole: RaftRole, clusterId: string | null, nowMs: number): NodeStatus {
+export function unheardNodeStatus(member: MemberView, raftRole: RaftRole, clusterId: string | null, nowMs: number, name?: string): NodeStatus {
   if (member.heartbeat !== null || member.self || member.state === 'left') throw new Error(`unheardNodeStatus: ${member.nodeId} is not a node never heard`);
   return {
     id: member.nodeId,
-    name: member.nodeId,
+    // The name the node wrote into the replicated state when it was a member, if it did.
+    name: name ?? member.nodeId,
     apiUrl: '',
     state: member.state,
     raftRole,

@@ -160,7 +160,7 @@ describe('three daemons on loopback', () => {
       const { body } = await survivor.api<Alerts>('/api/status/cluster', { timeoutMs: 2_000 });
       return body.alerts.find((candidate) => candidate.kind === 'no-leader') ?? null;
     }, 20_000, 200);
-    expect(alert.message).toMatch(/^no leader for \d+ s: this node reaches 1 of 3 voters and a leader needs 2, so writes are refused \(503\) until then\. Start or reconnect the voters that are down: /);
+    expect(alert.message).toMatch(/^no leader for \d+ s: this node reaches 1 of 3 voters and a leader needs 2, so writes are refused \(503\) until a leader is elected\. Start or reconnect the voters that are down: /);
     for (const name of downNames) expect(alert.message).toContain(name);
     const refused = await submitTask(survivor, 'without-quorum', 5_000);
     expect(refused.status).toBe(503);

@@ -1,11 +1,12 @@
 // The node list keeps every node the consensus configuration names: a voter that stopped is
 // listed dead (with its last known facts) by a node that heard it, and by a node restarted
-// since, which never heard it, as dead with its id and neverHeard. Before, a stopped voter
+// since, which never heard it, as dead with its id, the name it wrote into the replicated
+// state, and neverHeard. Before, a stopped voter
 // vanished from /api/status/agents at once (and a crashed one after the 10 min forget
 // period) while `hivemesh status` still listed it among the voters.
 import type { NodeStatus } from '../../protocol/api.ts';
 import { afterAll, describe, expect, it } from 'vitest';
-import { agentsStatus, clusterStatus, daemonById, formCluster, outputTails, prepareDaemons, startAll, waitForAgreement, writeClusterKey } from '../support/cluster.ts';
+import { agentsStatus, clusterStatus, daemonById, formCluster, outputTails, prepareDaemons, startAll, submitTask, waitForAgreement, writeClusterKey } from '../support/cluster.ts';
 import { ProcessGroup, tempDir, waitUntil } from '../support/processes.ts';
 
 describe('a stopped voter in the node list', () => {
@@ -41,7 +42,14 @@ describe('a stopped voter in the node list', () => {
       const entry = await entryOn(restarted);
       return entry?.state === 'dead' ? entry : null;
     }, 15_000, 200).catch((error: Error) => { throw new Error(`${error.message}\n${outputTails(daemons)}`); });
-    expect(unheard).toMatchObject({ id: stopped.nodeId, name: stopped.nodeId, raftRole: 'follower', neverHeard: true, self: false });
+    // Its name comes from the replicated state (each member writes its own), so a pin by name
+    // finds it too, and is refused as dead.
+    expect(unheard).toMatchObject({ id: stopped.nodeId, name: stopped.spec.name, raftRole: 'follower', neverHeard: true, self: false });
+    const queued = await submitTask(restarted, 'pin-to-the-unheard');
+    expect(queued.status).toBe(201);
+    const pin = await restarted.api<{ error: { code: string; message: string } }>(`/api/tasks/${queued.task!.id}/assign`, { method: 'PUT', body: { node: stopped.spec.name } });
+    expect(pin.status).toBe(409);
+    expect(pin.body.error.message).toMatch(new RegExp(`^node ${stopped.spec.name} \\(${stopped.nodeId}\\) is dead \\(never heard from by this node\\)`));
     expect(Date.parse(unheard.lastSeen)).toBeGreaterThan(0);
     const restartedStatus = await clusterStatus(restarted);
     expect(restartedStatus!.voters).toContain(stopped.nodeId);
