@@ -240,7 +240,7 @@ describe('fieldErrorsOf', () => {
 describe('describeEvent', () => {
   it('summarises the daemon\'s cluster events in a line', () => {
     expect(events.describeEvent({ type: 'node.suspect', at: 1, nodeId: '12D3KooWAbcdefghijklmnop', name: 'atlas' }, '')).toBe('node atlas');
-    expect(events.describeEvent({ type: 'leader.changed', at: 1, leaderId: null, term: 4 }, '')).toBe('term 4');
+    expect(events.describeEvent({ type: 'leader.changed', at: 1, leaderId: null, term: 4 }, '')).toBe('no leader known · term 4');
     expect(events.describeEvent({ type: 'alert', at: 1, kind: 'second-cluster', message: 'another cluster shares this key' }, '')).toBe('another cluster shares this key');
     expect(events.describeEvent({ type: 'task.status', at: 1, event: { type: 'status', taskId: 't1', status: 'running', attempt: 1, node: 'n1', at: 1, reason: null } }, ''))
       .toBe('task t1 · node n1 · running');

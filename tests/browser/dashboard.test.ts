@@ -4,6 +4,7 @@
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { AgentsStatus } from '../../protocol/api.ts';
 import { FakeCluster, adminToken, hostileNodeName, operatorToken, viewerToken } from './fake-cluster.ts';
 
 const chromiumPath = '/usr/bin/chromium';
@@ -165,6 +166,79 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     // The cluster event feed shows events from the stream.
     await page.locator('#event-list').getByText('leader changed').waitFor();
     expect(await page.locator('#events-state').textContent()).toBe('live');
+  });
+
+  it('marks a silent node\'s facts as last known and says whether it still counts toward the quorum', async () => {
+    await openSignedIn();
+    const cards = page.locator('#node-list article');
+    await expect.poll(() => cards.count(), { timeout: stepTimeoutMs }).toBe(4);
+    // This node is alive: its facts are current, its Ollama reachable in green.
+    const atlas = cards.filter({ hasText: 'atlas' });
+    expect(await atlas.textContent()).not.toContain('Last known facts');
+    expect(await atlas.locator('.badge.ok', { hasText: '✓ reachable' }).count()).toBe(1);
+    // A suspect voter: last known facts, and still part of the quorum.
+    const suspect = cards.filter({ hasText: 'gpu-box' });
+    const suspectText = await suspect.textContent();
+    expect(suspectText).toContain('Last known facts, from 3.2 s ago');
+    expect(suspectText).toContain('As a voter it still counts toward the quorum until it comes back or the leader replaces it');
+    expect(suspectText).toContain('load was 90%');
+    // A dead learner: last known facts, but the quorum does not depend on it.
+    const dead = cards.filter({ hasText: 'old-laptop' });
+    const deadText = await dead.textContent();
+    expect(deadText).toContain('Last known facts, from 1 min 35 s ago: the node is down');
+    expect(deadText).toContain('was unreachable');
+    expect(deadText).not.toContain('✕ unreachable');
+    expect(deadText).not.toContain('counts toward the quorum');
+    expect(deadText).toContain('the quorum does not depend on it');
+
+    // A dead voter whose last heartbeat had Ollama up, two tasks running and a model loaded.
+    const deadVoter = (lastSeenAgoMs: number) => (agents: AgentsStatus): AgentsStatus => ({
+      nodes: agents.nodes.map((node) => (node.name !== 'old-laptop' ? node : {
+        ...node, raftRole: 'follower' as const, lastSeenAgoMs, load: { running: 2, queued: 0, concurrencyLimit: 2 },
+        ollama: { url: 'http://127.0.0.1:11434', reachable: true, version: '0.12.3', error: null },
+        models: { installed: [{ name: 'llama3.1:8b', sizeBytes: 4.9 * 1024 ** 3 }], loaded: [{ name: 'llama3.1:8b', sizeBytes: 6 * 1024 ** 3, vramBytes: 5 * 1024 ** 3, expiresAt: null }], tokensPerSecond: {} },
+      })),
+    });
+    fake.editAgents = deadVoter(95_000);
+    await dead.getByText('was reachable').waitFor();
+    const deadVoterText = await dead.textContent();
+    expect(deadVoterText).toContain('Last known facts, from');
+    expect(deadVoterText).toContain('was 2 / 2 running');
+    expect(deadVoterText).not.toContain('✓ reachable');
+    expect(await dead.locator('.badge.ok').count()).toBe(0);
+    expect(await dead.locator('dl.stale-facts').count()).toBe(1);
+    expect(deadVoterText).toContain('As a voter it still counts toward the quorum');
+    // The age in the note moves on with the refreshes (the card itself is kept), as "last seen" does.
+    await dead.evaluate((card) => { (card as HTMLElement & { marked?: boolean }).marked = true; });
+    fake.editAgents = deadVoter(200_000);
+    await dead.locator('.stale-note', { hasText: 'from 3 min 20 s ago' }).waitFor();
+    expect(await dead.evaluate((card) => (card as HTMLElement & { marked?: boolean }).marked)).toBe(true);
+    await page.locator('#nodes').screenshot({ path: '/tmp/dashboard-silent-nodes.png' });
+  });
+
+  it('gives a no-leader alert one age, and says in the feed when no leader is known', async () => {
+    fake.editCluster = (cluster) => ({
+      ...cluster, leaderId: null,
+      alerts: [...cluster.alerts, {
+        kind: 'no-leader', since: new Date(Date.now() - 39_000).toISOString(),
+        message: 'no leader for 44 s: this node reaches 1 of 3 voters and a leader needs 2, so writes are refused (503) until then. Start or reconnect the voters that are down: gpu-box.',
+      }],
+    });
+    await openSignedIn();
+    const noLeader = page.locator('#alerts .alert', { hasText: 'no leader for 44 s' });
+    await noLeader.waitFor();
+    const noLeaderText = await noLeader.textContent();
+    expect(noLeaderText).toContain('no leader for 44 s');
+    expect(noLeaderText).not.toContain('since');
+    // Other alerts keep their age; the page's own generic no-leader alert gives way to the server's.
+    expect(await page.locator('#alerts .alert', { hasText: 'Identity conflict' }).locator('.since').count()).toBe(1);
+    expect(await page.locator('#alerts').textContent()).not.toContain('No leader.');
+
+    await page.locator('#events-state', { hasText: 'live' }).waitFor();
+    fake.emitClusterEvent('leader.changed', { type: 'leader.changed', at: Date.now(), leaderId: null, term: 3 });
+    const line = page.locator('#event-list li', { hasText: 'term 3' });
+    await line.waitFor();
+    expect(await line.locator('.text').textContent()).toBe('no leader known · term 3');
   });
 
   it('shows the API validation errors next to the fields, then submits', async () => {

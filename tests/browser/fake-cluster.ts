@@ -133,6 +133,8 @@ export class FakeCluster {
   queueFull = false;
   /** Lets a test change what the node reports about its peers from one poll to the next. */
   editAgents: (agents: AgentsStatus) => AgentsStatus = (agents) => agents;
+  /** Likewise for the cluster status (leader, alerts). */
+  editCluster: (cluster: ClusterStatus) => ClusterStatus = (cluster) => cluster;
   app: App | null = null;
   baseUrl = '';
 
@@ -187,7 +189,7 @@ export class FakeCluster {
       authenticate: (token) => principals[token] ?? null,
       can,
       readiness: () => ({ ready: true, leaderId: selfId }),
-      clusterStatus: () => sampleCluster(this.tasks.values()),
+      clusterStatus: () => this.editCluster(sampleCluster(this.tasks.values())),
       agentsStatus: () => this.editAgents(sampleAgents(Date.now())),
       reportInternalError: (error) => {
         throw error;

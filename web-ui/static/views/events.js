@@ -69,6 +69,8 @@ export function describeEvent(data, raw, nodeNames = new Map()) {
   else if (typeof data.nodeId === 'string') parts.push(`node ${nodeName(data.nodeId)}`);
   else if (typeof data.node === 'string') parts.push(`node ${nodeName(data.node)}`);
   if (typeof data.leaderId === 'string') parts.push(`leader ${nodeName(data.leaderId)}`);
+  // leader.changed with leaderId null: the old leader is gone and no new one is known yet.
+  else if (data.leaderId === null) parts.push('no leader known');
   if (typeof data.term === 'number') parts.push(`term ${data.term}`);
   if (typeof data.from === 'string' && typeof data.to === 'string') parts.push(`${data.from} → ${data.to}`);
   else if (typeof data.status === 'string') parts.push(data.status);

@@ -1,5 +1,6 @@
 // The nodes view: one card per member with its state, role, hardware, Ollama, models,
-// load, agents and when it was last heard from.
+// load, agents and when it was last heard from. A suspect or dead node's facts are its last
+// heartbeat's: the card says so, mutes them and words live states in the past ("was reachable").
 import { bar, h, replaceKeepingFocus } from '../dom.js';
 import { ago, bytes, expiresIn, percent, safeHttpUrl, shortId } from '../format.js';
 import { stateSymbols } from './summary.js';
@@ -13,10 +14,11 @@ const modelsShownMax = 12;
 
 /**
  * Cards drawn last time, per container: a card whose content did not change is kept as it
- * is (only its "last seen" text moves on), so a refresh of a big cluster costs the browser
+ * is (only its "last seen" texts move on), so a refresh of a big cluster costs the browser
  * almost no layout. Measured with 256 nodes: rebuilding every card took ~200 ms of layout
  * per refresh on the test machine.
- * @type {WeakMap<Element, Map<string, { key: string, card: HTMLElement, seen: HTMLElement }>>}
+ * @typedef {{ key: string, card: HTMLElement, seen: HTMLElement[] }} DrawnCard
+ * @type {WeakMap<Element, Map<string, DrawnCard>>}
  */
 const drawn = new WeakMap();
 
@@ -35,7 +37,7 @@ export function renderNodes(container, nodes, nowMs) {
   const order = { alive: 0, suspect: 1, dead: 2 };
   const sorted = [...nodes].sort((a, b) => Number(b.self) - Number(a.self) || order[a.state] - order[b.state] || a.name.localeCompare(b.name)).slice(0, nodeCardsMax);
   const previous = drawn.get(container) ?? new Map();
-  /** @type {Map<string, { key: string, card: HTMLElement, seen: HTMLElement }>} */
+  /** @type {Map<string, DrawnCard>} */
   const next = new Map();
   /** @type {Array<[HTMLElement, HTMLElement]>} old card, new card */
   const replaced = [];
@@ -43,13 +45,18 @@ export function renderNodes(container, nodes, nowMs) {
     const key = cardKey(node, nowMs);
     const old = previous.get(node.id);
     if (old !== undefined && old.key === key) {
-      const seen = lastSeenText(node);
-      if (old.seen.textContent !== seen) old.seen.textContent = seen;
+      const seenText = lastSeenText(node);
+      for (const seen of old.seen) if (seen.textContent !== seenText) seen.textContent = seenText;
       next.set(node.id, old);
       continue;
     }
-    const seen = h('dd', { title: node.lastSeen }, lastSeenText(node));
-    const card = nodeCard(node, nowMs, seen);
+    /** @type {HTMLElement[]} */
+    const seen = [];
+    const card = nodeCard(node, nowMs, () => {
+      const element = h('span', { title: node.lastSeen }, lastSeenText(node));
+      seen.push(element);
+      return element;
+    });
     next.set(node.id, { key, card, seen });
     if (old !== undefined) replaced.push([old.card, card]);
   }
@@ -89,12 +96,18 @@ function replaceOne(old, card) {
   if (again instanceof HTMLElement) again.focus({ preventScroll: true });
 }
 
-/** @param {NodeStatus} node @param {number} nowMs @param {HTMLElement} seen the "last seen" cell, kept up to date by renderNodes */
-function nodeCard(node, nowMs, seen) {
-  if (node.neverHeard === true) return unheardCard(node, seen);
+/**
+ * @param {NodeStatus} node @param {number} nowMs
+ * @param {() => HTMLElement} lastSeen makes a "last seen" text that renderNodes keeps up to date
+ */
+function nodeCard(node, nowMs, lastSeen) {
+  if (node.neverHeard === true) return unheardCard(node, lastSeen);
   const link = safeHttpUrl(node.apiUrl);
   const hardware = node.hardware;
   const memory = hardware.memory;
+  // This node is never suspect or dead to itself; any other node's facts are as old as its last heartbeat.
+  const stale = !node.self && node.state !== 'alive';
+  const was = stale ? 'was ' : '';
   return h('article', { class: `card card-${node.state}`, 'aria-label': `node ${node.name}, ${node.state}`, 'data-node-id': node.id },
     h('div', { class: 'card-head' },
       h('h3', { title: node.id }, node.name),
@@ -102,20 +115,23 @@ function nodeCard(node, nowMs, seen) {
       h('span', { class: 'tag', title: 'Raft role' }, node.raftRole),
       node.self ? h('span', { class: 'tag' }, 'this node') : null,
     ),
-    h('dl', null,
+    stale ? h('p', { class: 'stale-note' },
+      'Last known facts, from ', lastSeen(), node.state === 'dead' ? ': the node is down, so they may no longer hold. ' : ': it missed its last heartbeats. ',
+      quorumNote(node.raftRole)) : null,
+    h('dl', stale ? { class: 'stale-facts' } : null,
       h('dt', null, 'Dashboard'),
       h('dd', null, link === null ? h('span', null, node.apiUrl || '–') : h('a', { href: link, 'data-focus': `node-link-${node.id}`, rel: 'noopener' }, node.apiUrl)),
       h('dt', null, 'Id'), h('dd', { class: 'mono', title: node.id }, shortId(node.id)),
-      h('dt', null, 'CPU'), h('dd', null, `${hardware.cpu.model || 'unknown'}, ${hardware.cpu.cores} cores, load ${percent(hardware.cpu.load)}`),
+      h('dt', null, 'CPU'), h('dd', null, `${hardware.cpu.model || 'unknown'}, ${hardware.cpu.cores} cores, load ${was}${percent(hardware.cpu.load)}`),
       h('dt', null, 'Memory'), h('dd', null, bar(memory.usedBytes, memory.totalBytes, 'RAM', `${bytes(memory.usedBytes)} / ${bytes(memory.totalBytes)}`)),
       h('dt', null, 'GPUs'), h('dd', null, gpuList(node)),
-      h('dt', null, 'Ollama'), h('dd', null, ollamaState(node)),
+      h('dt', null, 'Ollama'), h('dd', null, ollamaState(node, stale)),
       h('dt', null, 'Loaded'), h('dd', null, loadedModels(node, nowMs)),
       h('dt', null, 'Installed'), h('dd', null, installedModels(node)),
       h('dt', null, 'Load'), h('dd', null,
-        `${node.load.running} / ${node.load.concurrencyLimit} running`, node.load.queued > 0 ? `, ${node.load.queued} queued` : ', none queued'),
+        `${was}${node.load.running} / ${node.load.concurrencyLimit} running`, node.load.queued > 0 ? `, ${node.load.queued} queued` : ', none queued'),
       h('dt', null, 'Agents'), h('dd', null, agentList(node)),
-      h('dt', null, 'Last seen'), seen,
+      h('dt', null, 'Last seen'), h('dd', null, lastSeen()),
       h('dt', null, 'Version'), h('dd', null, `${node.softwareVersion} (protocol ${node.protocolVersion})`),
     ),
   );
@@ -125,9 +141,9 @@ function nodeCard(node, nowMs, seen) {
  * A node the Raft configuration names that this node has never heard from (it died before
  * this node started): only its id and role are known, so the card says that instead of
  * showing empty hardware as facts.
- * @param {NodeStatus} node @param {HTMLElement} seen
+ * @param {NodeStatus} node @param {() => HTMLElement} lastSeen
  */
-function unheardCard(node, seen) {
+function unheardCard(node, lastSeen) {
   return h('article', { class: `card card-${node.state}`, 'aria-label': `node ${node.name}, ${node.state}, never heard`, 'data-node-id': node.id },
     h('div', { class: 'card-head' },
       h('h3', { title: node.id }, shortId(node.name)),
@@ -141,9 +157,19 @@ function unheardCard(node, seen) {
       'Its name, hardware and models are unknown until it comes back.'),
     h('dl', null,
       h('dt', null, 'Id'), h('dd', { class: 'mono', title: node.id }, shortId(node.id)),
-      h('dt', null, 'Last seen'), seen,
+      h('dt', null, 'Last seen'), h('dd', null, lastSeen()),
     ),
   );
+}
+
+/**
+ * What a silent node means for the quorum: a voter still counts toward it (one fewer vote
+ * a majority can come from) until it returns or the leader replaces it; a learner does not.
+ * @param {NodeStatus['raftRole']} raftRole
+ */
+function quorumNote(raftRole) {
+  if (raftRole === 'learner') return 'As a learner it has no vote, so the quorum does not depend on it.';
+  return 'As a voter it still counts toward the quorum until it comes back or the leader replaces it with a learner.';
 }
 
 /** @param {NodeStatus} node */
@@ -155,12 +181,12 @@ function gpuList(node) {
       gpu.vramTotalBytes === null ? 'VRAM unknown' : `${bytes(gpu.vramUsedBytes)} / ${bytes(gpu.vramTotalBytes)}`)));
 }
 
-/** @param {NodeStatus} node */
-function ollamaState(node) {
+/** @param {NodeStatus} node @param {boolean} stale the node is silent: its Ollama state is from its last heartbeat */
+function ollamaState(node, stale) {
   if (!node.ollama.reachable) {
-    return h('span', null, h('span', { class: 'badge bad' }, '✕ unreachable'), ' ', node.ollama.error ?? '', ` (${node.ollama.url})`);
+    return h('span', null, h('span', { class: stale ? 'badge was' : 'badge bad' }, stale ? 'was unreachable' : '✕ unreachable'), ' ', node.ollama.error ?? '', ` (${node.ollama.url})`);
   }
-  return h('span', null, h('span', { class: 'badge ok' }, '✓ reachable'), ` version ${node.ollama.version ?? 'unknown'}`);
+  return h('span', null, h('span', { class: stale ? 'badge was' : 'badge ok' }, stale ? 'was reachable' : '✓ reachable'), ` version ${node.ollama.version ?? 'unknown'}`);
 }
 
 /** @param {NodeStatus} node @param {number} nowMs */

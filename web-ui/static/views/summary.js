@@ -49,6 +49,13 @@ export function renderSummary(container, status, nodesById) {
 }
 
 /**
+ * Alert kinds whose message says how long the condition has lasted ("no leader for 44 s"):
+ * a "since" beside it would give a second, different age (the alert is raised a few seconds
+ * into the condition), so it is left out.
+ */
+const alertKindsWithOwnDuration = new Set(['no-leader']);
+
+/**
  * The server's alerts, plus what the page can see for itself: no leader, and Ollama down
  * on a live node (unless the server already raised an Ollama alert for it).
  * @param {Element} container
@@ -61,11 +68,15 @@ export function renderAlerts(container, status, nodes, nowMs) {
   const items = [];
   for (const alert of status.alerts.slice(0, 20)) {
     const since = Date.parse(alert.since);
-    items.push(h('div', { class: 'alert' },
+    const showSince = !Number.isNaN(since) && !alertKindsWithOwnDuration.has(alert.kind);
+    items.push(h('div', { class: 'alert', 'data-alert-kind': alert.kind },
       h('strong', null, alertTitle(alert.kind)), alert.message,
-      Number.isNaN(since) ? null : h('span', { class: 'since' }, `since ${ago(Math.max(0, nowMs - since))}`)));
+      showSince ? h('span', { class: 'since' }, `since ${ago(Math.max(0, nowMs - since))}`) : null));
   }
-  if (status.leaderId === null) {
+  // The server's no-leader alert says more (which voters are down); the page's own is for
+  // the first seconds, before the server raises it, and for an older daemon.
+  const serverSaysNoLeader = status.alerts.some((alert) => alert.kind === 'no-leader');
+  if (status.leaderId === null && !serverSaysNoLeader) {
     items.push(h('div', { class: 'alert' }, h('strong', null, 'No leader.'),
       'New tasks cannot be scheduled until a majority of the voting nodes can reach each other. Check that the voters listed by ',
       h('code', null, 'hivemesh status'), ' are running and can reach each other.'));
@@ -89,6 +100,7 @@ function alertTitle(kind) {
     'second-cluster': 'Another cluster on this LAN:',
     'ollama-down': 'Ollama down:',
     'ollama-unreachable': 'Ollama down:',
+    'no-leader': 'No leader:',
   });
   return known[kind] ?? `${kind.replace(/[-_]+/g, ' ')}:`;
 }
