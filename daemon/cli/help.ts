@@ -117,7 +117,7 @@ export const commands = {
     ],
     flags: {},
     talksToDaemon: true,
-    json: 'every node as JSON, with hardware, models, agents and capabilities (GET /api/status/agents)',
+    json: 'the node list as GET /api/status/agents gives it: {"nodes": [...]}, each node with its hardware, models, agents and capabilities',
     examples: ['hivemesh nodes', 'hivemesh nodes --json'],
   },
   submit: {
@@ -153,7 +153,7 @@ export const commands = {
     summary: 'list tasks, newest first',
     usage: ['tasks [--status S] [--limit N] [--cursor C]'],
     description: [
-      'One row per task: ID, STATUS, MODEL (cap:C for a capability task), PRI, NODE, TRY (attempt), CREATED, NOTE (its title, what a queued task waits for, or its error). When there are more, the last line is the command for the next page.',
+      'One row per task: ID, STATUS, MODEL (cap:C for a capability task), PRI, NODE (by name, as `hivemesh nodes` shows it), TRY (attempt), CREATED, NOTE (its title and, for a queued task, why it waits: "TITLE — waits: REASON"; else its title or error). On a terminal a long NOTE is cut to the line, the title before the reason. When there are more, the last line is the command for the next page.',
       (facts) => `Any token may read them (${facts.rolesThatCan('read')}).`,
     ],
     flags: {
@@ -193,7 +193,7 @@ export const commands = {
     summary: 'pin a queued task to one node',
     usage: ['assign ID NODE'],
     description: [
-      'From now on the task runs only on NODE: a node id or name, as `hivemesh nodes` shows them. Only a queued task can be pinned. When NODE cannot run it (it is not alive, or lacks the model), the command warns and the task waits until that changes.',
+      'From now on the task runs only on NODE: a node id or name, as `hivemesh nodes` shows them. Only a queued task can be pinned. A dead node is refused and the command fails, since the task would wait for a node that may never come back. When NODE cannot run the task yet (it is suspect, or lacks the model), the pin is taken, the command warns, and the task waits until that changes.',
       (facts) => `Needs a token that may assign (${facts.rolesThatCan('assign')}).`,
     ],
     flags: {},

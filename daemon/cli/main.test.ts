@@ -47,6 +47,59 @@ async function submitServer(answer: (count: number) => { status: number; body: u
   return { keys, server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
 
+/** Every request a fake daemon got, as `METHOD /path`. */
+interface FakeDaemon {
+  requests: string[];
+  url: string;
+  close(): Promise<void>;
+}
+
+/** A fake daemon answering each request with `answer(method, path)` as JSON. */
+async function fakeDaemon(answer: (method: string, path: string) => { status: number; body: unknown }): Promise<FakeDaemon> {
+  const requests: string[] = [];
+  const server = http.createServer((request, response) => {
+    const method = request.method ?? 'GET';
+    const path = request.url ?? '/';
+    requests.push(`${method} ${path}`);
+    request.resume();
+    request.on('end', () => {
+      const { status, body } = answer(method, path);
+      response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    requests,
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((resolve) => { server.close(() => resolve()); }),
+  };
+}
+
+/** A peer id of the shape libp2p gives an Ed25519 key: 12D3KooW and 44 base58 characters. */
+const peerId = (tail: string): string => `12D3KooW${tail.padStart(44, 'x')}`;
+const st1 = peerId('GeaESf');
+const st2 = peerId('Hb7Ukq');
+const st3 = peerId('Mn2pQr');
+const st3Old = peerId('Zz9aaa');
+/** The node list of GET /api/status/agents, cut to what naming needs. */
+const clusterNodes = { nodes: [{ id: st1, name: 'st1' }, { id: st2, name: 'st2' }, { id: st3, name: 'st3' }, { id: st3Old, name: 'st3' }] };
+
+/** A task as GET /api/tasks/:id gives it, with `fields` changed. */
+function taskView(fields: Record<string, unknown>): Record<string, unknown> {
+  return {
+    id: 't_1', status: 'queued', title: null, model: 'llama3.2:3b', capability: null, priority: 5, assignedNode: null, pinnedNode: null,
+    attempt: 0, maxAttempts: 3, createdAt: Date.now() - 5_000, startedAt: null, completedAt: null, usage: null, dependsOn: [], attempts: [],
+    error: null, output: null, outputTruncated: false, waitingFor: null, ...fields,
+  };
+}
+
+/** What `main(argv)` throws, or null when it returns. */
+async function failureOf(argv: string[]): Promise<CliError | null> {
+  const error = await main(argv).then(() => null, (caught: unknown) => caught);
+  if (error !== null && !(error instanceof CliError)) throw error as Error;
+  return error;
+}
+
 describe('hivemesh CLI', () => {
   it('prints the general usage for `hivemesh`, `hivemesh help` and `hivemesh --help`', async () => {
     for (const [argv, code] of [[[], 2], [['help'], 0], [['--help'], 0], [['-h'], 0], [['help', '--help'], 0]] as const) {
@@ -201,8 +254,26 @@ describe('hivemesh CLI', () => {
     }
   }, 15_000);
 
+  it('says the task was not created when every 503 was no_leader (the write reached no leader)', async () => {
+    const { keys, server, url } = await submitServer(() => ({ status: 503, body: { error: { code: 'no_leader', message: 'no leader is known; retry shortly', details: null } } }));
+    vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const error = await failureOf(['submit', '--url', url, '--token', 'x', '--model', 'm', 'hello']);
+      expect(keys).toHaveLength(submitRetries + 1);
+      const message = error!.message;
+      expect(message).toMatch(new RegExp(`^error: gave up after ${submitRetries + 1} tries in \\d+ s, each answered 503 \\(last: no leader is known; retry shortly\\)\\. The task was not created: no answer came from a leader`));
+      expect(message).toContain(`--idempotency-key ${keys[0]} still works`);
+      expect(message).not.toContain('may or may not');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 20_000);
+
   it('gives up after its retries of a submit answered 503, saying so and giving the idempotency key to re-run with', async () => {
-    const { keys, server, url } = await submitServer(() => ({ status: 503, body: { error: { code: 'no_quorum', message: 'no quorum: 1 of 3 voters reachable', details: null } } }));
+    // One answer reached no leader, the rest a leader without a quorum: the outcome is unknown.
+    const { keys, server, url } = await submitServer((count) => (count === 1
+      ? { status: 503, body: { error: { code: 'no_leader', message: 'no leader is known; retry shortly', details: null } } }
+      : { status: 503, body: { error: { code: 'no_quorum', message: 'no quorum: 1 of 3 voters reachable', details: null } } }));
     vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
       const error = await main(['submit', '--url', url, '--token', 'x', '--model', 'm', 'hello']).then(() => null, (caught: unknown) => caught);
@@ -218,31 +289,175 @@ describe('hivemesh CLI', () => {
     }
   }, 20_000);
 
-  it('warns when `assign` pins a task where it cannot run, and passes on the refusal of a dead node', async () => {
-    const waiting = { id: 't_pin1', status: 'queued', pinnedNode: 'id-op1', waitingFor: 'pinned to node id-op1, which lacks model mistral:7b' };
-    const server = http.createServer((request, response) => {
-      if (request.url?.endsWith('/t_pin1/assign')) {
-        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(waiting));
-      } else {
-        const message = 'node op2 (id-op2) is dead (last seen 95 s ago); a task pinned to it would wait until it comes back. Pin to an alive node: `hivemesh nodes` lists them';
-        response.writeHead(409, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'conflict', message, details: { node: 'id-op2', state: 'dead' } } }));
+  it('warns when `assign` pins a task where it cannot run, with a hint that fits the reason, and passes on refusals', async () => {
+    const daemon = await fakeDaemon((method, path) => {
+      if (path === '/api/status/agents') return { status: 200, body: clusterNodes };
+      if (path.endsWith('/t_lacks/assign')) return { status: 200, body: taskView({ id: 't_lacks', pinnedNode: st2, waitingFor: `pinned to node st2 (${st2}), which lacks model mistral:7b` }) };
+      if (path.endsWith('/t_suspect/assign')) return { status: 200, body: taskView({ id: 't_suspect', pinnedNode: st1, waitingFor: `pinned to node st1 (${st1}), which is not alive` }) };
+      if (path.endsWith('/t_nosuch/assign')) {
+        return { status: 400, body: { error: { code: 'invalid_input', message: 'node: no node "nosuch" is known; `hivemesh nodes` lists ids and names', details: { fields: [{ field: 'node', reason: 'is not a known node' }] } } } };
       }
+      const message = `node op2 (${st3Old}) is dead (last seen 95 s ago); a task pinned to it would wait until it comes back. Pin to an alive node: \`hivemesh nodes\` lists them`;
+      return { status: 409, body: { error: { code: 'conflict', message, details: { node: st3Old, state: 'dead' } } } };
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const warnings: string[] = [];
     vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
       warnings.push(String(chunk));
       return true;
     });
     const output = captureStdout();
+    const assign = (id: string, node: string) => main(['assign', '--url', daemon.url, '--token', 'x', id, node]);
     try {
-      await expect(main(['assign', '--url', url, '--token', 'x', 't_pin1', 'op1'])).resolves.toBe(0);
-      expect(output()).toBe('task t_pin1 pinned to id-op1\n');
-      expect(warnings.join('')).toBe('warning: the task is pinned to node id-op1, which lacks model mistral:7b; it waits until that changes (`hivemesh nodes` lists each node\'s models)\n');
-      await expect(main(['assign', '--url', url, '--token', 'x', 't_pin2', 'op2'])).rejects.toThrow(/^error: node op2 \(id-op2\) is dead \(last seen 95 s ago\); .*Pin to an alive node/);
+      await expect(assign('t_lacks', 'st2')).resolves.toBe(0);
+      expect(warnings.splice(0).join('')).toBe('warning: the task is pinned to node st2, which lacks model mistral:7b; it waits until that changes (`hivemesh nodes` lists each node\'s models)\n');
+      await expect(assign('t_suspect', 'st1')).resolves.toBe(0);
+      expect(warnings.splice(0).join('')).toBe('warning: the task is pinned to node st1, which is not alive; it waits until that changes (`hivemesh nodes` shows its state)\n');
+      expect(output()).toBe('task t_lacks pinned to st2\ntask t_suspect pinned to st1\n');
+      await expect(assign('t_dead', 'op2')).rejects.toThrow(/^error: node op2 \(12D3KooW\w+\) is dead \(last seen 95 s ago\); .*Pin to an alive node/);
+      const unknown = await failureOf(['assign', '--url', daemon.url, '--token', 'x', 't_nosuch', 'nosuch']);
+      expect([unknown?.exitCode, unknown?.message]).toEqual([1, 'error: no node "nosuch" is known; `hivemesh nodes` lists ids and names']);
     } finally {
-      await new Promise((resolve) => server.close(resolve));
+      await daemon.close();
+    }
+  });
+
+  it('still answers `assign`, by short id, when the node list cannot be had', async () => {
+    const daemon = await fakeDaemon((method, path) => (path.endsWith('/assign')
+      ? { status: 200, body: taskView({ pinnedNode: st2, waitingFor: null }) }
+      : { status: 500, body: { error: { code: 'internal', message: 'boom', details: null } } }));
+    const output = captureStdout();
+    try {
+      await expect(main(['assign', '--url', daemon.url, '--token', 'x', 't_1', 'st2'])).resolves.toBe(0);
+      expect(output()).toBe('task t_1 pinned to 12D3Ko…Hb7Ukq\n');
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  describe('names nodes as the dashboard does', () => {
+    it('status: the leader, voters and learners by name, with a short id where two nodes share a name', async () => {
+      const cluster = {
+        clusterId: 'c1', nodeName: 'st2', nodeId: st2, role: 'follower', leaderId: st1, term: 4, commitIndex: 9, appliedIndex: 9,
+        voters: [st1, st2, st3], learners: [st3Old], nodes: { total: 4, alive: 3, suspect: 0, dead: 1 }, tasks: { total: 0 },
+        softwareVersion: '1', protocolVersion: 1, clusterKeyFingerprint: 'ab', listenAddresses: [], alerts: [],
+      };
+      let nodesAnswer = true;
+      const daemon = await fakeDaemon((method, path) => (path === '/api/status/agents'
+        ? (nodesAnswer ? { status: 200, body: clusterNodes } : { status: 503, body: { error: { code: 'unavailable', message: 'x', details: null } } })
+        : { status: 200, body: cluster }));
+      try {
+        let output = captureStdout();
+        await expect(main(['status', '--url', daemon.url, '--token', 'x'])).resolves.toBe(0);
+        expect(output()).toMatch(/^leader {4}st1$/m);
+        expect(output()).toMatch(/^voters {4}st1, st2, st3 \(12D3Ko…Mn2pQr\) {3}learners st3 \(12D3Ko…Zz9aaa\)$/m);
+        vi.restoreAllMocks();
+        nodesAnswer = false;
+        output = captureStdout();
+        await expect(main(['status', '--url', daemon.url, '--token', 'x'])).resolves.toBe(0);
+        expect(output()).toMatch(/^leader {4}12D3Ko…GeaESf$/m);
+        vi.restoreAllMocks();
+        output = captureStdout();
+        await expect(main(['status', '--url', daemon.url, '--token', 'x', '--json'])).resolves.toBe(0);
+        expect(JSON.parse(output())).toEqual(cluster);
+      } finally {
+        await daemon.close();
+      }
+    });
+
+    it('tasks: NODE by name, and a NOTE with the title and, whole, the reason a task waits', async () => {
+      const busy = `node st1 (${st1}) is busy (2 of 2 slots taken)`;
+      const tasks = [
+        taskView({ id: 't_run', status: 'running', assignedNode: st3Old, attempt: 1, title: 'nightly report' }),
+        taskView({ id: 't_titled', title: 'summarise the incident review notes', waitingFor: busy }),
+        taskView({ id: 't_bare', waitingFor: `pinned to node st2 (${st2}), which lacks an agent with capability code-review on model llama3.2:3b` }),
+      ];
+      const daemon = await fakeDaemon((method, path) => (path === '/api/status/agents' ? { status: 200, body: clusterNodes } : { status: 200, body: { tasks, nextCursor: null } }));
+      try {
+        let output = captureStdout();
+        await expect(main(['tasks', '--url', daemon.url, '--token', 'x'])).resolves.toBe(0);
+        const rows = output().split('\n');
+        expect(rows[1]).toMatch(/^t_run +running +llama3\.2:3b +5 +st3 \(12D3Ko…Zz9aaa\) +1 +\S+ ago +nightly report$/);
+        expect(rows[2]).toMatch(/ summarise the incident review notes — waits: node st1 is busy \(2 of 2 slots taken\)$/);
+        expect(rows[3]).toMatch(/ pinned to node st2, which lacks an agent with capability code-review on model llama3\.2:3b$/);
+        expect(output()).not.toContain('12D3KooW');
+        vi.restoreAllMocks();
+        // On a terminal the title gives way to the reason: cut where the line has room for some of it, else left out.
+        const ttyDescriptor = Object.getOwnPropertyDescriptor(process.stdout, 'isTTY');
+        const columnsDescriptor = Object.getOwnPropertyDescriptor(process.stdout, 'columns');
+        Object.defineProperty(process.stdout, 'isTTY', { value: true, configurable: true });
+        try {
+          for (const [columns, note] of [[80, / ago {2}node st1 is busy \(2 of 2 slots taken\)$/], [140, / ago {2}summarise the [a-z ]+… — waits: node st1 is busy \(2 of 2 slots taken\)$/]] as const) {
+            Object.defineProperty(process.stdout, 'columns', { value: columns, configurable: true });
+            output = captureStdout();
+            await expect(main(['tasks', '--url', daemon.url, '--token', 'x'])).resolves.toBe(0);
+            const lines = output().split('\n');
+            expect(lines[2]).toMatch(note);
+            expect(Math.max(...lines.map((line) => line.length))).toBeLessThanOrEqual(Math.max(columns, lines[0]!.indexOf('NOTE') + 40));
+            vi.restoreAllMocks();
+          }
+        } finally {
+          for (const [property, descriptor] of [['isTTY', ttyDescriptor], ['columns', columnsDescriptor]] as const) {
+            if (descriptor === undefined) Reflect.deleteProperty(process.stdout, property);
+            else Object.defineProperty(process.stdout, property, descriptor);
+          }
+        }
+        vi.restoreAllMocks();
+        output = captureStdout();
+        await expect(main(['tasks', '--url', daemon.url, '--token', 'x', '--json'])).resolves.toBe(0);
+        expect(JSON.parse(output())).toEqual({ tasks, nextCursor: null });
+      } finally {
+        await daemon.close();
+      }
+    });
+
+    it('task: its node and pin by name, and why it waits as a reason', async () => {
+      const task = taskView({ id: 't_pin', pinnedNode: st3, waitingFor: `pinned to node st3 (${st3}), which lacks model mistral:7b`, attempts: [{ attempt: 1, status: 'lost', node: st1, error: `node st1 (${st1}) stopped answering` }] });
+      const daemon = await fakeDaemon((method, path) => (path === '/api/status/agents' ? { status: 200, body: clusterNodes } : { status: 200, body: task }));
+      const output = captureStdout();
+      try {
+        await expect(main(['task', '--url', daemon.url, '--token', 'x', 't_pin'])).resolves.toBe(0);
+        expect(output()).toMatch(/^status {6}queued, waiting: pinned to node st3 \(12D3Ko…Mn2pQr\), which lacks model mistral:7b$/m);
+        expect(output()).toMatch(/^node {8}- {3}pinned to st3 \(12D3Ko…Mn2pQr\)$/m);
+        expect(output()).toMatch(/^ {2}attempt 1: lost on st1 \(node st1 stopped answering\)$/m);
+        expect(output()).not.toContain('waiting for');
+      } finally {
+        await daemon.close();
+      }
+    });
+  });
+
+  it('nodes --json prints the node list as the API gives it, as status and tasks do', async () => {
+    const daemon = await fakeDaemon(() => ({ status: 200, body: clusterNodes }));
+    const output = captureStdout();
+    try {
+      await expect(main(['nodes', '--url', daemon.url, '--token', 'x', '--json'])).resolves.toBe(0);
+      expect(JSON.parse(output())).toEqual(clusterNodes);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  it('refuses flag values outside the ranges its help gives, as wrong usage, before asking any daemon', async () => {
+    const daemon = await fakeDaemon(() => ({ status: 500, body: {} }));
+    const flags = ['--url', daemon.url, '--token', 'x'];
+    try {
+      for (const [argv, message] of [
+        [['tasks', '--limit', '0'], `--limit must be a whole number in 1..${limits.listLimitMax}, got "0"`],
+        [['tasks', '--limit', `${limits.listLimitMax + 1}`], `--limit must be a whole number in 1..${limits.listLimitMax}`],
+        [['tasks', '--status', 'bogus'], `--status must be one of ${taskStatuses.join('|')}, got "bogus"`],
+        [['submit', '--model', 'm', '--priority', `${limits.taskPriorityMax + 1}`, 'hi'], `--priority must be a whole number in ${limits.taskPriorityMin}..${limits.taskPriorityMax}, got "${limits.taskPriorityMax + 1}"`],
+        [['submit', '--model', 'm', '--timeout-ms', '5', 'hi'], `--timeout-ms must be a whole number in ${limits.taskTimeoutMsMin}..${limits.taskTimeoutMsMax}`],
+        [['submit', '--model', 'm', '--max-attempts', '0', 'hi'], `--max-attempts must be a whole number in 1..${limits.taskMaxAttemptsMax}`],
+        [['submit', '--model', 'm', '--priority', 'high', 'hi'], '--priority must be a whole number'],
+      ] as const) {
+        const error = await failureOf([...argv, ...flags]);
+        expect([argv.join(' '), error?.exitCode]).toEqual([argv.join(' '), 2]);
+        expect(error?.message).toContain(message);
+        expect(error?.message).toContain(`Run \`hivemesh ${argv[0]} --help\``);
+      }
+      expect(daemon.requests).toEqual([]);
+    } finally {
+      await daemon.close();
     }
   });
 

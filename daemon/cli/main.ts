@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { PROTOCOL_VERSION, SOFTWARE_VERSION } from '../../protocol/version.ts';
 import { ApiClient, CliError } from './client.ts';
 import { nodesCommand, statusCommand } from './commands/status.ts';
-import { assignCommand, cancelCommand, submitCommand, taskCommand, tasksCommand, type SubmitFlags } from './commands/tasks.ts';
+import { assignCommand, cancelCommand, submitCommand, taskCommand, tasksCommand, type SubmitFlags, type TasksFlags } from './commands/tasks.ts';
 import { tokenCommand } from './commands/tokens.ts';
 import { commandHelp, commandNames, generalUsage, isClientCommand, loadProtocolFacts, parseOptionsOf, type ClientCommand } from './help.ts';
 
@@ -81,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'tasks': {
       const { values } = parseClientArgs(command, rest);
-      process.stdout.write(`${await tasksCommand(clientFrom(values), values as { status?: string; limit?: string; cursor?: string; json?: boolean })}\n`);
+      process.stdout.write(`${await tasksCommand(clientFrom(values), values as TasksFlags)}\n`);
       return 0;
     }
     case 'task':
