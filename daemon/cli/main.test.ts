@@ -219,18 +219,21 @@ describe('hivemesh CLI', () => {
         response.write(`event: status\ndata: ${JSON.stringify({ type: 'status', taskId: task.id, status: 'running', attempt: 1, node: 'n2', at: 1, reason: null })}\n\n`);
         setTimeout(() => request.socket.destroy(), 50);
       } else {
-        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [{ id: 'n2', name: 'gpu-box' }] }));
       }
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const stderr: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => stderr.push(String(chunk)) > 0);
     try {
       for (const mode of ['--follow', '--wait']) {
         await expect(main(['submit', '--url', url, '--token', 'x', '--model', 'm', mode, 'hello'])).rejects.toThrow(
           /lost the connection to the daemon at http:\/\/127\.0\.0\.1:\d+ while following task t_lost1 .*the task goes on in the cluster: `hivemesh task t_lost1`/,
         );
       }
+      // --follow's status lines name the node, as the rest of the CLI does.
+      expect(stderr).toContain('[running on gpu-box]\n');
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

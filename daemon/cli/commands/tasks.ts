@@ -128,6 +128,8 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   // cannot take back) and the live text goes to stderr. With --json, stdout holds only the
   // final task as JSON and the text streams to stderr.
   const liveToStdout = !json && process.stdout.isTTY === true;
+  // Status lines name the node as the rest of the CLI does (one request, short ids if it fails).
+  const nameOf = printOutput ? await fetchNodeNamer(client) : null;
   const textOut = liveToStdout ? process.stdout : process.stderr;
   let midLine = false;
   let textOpen = false;
@@ -157,7 +159,9 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
       } else if (event.type === 'status') {
         if (printOutput) {
           breakLine();
-          process.stderr.write(`[${event.status}${event.node === null ? '' : ` on ${shortId(event.node)}`}${event.reason === null ? '' : `: ${event.reason}`}]\n`);
+          const on = event.node === null ? '' : ` on ${nameOf === null ? shortId(event.node) : nameOf(event.node)}`;
+          const reason = event.reason === null ? '' : `: ${nameOf === null ? event.reason : withNodeNames(event.reason, nameOf)}`;
+          process.stderr.write(`[${event.status}${on}${reason}]\n`);
         }
       } else if (event.type === 'final') {
         final = event.task;

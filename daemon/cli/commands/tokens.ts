@@ -15,7 +15,8 @@ export async function tokenCommand(client: ApiClient, words: string[], flags: { 
     }
     case 'list': {
       const { tokens } = await client.get<{ tokens: TokenView[] }>('/api/tokens');
-      if (json) return JSON.stringify(tokens, null, 2);
+      // The API's shape, as nodes, status and tasks print it.
+      if (json) return JSON.stringify({ tokens }, null, 2);
       return table(['ID', 'NAME', 'ROLE', 'CREATED', 'REVOKED'], tokens.map((token) => [
         token.id, token.name, token.role, new Date(token.createdAt).toISOString(), token.revokedAt === null ? '-' : new Date(token.revokedAt).toISOString(),
       ]));
