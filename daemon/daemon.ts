@@ -118,6 +118,8 @@ export class Daemon {
   private tokenHashes: TokenHashCache | null = null;
   /** The write of this node's name into the replicated state, while in flight. */
   private nameProposal: Promise<unknown> | null = null;
+  /** After a refused write of the name, when to try again. */
+  private nameRetryAtMs = 0;
   /** Since when this member has known no leader (for the no-leader alert), or null. */
   private leaderlessSinceMs: number | null = null;
   private readonly alerts = new Map<string, Alert>();
@@ -379,10 +381,17 @@ export class Daemon {
    * or changed (a restart with another --name); at most one write in flight.
    */
   private replicateOwnName(): void {
-    if (this.nameProposal !== null) return;
+    if (this.nameProposal !== null || Date.now() < this.nameRetryAtMs) return;
     const key = nodeNameKey(this.host.peerId);
     if (this.state.current.kvGet(key) === this.config.name) return;
     this.nameProposal = this.cluster.propose(encodeCommand({ type: 'kv.put', key, value: this.config.name }))
+      .then((result) => {
+        // Refused (the key/value space is full): not worth a write every second; try again later.
+        if (result !== null && !result.ok) {
+          log.warn('could not record this node\'s name in the replicated state; nodes that never heard it will list it by id', { reason: result.refusal.message });
+          this.nameRetryAtMs = Date.now() + 10 * 60_000;
+        }
+      })
       .catch((error: unknown) => log.debug('node name not replicated yet', { error: error as Error }))
       .finally(() => { this.nameProposal = null; });
   }
