@@ -93,8 +93,9 @@ describe('tasks on three daemons with different models', () => {
 
   it('200 watchers on one node of a task running on another all get its whole output', async () => {
     // phi3:mini is only on tasks-c; the watchers are on tasks-a.
-    // 300 tokens at 100 tokens/s: three seconds, for 200 watchers to connect while it runs.
-    const task = await submit(cluster.daemons[0]!, { model: 'phi3:mini', prompt: `${tag} many watchers`, options: { num_predict: 300 } });
+    // 600 tokens at 100 tokens/s: six seconds, for 200 watchers to connect while it runs (three
+    // seconds were not always enough for 150 of them on a loaded two-core machine).
+    const task = await submit(cluster.daemons[0]!, { model: 'phi3:mini', prompt: `${tag} many watchers`, options: { num_predict: 600 } });
     const streams = await Promise.all(Array.from({ length: 200 }, () => readEvents(cluster.daemons[0]!, task.id, 30_000)));
     // A watcher that connected after the end gets the final state (with the output) only.
     const live = streams.filter((events) => events[0]?.type === 'status' && events[0].status !== 'completed');
