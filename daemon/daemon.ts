@@ -540,6 +540,7 @@ export class Daemon {
       clusterId: member.heartbeat?.clusterId ?? null,
       clusterEmpty: member.heartbeat?.raft.clusterEmpty ?? true,
       silentForMs: Math.max(0, now - member.lastSeenMs),
+      ...(member.heartbeat === null ? {} : { name: member.heartbeat.name }),
     }));
   }
 

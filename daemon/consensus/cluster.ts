@@ -48,6 +48,8 @@ export interface PeerView {
   clusterEmpty: boolean;
   /** Wall-clock ms since the node was last heard from. */
   silentForMs: number;
+  /** Its name, for the log; absent before its first heartbeat. */
+  name?: string;
 }
 
 export interface ClusterOptions<Result> {
@@ -426,7 +428,8 @@ export class Cluster<Result> {
     if (change === null) return;
     this.changeInFlight = true;
     try {
-      log.info('membership change', { change: `${change.type} ${change.node}` });
+      const name = peers.find((peer) => peer.nodeId === change.node)?.name;
+      log.info('membership change', { change: `${change.type} ${name === undefined ? change.node : `${name} (${change.node})`}` });
       await this.node!.proposeConfigChange(change);
     } catch (error) {
       log.debug('membership change not taken now', { error: error as Error });

@@ -336,8 +336,10 @@ export class LeaderScheduler {
         continue;
       }
       this.unknownSince.delete(node);
-      if (member.state === 'dead') gone.set(node, `node ${node} stopped answering (declared dead)`);
-      else if (member.state === 'left') gone.set(node, `node ${node} left the cluster`);
+      // Named as people know it (this text becomes the attempt's error), with its id.
+      const label = member.heartbeat === null || member.heartbeat.name === node ? node : `${member.heartbeat.name} (${node})`;
+      if (member.state === 'dead') gone.set(node, `node ${label} stopped answering (declared dead)`);
+      else if (member.state === 'left') gone.set(node, `node ${label} left the cluster`);
     }
     const requeues = new Map<string, CommandOf<'task.requeue'>>();
     for (const command of tasksToRequeue(state, gone.keys(), now, (node) => gone.get(node)!)) requeues.set(command.id, command);

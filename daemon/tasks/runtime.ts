@@ -302,7 +302,8 @@ export class TaskRuntime {
       this.leaderlessSince = null;
       if (this.fenced) {
         this.fenced = false;
-        log.info(this.hadLeader ? 'a leader is reachable again; taking assignments' : 'a leader is known; taking assignments', { leader });
+        const name = leader === this.deps.nodeId ? 'this node' : this.deps.members().find((candidate) => candidate.nodeId === leader)?.heartbeat?.name;
+        log.info(this.hadLeader ? 'a leader is reachable again; taking assignments' : 'a leader is known; taking assignments', { leader: name === undefined ? leader : `${name} (${leader})` });
         this.lastReconcileAt = 0;
       }
       this.hadLeader = true;
