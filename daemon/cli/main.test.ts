@@ -440,6 +440,21 @@ describe('hivemesh CLI', () => {
     }
   });
 
+  it('nodes shows a never-heard node by the name the replicated state gave it, whole, or by short id', async () => {
+    const named = peerId('Named1');
+    const unnamed = peerId('Nameless');
+    const unheard = (id: string, name: string) => ({ id, name, state: 'dead', raftRole: 'follower', neverHeard: true });
+    const daemon = await fakeDaemon(() => ({ status: 200, body: { nodes: [unheard(named, 'gpu-box-basement-2'), unheard(unnamed, unnamed)] } }));
+    const output = captureStdout();
+    try {
+      await expect(main(['nodes', '--url', daemon.url, '--token', 'x'])).resolves.toBe(0);
+      expect(output()).toMatch(/^gpu-box-basement-2 +12D3Ko…Named1 +dead +follower .*never heard$/m);
+      expect(output()).toMatch(/^12D3Ko…meless +12D3Ko…meless +dead/m);
+    } finally {
+      await daemon.close();
+    }
+  });
+
   it('refuses flag values outside the ranges its help gives, as wrong usage, before asking any daemon', async () => {
     const daemon = await fakeDaemon(() => ({ status: 500, body: {} }));
     const flags = ['--url', daemon.url, '--token', 'x'];

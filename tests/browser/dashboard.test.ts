@@ -146,14 +146,15 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
 
     // A voter this node never heard from: its card says what is unknown instead of showing empty hardware.
     const unheardId = '12D3KooWUnheardVoterXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX';
-    fake.editAgents = (agents) => ({
+    const withUnheard = (name: string) => (agents: AgentsStatus): AgentsStatus => ({
       nodes: [...agents.nodes, {
-        ...agents.nodes[0]!, id: unheardId, name: unheardId, apiUrl: '', state: 'dead' as const, raftRole: 'follower' as const, self: false,
+        ...agents.nodes[0]!, id: unheardId, name, apiUrl: '', state: 'dead' as const, raftRole: 'follower' as const, self: false,
         hardware: { cpu: { model: '', cores: 0, load: 0 }, memory: { totalBytes: 0, usedBytes: 0 }, gpus: [] },
         ollama: { url: '', reachable: false, version: null, error: null }, models: { installed: [], loaded: [], tokensPerSecond: {} },
         load: { running: 0, queued: 0, concurrencyLimit: 0 }, agents: [], capabilities: [], neverHeard: true as const,
       }],
     });
+    fake.editAgents = withUnheard(unheardId);
     const unheard = page.locator(`[data-node-id="${unheardId}"]`);
     await unheard.waitFor();
     const unheardText = await unheard.textContent();
@@ -162,6 +163,9 @@ describe.skipIf(!haveChromium)('dashboard in Chromium', () => {
     expect(unheardText).toContain('never, since this node started');
     expect(unheardText).not.toContain('0 cores');
     expect(unheardText).not.toContain('unreachable');
+    // Named in the replicated state: the card shows the whole name, not a shortened one.
+    fake.editAgents = withUnheard('gpu-box-basement-2');
+    await unheard.locator('h3').getByText('gpu-box-basement-2', { exact: true }).waitFor();
 
     // The cluster event feed shows events from the stream.
     await page.locator('#event-list').getByText('leader changed').waitFor();

@@ -43,7 +43,7 @@ export async function nodesCommand(client: ApiClient, json: boolean): Promise<st
   const { nodes } = list;
   const rows = nodes.map((node) => {
     // Named by the consensus configuration only: nothing but its id and role is known here.
-    if (node.neverHeard === true) return [shortId(node.name), shortId(node.id), node.state, node.raftRole, '-', '?', '?', '-', 'never heard'];
+    if (node.neverHeard === true) return [node.name === node.id ? shortId(node.id) : node.name, shortId(node.id), node.state, node.raftRole, '-', '?', '?', '-', 'never heard'];
     const gpus = node.hardware.gpus.length === 0
       ? 'none'
       : node.hardware.gpus.map((gpu) => `${gpu.model}${gpu.vramTotalBytes === null ? '' : ` ${bytes(gpu.vramTotalBytes)}`}`).join(', ');

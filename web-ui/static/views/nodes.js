@@ -139,22 +139,21 @@ function nodeCard(node, nowMs, lastSeen) {
 
 /**
  * A node the Raft configuration names that this node has never heard from (it died before
- * this node started): only its id and role are known, so the card says that instead of
- * showing empty hardware as facts.
+ * this node started): only its id, role and the name it recorded in the replicated state
+ * (its id when it recorded none) are known, so the card says that instead of showing empty
+ * hardware as facts.
  * @param {NodeStatus} node @param {() => HTMLElement} lastSeen
  */
 function unheardCard(node, lastSeen) {
   return h('article', { class: `card card-${node.state}`, 'aria-label': `node ${node.name}, ${node.state}, never heard`, 'data-node-id': node.id },
     h('div', { class: 'card-head' },
-      h('h3', { title: node.id }, shortId(node.name)),
+      h('h3', { title: node.id }, node.name === node.id ? shortId(node.id) : node.name),
       h('span', { class: `badge state-${node.state}` }, `${stateSymbols[node.state]} ${node.state}`),
       h('span', { class: 'tag', title: 'Raft role' }, node.raftRole),
     ),
     h('p', { class: 'unheard' },
-      node.raftRole === 'learner'
-        ? 'Not heard from since this node started. The Raft configuration still names it as a learner. '
-        : 'Not heard from since this node started. The Raft configuration still names it as a voter, so it counts toward the quorum. ',
-      'Its name, hardware and models are unknown until it comes back.'),
+      'Not heard from since this node started; the Raft configuration still names it. ', quorumNote(node.raftRole),
+      ' Its hardware and models are unknown until it comes back.'),
     h('dl', null,
       h('dt', null, 'Id'), h('dd', { class: 'mono', title: node.id }, shortId(node.id)),
       h('dt', null, 'Last seen'), h('dd', null, lastSeen()),
