@@ -349,7 +349,7 @@ export class Daemon {
       // An operator reading the log sees every change of leader, and which term it began.
       const previous = this.lastLeader;
       this.lastLeader = leader;
-      const nameOf = (id: string | null) => (id === null ? null : id === this.host.peerId ? this.config.name : this.membership.members().find((member) => member.nodeId === id)?.heartbeat?.name ?? id);
+      const nameOf = (id: string | null) => (id === null ? null : this.nodeName(id));
       log.info(leader === null ? 'no leader known' : 'leader changed', { leader: nameOf(leader), previous: nameOf(previous), term: status?.term ?? 0 });
       this.bus.publish({ type: 'leader.changed', at: Date.now(), leaderId: leader, term: status?.term ?? 0 });
     }
@@ -466,15 +466,23 @@ export class Daemon {
     const voters = raft.status().config.voters;
     if (voters.length === 0) return null;
     const listed = new Map(this.membership.listed().map((member) => [member.nodeId, member]));
-    const nameOf = (id: string) => listed.get(id)?.heartbeat?.name ?? id;
     const reached = voters.filter((id) => id === this.host.peerId || listed.get(id)?.state === 'alive');
     const down = voters.filter((id) => !reached.includes(id));
     const quorum = Math.floor(voters.length / 2) + 1;
     const seconds = Math.round((nowMs - this.leaderlessSinceMs) / 1000);
     return `no leader for ${seconds} s: this node reaches ${reached.length} of ${voters.length} voters and a leader needs ${quorum}, so writes are refused (503) until a leader is elected. ` +
       (reached.length < quorum
-        ? `Start or reconnect the voters that are down: ${down.map(nameOf).join(', ')}.`
+        ? `Start or reconnect the voters that are down: ${down.map((id) => this.nodeName(id)).join(', ')}.`
         : 'A majority is reachable, so an election should end soon; if this lasts, the network may be dropping traffic between the voters.');
+  }
+
+  /**
+   * A node's name as this node knows it: its own, the one in its last heartbeat, or the one
+   * it recorded in the replicated state (a node never heard); else its id.
+   */
+  private nodeName(id: string): string {
+    if (id === this.host.peerId) return this.config.name;
+    return this.membership.listed().find((member) => member.nodeId === id)?.heartbeat?.name ?? this.state.current.kvGet(nodeNameKey(id)) ?? id;
   }
 
   /** For the alert and readiness: what failed, where, and what to do. */

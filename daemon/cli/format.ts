@@ -36,13 +36,16 @@ export interface NamedNode {
   name: string;
 }
 
+/** Names a node id for people (see nodeNamer); '-' for none. */
+export type NodeNamer = (id: string | null | undefined) => string;
+
 /**
  * How the human output names a node: by its name, as the dashboard does; with its short id
  * as well where two listed nodes share the name (a host restarted with a fresh data dir
  * leaves its old id listed under the same name), and by short id alone for a node whose
  * name is not known (not listed, never heard from, or no node list at all).
  */
-export function nodeNamer(nodes: readonly NamedNode[] | null): (id: string | null | undefined) => string {
+export function nodeNamer(nodes: readonly NamedNode[] | null): NodeNamer {
   const byId = new Map((nodes ?? []).map((node) => [node.id, node]));
   const nodesNamed = new Map<string, number>();
   for (const node of byId.values()) nodesNamed.set(node.name, (nodesNamed.get(node.name) ?? 0) + 1);

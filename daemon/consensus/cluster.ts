@@ -15,6 +15,7 @@ import { randomUUID, randomInt } from 'node:crypto';
 import { Raft } from '../../scheduler/consensus/raft.ts';
 import type { ClusterConfig, ConfigChange, Message } from '../../scheduler/consensus/types.ts';
 import { nextConfigChange } from '../../scheduler/consensus/voter-policy.ts';
+import { nodeLabel } from '../../scheduler/tasks/node-view.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import * as limits from '../../protocol/limits.ts';
 import { logger } from '../log.ts';
@@ -428,8 +429,7 @@ export class Cluster<Result> {
     if (change === null) return;
     this.changeInFlight = true;
     try {
-      const name = peers.find((peer) => peer.nodeId === change.node)?.name;
-      log.info('membership change', { change: `${change.type} ${name === undefined ? change.node : `${name} (${change.node})`}` });
+      log.info('membership change', { change: `${change.type} ${nodeLabel({ id: change.node, name: peers.find((peer) => peer.nodeId === change.node)?.name })}` });
       await this.node!.proposeConfigChange(change);
     } catch (error) {
       log.debug('membership change not taken now', { error: error as Error });

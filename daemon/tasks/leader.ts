@@ -12,7 +12,7 @@ import { bidTasksPerRequestMax } from '../../protocol/bids.ts';
 import { assignmentsPerPlanMax } from '../../protocol/limits.ts';
 import { encodeCommand, type CommandOf } from '../../scheduler/state/commands.ts';
 import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
-import { nodeViewFromHeartbeat, type NodeView } from '../../scheduler/tasks/node-view.ts';
+import { nodeLabel, nodeViewFromHeartbeat, type NodeView } from '../../scheduler/tasks/node-view.ts';
 import type { NodeHealth } from '../../scheduler/tasks/node-health.ts';
 import { assignmentCommand, clusterSpeedPrior, eligibleNodes, estimateDefaults, planAssignments, type Bid } from '../../scheduler/tasks/placement.ts';
 import { readyTasks } from '../../scheduler/tasks/ready.ts';
@@ -337,7 +337,7 @@ export class LeaderScheduler {
       }
       this.unknownSince.delete(node);
       // Named as people know it (this text becomes the attempt's error), with its id.
-      const label = member.heartbeat === null || member.heartbeat.name === node ? node : `${member.heartbeat.name} (${node})`;
+      const label = nodeLabel({ id: node, name: member.heartbeat?.name });
       if (member.state === 'dead') gone.set(node, `node ${label} stopped answering (declared dead)`);
       else if (member.state === 'left') gone.set(node, `node ${label} left the cluster`);
     }

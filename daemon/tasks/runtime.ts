@@ -11,7 +11,7 @@
 import { committedEntriesPerReadyMax } from '../../scheduler/consensus/raft.ts';
 import type { Entry } from '../../scheduler/consensus/types.ts';
 import type { ApplyResult, ReplicatedState, TaskRecord } from '../../scheduler/state/state.ts';
-import { normalizeModelName, type NodeView } from '../../scheduler/tasks/node-view.ts';
+import { nodeLabel, normalizeModelName, type NodeView } from '../../scheduler/tasks/node-view.ts';
 import { NodeHealth } from '../../scheduler/tasks/node-health.ts';
 import { waitingReason } from '../../scheduler/tasks/placement.ts';
 import type { TaskOutputEvent, TaskStatusEvent } from '../../protocol/tasks.ts';
@@ -303,7 +303,7 @@ export class TaskRuntime {
       if (this.fenced) {
         this.fenced = false;
         const name = leader === this.deps.nodeId ? 'this node' : this.deps.members().find((candidate) => candidate.nodeId === leader)?.heartbeat?.name;
-        log.info(this.hadLeader ? 'a leader is reachable again; taking assignments' : 'a leader is known; taking assignments', { leader: name === undefined ? leader : `${name} (${leader})` });
+        log.info(this.hadLeader ? 'a leader is reachable again; taking assignments' : 'a leader is known; taking assignments', { leader: leader === null ? null : nodeLabel({ id: leader, name }) });
         this.lastReconcileAt = 0;
       }
       this.hadLeader = true;

@@ -41,6 +41,14 @@ export interface NodeView {
 }
 
 /** Ollama names without a tag mean `:latest`; `llama3` and `llama3:latest` are one model. */
+/**
+ * A node as texts for people name it: `name (id)`, or the id alone when the name is unknown
+ * or is the id. The CLI turns this shape back into the name alone (daemon/cli/format.ts).
+ */
+export function nodeLabel(node: { id: string; name?: string | undefined }): string {
+  return node.name === undefined || node.name === node.id ? node.id : `${node.name} (${node.id})`;
+}
+
 export function normalizeModelName(name: string): string {
   return name.includes(':') ? name : `${name}:latest`;
 }

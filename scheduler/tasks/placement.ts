@@ -8,7 +8,7 @@ import * as limits from '../../protocol/limits.ts';
 import type { Task } from '../../protocol/tasks.ts';
 import type { ReplicatedState, TaskRecord } from '../state/state.ts';
 import type { CommandOf } from '../state/commands.ts';
-import { expectedTokensPerSecond, hasModel, normalizeModelName, sameModel, type NodeView } from './node-view.ts';
+import { expectedTokensPerSecond, hasModel, nodeLabel, normalizeModelName, sameModel, type NodeView } from './node-view.ts';
 import { pendingDependencies, readyTasks } from './ready.ts';
 
 /**
@@ -267,11 +267,6 @@ function describeNeed(task: Readonly<TaskRecord>): string {
   const { model, capability } = task.input;
   if (capability === null) return `model ${model}`;
   return model === null ? `an agent with capability ${capability}` : `an agent with capability ${capability} on model ${model}`;
-}
-
-/** A node as people know it: its name, with its id when the name is not the id. */
-function nodeLabel(node: NodeView): string {
-  return node.name === undefined || node.name === node.id ? node.id : `${node.name} (${node.id})`;
 }
 
 /** Why no node in `nodes` can take the task at all, or null when some alive node could. */

@@ -1,14 +1,14 @@
 // `hivemesh status` and `hivemesh nodes`: the cluster and its members, from any node.
 import type { AgentsStatus, ClusterStatus } from '../../../protocol/api.ts';
 import type { ApiClient } from '../client.ts';
-import { ago, bytes, nodeNamer, shortId, table } from '../format.ts';
+import { ago, bytes, nodeNamer, shortId, table, type NodeNamer } from '../format.ts';
 
 /**
  * How to name nodes in human output, from the node list (GET /api/status/agents). Without
  * it (the request failed) nodes go by short id: the names are a courtesy, not worth failing
  * the command for.
  */
-export async function fetchNodeNamer(client: ApiClient): Promise<(id: string | null | undefined) => string> {
+export async function fetchNodeNamer(client: ApiClient): Promise<NodeNamer> {
   try {
     const { nodes } = await client.get<AgentsStatus>('/api/status/agents');
     return nodeNamer(nodes);

@@ -6,7 +6,7 @@ import * as limits from '../../../protocol/limits.ts';
 import type { Task, TaskEvent, TaskList } from '../../../protocol/tasks.ts';
 import { missingOnLiveNodes } from '../../../scheduler/tasks/node-view.ts';
 import { CliError, type ApiClient } from '../client.ts';
-import { ago, cut, shortId, table, withNodeNames } from '../format.ts';
+import { ago, cut, nodeNamer, table, withNodeNames, type NodeNamer } from '../format.ts';
 import { fetchNodeNamer } from './status.ts';
 
 export interface SubmitFlags {
@@ -59,14 +59,14 @@ export async function submitCommand(client: ApiClient, flags: SubmitFlags, words
   // same key and body give the same task, never a second one.
   body.idempotencyKey = flags['idempotency-key'] ?? `cli-${randomUUID()}`;
 
-  await warnIfNobodyCanRun(client, flags);
+  const nameOf = await warnIfNobodyCanRun(client, flags);
   const task = await submitRetrying(client, body);
   if (flags.wait !== true && flags.follow !== true) {
     process.stdout.write(flags.json === true ? `${JSON.stringify(task, null, 2)}\n` : `${task.id}\n`);
     return 0;
   }
   process.stderr.write(`task ${task.id} submitted\n`);
-  return followTask(client, task.id, flags.follow === true, flags.json === true);
+  return followTask(client, task.id, flags.follow === true, flags.json === true, nameOf);
 }
 
 /** Retries of a submit answered 503 (no leader for a moment), and the longest wait between two. */
@@ -106,18 +106,24 @@ async function submitRetrying(client: ApiClient, body: Record<string, unknown>):
   }
 }
 
-async function warnIfNobodyCanRun(client: ApiClient, flags: SubmitFlags): Promise<void> {
+/**
+ * Warns when no live node can run the task, and gives the node namer for --follow's status
+ * lines, from the one read of the node list (short ids when it fails: both are courtesies;
+ * the submit itself reports real problems).
+ */
+async function warnIfNobodyCanRun(client: ApiClient, flags: SubmitFlags): Promise<NodeNamer> {
   try {
     const { nodes } = await client.get<AgentsStatus>('/api/status/agents');
     const missing = missingOnLiveNodes(nodes, flags);
     if (missing === 'model') process.stderr.write(`warning: no live node has model "${flags.model}"; the task will wait until one does (\`hivemesh nodes\` lists the models)\n`);
     if (missing === 'capability') process.stderr.write(`warning: no live node offers capability "${flags.capability}"; the task will wait until one does\n`);
+    return nodeNamer(nodes);
   } catch {
-    // The warning is a courtesy; the submit itself reports real problems.
+    return nodeNamer(null);
   }
 }
 
-export async function followTask(client: ApiClient, id: string, printOutput: boolean, json: boolean): Promise<number> {
+export async function followTask(client: ApiClient, id: string, printOutput: boolean, json: boolean, nameOf: NodeNamer): Promise<number> {
   let final: Task | null = null;
   let printedSequence = -1;
   let printedAttempt = 0;
@@ -128,8 +134,6 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   // cannot take back) and the live text goes to stderr. With --json, stdout holds only the
   // final task as JSON and the text streams to stderr.
   const liveToStdout = !json && process.stdout.isTTY === true;
-  // Status lines name the node as the rest of the CLI does (one request, short ids if it fails).
-  const nameOf = printOutput ? await fetchNodeNamer(client) : null;
   const textOut = liveToStdout ? process.stdout : process.stderr;
   let midLine = false;
   let textOpen = false;
@@ -159,8 +163,8 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
       } else if (event.type === 'status') {
         if (printOutput) {
           breakLine();
-          const on = event.node === null ? '' : ` on ${nameOf === null ? shortId(event.node) : nameOf(event.node)}`;
-          const reason = event.reason === null ? '' : `: ${nameOf === null ? event.reason : withNodeNames(event.reason, nameOf)}`;
+          const on = event.node === null ? '' : ` on ${nameOf(event.node)}`;
+          const reason = event.reason === null ? '' : `: ${withNodeNames(event.reason, nameOf)}`;
           process.stderr.write(`[${event.status}${on}${reason}]\n`);
         }
       } else if (event.type === 'final') {
@@ -310,5 +314,5 @@ export async function assignCommand(client: ApiClient, id: string, node: string,
     const reason = nameOf === null ? task.waitingFor : withNodeNames(task.waitingFor, nameOf);
     process.stderr.write(`warning: the task is ${reason}; it waits until that changes (${pinHint(task.waitingFor)})\n`);
   }
-  return json || nameOf === null ? JSON.stringify(task, null, 2) : `task ${task.id} pinned to ${nameOf(task.pinnedNode)}`;
+  return nameOf === null ? JSON.stringify(task, null, 2) : `task ${task.id} pinned to ${nameOf(task.pinnedNode)}`;
 }
