@@ -111,7 +111,7 @@ export class Cluster<Result> {
    * started meanwhile would see no node yet and found a second cluster on this node.
    */
   private maintaining = false;
-  /** Founding or yielding is under way: a leader's message must not start an adoption too. */
+  /** Starting, founding or yielding is under way: a leader's message must not start an adoption too. */
   private changingIdentity = false;
   private changeInFlight = false;
   private stopped = false;
@@ -169,8 +169,16 @@ export class Cluster<Result> {
       }
     });
 
-    const identity = await this.store.identity();
-    if (identity !== null) await this.startRaft(identity.clusterId, identity.initialConfig);
+    // A member's leader may reach it while it reads its log back (a restart into a live
+    // cluster): that must not look like a fresh node's invitation and start a second
+    // consensus on the same state (found by the failover bench: entries applied twice).
+    this.changingIdentity = true;
+    try {
+      const identity = await this.store.identity();
+      if (identity !== null) await this.startRaft(identity.clusterId, identity.initialConfig);
+    } finally {
+      this.changingIdentity = false;
+    }
     this.maintenanceTimer = setInterval(() => void this.maintain(), 500);
     this.maintenanceTimer.unref();
   }
@@ -209,6 +217,8 @@ export class Cluster<Result> {
     // under a second; the lease (8 - 2 drift - 1 = 5 ticks, 250 ms) ends before any timeout.
     const electionTicks = options.electionTicks ?? 8;
     const restore = await this.store.load(initialConfig);
+    // One consensus per node: a second one would apply every entry to the same state again.
+    if (this.node !== null) throw new Error('consensus is already running on this node');
     const raft = new Raft({
       id: options.nodeId,
       electionTicks,

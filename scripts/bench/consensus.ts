@@ -131,6 +131,11 @@ async function leaderOf(daemons: DaemonProcess[]): Promise<DaemonProcess> {
   }, 30_000, 20);
 }
 
+async function termOf(daemon: DaemonProcess): Promise<number> {
+  const { body } = await daemon.api<{ term: number }>('/api/status/cluster', { timeoutMs: 2_000 });
+  return body.term;
+}
+
 /** Time until some survivor commits a write (POST /api/tasks answers 201). */
 async function timeToCommit(survivors: DaemonProcess[], since: number, token: string): Promise<number> {
   return waitUntil('a write to commit after the leader went away', async () => {
@@ -171,10 +176,16 @@ export async function benchFailover(rows: BenchRow[], options: { trials: number;
         const times: number[] = [];
         for (let trial = 0; trial < options.trials; trial += 1) {
           const leader = await leaderOf(daemons);
+          const termBefore = await termOf(leader);
           const survivors = daemons.filter((daemon) => daemon !== leader && daemon.running);
           const since = performance.now();
           leader.kill(mode === 'crash' ? 'SIGKILL' : 'SIGTERM');
           times.push(await timeToCommit(survivors, since, token));
+          if (process.env['HIVEMESH_BENCH_DETAIL'] === '1') {
+            // A term that moved by more than one is an election that took several rounds.
+            const termAfter = await termOf(await leaderOf(survivors));
+            process.stderr.write(`bench: ${mode} ${size} nodes trial ${trial}: ${times[times.length - 1]!.toFixed(0)} ms, term ${termBefore} -> ${termAfter}\n`);
+          }
           await leader.waitExit(20_000);
           leader.start();
           await waitUntil('the restarted node to rejoin', async () => {

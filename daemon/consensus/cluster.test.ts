@@ -1,0 +1,122 @@
+// The cluster plane's start-up on a node that already belongs to a cluster: a leader's
+// message arriving while the node reads its log back must not make it adopt the cluster a
+// second time (a kill -9'd node restarted into a live cluster, found by the failover bench).
+import { rmSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Storage } from '../storage.ts';
+import { tempDir, waitUntil } from '../../tests/support/processes.ts';
+import { Cluster, type ClusterTransport } from './cluster.ts';
+import { RaftLogStore } from './log-store.ts';
+import type { StateMachine } from './raft-node.ts';
+
+const nodeId = 'n1';
+const encoder = new TextEncoder();
+
+/** Records what it applies; refuses an index that does not increase, as the real state does. */
+class RecordingState implements StateMachine<null> {
+  applied: number[] = [];
+  apply(index: number): null {
+    const last = this.applied[this.applied.length - 1] ?? 0;
+    if (index <= last) throw new Error(`apply(${index}) after ${last}`);
+    this.applied.push(index);
+    return null;
+  }
+  skip(index: number): void {
+    this.apply(index);
+  }
+  snapshot(): string {
+    return JSON.stringify(this.applied);
+  }
+  restore(data: string): void {
+    this.applied = JSON.parse(data) as number[];
+  }
+  reset(): void {
+    this.applied = [];
+  }
+}
+
+/** A transport with no peers that hands the registered raft handler to the test. */
+function fakeTransport(): { transport: ClusterTransport; deliver: (from: string, value: unknown) => boolean } {
+  let raftHandler: ((from: string, bytes: Uint8Array) => void) | null = null;
+  const transport = {
+    send: () => undefined,
+    handle: async () => undefined,
+    handleMessages: async (_protocol: string, handler: (from: string, bytes: Uint8Array) => void) => {
+      raftHandler = handler;
+    },
+    request: async () => {
+      throw new Error('no peers in this test');
+    },
+  } as unknown as ClusterTransport;
+  return {
+    transport,
+    deliver: (from, value) => {
+      if (raftHandler === null) return false;
+      raftHandler(from, encoder.encode(JSON.stringify(value)));
+      return true;
+    },
+  };
+}
+
+function cluster(storage: Storage, state: RecordingState, transport: ClusterTransport): Cluster<null> {
+  return new Cluster<null>({
+    nodeId, storage, transport, state, peers: () => [], tickMs: 10,
+    votersTarget: null, voterReplaceAfterMs: 60_000, bootstrapWindowMs: 0,
+    initCommand: (clusterId) => JSON.stringify({ type: 'init', clusterId }),
+  });
+}
+
+const dirs: string[] = [];
+const open: Array<{ stop: () => Promise<void> }> = [];
+afterEach(async () => {
+  for (const item of open.splice(0)) await item.stop();
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('Cluster start-up', () => {
+  it('a leader heard while a member node reads its log back is not adopted as a new cluster', async () => {
+    const dir = tempDir('cluster-start');
+    dirs.push(dir);
+    // A node founds a cluster alone, commits a few entries and stops.
+    let storage = await Storage.open(dir);
+    const first = cluster(storage, new RecordingState(), fakeTransport().transport);
+    await first.start();
+    const node = await waitUntil('the founder to lead', async () => {
+      const raft = first.raft;
+      return raft !== null && raft.status().role === 'leader' ? raft : null;
+    }, 10_000, 10);
+    for (let entry = 0; entry < 20; entry += 1) await node.propose(JSON.stringify({ entry }));
+    const clusterId = first.clusterId!;
+    await first.stop();
+    const identity = await new RaftLogStore(storage).identity();
+    await storage.close();
+
+    // It restarts, and a leader of the same cluster reaches it at every turn of the event
+    // loop until its consensus runs (as a live cluster's heartbeats can).
+    storage = await Storage.open(dir);
+    const state = new RecordingState();
+    const { transport, deliver } = fakeTransport();
+    const restarted = cluster(storage, state, transport);
+    open.push({ stop: async () => { await restarted.stop(); await storage.close(); } });
+    let delivered = 0;
+    let starting = true;
+    const heartbeats = (async () => {
+      while (starting) {
+        if (deliver('n2', { clusterId, message: { type: 'heartbeat', from: 'n2', to: nodeId, term: 99, commit: 0 } })) delivered += 1;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    await restarted.start();
+    starting = false;
+    await heartbeats;
+    expect(delivered).toBeGreaterThan(0);
+
+    // The node is the member it was: its identity is untouched and it applies its log once.
+    expect(await new RaftLogStore(storage).identity()).toEqual(identity);
+    expect(restarted.phase).toBe('member');
+    await waitUntil('the log applied again', async () => (state.applied.length >= 21 ? true : null), 10_000, 10);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(restarted.raft!.storageFailure).toBeNull();
+    expect(state.applied).toEqual([...new Set(state.applied)].sort((a, b) => a - b));
+  });
+});
