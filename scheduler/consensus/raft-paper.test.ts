@@ -174,6 +174,68 @@ describe('§5.2 leader election', () => {
     }
   });
 
+  describe('a split vote is settled in a tick or two, not another election timeout', () => {
+    // The daemon's settings: pre-vote and check-quorum on. Node 1, the leader, is dead; 2 and
+    // 3 time out together, grant each other's pre-votes and split the vote of term 2.
+    const options = { preVote: true, checkQuorum: true };
+    function splitBetween(log2: number[], log3: number[], overrides: Partial<RaftOptions> = options): Map<NodeId, Raft> {
+      const nodes = new Map<NodeId, Raft>([
+        ['2', makeRaft('2', voters3, overrides, { hardState: { term: 1, vote: null, commit: 0 }, entries: entriesOfTerms(log2) })],
+        ['3', makeRaft('3', voters3, overrides, { hardState: { term: 1, vote: null, commit: 0 }, entries: entriesOfTerms(log3) })],
+      ]);
+      for (const raft of nodes.values()) for (let tick = 0; tick < 10; tick += 1) raft.tick();
+      exchange(nodes);
+      expect([...nodes.values()].map((raft) => raft.status().role)).toEqual(['candidate', 'candidate']);
+      return nodes;
+    }
+    /** Delivers messages between the live nodes until none is left (those to node 1 are lost). */
+    function exchange(nodes: Map<NodeId, Raft>): void {
+      for (let round = 0; round < 10; round += 1) {
+        const messages = [...nodes.values()].flatMap((raft) => drainMessages(raft));
+        if (messages.length === 0) return;
+        for (const message of messages) nodes.get(message.to)?.step(message);
+      }
+    }
+    /** Ticks both nodes, delivering messages after each tick, until one leads; returns the ticks taken. */
+    function ticksToLeader(nodes: Map<NodeId, Raft>): { ticks: number; leader: NodeId; term: number } {
+      for (let ticks = 1; ticks <= 40; ticks += 1) {
+        for (const raft of nodes.values()) raft.tick();
+        exchange(nodes);
+        const leader = [...nodes.values()].find((raft) => raft.status().role === 'leader');
+        if (leader !== undefined) return { ticks, leader: leader.id, term: leader.status().term };
+      }
+      throw new Error('no leader after 40 ticks');
+    }
+
+    it('with equal logs the smaller id retries at once and wins the next term', () => {
+      const nodes = splitBetween([1, 1], [1, 1]);
+      expect(ticksToLeader(nodes)).toEqual({ ticks: 1, leader: '2', term: 3 });
+    });
+
+    it('the candidate whose log is ahead retries first, whatever the ids', () => {
+      // With pre-vote the one behind never becomes a candidate; without it, it splits the vote.
+      const nodes = splitBetween([1], [1, 1], { preVote: false, checkQuorum: true });
+      expect(ticksToLeader(nodes)).toEqual({ ticks: 1, leader: '3', term: 3 });
+    });
+
+    it('without the rival\'s request (lost), both wait a normal timeout, split again, and settle that one at once', () => {
+      const nodes = new Map<NodeId, Raft>([
+        ['2', makeRaft('2', voters3, options, { hardState: { term: 1, vote: null, commit: 0 }, entries: entriesOfTerms([1]) })],
+        ['3', makeRaft('3', voters3, options, { hardState: { term: 1, vote: null, commit: 0 }, entries: entriesOfTerms([1]) })],
+      ]);
+      for (const raft of nodes.values()) for (let tick = 0; tick < 10; tick += 1) raft.tick();
+      // Pre-votes and their grants cross, then each vote request is lost: nobody learns of the split.
+      for (let round = 0; round < 2; round += 1) {
+        const messages = [...nodes.values()].flatMap((raft) => drainMessages(raft));
+        for (const message of messages) nodes.get(message.to)?.step(message);
+      }
+      const lost = [...nodes.values()].flatMap((raft) => drainMessages(raft));
+      expect(lost.filter((message) => message.to !== '1').map((message) => [message.type, message.term])).toEqual([['vote', 2], ['vote', 2]]);
+      expect([...nodes.values()].map((raft) => raft.status().role)).toEqual(['candidate', 'candidate']);
+      expect(ticksToLeader(nodes)).toEqual({ ticks: 11, leader: '2', term: 4 });
+    });
+  });
+
   it('refuses a randomInt outside [0, n) as a broken invariant', () => {
     expect(() => makeRaft('1', voters3, { randomInt: (n) => n })).toThrow(/randomInt/);
   });

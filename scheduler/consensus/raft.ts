@@ -356,6 +356,8 @@ export class Raft {
   private electionElapsed = 0;
   private heartbeatElapsed = 0;
   private randomizedElectionTimeout: number;
+  /** This candidate won the tie-break of a split vote: it retries soon, once (splitVote). */
+  private splitRetry = false;
   /** A restarted node may have acknowledged a lease before it crashed: it refuses votes this long. */
   private startupQuietTicks: number;
 
@@ -587,6 +589,11 @@ export class Raft {
     this.electionElapsed += 1;
     if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
       this.electionElapsed = 0;
+      if (this.splitRetry) {
+        // The early retry is one election; should it fail, the timeout is a normal one again.
+        this.splitRetry = false;
+        this.randomizedElectionTimeout = this.drawElectionTimeout();
+      }
       this.startElection(false);
     }
   }
@@ -639,6 +646,7 @@ export class Raft {
     this.electionElapsed = 0;
     this.heartbeatElapsed = 0;
     this.randomizedElectionTimeout = this.drawElectionTimeout();
+    this.splitRetry = false;
     this.votes.clear();
     this.progress.clear();
     this.leadTransferee = null;
@@ -807,6 +815,28 @@ export class Raft {
       }
     } else {
       this.send({ type: responseType, from: this.id, to: message.from, term: this.term, reject: true });
+      if (!isPreVote && this.role === 'candidate' && message.term === this.term) this.splitVote(message.from, logIndex, logTerm);
+    }
+  }
+
+  /**
+   * Another candidate asked for our vote in our own term: the vote is split, and with a
+   * normal timeout both would wait another 1-2 election timeouts, racing again. The two
+   * settle it without messages: the one whose log is more up to date, or with equal logs the
+   * smaller id, retries after a tick or two, while the other keeps its timeout and will grant
+   * that retry (a pre-vote and a vote of a newer term). Only timing changes, so safety does
+   * not depend on it; a candidate whose log is behind could never win the other's vote.
+   */
+  private splitVote(rival: NodeId, rivalLogIndex: number, rivalLogTerm: number): void {
+    const lastTerm = this.lastTerm();
+    const lastIndex = this.lastIndex();
+    const ahead = lastTerm > rivalLogTerm || (lastTerm === rivalLogTerm && lastIndex > rivalLogIndex);
+    const even = lastTerm === rivalLogTerm && lastIndex === rivalLogIndex;
+    if (!ahead && !(even && this.id < rival)) return;
+    const soon = this.electionElapsed + 1 + this.options.randomInt(2);
+    if (soon < this.randomizedElectionTimeout) {
+      this.randomizedElectionTimeout = soon;
+      this.splitRetry = true;
     }
   }
 
