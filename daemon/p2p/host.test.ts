@@ -266,6 +266,17 @@ describe('P2PHost', () => {
     await waitFor('c connected to b directly', () => c.isConnected(b.peerId) && b.isConnected(c.peerId), 5_000);
   }, 15_000);
 
+  it('meshes nodes that bootstrap to one seed at the same moment, well before the periodic exchange', async () => {
+    // They all ask the seed for its peers while it is still identifying the others: the
+    // answer waits for those, else each learned nobody and the mesh hung on the seed.
+    const key = newClusterKey();
+    const seed = await track(startLoopbackHost(key));
+    const spokes = await Promise.all(Array.from({ length: 4 }, () => track(startLoopbackHost(key, { bootstrap: [loopbackAddress(seed)] }))));
+    const meshed = () => spokes.every((spoke) => spokes.every((other) => other === spoke || spoke.isConnected(other.peerId)));
+    // The periodic exchange runs every 10 s: a full mesh well before then came from the first one.
+    await waitFor('every spoke connected to every other', meshed, 6_000);
+  }, 15_000);
+
   it('reports a twin found at a bootstrap address that names our own id', async () => {
     const key = newClusterKey();
     const { generateKeyPair } = await import('@libp2p/crypto/keys');

@@ -176,6 +176,8 @@ const channelsMax = limits.clusterNodesMax * 8;
 const parsedPeerIdsMax = limits.clusterNodesMax * 4;
 const bootstrapTickMs = 250;
 const conflictReportEveryMs = 60_000;
+/** How long a peer exchange answer waits for connected peers that identify has not yet described. */
+const peerExchangeIdentifyWaitMs = 1_000;
 /** How long after connecting a peer's own messages are relayed under the 'newcomers' policy. */
 const newcomerRelayMsDefault = 5_000;
 /** Extra mDNS queries after start, in ms from start. */
@@ -848,35 +850,54 @@ export class P2PHost extends EventTarget {
     }
   }
 
-  /** Answers a peer exchange with the peers we are connected to and their addresses. */
+  /**
+   * Answers a peer exchange with the peers we are connected to and their addresses. A peer
+   * that dialled us is known by address only once identify has run; nodes bootstrapping to
+   * one seed together ask it just then, so the answer waits a moment for those peers: else
+   * each learned none of the others and the mesh hung on the seed alone until the periodic
+   * exchange (a 5-node cluster whose seed died in that window never elected a leader).
+   */
   async #answerPeerExchange(stream: Stream, remote: PeerId): Promise<void> {
     const node = this.#node;
     if (node === null) return;
     try {
-      const peers: Array<{ id: string; addresses: string[] }> = [];
-      for (const peer of node.getPeers()) {
-        if (peer.equals(remote)) continue;
-        if (peers.length >= limits.peerExchangePeersMax) break;
-        const addresses = new Set<string>();
-        try {
-          for (const address of (await node.peerStore.get(peer)).addresses) {
-            if (addresses.size >= limits.peerExchangeAddressesPerPeerMax) break;
-            addresses.add(address.multiaddr.toString());
-          }
-        } catch {
-          // Not in the peer store yet (identify still running): the connection address will do.
-        }
-        for (const connection of node.getConnections(peer)) {
-          if (addresses.size >= limits.peerExchangeAddressesPerPeerMax) break;
-          if (connection.direction === 'outbound') addresses.add(withoutPeerId(connection.remoteAddr).toString());
-        }
-        if (addresses.size > 0) peers.push({ id: peer.toString(), addresses: [...addresses] });
+      const deadline = Date.now() + peerExchangeIdentifyWaitMs;
+      let known = await this.#exchangeablePeers(node, remote);
+      while (known.unaddressed > 0 && Date.now() < deadline && this.#state === 'running') {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        known = await this.#exchangeablePeers(node, remote);
       }
-      await writeFrame(stream, new TextEncoder().encode(JSON.stringify({ peers })), this.#frameBytesMax);
+      await writeFrame(stream, new TextEncoder().encode(JSON.stringify({ peers: known.peers })), this.#frameBytesMax);
       await stream.close();
     } catch (error) {
       stream.abort(error instanceof Error ? error : new Error(String(error)));
     }
+  }
+
+  /** The peers we are connected to (but `remote`) with addresses, and how many have none yet. */
+  async #exchangeablePeers(node: Libp2p<Services>, remote: PeerId): Promise<{ peers: Array<{ id: string; addresses: string[] }>; unaddressed: number }> {
+    const peers: Array<{ id: string; addresses: string[] }> = [];
+    let unaddressed = 0;
+    for (const peer of node.getPeers()) {
+      if (peer.equals(remote)) continue;
+      if (peers.length >= limits.peerExchangePeersMax) break;
+      const addresses = new Set<string>();
+      try {
+        for (const address of (await node.peerStore.get(peer)).addresses) {
+          if (addresses.size >= limits.peerExchangeAddressesPerPeerMax) break;
+          addresses.add(address.multiaddr.toString());
+        }
+      } catch {
+        // Not in the peer store yet (identify still running): the connection address will do.
+      }
+      for (const connection of node.getConnections(peer)) {
+        if (addresses.size >= limits.peerExchangeAddressesPerPeerMax) break;
+        if (connection.direction === 'outbound') addresses.add(withoutPeerId(connection.remoteAddr).toString());
+      }
+      if (addresses.size > 0) peers.push({ id: peer.toString(), addresses: [...addresses] });
+      else unaddressed += 1;
+    }
+    return { peers, unaddressed };
   }
 
   /** Asks a peer whom it knows (on connect, and periodically), and dials those we are not connected to. */
