@@ -58,9 +58,9 @@ function fakeTransport(): { transport: ClusterTransport; deliver: (from: string,
   };
 }
 
-function cluster(storage: Storage, state: RecordingState, transport: ClusterTransport): Cluster<null> {
+function cluster(storage: Storage, state: RecordingState, transport: ClusterTransport, tickMs = 10): Cluster<null> {
   return new Cluster<null>({
-    nodeId, storage, transport, state, peers: () => [], tickMs: 10,
+    nodeId, storage, transport, state, peers: () => [], tickMs,
     votersTarget: null, voterReplaceAfterMs: 60_000, bootstrapWindowMs: 0,
     initCommand: (clusterId) => JSON.stringify({ type: 'init', clusterId }),
   });
@@ -118,5 +118,28 @@ describe('Cluster start-up', () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(restarted.raft!.storageFailure).toBeNull();
     expect(state.applied).toEqual([...new Set(state.applied)].sort((a, b) => a - b));
+  });
+
+  it('a write made while an election is under way waits for the leader instead of failing', async () => {
+    const dir = tempDir('cluster-election-write');
+    dirs.push(dir);
+    let storage = await Storage.open(dir);
+    const first = cluster(storage, new RecordingState(), fakeTransport().transport);
+    await first.start();
+    await waitUntil('the founder to lead', async () => (first.raft?.status().role === 'leader' ? true : null), 10_000, 10);
+    await first.stop();
+    await storage.close();
+
+    // Restarted with 100 ms ticks, the lone voter needs 0.8-1.6 s to elect itself: longer
+    // than a write used to wait (three tries over 0.6 s, then 503 no_leader).
+    storage = await Storage.open(dir);
+    const restarted = cluster(storage, new RecordingState(), fakeTransport().transport, 100);
+    open.push({ stop: async () => { await restarted.stop(); await storage.close(); } });
+    await restarted.start();
+    expect(restarted.raft!.status().leader).toBeNull();
+    const started = Date.now();
+    await restarted.propose(JSON.stringify({ during: 'election' }));
+    expect(restarted.raft!.status().role).toBe('leader');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(600);
   });
 });

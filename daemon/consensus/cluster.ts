@@ -36,6 +36,10 @@ const foreignForgetMs = 15_000;
 const foreignSettleMs = 2_000;
 /** Most entries a cluster may have and still count as holding nothing yet. */
 const trivialLogEntriesMax = 64;
+/** How long a write waits for an election to name a reachable leader before 503 no_leader. */
+const proposeLeaderWaitMs = 2_000;
+/** A write retries a leader it could not reach this often while no other is named. */
+const unreachableLeaderRetryMs = 200;
 
 /** What the cluster plane needs from the libp2p host (daemon/p2p/host.ts). */
 export type ClusterTransport = Pick<P2PHost, 'send' | 'handle' | 'handleMessages' | 'request'>;
@@ -114,6 +118,8 @@ export class Cluster<Result> {
   /** Starting, founding or yielding is under way: a leader's message must not start an adoption too. */
   private changingIdentity = false;
   private changeInFlight = false;
+  /** Writes waiting for an election to name a leader (propose). */
+  private readonly leaderWaiters = new Set<{ named: () => boolean; wake: () => void }>();
   private stopped = false;
   /** Other clusters seen on this LAN with our key: id -> when first seen, and each node's last sighting. */
   private readonly foreignClusters = new Map<string, { firstSeenMs: number; nodes: Map<string, number>; holdsData: boolean }>();
@@ -252,7 +258,10 @@ export class Cluster<Result> {
       },
       ...(options.snapshotEveryEntries === undefined ? {} : { snapshotEveryEntries: options.snapshotEveryEntries }),
       ...(options.onApplied === undefined ? {} : { onApplied: options.onApplied }),
-      onSoftState: () => options.onRoleChange?.(),
+      onSoftState: () => {
+        this.wakeLeaderWaiters();
+        options.onRoleChange?.();
+      },
     });
     this.clusterIdValue = clusterId;
     this.phaseValue = 'member';
@@ -453,9 +462,15 @@ export class Cluster<Result> {
     return this.node.propose(data);
   }
 
-  /** Proposes a command through the leader, wherever it is; resolves once applied there. */
+  /**
+   * Proposes a command through the leader, wherever it is; resolves once applied there.
+   * While an election is under way (no leader, or one we cannot reach) the write waits for
+   * its outcome, up to proposeLeaderWaitMs, and goes on the moment a leader is named: a
+   * submit during a failover then succeeds instead of answering 503.
+   */
   async propose(data: string, options: { signal?: AbortSignal } = {}): Promise<Result | null> {
-    for (let attempt = 0; attempt < 3; attempt += 1) {
+    const deadline = Date.now() + proposeLeaderWaitMs;
+    for (;;) {
       const node = this.node;
       if (node === null) throw new HivemeshError(ErrorCode.noLeader, 'this node has not joined a cluster yet; retry in a moment', { retryAfterSeconds: 1 });
       try {
@@ -463,16 +478,46 @@ export class Cluster<Result> {
       } catch (error) {
         if (!(error instanceof NotLeaderError)) throw error;
         const leader = error.leader ?? node.status().leader;
+        const waitMs = deadline - Date.now();
         if (leader === null || leader === this.options.nodeId) {
-          await new Promise((resolve) => setTimeout(resolve, 100 * (attempt + 1)));
+          if (waitMs <= 0) break;
+          // No leader: until one is named. Ourselves (a leader handing over): until the next.
+          if (leader === null) await this.leaderOtherThan(null, waitMs);
+          else await this.leaderOtherThan(leader, Math.min(waitMs, unreachableLeaderRetryMs));
           continue;
         }
         const answer = await this.ask<{ ok: true; result: Result | null }>(leader, PROPOSE_PROTOCOL, { data }, options.signal);
         // Callers that read right after wait for their own node to apply the index (TaskService).
         if (answer !== null) return answer.result;
+        // The leader we know did not take it (it died, or lost the leadership): try again when
+        // another is named, or shortly (it may have been a passing failure).
+        if (deadline - Date.now() <= 0) break;
+        await this.leaderOtherThan(leader, Math.min(deadline - Date.now(), unreachableLeaderRetryMs));
       }
     }
     throw new HivemeshError(ErrorCode.noLeader, 'no leader is reachable to take the write; retry shortly', { retryAfterSeconds: 1 });
+  }
+
+  /** Resolves once this node knows a leader other than `than` (null: any leader), or after `timeoutMs`. */
+  private leaderOtherThan(than: string | null, timeoutMs: number): Promise<void> {
+    const named = (): boolean => {
+      const leader = this.node?.brief().leader ?? null;
+      return leader !== null && leader !== than;
+    };
+    if (named() || this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const waiter = { named, wake: (): void => {
+        clearTimeout(timer);
+        this.leaderWaiters.delete(waiter);
+        resolve();
+      } };
+      const timer = setTimeout(waiter.wake, timeoutMs);
+      this.leaderWaiters.add(waiter);
+    });
+  }
+
+  private wakeLeaderWaiters(): void {
+    for (const waiter of [...this.leaderWaiters]) if (waiter.named()) waiter.wake();
   }
 
   /**
