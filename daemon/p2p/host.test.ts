@@ -173,6 +173,35 @@ describe('P2PHost', () => {
     expect(received).toEqual([...Array(100).keys()]);
   }, 15_000);
 
+  it('delivers one-way messages at once to a peer that comes back, not after the backoff its absence built up', async () => {
+    // A leader sends heartbeats to a follower that is down (kill -9), so its channel's
+    // redial backoff doubles; the follower restarts and connects. Its messages must flow as
+    // soon as the connection is up: a restarted member heard no leader for up to 5 s.
+    const key = newClusterKey();
+    const { generateKeyPair } = await import('@libp2p/crypto/keys');
+    const privateKey = await generateKeyPair('Ed25519');
+    let a = await startLoopbackHost(key, { privateKey });
+    const address = loopbackAddress(a);
+    const b = await track(startLoopbackHost(key));
+    await b.connect(address);
+    await a.stop();
+    await waitFor('disconnect', () => !b.isConnected(a.peerId));
+    // About 4 s of heartbeats into the void: dials fail at 0, 0.25, 0.75, 1.75 and 3.75 s,
+    // and the channel then waits 4 s before its next dial.
+    const heartbeats = setInterval(() => b.send(a.peerId, '/test/raft/1', encoder.encode('beat')), 50);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 4_000));
+      const received: string[] = [];
+      a = await track(startLoopbackHost(key, { privateKey, port: Number(address.split('/')[4]), bootstrap: [loopbackAddress(b)] }));
+      await a.handleMessages('/test/raft/1', (_from, bytes) => { received.push(decoder.decode(bytes)); });
+      await waitFor('the restarted peer to connect', () => b.isConnected(a.peerId), 8_000);
+      const elapsed = await waitFor('a message after the reconnection', () => received.length > 0, 8_000);
+      expect(elapsed).toBeLessThan(2_000);
+    } finally {
+      clearInterval(heartbeats);
+    }
+  }, 30_000);
+
   it('delivers one-way messages of any size up to the message limit, large ones in pieces, in order with the small', async () => {
     const key = newClusterKey();
     /** Sends messages filled with their number (after a JSON-like first byte) and checks they arrive intact, in order. */

@@ -156,6 +156,8 @@ interface OutboundChannel {
   dropped: number;
   backoffMs: number;
   nextDialAtMs: number;
+  /** Ends the pump's wait for the next dial early (the peer just connected), or null. */
+  wake: (() => void) | null;
 }
 
 interface BootstrapTarget {
@@ -300,6 +302,14 @@ export class P2PHost extends EventTarget {
       this.#connectedAtMs.set(peerId, Date.now());
       this.#handshakeFailuresByPeer.delete(peerId);
       for (const target of this.#bootstrapTargets) if (target.peerId === peerId) target.handshakeFailures = 0;
+      // A peer that was away (a restart) is back: its channels dial now, not after the backoff
+      // its absence built up (up to p2pRedialMsMax: a restarted member heard no leader for 5 s).
+      for (const channel of this.#channels.values()) {
+        if (channel.peerId !== peerId) continue;
+        channel.backoffMs = limits.p2pRedialMsMin;
+        channel.nextDialAtMs = 0;
+        channel.wake?.();
+      }
       log.debug('peer connected', { peer: peerId });
       this.#emit('peer:connected', { peerId });
       if (options.peerExchange ?? true) void this.#exchangePeers(event.detail);
@@ -673,7 +683,7 @@ export class P2PHost extends EventTarget {
         log.warn('too many outbound message channels; message dropped', { peer: peerId, protocol, channelsMax });
         return;
       }
-      channel = { peerId, protocol, queue: [], queuedBytes: 0, largeBytes: 0, stream: null, pumping: false, sent: 0, dropped: 0, backoffMs: limits.p2pRedialMsMin, nextDialAtMs: 0 };
+      channel = { peerId, protocol, queue: [], queuedBytes: 0, largeBytes: 0, stream: null, pumping: false, sent: 0, dropped: 0, backoffMs: limits.p2pRedialMsMin, nextDialAtMs: 0, wake: null };
       this.#channels.set(key, channel);
     }
     const messagesMax = this.#options.sendQueueMessagesMax ?? limits.p2pSendQueueMessagesMax;
@@ -710,7 +720,16 @@ export class P2PHost extends EventTarget {
         if (channel.stream === null || channel.stream.status !== 'open' || channel.stream.writeStatus !== 'writable') {
           channel.stream = null;
           const waitMs = channel.nextDialAtMs - Date.now();
-          if (waitMs > 0 && !(await sleep(waitMs, this.#shutdown.signal))) return;
+          if (waitMs > 0) {
+            const woken = new AbortController();
+            channel.wake = () => woken.abort();
+            try {
+              await sleep(waitMs, anySignal([this.#shutdown.signal, woken.signal]));
+            } finally {
+              channel.wake = null;
+            }
+            if (this.#state !== 'running') return;
+          }
           try {
             channel.stream = await this.#running().dialProtocol(parsePeerId(channel.peerId), channel.protocol, {
               signal: anySignal([this.#shutdown.signal, AbortSignal.timeout(limits.p2pDialTimeoutMs)]),
