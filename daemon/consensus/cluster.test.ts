@@ -5,7 +5,7 @@ import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Storage } from '../storage.ts';
 import { tempDir, waitUntil } from '../../tests/support/processes.ts';
-import { Cluster, type ClusterTransport } from './cluster.ts';
+import { Cluster, type ClusterTransport, type PeerView } from './cluster.ts';
 import { RaftLogStore } from './log-store.ts';
 import type { StateMachine } from './raft-node.ts';
 
@@ -142,4 +142,93 @@ describe('Cluster start-up', () => {
     expect(restarted.raft!.status().role).toBe('leader');
     expect(Date.now() - started).toBeGreaterThanOrEqual(600);
   });
+});
+
+/** Clusters in one process, wired by an in-memory network; each node sees the others alive. */
+class MemoryNet {
+  readonly handlers = new Map<string, (from: string, bytes: Uint8Array) => void>();
+  readonly members = new Map<string, Cluster<null>>();
+
+  transport(self: string): ClusterTransport {
+    return {
+      send: (to: string, _protocol: string, bytes: Uint8Array) => {
+        setImmediate(() => this.handlers.get(to)?.(self, bytes));
+      },
+      handle: async () => undefined,
+      handleMessages: async (_protocol: string, handler: (from: string, bytes: Uint8Array) => void) => {
+        this.handlers.set(self, handler);
+      },
+      request: async () => {
+        throw new Error('no requests in this test');
+      },
+    } as unknown as ClusterTransport;
+  }
+
+  peers(self: string): PeerView[] {
+    return [...this.members].filter(([id]) => id !== self).map(([id, member]) => ({
+      nodeId: id, state: 'alive' as const, clusterId: member.clusterId, clusterEmpty: false, silentForMs: 0,
+    }));
+  }
+
+  async start(id: string, storage: Storage, state: RecordingState): Promise<Cluster<null>> {
+    const member = new Cluster<null>({
+      nodeId: id, storage, transport: this.transport(id), state, peers: () => this.peers(id), tickMs: 10,
+      votersTarget: 3, voterReplaceAfterMs: 60_000, bootstrapWindowMs: 300,
+      initCommand: (clusterId) => JSON.stringify({ type: 'init', clusterId }),
+    });
+    this.members.set(id, member);
+    await member.start();
+    return member;
+  }
+}
+
+describe('Cluster membership', () => {
+  it('a member restarted with its Raft log gone (db deleted, same node id) is removed, added back as a learner, and catches up', async () => {
+    const net = new MemoryNet();
+    const ids = ['n1', 'n2', 'n3'];
+    const storages = new Map<string, Storage>();
+    const states = new Map<string, RecordingState>();
+    for (const id of ids) {
+      const dir = tempDir(`cluster-lost-${id}`);
+      dirs.push(dir);
+      storages.set(id, await Storage.open(dir));
+      states.set(id, new RecordingState());
+    }
+    for (const id of ids) await net.start(id, storages.get(id)!, states.get(id)!);
+    open.push({ stop: async () => { for (const id of ids) { await net.members.get(id)!.stop(); await storages.get(id)!.close(); } } });
+    const leader = net.members.get('n1')!;
+    await waitUntil('three voters', async () => (leader.raft?.status().role === 'leader' && leader.raft.status().config.voters.length === 3 ? true : null), 20_000, 20);
+    for (let entry = 0; entry < 30; entry += 1) await leader.raft!.propose(JSON.stringify({ entry }));
+    await waitUntil('n3 to apply the writes', async () => (net.members.get('n3')!.raft!.applied >= leader.raft!.applied ? true : null), 10_000, 20);
+
+    // n3 stops, its db is deleted, and it starts again with the same node id and an empty disk.
+    const victim = net.members.get('n3')!;
+    await victim.stop();
+    const storage = storages.get('n3')!;
+    await storage.db.clear();
+    const state = new RecordingState();
+    states.set('n3', state);
+    const restarted = await net.start('n3', storage, state);
+    // Writes go on (the cluster is in use), as do the leader's appends to n3.
+    let stopWrites = false;
+    const writes = (async () => {
+      for (let entry = 30; entry < 200 && !stopWrites; entry += 1) {
+        await leader.raft!.propose(JSON.stringify({ entry }));
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    try {
+      await waitUntil('the restarted member to catch up with the leader', async () => {
+        const raft = restarted.raft;
+        return raft !== null && raft.applied > 31 && raft.applied >= leader.raft!.applied - 5 ? true : null;
+      }, 15_000, 50);
+    } finally {
+      stopWrites = true;
+      await writes;
+    }
+    // It is a voter again, with the whole log applied once, in order.
+    await waitUntil('three voters again', async () => (leader.raft!.status().config.voters.includes('n3') ? true : null), 10_000, 50);
+    expect(state.applied).toEqual([...new Set(state.applied)].sort((a, b) => a - b));
+    expect(restarted.raft!.storageFailure).toBeNull();
+  }, 60_000);
 });

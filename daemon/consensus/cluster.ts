@@ -36,6 +36,11 @@ const foreignForgetMs = 15_000;
 const foreignSettleMs = 2_000;
 /** Most entries a cluster may have and still count as holding nothing yet. */
 const trivialLogEntriesMax = 64;
+/**
+ * A follower must show a lost log (see checkLostLog) this long, the leader's match for it
+ * unchanged, before the leader removes it: one odd answer is not enough to act on.
+ */
+const lostLogConfirmMs = 500;
 /** How long a write waits for an election to name a reachable leader before 503 no_leader. */
 const proposeLeaderWaitMs = 2_000;
 /** A write retries a leader it could not reach this often while no other is named. */
@@ -118,6 +123,10 @@ export class Cluster<Result> {
   /** Starting, founding or yielding is under way: a leader's message must not start an adoption too. */
   private changingIdentity = false;
   private changeInFlight = false;
+  /** Followers whose answers say they lost entries they acknowledged: since when, at which match and term. */
+  private readonly lostLogEvidence = new Map<string, { sinceMs: number; match: number; term: number }>();
+  /** Followers already reported as unremovable (the quorum would not survive), so the log says it once. */
+  private readonly lostLogReported = new Set<string>();
   /** Writes waiting for an election to name a leader (propose). */
   private readonly leaderWaiters = new Set<{ named: () => boolean; wake: () => void }>();
   private stopped = false;
@@ -293,6 +302,70 @@ export class Cluster<Result> {
       return;
     }
     this.node?.receive(envelope.message);
+    if (envelope.message.type === 'append-response' && envelope.message.reject === true) this.checkLostLog(from, envelope.message);
+  }
+
+  /**
+   * A follower whose log ends before entries it acknowledged has lost its Raft log (its
+   * data dir's db was deleted, or restored from an old copy) while keeping its node id. The
+   * core never sends a follower entries at or below the match it acknowledged, so such a
+   * node would reject every append and never catch up while this leader lives (seen: a
+   * member restarted with an empty db stayed at commit 0 for 40 s, and the tasks placed on
+   * it waited 30 s each), and a voter that forgot its votes endangers the quorum. The
+   * leader removes it from the configuration; the membership policy then adds it back as a
+   * new learner, which catches up from the start (or a snapshot) and is promoted again.
+   */
+  private checkLostLog(from: string, message: Message): void {
+    // hintTerm 0: the append went past the follower's last entry, which is hintIndex - 1.
+    if ((message.hintTerm ?? 0) !== 0 || message.hintIndex === undefined) return;
+    const node = this.node;
+    if (node === null || node.storageFailure !== null) return;
+    const status = node.status();
+    if (status.role !== 'leader' || message.term !== status.term) return;
+    const match = (status.progress?.[from] as { match?: number } | undefined)?.match ?? 0;
+    const followerLast = message.hintIndex - 1;
+    if (followerLast >= match) {
+      this.lostLogEvidence.delete(from);
+      return;
+    }
+    const now = Date.now();
+    const seen = this.lostLogEvidence.get(from);
+    if (seen === undefined || seen.match !== match || seen.term !== status.term) {
+      if (this.lostLogEvidence.size >= limits.clusterNodesMax) this.lostLogEvidence.clear();
+      this.lostLogEvidence.set(from, { sinceMs: now, match, term: status.term });
+      return;
+    }
+    if (now - seen.sinceMs < lostLogConfirmMs || this.changeInFlight) return;
+    void this.removeLostMember(node, from, match, followerLast, status.config);
+  }
+
+  private async removeLostMember(node: RaftNode<Result>, nodeId: string, match: number, followerLast: number, config: ClusterConfig): Promise<void> {
+    const name = nodeLabel({ id: nodeId, name: this.options.peers().find((peer) => peer.nodeId === nodeId)?.name });
+    const voters = config.voters.filter((id) => id !== nodeId);
+    if (config.voters.includes(nodeId)) {
+      // Never a removal after which the voters this leader reaches are short of a quorum.
+      const alive = new Set(this.options.peers().filter((peer) => peer.state === 'alive').map((peer) => peer.nodeId));
+      const reached = voters.filter((id) => id === this.options.nodeId || alive.has(id)).length;
+      if (voters.length === 0 || reached < Math.floor(voters.length / 2) + 1) {
+        if (!this.lostLogReported.has(nodeId)) {
+          if (this.lostLogReported.size >= limits.clusterNodesMax) this.lostLogReported.clear();
+          this.lostLogReported.add(nodeId);
+          log.error('a voter lost the Raft log it had acknowledged, but removing it would leave too few live voters for a quorum; bring the other voters back', { node: name, acknowledged: match, itsLastEntry: followerLast });
+        }
+        return;
+      }
+    }
+    this.changeInFlight = true;
+    try {
+      log.error('a member lost the Raft log it had acknowledged (its db was deleted or restored from an old copy); removing it so that it rejoins as a new learner and catches up', { node: name, acknowledged: match, itsLastEntry: followerLast });
+      await node.proposeConfigChange({ type: 'remove', node: nodeId });
+      this.lostLogEvidence.delete(nodeId);
+      this.lostLogReported.delete(nodeId);
+    } catch (error) {
+      log.debug('removal of a member that lost its log not taken now', { error: error as Error });
+    } finally {
+      this.changeInFlight = false;
+    }
   }
 
   private async adopt(clusterId: string): Promise<void> {
