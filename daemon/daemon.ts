@@ -32,6 +32,7 @@ import { unheardNodeStatus } from './membership/unheard-node.ts';
 import { createP2PHost, type P2PHost } from './p2p/host.ts';
 import { loadOrCreatePeerKey } from './p2p/identity.ts';
 import { HealthProbe } from './probe/index.ts';
+import { IdleMemoryTrim } from './memory-trim.ts';
 import { SpeedCalibrator } from './probe/calibration.ts';
 import { fitHeartbeatBody } from './probe/heartbeat-fit.ts';
 import { MeasuredWriter, readMeasured } from './probe/measured-store.ts';
@@ -104,6 +105,7 @@ export class Daemon {
   probe!: HealthProbe;
   private measuredWriter: MeasuredWriter | null = null;
   private calibrator: SpeedCalibrator | null = null;
+  private memoryTrim: IdleMemoryTrim | null = null;
   membership!: Membership;
   cluster!: Cluster<ApplyResult>;
   app!: App;
@@ -260,18 +262,18 @@ export class Daemon {
     });
     await this.runtime.start();
     this.outputs = this.runtime.outputs;
+    const runtime = this.runtime;
+    // Generations running or waiting here, tasks' or the gateway's.
+    const busy = () => {
+      const load = runtime.load();
+      return load.running + load.queued + (this.gateway?.inFlight() ?? 0) > 0;
+    };
     if (config.calibrate) {
-      const runtime = this.runtime;
-      this.calibrator = new SpeedCalibrator({
-        ollamaUrl: config.ollamaUrl,
-        probe: this.probe.ollama,
-        busy: () => {
-          const load = runtime.load();
-          return load.running + load.queued + (this.gateway?.inFlight() ?? 0) > 0;
-        },
-      });
+      this.calibrator = new SpeedCalibrator({ ollamaUrl: config.ollamaUrl, probe: this.probe.ollama, busy });
       this.calibrator.start();
     }
+    this.memoryTrim = new IdleMemoryTrim({ busy });
+    this.memoryTrim.start();
     // <<< task runtime wiring
     // Client writes from a follower travel to the leader in batches on one stream (the
     // runtime's report relay), not one stream per request.
@@ -325,6 +327,7 @@ export class Daemon {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer);
+      this.memoryTrim?.stop();
       // Local generations are aborted and reported first, so the leader retries them elsewhere at once.
       await this.calibrator?.stop();
       await this.runtime?.stop().catch((error: unknown) => log.warn('task runtime stop failed', { error: error as Error }));

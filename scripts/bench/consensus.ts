@@ -148,7 +148,7 @@ async function timeToCommit(survivors: DaemonProcess[], since: number, token: st
   }, 30_000, 10).catch(async (error: Error) => {
     // What each survivor thought and logged: the figure alone would not say why.
     const views = await Promise.all(survivors.map(async (daemon) => {
-      const { body } = await daemon.api<Record<string, unknown>>('/api/status/cluster', { token, timeoutMs: 2_000 }).catch(() => ({ body: {} }));
+      const { body } = await daemon.api<Record<string, unknown>>('/api/status/cluster', { token, timeoutMs: 2_000 }).catch(() => ({ body: {} as Record<string, unknown> }));
       const nodes = await daemon.api<{ nodes: Array<{ name: string; state: string }> }>('/api/nodes', { token, timeoutMs: 2_000 }).then(({ body: list }) => list.nodes.map((node) => `${node.name}:${node.state}`).join(' ')).catch((failure: Error) => failure.message);
       const p2p = daemon.output.split('\n').filter((line) => /peer|dial|exchange/.test(line)).slice(-40).join('\n');
       return `--- ${daemon.spec.name}: role ${String(body['role'])}, term ${String(body['term'])}, leader ${String(body['leaderId'])}; sees ${nodes}\n${p2p}\n${daemon.output.slice(-4_000)}`;
