@@ -73,27 +73,32 @@ afterEach(async () => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
+/** A node founds a cluster alone in a fresh data dir, commits `entries` writes and stops. */
+async function foundAlone(name: string, entries: number): Promise<{ dir: string; clusterId: string; identity: Awaited<ReturnType<RaftLogStore['identity']>> }> {
+  const dir = tempDir(name);
+  dirs.push(dir);
+  const storage = await Storage.open(dir);
+  const founder = cluster(storage, new RecordingState(), fakeTransport().transport);
+  await founder.start();
+  const node = await waitUntil('the founder to lead', async () => {
+    const raft = founder.raft;
+    return raft !== null && raft.status().role === 'leader' ? raft : null;
+  }, 10_000, 10);
+  for (let entry = 0; entry < entries; entry += 1) await node.propose(JSON.stringify({ entry }));
+  const clusterId = founder.clusterId!;
+  await founder.stop();
+  const identity = await new RaftLogStore(storage).identity();
+  await storage.close();
+  return { dir, clusterId, identity };
+}
+
 describe('Cluster start-up', () => {
   it('a leader heard while a member node reads its log back is not adopted as a new cluster', async () => {
-    const dir = tempDir('cluster-start');
-    dirs.push(dir);
-    // A node founds a cluster alone, commits a few entries and stops.
-    let storage = await Storage.open(dir);
-    const first = cluster(storage, new RecordingState(), fakeTransport().transport);
-    await first.start();
-    const node = await waitUntil('the founder to lead', async () => {
-      const raft = first.raft;
-      return raft !== null && raft.status().role === 'leader' ? raft : null;
-    }, 10_000, 10);
-    for (let entry = 0; entry < 20; entry += 1) await node.propose(JSON.stringify({ entry }));
-    const clusterId = first.clusterId!;
-    await first.stop();
-    const identity = await new RaftLogStore(storage).identity();
-    await storage.close();
+    const { dir, clusterId, identity } = await foundAlone('cluster-start', 20);
 
     // It restarts, and a leader of the same cluster reaches it at every turn of the event
     // loop until its consensus runs (as a live cluster's heartbeats can).
-    storage = await Storage.open(dir);
+    const storage = await Storage.open(dir);
     const state = new RecordingState();
     const { transport, deliver } = fakeTransport();
     const restarted = cluster(storage, state, transport);
@@ -121,18 +126,11 @@ describe('Cluster start-up', () => {
   });
 
   it('a write made while an election is under way waits for the leader instead of failing', async () => {
-    const dir = tempDir('cluster-election-write');
-    dirs.push(dir);
-    let storage = await Storage.open(dir);
-    const first = cluster(storage, new RecordingState(), fakeTransport().transport);
-    await first.start();
-    await waitUntil('the founder to lead', async () => (first.raft?.status().role === 'leader' ? true : null), 10_000, 10);
-    await first.stop();
-    await storage.close();
+    const { dir } = await foundAlone('cluster-election-write', 0);
 
     // Restarted with 100 ms ticks, the lone voter needs 0.8-1.6 s to elect itself: longer
     // than a write used to wait (three tries over 0.6 s, then 503 no_leader).
-    storage = await Storage.open(dir);
+    const storage = await Storage.open(dir);
     const restarted = cluster(storage, new RecordingState(), fakeTransport().transport, 100);
     open.push({ stop: async () => { await restarted.stop(); await storage.close(); } });
     await restarted.start();
