@@ -286,6 +286,23 @@ describe('P2PHost', () => {
     expect(elapsed).toBeLessThan(8_000);
   }, 20_000);
 
+  it('reconnects to a bootstrap address whose node came back with a new identity (a replaced machine or data dir)', async () => {
+    // Every other node lists the first machine as /ip4/…/p2p/<its id>. Replaced (a fresh data
+    // dir, so a new peer key) it holds the same cluster key on the same address: the others
+    // must reach it, or it founds a cluster of its own that nobody ever hears.
+    const key = newClusterKey();
+    let a = await startLoopbackHost(key);
+    const address = loopbackAddress(a);
+    const b = await track(startLoopbackHost(key, { bootstrap: [address] }));
+    await waitFor('first connection', () => b.isConnected(a.peerId));
+    const oldId = a.peerId;
+    await a.stop();
+    await waitFor('disconnect', () => !b.isConnected(oldId));
+    a = await track(startLoopbackHost(key, { port: Number(address.split('/')[4]) }));
+    expect(a.peerId).not.toBe(oldId);
+    await waitFor('a connection to the new identity at the bootstrap address', () => b.isConnected(a.peerId), 12_000);
+  }, 30_000);
+
   it('connects peers that only share one bootstrap peer (peer exchange)', async () => {
     const key = newClusterKey();
     const seed = await track(startLoopbackHost(key));

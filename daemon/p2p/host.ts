@@ -810,6 +810,21 @@ export class P2PHost extends EventTarget {
         target.nextAttemptMs = Date.now() + conflictReportEveryMs;
         return;
       }
+      // The peer at the address finished the private-network handshake, so it holds the
+      // cluster key, but proved another identity than the address names: the machine or its
+      // data dir was replaced. It is a node of ours: follow the address to its new identity
+      // (else nobody ever reconnects to it, and a replaced first machine, which lists no
+      // peers itself, founds a cluster of its own that nobody hears).
+      const newIdentity = presentedIdentity(error);
+      if (newIdentity !== null && newIdentity !== target.peerId) {
+        log.info('the node at a bootstrap address has a new identity (a replaced machine or data dir); connecting to it', { address: target.address.toString(), previous: target.peerId, now: newIdentity });
+        if (newIdentity === this.#peerId) target.namesOurId = true;
+        target.address = withoutPeerId(target.address).encapsulate(`/p2p/${newIdentity}`);
+        target.peerId = newIdentity;
+        target.backoffMs = limits.p2pRedialMsMin;
+        target.nextAttemptMs = 0;
+        return;
+      }
       log.debug('bootstrap dial failed', { address: target.address.toString(), error });
       // Counted until a connection succeeds. A dial that timed out counts when the port
       // accepts TCP: the peer listens but our handshake hung (with another key it often does).
@@ -1016,6 +1031,32 @@ function parsePeerId(peerId: string): PeerId {
 function peerIdOf(address: Multiaddr): string | null {
   const component = address.getComponents().findLast((part) => part.name === 'p2p');
   return component?.value ?? null;
+}
+
+/**
+ * The identity a dialed peer proved when it was not the one the address named (the noise
+ * handshake's "Payload identity key X does not match expected remote identity key Y"), or null.
+ */
+export function presentedIdentity(error: unknown): string | null {
+  const seen = new Set<unknown>();
+  const visit = (value: unknown): string | null => {
+    if (value === null || typeof value !== 'object' || seen.has(value) || seen.size > 32) return null;
+    seen.add(value);
+    const found = /identity key (12D3KooW[1-9A-HJ-NP-Za-km-z]+|Qm[1-9A-HJ-NP-Za-km-z]+) does not match expected remote identity key/.exec(String((value as Error).message ?? ''));
+    if (found !== null) {
+      try {
+        return peerIdFromString(found[1]!).toString();
+      } catch {
+        return null;
+      }
+    }
+    for (const inner of [(value as { cause?: unknown }).cause, ...(Array.isArray((value as { errors?: unknown }).errors) ? (value as { errors: unknown[] }).errors : [])]) {
+      const result = visit(inner);
+      if (result !== null) return result;
+    }
+    return null;
+  };
+  return visit(error);
 }
 
 function withoutPeerId(address: Multiaddr): Multiaddr {
