@@ -169,7 +169,9 @@ describe('the task API and the CLI, on the leader and on followers', () => {
 
   it('lists with status filter and cursor pages; a task no node can run waits with its reason; pin and cancel', async () => {
     const waiting: Task[] = [];
-    for (let n = 0; n < 7; n += 1) waiting.push(await submit(cluster.daemons[n % 3]!, { model: absentModel, prompt: `${tag} waits ${n}`, title: `waits ${n}` }));
+    // With keys, as a client should send them: a leader change on a loaded machine answers
+    // 503 with the outcome unknown, and only a keyed write may be sent again.
+    for (let n = 0; n < 7; n += 1) waiting.push(await submit(cluster.daemons[n % 3]!, { model: absentModel, prompt: `${tag} waits ${n}`, title: `waits ${n}`, idempotencyKey: `${tag}-waits-${n}` }));
     // The 201 itself says why, on the leader and on followers alike.
     for (const task of waiting) expect(task.waitingFor).toBe(`no node has model ${absentModel}`);
     for (const daemon of cluster.daemons) {

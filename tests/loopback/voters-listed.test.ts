@@ -22,6 +22,11 @@ describe('a stopped voter in the node list', () => {
     const stopped = followers[0]!;
     const restarted = followers[1]!;
 
+    // Each member writes its name and its admin token into the replicated state, retrying
+    // every second, in the same turn: once its token works on the leader, and a second more,
+    // its name is there too (on a loaded machine formation can finish before either is in).
+    await waitUntil('the stopped-to-be voter\'s writes to be replicated', async () => (await leader.api('/api/status/cluster', { token: stopped.adminToken })).status === 200, 15_000, 200);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
     await stopped.stop();
     const entryOn = async (daemon: typeof leader): Promise<NodeStatus | null> => (await agentsStatus(daemon))?.nodes.find((node) => node.id === stopped.nodeId) ?? null;
     const heard = await waitUntil('the leader to list the stopped voter as dead', async () => {
