@@ -3,16 +3,21 @@
 import { describe, expect, it } from 'vitest';
 import { IdleMemoryTrim, memoryReducingCollector } from './memory-trim.ts';
 
-function trimmer(options: { busy?: () => boolean } = {}) {
+function trimmer(options: { busy?: () => boolean; collectMs?: number } = {}) {
   let now = 0;
   let load = 0;
   let collections = 0;
   const trim = new IdleMemoryTrim({
-    checkEveryMs: 5_000, idleChecksBeforeTrim: 2, trimEveryMs: 60_000, idleUtilizationMax: 0.15,
+    checkEveryMs: 5_000, idleChecksBeforeTrim: 2, trimEveryMs: 60_000, idleUtilizationMax: 0.15, slowTrimMs: 200,
     utilization: () => load,
-    collect: () => { collections += 1; },
+    collect: () => {
+      collections += 1;
+      // A collection that takes this long (busy-waits, as a starved machine would).
+      const until = performance.now() + (options.collectMs ?? 0);
+      while (performance.now() < until) { /* the pause */ }
+    },
     now: () => now,
-    ...options,
+    ...(options.busy === undefined ? {} : { busy: options.busy }),
   });
   return {
     /** One sample `ms` after the previous one with the loop this busy; returns whether it trimmed. */
@@ -54,6 +59,17 @@ describe('IdleMemoryTrim', () => {
     expect(step(0)).toBe(false);
     expect(step(0)).toBe(true);
     expect(collections()).toBe(1);
+  });
+
+  it('after a slow collection, waits ten minutes before the next, even after work', () => {
+    const { step, collections } = trimmer({ collectMs: 250 });
+    step(0);
+    expect(step(0)).toBe(true);
+    expect(step(0.5)).toBe(false);
+    // Nine and a half minutes of idle samples: none trims.
+    for (let check = 0; check < 114; check += 1) expect(step(0)).toBe(false);
+    for (let check = 0; check < 7 && collections() === 1; check += 1) step(0);
+    expect(collections()).toBe(2);
   });
 
   it('the real collector runs on this runtime', () => {

@@ -24,6 +24,8 @@ export interface IdleMemoryTrimOptions {
   trimEveryMs?: number;
   /** A sample is idle when the loop was busy at most this share of it. */
   idleUtilizationMax?: number;
+  /** A collection slower than this backs the next one off to ten times trimEveryMs. */
+  slowTrimMs?: number;
   /** Work in progress on this node (tasks, gateway requests): no trim meanwhile. */
   busy?: () => boolean;
   /** Test seams. */
@@ -61,6 +63,7 @@ export class IdleMemoryTrim {
   readonly #idleChecksBeforeTrim: number;
   readonly #trimEveryMs: number;
   readonly #idleUtilizationMax: number;
+  readonly #slowTrimMs: number;
   readonly #busy: () => boolean;
   readonly #utilization: () => number;
   readonly #collect: (() => void) | null;
@@ -70,6 +73,8 @@ export class IdleMemoryTrim {
   /** Work happened since the last trim: trim as soon as the node is idle again. */
   #workedSinceTrim = true;
   #lastTrimMs = -Infinity;
+  /** After a slow collection (a starved machine), the next waits this long whatever happens. */
+  #backOffUntilMs = -Infinity;
   trims = 0;
 
   constructor(options: IdleMemoryTrimOptions = {}) {
@@ -77,6 +82,7 @@ export class IdleMemoryTrim {
     this.#idleChecksBeforeTrim = options.idleChecksBeforeTrim ?? 2;
     this.#trimEveryMs = options.trimEveryMs ?? 60_000;
     this.#idleUtilizationMax = options.idleUtilizationMax ?? 0.15;
+    this.#slowTrimMs = options.slowTrimMs ?? 200;
     this.#busy = options.busy ?? (() => false);
     this.#utilization = options.utilization ?? utilizationSampler();
     this.#collect = options.collect ?? memoryReducingCollector();
@@ -110,12 +116,17 @@ export class IdleMemoryTrim {
     if (this.#idleChecks < this.#idleChecksBeforeTrim) return false;
     const now = this.#now();
     if (!this.#workedSinceTrim && now - this.#lastTrimMs < this.#trimEveryMs) return false;
+    if (now < this.#backOffUntilMs) return false;
     const started = performance.now();
     this.#collect();
+    const tookMs = performance.now() - started;
     this.trims += 1;
     this.#workedSinceTrim = false;
     this.#lastTrimMs = now;
-    log.debug('idle: gave unused heap back', { ms: Math.round(performance.now() - started), rssMb: Math.round(process.memoryUsage.rss() / 2 ** 20) });
+    // A pause near a Raft election timeout (400 ms) could cost a leader its lease: on a
+    // machine that slow, trim rarely.
+    if (tookMs > this.#slowTrimMs) this.#backOffUntilMs = now + 10 * this.#trimEveryMs;
+    log.debug('idle: gave unused heap back', { ms: Math.round(tookMs), rssMb: Math.round(process.memoryUsage.rss() / 2 ** 20) });
     // The collection's own time must not count as work in the next sample.
     this.#utilization();
     return true;
