@@ -24,7 +24,7 @@ import { tokenRoutes } from './http/routes/tokens.ts';
 import { logger } from './log.ts';
 import { mcpRoutes } from './mcp/routes.ts';
 import { nodeViewFromHeartbeat, type NodeView } from '../scheduler/tasks/node-view.ts';
-import { TaskRuntime } from './tasks/runtime.ts';
+import { namedLeaderStands, TaskRuntime } from './tasks/runtime.ts';
 import { TaskService, type OutputSource } from './tasks/service.ts';
 import { TokenService } from './tokens.ts';
 import { Membership, type MemberView } from './membership/membership.ts';
@@ -671,8 +671,11 @@ export class Daemon {
         const raft = this.cluster.raft;
         if (raft === null) return { ready: false, reason: `this node has not joined a cluster yet (${this.cluster.phase})` };
         if (raft.storageFailure !== null) return { ready: false, reason: this.storageFailureText(raft.storageFailure) };
-        const leader = raft.brief().leader;
+        const { leader, term } = raft.brief();
         if (leader === null) return { ready: false, reason: 'no leader is known yet' };
+        if (leader !== this.host.peerId && !namedLeaderStands(this.membership.members().find((member) => member.nodeId === leader), term)) {
+          return { ready: false, reason: `the leader of term ${term} is no longer heard or no longer leads; waiting for a new one` };
+        }
         return { ready: true, leaderId: leader };
       },
       clusterStatus: () => this.clusterStatus(),

@@ -6,6 +6,8 @@ import { renderChatPrompt, standinText } from '../../tests/ollama-standin/catalo
 import type { TaskEvent, TaskOutputEvent } from '../../protocol/tasks.ts';
 import { encodeCommand } from '../../scheduler/state/commands.ts';
 import { startHarness, waitFor, type Harness } from './test-harness.ts';
+import { namedLeaderStands } from './runtime.ts';
+import type { Heartbeat } from '../../protocol/heartbeat.ts';
 
 const harnesses: Harness[] = [];
 
@@ -197,6 +199,34 @@ describe('task runtime on one node', () => {
     await waitFor('the attempt to be failed back into the queue', () => h.service.get(task.id).attempts[0]?.status === 'failed', 3_000);
     expect(h.service.get(task.id).attempts[0]?.error).toMatch(/lost contact with the leader/);
     expect(h.service.get(task.id).status).not.toBe('failed');
+  });
+
+  it('fences itself off when the leader its raft status names is alive but says it stepped down (a learner cut off with the old leader)', async () => {
+    const h = await harness({ standin: { tokensPerSecond: 20 }, tuning: { fenceAfterMs: 200 } });
+    const { task } = await h.service.submit({ model: 'llama3.2:1b', prompt: 'cut off with the old leader', options: { num_predict: 400 } });
+    await waitFor('tokens to stream', () => (h.standin.generations()[0]?.tokens ?? 0) >= 2);
+    // This node is a learner: raft keeps naming the old leader, which never campaigns again
+    // here. The old leader is still heard (same side of the cut) and gossips that it stepped down.
+    const heartbeat = (role: string, term: number) => ({ raft: { role, term, leaderId: null, commitIndex: 0, clusterEmpty: false } }) as unknown as Heartbeat;
+    h.members.push({ nodeId: 'node-old', state: 'alive', self: false, lastSeenMs: Date.now(), heartbeat: heartbeat('follower', 1), clockOffsetMs: 0 });
+    Object.assign(h.raft, { role: 'follower', term: 1, leader: 'node-old' });
+    await waitFor('the generation to be aborted', () => h.standin.generations()[0]?.outcome === 'aborted', 3_000);
+    expect(h.service.get(task.id).status).toBe('running');
+  });
+
+  it('namedLeaderStands: a leader stands while alive and not contradicted by its own heartbeat of our term or later', () => {
+    const member = (state: 'alive' | 'suspect' | 'dead', raft: { role: string; term: number } | null) => ({
+      state, heartbeat: raft === null ? null : ({ raft: { ...raft, leaderId: null, commitIndex: 0, clusterEmpty: false } } as unknown as Heartbeat),
+    });
+    expect(namedLeaderStands(undefined, 3)).toBe(true);
+    expect(namedLeaderStands(member('alive', null), 3)).toBe(true);
+    expect(namedLeaderStands(member('alive', { role: 'leader', term: 3 }), 3)).toBe(true);
+    // Its last heartbeat predates its election: no evidence against it.
+    expect(namedLeaderStands(member('alive', { role: 'candidate', term: 2 }), 3)).toBe(true);
+    expect(namedLeaderStands(member('alive', { role: 'follower', term: 3 }), 3)).toBe(false);
+    expect(namedLeaderStands(member('alive', { role: 'pre-candidate', term: 3 }), 3)).toBe(false);
+    expect(namedLeaderStands(member('alive', { role: 'follower', term: 4 }), 3)).toBe(false);
+    expect(namedLeaderStands(member('suspect', { role: 'leader', term: 3 }), 3)).toBe(false);
   });
 
   it('says why a queued task waits', async () => {

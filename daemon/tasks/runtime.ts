@@ -38,6 +38,22 @@ const deferredLagMax = committedEntriesPerReadyMax;
 /** Deferred assignments kept at most; beyond, the reconciliation picks them up. */
 const deferredMax = 10_000;
 
+/**
+ * Whether the leader our raft status names may still be leading, as far as membership can
+ * tell: false when it is no longer heard (not alive), or when its own latest heartbeat says
+ * it does not lead the term we know it for (it stepped down, or moved on to a later term).
+ * A learner needs this: it never campaigns, so its raft status keeps naming a leader that
+ * stepped down on its side of a partition, heard and alive, for as long as the cut lasts.
+ * An older heartbeat (lower term) proves nothing: the node may have been elected since.
+ */
+export function namedLeaderStands(member: Pick<MemberView, 'state' | 'heartbeat'> | undefined, term: number): boolean {
+  if (member === undefined) return true;
+  if (member.state !== 'alive') return false;
+  const raft = member.heartbeat?.raft;
+  if (raft === undefined) return true;
+  return raft.term < term || (raft.term === term && raft.role === 'leader');
+}
+
 export interface TaskRuntimeDeps {
   nodeId: string;
   state: () => ReplicatedState;
@@ -294,9 +310,10 @@ export class TaskRuntime {
     let reachable = leader !== null;
     if (leader !== null && leader !== this.deps.nodeId) {
       // A learner never campaigns, so its raft status keeps naming a leader it no longer
-      // hears; membership tells whether that leader is still heard from.
+      // hears; membership tells whether that leader is still heard from, and whether it
+      // still says it leads (cut off with it, the old leader stays alive but steps down).
       const member = this.deps.members().find((candidate) => candidate.nodeId === leader);
-      if (member !== undefined && member.state !== 'alive') reachable = false;
+      if (!namedLeaderStands(member, status?.term ?? 0)) reachable = false;
     }
     if (reachable) {
       this.leaderlessSince = null;

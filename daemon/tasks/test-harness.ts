@@ -13,6 +13,7 @@ import { startStandin, type Standin, type StandinOptions } from '../../tests/oll
 import { TaskRuntime, type TaskRuntimeTuning } from './runtime.ts';
 import { TaskService, type TaskServiceDeps } from './service.ts';
 import type { RaftStatusView } from './leader.ts';
+import type { MemberView } from '../membership/membership.ts';
 
 export interface HarnessOptions {
   standin?: StandinOptions;
@@ -30,6 +31,8 @@ export interface Harness {
   probe: HealthProbe;
   /** Raft status as the runtime sees it; set `leader` to null to simulate losing the leader. */
   raft: RaftStatusView;
+  /** Membership as the runtime sees it (empty: no peers); tests may push members. */
+  members: MemberView[];
   /** Commands proposed, by type, in order. */
   proposed: string[];
   close(): Promise<void>;
@@ -56,6 +59,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const bus = new EventBus();
   const raft: RaftStatusView = { role: 'leader', term: 1, leader: nodeId };
   const proposed: string[] = [];
+  const members: MemberView[] = [];
   const probe = new HealthProbe({ ollamaUrl: standin.url, agents: options.agents ?? [], ollama: { intervalMs: 200 } });
   await probe.start();
   let runtime: TaskRuntime | null = null;
@@ -78,7 +82,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     propose,
     raftStatus: () => raft,
     host: lonelyHost,
-    members: () => [],
+    members: () => members,
     probe,
     ollamaUrl: standin.url,
     concurrency: options.concurrency ?? 2,
@@ -98,7 +102,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   });
   const started = runtime;
   return {
-    nodeId, standin, runtime: started, service, probe, raft, proposed,
+    nodeId, standin, runtime: started, service, probe, raft, members, proposed,
     state: () => state,
     async close() {
       await started.stop();
