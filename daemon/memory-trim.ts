@@ -3,11 +3,12 @@
 // of V8 pages resident against a live heap of ~40 MB (scripts/bench/FINDINGS.md, finding 13).
 // V8's own memory reducer waits for a low allocation rate, which a daemon whose timers
 // allocate a little all the time (Raft heartbeats, gossip, the probe) rarely shows. So once
-// the event loop has been nearly idle for a while, and again every minute while it stays so,
-// the daemon asks for one memory-reducing full collection: 60-150 ms of one turn on the
-// loaded test machine, harmless for a node that is idle anyway (Raft's election timeout is
-// 400 ms and more), and never while generations run here. An ordinary full collection gives
-// nothing back; this one (V8's "last resort" flavour) released ~40 MB per daemon.
+// the node has been idle for two minutes (the event loop nearly idle, no generation here),
+// and again every two minutes while it stays so, the daemon asks for one memory-reducing
+// full collection (V8's "last resort" flavour; an ordinary full collection gives nothing
+// back): ~40 MB per daemon, for 60-150 ms of one turn on the loaded test machine. Not
+// sooner: the collection also drops compiled code, and the first seconds of load after it
+// ran measurably slower (finding 13), which a node between bursts should not pay.
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -79,8 +80,8 @@ export class IdleMemoryTrim {
 
   constructor(options: IdleMemoryTrimOptions = {}) {
     this.#checkEveryMs = options.checkEveryMs ?? 5_000;
-    this.#idleChecksBeforeTrim = options.idleChecksBeforeTrim ?? 2;
-    this.#trimEveryMs = options.trimEveryMs ?? 60_000;
+    this.#idleChecksBeforeTrim = options.idleChecksBeforeTrim ?? 24;
+    this.#trimEveryMs = options.trimEveryMs ?? 120_000;
     this.#idleUtilizationMax = options.idleUtilizationMax ?? 0.15;
     this.#slowTrimMs = options.slowTrimMs ?? 200;
     this.#busy = options.busy ?? (() => false);
