@@ -211,7 +211,9 @@ describe('task runtime on one node', () => {
     h.members.push({ nodeId: 'node-old', state: 'alive', self: false, lastSeenMs: Date.now(), heartbeat: heartbeat('follower', 1), clockOffsetMs: 0 });
     Object.assign(h.raft, { role: 'follower', term: 1, leader: 'node-old' });
     await waitFor('the generation to be aborted', () => h.standin.generations()[0]?.outcome === 'aborted', 3_000);
-    expect(h.service.get(task.id).status).toBe('running');
+    // This harness's log commits whatever the raft status says, so the aborted attempt's
+    // report may already be applied (requeued) on a loaded machine: never completed.
+    expect(['running', 'queued']).toContain(h.service.get(task.id).status);
   });
 
   it('namedLeaderStands: a leader stands while alive and not contradicted by its own heartbeat of our term or later', () => {
