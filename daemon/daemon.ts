@@ -8,6 +8,7 @@ import type { RaftRole } from '../protocol/heartbeat.ts';
 import * as limits from '../protocol/limits.ts';
 import { PROTOCOL_VERSION, SOFTWARE_VERSION } from '../protocol/version.ts';
 import { can as roleCan } from '../protocol/tokens.ts';
+import { quorumOf } from '../scheduler/consensus/voter-policy.ts';
 import { encodeCommand } from '../scheduler/state/commands.ts';
 import { ReplicatedState, type ApplyResult } from '../scheduler/state/state.ts';
 import type { DaemonConfig } from './config.ts';
@@ -471,7 +472,7 @@ export class Daemon {
     const listed = new Map(this.membership.listed().map((member) => [member.nodeId, member]));
     const reached = voters.filter((id) => id === this.host.peerId || listed.get(id)?.state === 'alive');
     const down = voters.filter((id) => !reached.includes(id));
-    const quorum = Math.floor(voters.length / 2) + 1;
+    const quorum = quorumOf(voters.length);
     const seconds = Math.round((nowMs - this.leaderlessSinceMs) / 1000);
     return `no leader for ${seconds} s: this node reaches ${reached.length} of ${voters.length} voters and a leader needs ${quorum}, so writes are refused (503) until a leader is elected. ` +
       (reached.length < quorum

@@ -14,7 +14,7 @@
 import { randomUUID, randomInt } from 'node:crypto';
 import { Raft } from '../../scheduler/consensus/raft.ts';
 import type { ClusterConfig, ConfigChange, Message } from '../../scheduler/consensus/types.ts';
-import { nextConfigChange } from '../../scheduler/consensus/voter-policy.ts';
+import { nextConfigChange, quorumOf } from '../../scheduler/consensus/voter-policy.ts';
 import { nodeLabel } from '../../scheduler/tasks/node-view.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import * as limits from '../../protocol/limits.ts';
@@ -346,7 +346,7 @@ export class Cluster<Result> {
       // Never a removal after which the voters this leader reaches are short of a quorum.
       const alive = new Set(this.options.peers().filter((peer) => peer.state === 'alive').map((peer) => peer.nodeId));
       const reached = voters.filter((id) => id === this.options.nodeId || alive.has(id)).length;
-      if (voters.length === 0 || reached < Math.floor(voters.length / 2) + 1) {
+      if (voters.length === 0 || reached < quorumOf(voters.length)) {
         if (!this.lostLogReported.has(nodeId)) {
           if (this.lostLogReported.size >= limits.clusterNodesMax) this.lostLogReported.clear();
           this.lostLogReported.add(nodeId);
@@ -551,21 +551,17 @@ export class Cluster<Result> {
       } catch (error) {
         if (!(error instanceof NotLeaderError)) throw error;
         const leader = error.leader ?? node.status().leader;
-        const waitMs = deadline - Date.now();
-        if (leader === null || leader === this.options.nodeId) {
-          if (waitMs <= 0) break;
-          // No leader: until one is named. Ourselves (a leader handing over): until the next.
-          if (leader === null) await this.leaderOtherThan(null, waitMs);
-          else await this.leaderOtherThan(leader, Math.min(waitMs, unreachableLeaderRetryMs));
-          continue;
+        if (leader !== null && leader !== this.options.nodeId) {
+          const answer = await this.ask<{ ok: true; result: Result | null }>(leader, PROPOSE_PROTOCOL, { data }, options.signal);
+          // Callers that read right after wait for their own node to apply the index (TaskService).
+          if (answer !== null) return answer.result;
         }
-        const answer = await this.ask<{ ok: true; result: Result | null }>(leader, PROPOSE_PROTOCOL, { data }, options.signal);
-        // Callers that read right after wait for their own node to apply the index (TaskService).
-        if (answer !== null) return answer.result;
-        // The leader we know did not take it (it died, or lost the leadership): try again when
-        // another is named, or shortly (it may have been a passing failure).
-        if (deadline - Date.now() <= 0) break;
-        await this.leaderOtherThan(leader, Math.min(deadline - Date.now(), unreachableLeaderRetryMs));
+        const waitMs = deadline - Date.now();
+        if (waitMs <= 0) break;
+        // No leader: until one is named. Ourselves handing over, or a leader that did not take
+        // it (it died, or lost the leadership): until another is named, or shortly (it may
+        // have been a passing failure).
+        await this.leaderOtherThan(leader, leader === null ? waitMs : Math.min(waitMs, unreachableLeaderRetryMs));
       }
     }
     throw new HivemeshError(ErrorCode.noLeader, 'no leader is reachable to take the write; retry shortly', { retryAfterSeconds: 1 });

@@ -898,7 +898,7 @@ export class P2PHost extends EventTarget {
       const deadline = Date.now() + peerExchangeIdentifyWaitMs;
       let known = await this.#exchangeablePeers(node, remote);
       while (known.unaddressed > 0 && Date.now() < deadline && this.#state === 'running') {
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        if (!(await sleep(50, this.#shutdown.signal))) break;
         known = await this.#exchangeablePeers(node, remote);
       }
       await writeFrame(stream, new TextEncoder().encode(JSON.stringify({ peers: known.peers })), this.#frameBytesMax);

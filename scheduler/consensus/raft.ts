@@ -5,6 +5,7 @@
 // batched replication with fast conflict back-off, single-server membership changes with
 // learners, snapshots and leadership transfer.
 import { raftPendingProposalsMax, raftPendingReadsMax } from '../../protocol/limits.ts';
+import { quorumOf } from './voter-policy.ts';
 import type {
   ClusterConfig, ConfigChange, Entry, HardState, Message, NodeId, ProgressStatus, ProposeResult, RaftOptions,
   RaftRestore, RaftStatus, ReadIndexResult, ReadState, Ready, Role, Snapshot, SoftState, TransferResult,
@@ -248,9 +249,6 @@ function copyConfig(config: ClusterConfig): ClusterConfig {
   return { voters: [...config.voters], learners: [...config.learners] };
 }
 
-function quorumOf(voterCount: number): number {
-  return Math.floor(voterCount / 2) + 1;
-}
 
 /** Checks a change against a config; returns why it is invalid, or null. */
 export function configChangeProblem(config: ClusterConfig, change: ConfigChange): string | null {
@@ -828,11 +826,9 @@ export class Raft {
    * not depend on it; a candidate whose log is behind could never win the other's vote.
    */
   private splitVote(rival: NodeId, rivalLogIndex: number, rivalLogTerm: number): void {
-    const lastTerm = this.lastTerm();
-    const lastIndex = this.lastIndex();
-    const ahead = lastTerm > rivalLogTerm || (lastTerm === rivalLogTerm && lastIndex > rivalLogIndex);
-    const even = lastTerm === rivalLogTerm && lastIndex === rivalLogIndex;
-    if (!ahead && !(even && this.id < rival)) return;
+    // Ahead: the rival's log is not as up to date as ours. Even: the same last entry.
+    const even = rivalLogTerm === this.lastTerm() && rivalLogIndex === this.lastIndex();
+    if (this.isUpToDate(rivalLogIndex, rivalLogTerm) && !(even && this.id < rival)) return;
     const soon = this.electionElapsed + 1 + this.options.randomInt(2);
     if (soon < this.randomizedElectionTimeout) {
       this.randomizedElectionTimeout = soon;

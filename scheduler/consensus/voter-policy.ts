@@ -46,7 +46,8 @@ export interface VoterPolicyInput {
  */
 export const learnerLagEntriesMaxDefault = 1_000;
 
-function quorumOf(voterCount: number): number {
+/** Votes (or acknowledgements) a majority of `voterCount` voters needs. */
+export function quorumOf(voterCount: number): number {
   return Math.floor(voterCount / 2) + 1;
 }
 
