@@ -207,6 +207,9 @@ describe('Cluster membership', () => {
     const state = new RecordingState();
     states.set('n3', state);
     const restarted = await net.start('n3', storage, state);
+    // membership.json outlived the db: the node knows it lost its log and holds its votes.
+    await waitUntil('n3 to rejoin', async () => (restarted.raft !== null ? true : null), 10_000, 10);
+    expect(restarted.raft!.status().votesHeld).toBe(true);
     // Writes go on (the cluster is in use), as do the leader's appends to n3.
     let stopWrites = false;
     const writes = (async () => {
@@ -228,5 +231,6 @@ describe('Cluster membership', () => {
     await waitUntil('three voters again', async () => (leader.raft!.status().config.voters.includes('n3') ? true : null), 10_000, 50);
     expect(state.applied).toEqual([...new Set(state.applied)].sort((a, b) => a - b));
     expect(restarted.raft!.storageFailure).toBeNull();
+    expect(restarted.raft!.status().votesHeld).toBe(false);
   }, 60_000);
 });

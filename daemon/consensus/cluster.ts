@@ -190,7 +190,10 @@ export class Cluster<Result> {
     this.changingIdentity = true;
     try {
       const identity = await this.store.identity();
-      if (identity !== null) await this.startRaft(identity.clusterId, identity.initialConfig);
+      if (identity !== null) {
+        await this.store.rememberMembership(identity.clusterId); // disks from before membership.json
+        await this.startRaft(identity.clusterId, identity.initialConfig);
+      }
     } finally {
       this.changingIdentity = false;
     }
@@ -226,12 +229,12 @@ export class Cluster<Result> {
     }
   }
 
-  private async startRaft(clusterId: string, initialConfig: ClusterConfig): Promise<void> {
+  private async startRaft(clusterId: string, initialConfig: ClusterConfig, lostLog = false): Promise<void> {
     const { options } = this;
     // 8 ticks of 50 ms: election timeouts of 400-800 ms, so a dead leader is replaced in well
     // under a second; the lease (8 - 2 drift - 1 = 5 ticks, 250 ms) ends before any timeout.
     const electionTicks = options.electionTicks ?? 8;
-    const restore = await this.store.load(initialConfig);
+    const restore = await this.store.load(initialConfig, lostLog);
     // One consensus per node: a second one would apply every entry to the same state again.
     if (this.node !== null) throw new Error('consensus is already running on this node');
     const raft = new Raft({
@@ -372,9 +375,14 @@ export class Cluster<Result> {
     if (this.stopped || this.node !== null) return;
     this.phaseValue = 'joining';
     const initialConfig: ClusterConfig = { voters: [], learners: [] };
+    // Our node id was a member of this very cluster, yet the disk holds nothing of it: the
+    // db was deleted or replaced. What it voted and acknowledged is forgotten, so it must not
+    // vote until it has caught up (RaftRestore.lostLog).
+    const lostLog = await this.store.formerCluster() === clusterId;
     await this.store.saveIdentity({ clusterId, initialConfig, joinedAt: new Date().toISOString() });
-    log.info('joining the cluster whose leader added this node', { clusterId });
-    await this.startRaft(clusterId, initialConfig);
+    if (lostLog) log.warn('this node was a member of this cluster and its log is gone (was its db deleted?): it rejoins, and votes only once it has caught up from the leader', { clusterId });
+    else log.info('joining the cluster whose leader added this node', { clusterId });
+    await this.startRaft(clusterId, initialConfig, lostLog);
   }
 
   private noteForeign(clusterId: string, nodeId: string, holdsData = false): void {

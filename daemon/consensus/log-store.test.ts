@@ -1,6 +1,7 @@
 // The durable Raft log in LevelDB: what a restart reads back after appends, a replaced
 // suffix, compaction and an installed snapshot.
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Entry, RaftRestore, Ready } from '../../scheduler/consensus/types.ts';
 import { Storage } from '../storage.ts';
@@ -244,5 +245,22 @@ describe('RaftLogStore', () => {
     expect(left).toEqual(['snapdata:0000000000014:000000']);
     again = await restart(again.storage, dir);
     expect(again.restored.snapshot?.data).toBe('state@20');
+  });
+});
+
+describe('membership.json', () => {
+  it('outlives a deleted db, so a node that comes back without its log can tell', async () => {
+    const { storage, store, dir } = await open();
+    expect(await store.formerCluster()).toBeNull();
+    await store.saveIdentity({ clusterId: 'c-1', initialConfig: config, joinedAt: new Date().toISOString() });
+    expect(await store.formerCluster()).toBe('c-1');
+    await storage.close();
+    rmSync(join(dir, 'db'), { recursive: true, force: true });
+    const again = await open(dir);
+    reopened.push(again.storage);
+    expect(await again.store.identity()).toBeNull();
+    expect(await again.store.formerCluster()).toBe('c-1');
+    expect((await again.store.load({ voters: [], learners: [] }, true)).lostLog).toBe(true);
+    expect((await again.store.load({ voters: [], learners: [] })).lostLog).toBeUndefined();
   });
 });

@@ -9,6 +9,8 @@
 // About half of all Readys under load are commit-only; each write, even unsynced, is a
 // trip through LevelDB's thread pool on the path of every commit (the leader answers and
 // a follower applies only after it).
+import { open, readFile, rename } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Entry, HardState, Ready, RaftRestore, Snapshot, ClusterConfig } from '../../scheduler/consensus/types.ts';
 import type { Storage } from '../storage.ts';
 
@@ -31,6 +33,13 @@ const snapshotDataKey = 'snapdata';
  */
 const snapshotPiecePrefix = 'snapdata:';
 const snapshotPieceChars = 256 * 1024;
+
+/**
+ * `<data-dir>/membership.json`, beside the db and outside it: which cluster this node id has
+ * been a member of. It outlives a deleted db, so a node that comes back without its log
+ * knows that it lost one (RaftRestore.lostLog) instead of taking itself for a new node.
+ */
+export const MEMBERSHIP_FILE = 'membership.json';
 
 function piecePrefix(index: number): string {
   return `${snapshotPiecePrefix}${index.toString(16).padStart(13, '0')}:`;
@@ -101,6 +110,36 @@ export class RaftLogStore {
 
   async saveIdentity(identity: ClusterIdentity): Promise<void> {
     await this.storage.db.batch([{ type: 'put', sublevel: this.storage.raft, key: identityKey, value: JSON.stringify(identity) }], { sync: true });
+    await this.rememberMembership(identity.clusterId);
+  }
+
+  private get membershipPath(): string {
+    return join(dirname(this.storage.path), MEMBERSHIP_FILE);
+  }
+
+  /** The cluster this node id was last a member of (membership.json), or null. */
+  async formerCluster(): Promise<string | null> {
+    try {
+      const parsed = JSON.parse(await readFile(this.membershipPath, 'utf8')) as { clusterId?: unknown };
+      return typeof parsed.clusterId === 'string' ? parsed.clusterId : null;
+    } catch {
+      return null; // never written (a new node, or one from before this file), or unreadable
+    }
+  }
+
+  /** Records (synced, replaced whole) that this node id is a member of `clusterId`. */
+  async rememberMembership(clusterId: string): Promise<void> {
+    if (await this.formerCluster() === clusterId) return;
+    const path = this.membershipPath;
+    const temporaryPath = `${path}.tmp-${process.pid}`;
+    const handle = await open(temporaryPath, 'w', 0o600);
+    try {
+      await handle.writeFile(`${JSON.stringify({ clusterId, since: new Date().toISOString() })}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporaryPath, path);
   }
 
   /** Forgets the cluster: identity, hard state, log and snapshot. */
@@ -113,8 +152,11 @@ export class RaftLogStore {
     this.unwritten = null;
   }
 
-  /** Reads everything a restarted node needs to rebuild its consensus core. */
-  async load(initialConfig: ClusterConfig): Promise<RaftRestore> {
+  /**
+   * Reads everything a restarted node needs to rebuild its consensus core. `lostLog`: the
+   * node is rejoining a cluster it was a member of with an empty disk (RaftRestore.lostLog).
+   */
+  async load(initialConfig: ClusterConfig, lostLog = false): Promise<RaftRestore> {
     const hardStateText = await this.storage.raft.get(hardStateKey);
     const snapshotText = await this.storage.raft.get(snapshotKey);
     const hardState: HardState = hardStateText === undefined ? { term: 0, vote: null, commit: 0 } : (JSON.parse(hardStateText) as HardState);
@@ -157,7 +199,7 @@ export class RaftLogStore {
     }
     this.firstIndex = after + 1;
     this.lastIndex = entries.length > 0 ? entries[entries.length - 1]!.index : after;
-    return { hardState, snapshot, entries, initialConfig };
+    return { hardState, snapshot, entries, initialConfig, ...(lostLog ? { lostLog } : {}) };
   }
 
   /**

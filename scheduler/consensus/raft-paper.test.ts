@@ -16,6 +16,7 @@ function makeRaft(id: NodeId, voters: NodeId[], overrides: Partial<RaftOptions> 
     entries: restore.entries ?? [],
     initialConfig: restore.initialConfig ?? { voters, learners: [] },
     ...(restore.applied === undefined ? {} : { applied: restore.applied }),
+    ...(restore.lostLog === undefined ? {} : { lostLog: restore.lostLog }),
   });
 }
 
@@ -614,6 +615,81 @@ describe('membership rules', () => {
     expect(raft.status().config.learners).toEqual(['4']);
     raft.step({ type: 'append', from: '3', to: '2', term: 2, logIndex: 0, logTerm: 0, entries: [{ term: 2, index: 1, type: 'noop', data: '' }], commit: 0 });
     expect(raft.status().config).toEqual({ voters: voters3, learners: [] });
+  });
+});
+
+describe('a voter that lost its log', () => {
+  /** 1 leads and commits x with 2 while 3 is cut off; then 2 loses its disk. */
+  function committedWithoutThree(): Harness {
+    const harness = new Harness();
+    harness.quiet = true;
+    const config = { voters: voters3, learners: [] };
+    // As the daemon runs its cores.
+    for (const id of voters3) harness.addNode(id, config, { preVote: true, checkQuorum: true });
+    harness.node('1').raft.campaign();
+    harness.stabilize();
+    expect(harness.node('1').raft.status().role).toBe('leader');
+    harness.partition([['1', '2'], ['3']]);
+    harness.node('1').raft.propose('x');
+    harness.stabilize();
+    expect(harness.node('1').raft.status().commit).toBe(harness.node('1').raft.status().lastIndex);
+    expect(harness.node('2').applied).toContain('x');
+    expect(harness.node('3').applied).not.toContain('x');
+    harness.wipe('2');
+    return harness;
+  }
+
+  it('does not vote with the log it lost: the committed entry survives the leader\'s death', () => {
+    const harness = committedWithoutThree();
+    // The leader dies; 3 (which never had x) and the wiped 2 can talk. Granting 3 the vote
+    // with an empty log would elect a leader without x, losing a committed entry.
+    harness.partition([['1'], ['2', '3']]);
+    for (let round = 0; round < 5; round += 1) {
+      harness.node('3').raft.campaign();
+      harness.stabilize();
+    }
+    expect(harness.node('3').raft.status().role).not.toBe('leader');
+    // The old leader restarts (its progress for 2 forgotten; in the daemon, the leader removes
+    // and re-adds such a member instead) and is elected again: 2 catches up, then votes again.
+    harness.heal();
+    harness.restart('1');
+    harness.tick('3', 20); // past leader stickiness
+    harness.node('1').raft.campaign();
+    harness.stabilize();
+    expect(harness.node('1').raft.status().role).toBe('leader');
+    harness.node('1').raft.propose('y');
+    harness.stabilize();
+    expect(harness.node('2').applied).toEqual(expect.arrayContaining(['x', 'y']));
+    // 1 dies again: now 2 and 3 elect one of them, which holds x and y.
+    harness.partition([['1'], ['2', '3']]);
+    for (let round = 0; round < 40 && !['2', '3'].some((id) => harness.node(id).raft.status().role === 'leader'); round += 1) {
+      harness.tick('2', 1);
+      harness.tick('3', 1);
+      harness.stabilize();
+    }
+    const leader = ['2', '3'].find((id) => harness.node(id).raft.status().role === 'leader');
+    expect(leader).toBeDefined();
+    expect(harness.node(leader as string).applied).toEqual(expect.arrayContaining(['x', 'y']));
+  });
+
+  it('holds its votes and its candidacy until it has what the leader had committed when it first heard from it', () => {
+    const raft = makeRaft('2', voters3, {}, { lostLog: true });
+    raft.step({ type: 'pre-vote', from: '3', to: '2', term: 1, logIndex: 0, logTerm: 0 });
+    raft.step({ type: 'vote', from: '3', to: '2', term: 1, logIndex: 0, logTerm: 0 });
+    expect(drainMessages(raft).map((message) => [message.type, message.reject])).toEqual([['pre-vote-response', true], ['vote-response', true]]);
+    for (let tick = 0; tick < 100; tick += 1) raft.tick();
+    expect(raft.campaign()).toBe(false);
+    // A leader of term 2 has committed 3 entries; its first append carries 2 of them.
+    const log = entriesOfTerms([2, 2, 2]);
+    raft.step({ type: 'append', from: '1', to: '2', term: 2, logIndex: 0, logTerm: 0, entries: log.slice(0, 2), commit: 3 });
+    drainMessages(raft);
+    raft.step({ type: 'vote', from: '3', to: '2', term: 3, logIndex: 3, logTerm: 2 });
+    expect(drainMessages(raft).find((message) => message.type === 'vote-response')).toMatchObject({ reject: true });
+    raft.step({ type: 'append', from: '1', to: '2', term: 3, logIndex: 2, logTerm: 2, entries: log.slice(2), commit: 3 });
+    drainMessages(raft);
+    expect(raft.status().commit).toBe(3);
+    raft.step({ type: 'vote', from: '3', to: '2', term: 4, logIndex: 3, logTerm: 2 });
+    expect(drainMessages(raft).find((message) => message.type === 'vote-response')).toMatchObject({ reject: false });
   });
 });
 

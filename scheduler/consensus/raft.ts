@@ -358,6 +358,11 @@ export class Raft {
   private splitRetry = false;
   /** A restarted node may have acknowledged a lease before it crashed: it refuses votes this long. */
   private startupQuietTicks: number;
+  /**
+   * A node that lost its log (RaftRestore.lostLog) holds its votes until its commit reaches
+   * `until`, the commit index of the first append it accepts from a leader; null until then.
+   */
+  private voteHold: { until: number | null } | null;
 
   // Candidate state.
   private votes = new Map<NodeId, boolean>();
@@ -421,6 +426,7 @@ export class Raft {
     for (const entry of this.entries) if (entry.type === 'config') this.recordConfigEntry(entry);
 
     this.startupQuietTicks = this.term > 0 ? options.electionTicks : 0;
+    this.voteHold = restore.lostLog === true ? { until: null } : null;
     this.randomizedElectionTimeout = this.drawElectionTimeout();
     this.prevHardState = { term: this.term, vote: this.vote, commit: this.commit };
     this.prevSoftState = this.softState();
@@ -554,6 +560,7 @@ export class Raft {
    * it may hold the only copy of entries the remaining voters need before any of them can win.
    */
   private promotable(): boolean {
+    if (this.votesHeld()) return false;
     if (this.isVoter()) return true;
     return this.lastConfigIndex() > this.commit && this.configAt(this.commit).voters.includes(this.id);
   }
@@ -796,8 +803,28 @@ export class Raft {
     }
   }
 
+  /**
+   * A voter whose log was lost may once have voted, in a term it no longer knows, or held
+   * entries that only it and a dead leader had committed: granting a vote with an empty log
+   * could elect a leader that lacks them, and voting again in a term it voted in could elect
+   * two. So it votes (and campaigns: its own vote counts too) only once its commit has reached
+   * what a leader had committed when it first heard from it; from then on its log holds every
+   * entry any earlier quorum could have committed. Learned from an append (it carries the
+   * leader's commit index; a heartbeat carries only min(match, commit)).
+   */
+  private votesHeld(): boolean {
+    if (this.voteHold === null) return false;
+    if (this.voteHold.until === null || this.commit < this.voteHold.until) return true;
+    this.voteHold = null;
+    return false;
+  }
+
   private handleVoteRequest(message: Message): void {
     const isPreVote = message.type === 'pre-vote';
+    if (this.votesHeld()) {
+      this.send({ type: isPreVote ? 'pre-vote-response' : 'vote-response', from: this.id, to: message.from, term: this.term, reject: true });
+      return;
+    }
     const canVote = this.vote === message.from
       || (this.vote === null && this.leader === null)
       || (isPreVote && message.term > this.term);
@@ -891,6 +918,7 @@ export class Raft {
   }
 
   private handleAppend(message: Message): void {
+    if (this.voteHold !== null && this.voteHold.until === null) this.voteHold.until = message.commit ?? 0;
     const logIndex = message.logIndex ?? 0;
     const logTerm = message.logTerm ?? 0;
     const entries = message.entries ?? [];
@@ -1469,6 +1497,7 @@ export class Raft {
       config: copyConfig(this.config),
       leaseRemainingTicks: this.leaseRemainingTicks(),
       transferee: this.leadTransferee,
+      votesHeld: this.votesHeld(),
       pendingReads: this.pendingReads.length,
       malformedMessagesDropped: this.malformedMessagesDropped,
       progress,

@@ -147,6 +147,20 @@ export class Harness {
     node.applied = snapshot === null ? [] : [`<snapshot ${snapshot.index}: ${snapshot.data}>`];
   }
 
+  /**
+   * Crash and restart with the disk lost but the node id kept (a wiped data dir): the node
+   * starts empty, knowing neither config nor log, and told that it lost its log, as the
+   * daemon tells a member that comes back without its db (RaftRestore.lostLog).
+   */
+  wipe(id: NodeId): void {
+    const node = this.node(id);
+    this.network = this.network.filter((message) => message.to !== id && message.from !== id);
+    node.storage = { hardState: { term: 0, vote: null, commit: 0 }, snapshot: null, entries: [] };
+    node.initialConfig = { voters: [], learners: [] };
+    node.raft = new Raft(node.options, { hardState: { ...node.storage.hardState }, snapshot: null, entries: [], initialConfig: node.initialConfig, lostLog: true });
+    node.applied = [];
+  }
+
   partition(groups: NodeId[][]): void {
     this.partitionOf.clear();
     groups.forEach((group, index) => group.forEach((id) => this.partitionOf.set(id, index)));

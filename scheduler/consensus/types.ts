@@ -189,6 +189,13 @@ export interface RaftRestore {
    * without it, everything after the snapshot is.
    */
   applied?: number;
+  /**
+   * Optional: this node was a member of the cluster and has lost its log (its disk was
+   * wiped or replaced while its node id stayed). Whatever it voted or acknowledged before is
+   * forgotten, so it neither votes nor campaigns until it holds everything the leader had
+   * committed when it first heard from it (see Raft.votesHeld).
+   */
+  lostLog?: boolean;
 }
 
 export type ProposeResult =
@@ -240,6 +247,8 @@ export interface RaftStatus {
   leaseRemainingTicks: number;
   /** Leadership transfer target while a transfer is under way. */
   transferee: NodeId | null;
+  /** A node that lost its log neither votes nor campaigns until it has caught up (RaftRestore.lostLog). */
+  votesHeld: boolean;
   pendingReads: number;
   /** Messages step() dropped because messageProblem() found them malformed. */
   malformedMessagesDropped: number;
