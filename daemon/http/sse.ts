@@ -55,7 +55,7 @@ export async function streamSse(request: FastifyRequest, reply: FastifyReply, so
       if (message.id !== undefined) lines.push(`id: ${message.id}`);
       for (const line of JSON.stringify(message.data).split('\n')) lines.push(`data: ${line}`);
       const ok = raw.write(`${lines.join('\n')}\n\n`);
-      if (!ok && !controller.signal.aborted) await new Promise((resolve) => raw.once('drain', resolve));
+      if (!ok && !controller.signal.aborted) await drainedOrAborted(raw, controller.signal);
     }
   } catch (error) {
     if (!controller.signal.aborted) {
@@ -66,4 +66,21 @@ export async function streamSse(request: FastifyRequest, reply: FastifyReply, so
     request.raw.off('close', close);
     raw.end();
   }
+}
+
+/**
+ * Waits for the socket to drain, or for the stream to end: a client that goes away while
+ * its buffer is full never drains, and waiting for 'drain' alone would hold the stream, its
+ * keep-alive timer and its event subscription for the life of the node.
+ */
+function drainedOrAborted(raw: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      raw.off('drain', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    raw.once('drain', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

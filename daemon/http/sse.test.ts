@@ -1,0 +1,63 @@
+import { connect } from 'node:net';
+import Fastify from 'fastify';
+import { afterEach, describe, expect, it } from 'vitest';
+import { streamSse } from './sse.ts';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+describe('streamSse', () => {
+  const closers: Array<() => Promise<unknown>> = [];
+  afterEach(async () => {
+    for (const close of closers.splice(0)) await close();
+  });
+
+  // Found by the soak audit: a client that stopped reading (its socket buffers full) and
+  // then went away left the stream waiting for a 'drain' that never comes, so the source
+  // (for /api/events, an event-bus subscription counted against the 1,000 streams a node
+  // takes) and the keep-alive timer were never released.
+  it('ends the source when a client that stopped reading goes away', async () => {
+    const app = Fastify();
+    closers.push(() => app.close());
+    app.decorateRequest('stillAllowed', null);
+    let yielded = 0;
+    let sourceEnded = false;
+    app.get('/stream', async (request, reply) => {
+      await streamSse(request, reply, async function* (signal) {
+        try {
+          while (!signal.aborted) {
+            yielded += 1;
+            yield { event: 'filler', data: 'x'.repeat(64 * 1024) };
+            await sleep(1);
+          }
+        } finally {
+          sourceEnded = true;
+        }
+      });
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = app.server.address() as { port: number };
+
+    const socket = connect(port, '127.0.0.1', () => socket.write('GET /stream HTTP/1.1\r\nHost: test\r\n\r\n'));
+    socket.pause(); // never read: the server's buffers fill and its writes wait for drain
+    // Until the stream stalls: no message yielded for a while.
+    let last = -1;
+    await until('the stream to stall on a full socket', () => {
+      const stalled = yielded > 0 && yielded === last;
+      last = yielded;
+      return stalled;
+    }, 20_000);
+    expect(sourceEnded).toBe(false);
+
+    socket.destroy();
+    await until('the source to end after the client left', () => sourceEnded, 3_000);
+    expect(sourceEnded).toBe(true);
+  });
+});
