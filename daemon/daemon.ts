@@ -12,7 +12,7 @@ import { quorumOf } from '../scheduler/consensus/voter-policy.ts';
 import { encodeCommand } from '../scheduler/state/commands.ts';
 import { ReplicatedState, type ApplyResult } from '../scheduler/state/state.ts';
 import type { DaemonConfig } from './config.ts';
-import { Cluster, type PeerView } from './consensus/cluster.ts';
+import { Cluster, catchingUpReason, type PeerView } from './consensus/cluster.ts';
 import { describeStorageFailure, type StateMachine } from './consensus/raft-node.ts';
 import { buildApp, type App } from './http/app.ts';
 import type { Action, HttpServices, Principal, Role } from './http/services.ts';
@@ -677,6 +677,8 @@ export class Daemon {
         if (leader !== this.host.peerId && !namedLeaderStands(this.membership.members().find((member) => member.nodeId === leader), term)) {
           return { ready: false, reason: `the leader of term ${term} is no longer heard or no longer leads; waiting for a new one` };
         }
+        const catchingUp = catchingUpReason(raft.status());
+        if (catchingUp !== null) return { ready: false, reason: catchingUp };
         return { ready: true, leaderId: leader };
       },
       clusterStatus: () => this.clusterStatus(),

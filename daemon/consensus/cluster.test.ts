@@ -5,7 +5,7 @@ import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Storage } from '../storage.ts';
 import { tempDir, waitUntil } from '../../tests/support/processes.ts';
-import { Cluster, type ClusterTransport, type PeerView } from './cluster.ts';
+import { Cluster, catchingUpReason, readyLagEntriesMax, type ClusterTransport, type PeerView } from './cluster.ts';
 import { RaftLogStore } from './log-store.ts';
 import type { StateMachine } from './raft-node.ts';
 
@@ -180,6 +180,14 @@ class MemoryNet {
   }
 }
 
+describe('catchingUpReason', () => {
+  it('a member far behind the leader\'s commit, or holding its votes after losing its log, is not ready', () => {
+    expect(catchingUpReason({ votesHeld: false, leaderCommit: 120, applied: 100 })).toBeNull();
+    expect(catchingUpReason({ votesHeld: false, leaderCommit: readyLagEntriesMax + 101, applied: 100 })).toMatch(/catching up: 5001 committed entries/);
+    expect(catchingUpReason({ votesHeld: true, leaderCommit: 0, applied: 0 })).toMatch(/lost its log/);
+  });
+});
+
 describe('Cluster membership', () => {
   it('a member restarted with its Raft log gone (db deleted, same node id) is removed, added back as a learner, and catches up', async () => {
     const net = new MemoryNet();
@@ -210,6 +218,7 @@ describe('Cluster membership', () => {
     // membership.json outlived the db: the node knows it lost its log and holds its votes.
     await waitUntil('n3 to rejoin', async () => (restarted.raft !== null ? true : null), 10_000, 10);
     expect(restarted.raft!.status().votesHeld).toBe(true);
+    expect(catchingUpReason(restarted.raft!.status())).toMatch(/lost its log/);
     // Writes go on (the cluster is in use), as do the leader's appends to n3.
     let stopWrites = false;
     const writes = (async () => {
@@ -232,5 +241,6 @@ describe('Cluster membership', () => {
     expect(state.applied).toEqual([...new Set(state.applied)].sort((a, b) => a - b));
     expect(restarted.raft!.storageFailure).toBeNull();
     expect(restarted.raft!.status().votesHeld).toBe(false);
+    expect(catchingUpReason(restarted.raft!.status())).toBeNull();
   }, 60_000);
 });

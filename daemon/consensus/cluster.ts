@@ -13,7 +13,7 @@
 // heartbeats and reported in /api/status/cluster with the remedy.
 import { randomUUID, randomInt } from 'node:crypto';
 import { Raft } from '../../scheduler/consensus/raft.ts';
-import type { ClusterConfig, ConfigChange, Message } from '../../scheduler/consensus/types.ts';
+import type { ClusterConfig, ConfigChange, Message, RaftStatus } from '../../scheduler/consensus/types.ts';
 import { nextConfigChange, quorumOf } from '../../scheduler/consensus/voter-policy.ts';
 import { nodeLabel } from '../../scheduler/tasks/node-view.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
@@ -632,6 +632,25 @@ export class Cluster<Result> {
     if (answer.code === 'not_leader') return null;
     throw new HivemeshError(answer.code as ErrorCode, answer.message, answer.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: answer.retryAfterSeconds });
   }
+}
+
+/**
+ * /health/ready answers 503 while this node has more committed entries to apply than this:
+ * a node catching up, not one a few entries behind under load (a saturated follower lags
+ * tens; a compaction pause at thousands of entries a second, a few hundred).
+ */
+export const readyLagEntriesMax = 5_000;
+
+/**
+ * Why this member should not count as ready although a leader is known, or null. Reads
+ * answer from the node's own state, so one far behind the leader (a learner replaying a
+ * long log, a member that lost its db) would serve a stale view.
+ */
+export function catchingUpReason(status: Pick<RaftStatus, 'votesHeld' | 'leaderCommit' | 'applied'>): string | null {
+  if (status.votesHeld) return 'this node lost its log (was its db deleted?) and is catching up from the leader';
+  const behind = status.leaderCommit - status.applied;
+  if (behind > readyLagEntriesMax) return `catching up: ${behind} committed entries not applied here yet`;
+  return null;
 }
 
 interface WireError {

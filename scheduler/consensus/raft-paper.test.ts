@@ -683,6 +683,7 @@ describe('a voter that lost its log', () => {
     const log = entriesOfTerms([2, 2, 2]);
     raft.step({ type: 'append', from: '1', to: '2', term: 2, logIndex: 0, logTerm: 0, entries: log.slice(0, 2), commit: 3 });
     drainMessages(raft);
+    expect(raft.status()).toMatchObject({ commit: 2, leaderCommit: 3, votesHeld: true });
     raft.step({ type: 'vote', from: '3', to: '2', term: 3, logIndex: 3, logTerm: 2 });
     expect(drainMessages(raft).find((message) => message.type === 'vote-response')).toMatchObject({ reject: true });
     raft.step({ type: 'append', from: '1', to: '2', term: 3, logIndex: 2, logTerm: 2, entries: log.slice(2), commit: 3 });

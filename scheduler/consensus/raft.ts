@@ -363,6 +363,8 @@ export class Raft {
    * `until`, the commit index of the first append it accepts from a leader; null until then.
    */
   private voteHold: { until: number | null } | null;
+  /** The highest commit index a leader's append has told this node of (its own, as leader). */
+  private leaderCommit = 0;
 
   // Candidate state.
   private votes = new Map<NodeId, boolean>();
@@ -919,6 +921,7 @@ export class Raft {
 
   private handleAppend(message: Message): void {
     if (this.voteHold !== null && this.voteHold.until === null) this.voteHold.until = message.commit ?? 0;
+    this.leaderCommit = Math.max(this.leaderCommit, message.commit ?? 0);
     const logIndex = message.logIndex ?? 0;
     const logTerm = message.logTerm ?? 0;
     const entries = message.entries ?? [];
@@ -1498,6 +1501,7 @@ export class Raft {
       leaseRemainingTicks: this.leaseRemainingTicks(),
       transferee: this.leadTransferee,
       votesHeld: this.votesHeld(),
+      leaderCommit: this.role === 'leader' ? this.commit : Math.max(this.leaderCommit, this.commit),
       pendingReads: this.pendingReads.length,
       malformedMessagesDropped: this.malformedMessagesDropped,
       progress,

@@ -249,6 +249,8 @@ export interface RaftStatus {
   transferee: NodeId | null;
   /** A node that lost its log neither votes nor campaigns until it has caught up (RaftRestore.lostLog). */
   votesHeld: boolean;
+  /** The leader's commit index as last heard in an append (a follower's own commit may lag it). */
+  leaderCommit: number;
   pendingReads: number;
   /** Messages step() dropped because messageProblem() found them malformed. */
   malformedMessagesDropped: number;
