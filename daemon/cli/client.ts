@@ -14,6 +14,26 @@ export class CliError extends Error {
   }
 }
 
+/**
+ * No HTTP answer came from the daemon. `maybeSent`: the request may have reached it (the
+ * connection broke or timed out after it opened), so a write may have been applied; false
+ * when the connection was refused or the host not found, so nothing was sent.
+ */
+export class DaemonUnreachableError extends CliError {
+  override name = 'DaemonUnreachableError';
+  readonly maybeSent: boolean;
+  /** Why, as the network said it (ECONNREFUSED, UND_ERR_SOCKET, TimeoutError...). */
+  readonly network: string;
+  constructor(message: string, cause: string, maybeSent: boolean) {
+    super(message);
+    this.network = cause;
+    this.maybeSent = maybeSent;
+  }
+}
+
+/** Network failures that happen before a request leaves this machine. */
+const notSentCauses = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
 export interface ClientOptions {
   url?: string | undefined;
   token?: string | undefined;
@@ -77,8 +97,8 @@ export class ApiClient {
     } catch (error) {
       const causeOf = (error as { cause?: { code?: string; message?: string } }).cause;
       const cause = causeOf?.code ?? causeOf?.message ?? (error as Error).name;
-      if (cause === 'TimeoutError') throw new CliError(`the daemon at ${this.url} did not answer within 30 s`);
-      throw new CliError(`no hivemesh daemon answers at ${this.url} (${cause}). Start one with \`hivemesh start\`, or point at another with --url or HIVEMESH_URL.`);
+      if (cause === 'TimeoutError') throw new DaemonUnreachableError(`the daemon at ${this.url} did not answer within 30 s`, cause, true);
+      throw new DaemonUnreachableError(`no hivemesh daemon answers at ${this.url} (${cause}). Start one with \`hivemesh start\`, or point at another with --url or HIVEMESH_URL.`, cause, !notSentCauses.has(cause));
     }
     const text = await response.text();
     let parsed: unknown = text;

@@ -292,6 +292,43 @@ describe('hivemesh CLI', () => {
     }
   }, 20_000);
 
+  it('says a submit whose connection died before the answer may have created the task, and gives the idempotency key', async () => {
+    // The daemon reads the submit and dies before answering (its leader killed mid-write):
+    // the task may be committed, and a re-run without the key would make a second one.
+    const keys: string[] = [];
+    const server = http.createServer((request, response) => {
+      if (request.method !== 'POST') {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
+        return;
+      }
+      let text = '';
+      request.on('data', (chunk: Buffer) => { text += chunk.toString(); });
+      request.on('end', () => {
+        keys.push((JSON.parse(text) as { idempotencyKey: string }).idempotencyKey);
+        request.socket.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const mode of [[], ['--wait']]) {
+        const error = await failureOf(['submit', '--url', url, '--token', 'x', '--model', 'm', ...mode, 'hello']);
+        const message = error!.message;
+        expect(message).toMatch(/^error: the daemon at http:\/\/127\.0\.0\.1:\d+ gave no answer to the submit \(UND_ERR_SOCKET: the connection broke or timed out\)\./);
+        expect(message).toContain('The task may or may not have been created.');
+        expect(message).toContain(`Run the same command again with --idempotency-key ${keys.at(-1)}`);
+        expect(message).not.toContain('hivemesh start');
+      }
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+    // Refused outright (nothing listens): nothing was sent, the plain message stands.
+    const refused = await failureOf(['submit', '--url', url, '--token', 'x', '--model', 'm', 'hello']);
+    expect(refused!.message).toMatch(/^no hivemesh daemon answers at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
+  });
+
   it('warns when `assign` pins a task where it cannot run, with a hint that fits the reason, and passes on refusals', async () => {
     const daemon = await fakeDaemon((method, path) => {
       if (path === '/api/status/agents') return { status: 200, body: clusterNodes };

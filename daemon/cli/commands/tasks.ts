@@ -5,7 +5,7 @@ import type { AgentsStatus } from '../../../protocol/api.ts';
 import * as limits from '../../../protocol/limits.ts';
 import type { Task, TaskEvent, TaskList } from '../../../protocol/tasks.ts';
 import { missingOnLiveNodes } from '../../../scheduler/tasks/node-view.ts';
-import { CliError, type ApiClient } from '../client.ts';
+import { CliError, DaemonUnreachableError, type ApiClient, type ApiResponse } from '../client.ts';
 import { ago, cut, nodeNamer, table, withNodeNames, type NodeNamer } from '../format.ts';
 import { fetchNodeNamer } from './status.ts';
 
@@ -84,7 +84,21 @@ async function submitRetrying(client: ApiClient, body: Record<string, unknown>):
   const startedAt = Date.now();
   let everyAnswerNoLeader = true;
   for (let retry = 0; ; retry += 1) {
-    const response = await client.request<Task>('POST', '/api/tasks', body, { accept: [503] });
+    let response: ApiResponse<Task>;
+    try {
+      response = await client.request<Task>('POST', '/api/tasks', body, { accept: [503] });
+    } catch (error) {
+      // No answer, but the submit may have reached the daemon (its connection broke or timed
+      // out: the daemon or its leader died mid-write), or an earlier try reached a leader
+      // that could not confirm it: the task may exist, and a re-run with a new key would
+      // make a second one. Say so, with the key that cannot.
+      if (!(error instanceof DaemonUnreachableError) || (!error.maybeSent && (retry === 0 || everyAnswerNoLeader))) throw error;
+      const what = error.maybeSent
+        ? `the daemon at ${client.url} gave no answer to the submit (${error.network}: the connection broke or timed out)`
+        : `after ${retry} tries answered 503, the daemon at ${client.url} stopped answering (${error.network})`;
+      throw new CliError(`error: ${what}. The task may or may not have been created. Run the same command again with --idempotency-key ${String(body.idempotencyKey)} `
+        + '(add --url http://OTHER-NODE:7420 if this daemon is down): that key returns the task if it exists and creates it only if it does not, never twice.');
+    }
     if (response.status !== 503) return response.body;
     const reason = (response.body as unknown as { error?: { code?: string; message?: string } } | string | null);
     const error = typeof reason === 'object' && reason !== null ? reason.error : undefined;
