@@ -22,6 +22,34 @@ export function originAllowed(origin: string | undefined, host: string | undefin
   return url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]';
 }
 
+/**
+ * The longest wait answered as one JSON response. Its headers leave only with the answer, and
+ * Node's fetch (undici, which the MCP SDK client uses) gives up on headers after 300 s; a
+ * longer wait is answered as an SSE stream, whose keep-alive comments hold the connection.
+ */
+export const mcpJsonWaitMsMax = 240_000;
+
+/**
+ * Whether to answer this POST as one JSON response rather than an SSE stream. The MCP SDK
+ * client rejects a call at once when the connection of a JSON answer breaks (the node died),
+ * but leaves it pending until its own timeout when an SSE answer breaks before the result
+ * (typescript-sdk#2739): so JSON, unless a request asked for progress notifications (they
+ * need the stream) or for a wait beyond mcpJsonWaitMsMax.
+ */
+export function answerAsJson(body: unknown): boolean {
+  for (const message of Array.isArray(body) ? body : [body]) {
+    const params = (message as { params?: unknown } | null)?.params;
+    if (typeof params !== 'object' || params === null) continue;
+    const { _meta: meta, name, arguments: args } = params as { _meta?: { progressToken?: unknown }; name?: unknown; arguments?: Record<string, unknown> };
+    if (meta?.progressToken !== undefined) return false;
+    if ((message as { method?: unknown }).method !== 'tools/call') continue;
+    // Without a wait of its own a call blocks 45 s at most (tools.ts), well within the bound.
+    const wait = name === 'wait_for_task' ? args?.timeoutMs : name === 'run_prompt' ? args?.waitMs : undefined;
+    if (typeof wait === 'number' && wait > mcpJsonWaitMsMax) return false;
+  }
+  return true;
+}
+
 export function mcpRoutes(deps: McpDeps) {
   return async (app: App) => {
     const handle = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -34,7 +62,7 @@ export function mcpRoutes(deps: McpDeps) {
         import('@modelcontextprotocol/sdk/server/streamableHttp.js'),
       ]);
       const server = buildServer(deps, principal);
-      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: false });
+      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: answerAsJson(request.body) });
       reply.hijack();
       reply.raw.on('close', () => {
         void transport.close();
