@@ -504,6 +504,9 @@ describe('hivemesh CLI', () => {
         [['submit', '--model', 'm', '--timeout-ms', '5', 'hi'], `--timeout-ms must be a whole number in ${limits.taskTimeoutMsMin}..${limits.taskTimeoutMsMax}`],
         [['submit', '--model', 'm', '--max-attempts', '0', 'hi'], `--max-attempts must be a whole number in 1..${limits.taskMaxAttemptsMax}`],
         [['submit', '--model', 'm', '--priority', 'high', 'hi'], '--priority must be a whole number'],
+        [['tasks', '--cursor', 'garbage'], '--cursor must be the C of a previous page\'s "more: hivemesh tasks --cursor C" line, got "garbage"'],
+        [['token', 'create', '--role', 'root', '--name', 'x'], `--role must be one of ${roles.join('|')}, got "root"`],
+        [['token', 'create', '--role', 'viewer', '--name', 'n'.repeat(limits.tokenNameLengthMax + 1)], `--name must have 1 to ${limits.tokenNameLengthMax} characters`],
       ] as const) {
         const error = await failureOf([...argv, ...flags]);
         expect([argv.join(' '), error?.exitCode]).toEqual([argv.join(' '), 2]);

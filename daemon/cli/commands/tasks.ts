@@ -254,6 +254,10 @@ export async function tasksCommand(client: ApiClient, flags: TasksFlags): Promis
       throw new CliError(`--status must be one of ${taskStatuses.join('|')}, got "${flags.status}". Run \`hivemesh tasks --help\` for its flags.`, 2);
     }
   }
+  // A cursor is the number a previous page's "more:" line gives; anything else is a typo.
+  if (flags.cursor !== undefined && !/^\d+$/.test(flags.cursor)) {
+    throw new CliError(`--cursor must be the C of a previous page's "more: hivemesh tasks --cursor C" line, got "${flags.cursor}". Run \`hivemesh tasks --help\` for its flags.`, 2);
+  }
   const query = new URLSearchParams();
   if (flags.status !== undefined) query.set('status', flags.status);
   if (flags.limit !== undefined) query.set('limit', flags.limit);
