@@ -114,6 +114,10 @@ describe('gateway routes', () => {
     const responses = await app.inject({ method: 'POST', url: '/v1/responses', headers: auth('viewer-token'), payload: { model } });
     expect(responses.statusCode).toBe(404);
     expect(responses.json()).toMatchObject({ error: { message: expect.stringMatching(/\/v1\/chat\/completions/), type: expect.any(String) } });
+    // A served path with the wrong method is named with that method, not left to read as missing.
+    const wrongMethod = await app.inject({ method: 'GET', url: '/v1/chat/completions?x=1', headers: auth('viewer-token') });
+    expect(wrongMethod.statusCode).toBe(404);
+    expect(wrongMethod.json().error.message).toMatch(/^Invalid URL \(GET \/v1\/chat\/completions\): hivemesh serves POST \/v1\/chat\/completions, /);
     // Served routes still answer.
     expect((await app.inject({ method: 'GET', url: '/v1/models', headers: auth('viewer-token') })).statusCode).toBe(200);
   });

@@ -198,9 +198,9 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
 
     // Ollama's model management and other OpenAI routes are not served; their clients get
     // the answer in their own error shape (the catch-all 404 is hivemesh's shape).
-    const notServed = (method: 'POST' | 'DELETE' | 'HEAD' | 'GET', path: string, message: string) => {
-      app.route({ method, url: path, config: { action: 'read' }, handler: async (_request, reply) =>
-        sendGatewayError(reply, flavorOf(path), 404, message) });
+    const notServed = (method: 'POST' | 'DELETE' | 'HEAD' | 'GET', path: string, message: string | ((request: FastifyRequest) => string)) => {
+      app.route({ method, url: path, config: { action: 'read' }, handler: async (request, reply) =>
+        sendGatewayError(reply, flavorOf(path), 404, typeof message === 'string' ? message : message(request)) });
     };
     const manage = 'hivemesh does not manage models through its gateway: run `ollama pull MODEL` (or rm, create, cp) on a node; its models then appear in /api/tags';
     for (const path of ['/api/pull', '/api/push', '/api/create', '/api/copy']) notServed('POST', path, `${path}: ${manage}`);
@@ -208,7 +208,9 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
     notServed('HEAD', '/api/blobs/:digest', `/api/blobs: ${manage}`);
     notServed('POST', '/api/blobs/:digest', `/api/blobs: ${manage}`);
     for (const method of ['GET', 'POST', 'DELETE'] as const) {
-      notServed(method, '/v1/*', 'hivemesh serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models only');
+      // Named with its method, as OpenAI does ("Invalid URL (GET /v1/...)"): a GET of
+      // /v1/chat/completions is a wrong method, not a path hivemesh lacks.
+      notServed(method, '/v1/*', (request) => `Invalid URL (${request.method} ${request.url.split('?')[0]}): hivemesh serves POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, GET /v1/models and GET /v1/models/MODEL`);
     }
 
     app.get('/api/version', { config: { action: 'read' } }, async (_request, reply) => {
