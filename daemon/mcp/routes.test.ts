@@ -1,12 +1,14 @@
 // The MCP endpoint on the real fastify app, listening on loopback, with the MCP SDK's own
 // Streamable HTTP client (as Claude Code uses it) and a fake task service whose tasks never
 // finish. Checked: a wait whose node dies (its connections cut) fails the call at once
-// instead of leaving it to the client's timeout, and which calls are answered as JSON and
-// which as an SSE stream.
+// instead of leaving it to the client's timeout, which calls are answered as JSON and which
+// as an SSE stream, the task API's bounds in the tools' schemas, and nodes named by name.
 import type { Socket } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AgentsStatus } from '../../protocol/api.ts';
+import * as limits from '../../protocol/limits.ts';
 import type { Task } from '../../protocol/tasks.ts';
 import { buildApp, type App } from '../http/app.ts';
 import type { HttpServices } from '../http/services.ts';
@@ -14,7 +16,7 @@ import type { TaskService } from '../tasks/service.ts';
 import { answerAsJson, mcpJsonWaitMsMax, mcpRoutes } from './routes.ts';
 
 const token = 'admin-token';
-const running = { id: 't_1', status: 'running', assignedNode: null, attempt: 1, maxAttempts: 3, waitingFor: null, error: null, output: null } as unknown as Task;
+const running = { id: 't_1', status: 'running', assignedNode: 'node-b', attempt: 1, maxAttempts: 3, waitingFor: null, error: null, output: null } as unknown as Task;
 
 // Tasks that never finish: a wait ends only when its time is up or the call goes away.
 let waitsAborted = 0;
@@ -41,7 +43,7 @@ beforeAll(async () => {
     can: () => true,
     readiness: () => ({ ready: true, leaderId: 'self' }),
     clusterStatus: () => { throw new Error('not used'); },
-    agentsStatus: () => ({ nodes: [] }),
+    agentsStatus: () => ({ nodes: [{ id: 'node-b', name: 'gpu-box' }] }) as unknown as AgentsStatus,
     reportInternalError: () => undefined,
   };
   app = await buildApp({
@@ -104,5 +106,23 @@ describe('MCP endpoint transport', () => {
     expect(answerAsJson({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'run_prompt', arguments: { prompt: 'x', timeoutMs: 3_600_000 } } })).toBe(true);
     expect(answerAsJson([{ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'list_nodes', _meta: { progressToken: 'p' } } }])).toBe(false);
     expect(answerAsJson({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'x', version: '1' } } })).toBe(true);
+  });
+
+  it('gives the task API\'s bounds in the schemas and names nodes by name', async () => {
+    const client = await connect();
+    const { tools } = await client.listTools();
+    for (const name of ['submit_task', 'run_prompt']) {
+      const properties = tools.find((tool) => tool.name === name)!.inputSchema.properties as Record<string, Record<string, unknown>>;
+      expect(properties.timeoutMs).toMatchObject({ minimum: limits.taskTimeoutMsMin, maximum: limits.taskTimeoutMsMax });
+      expect(properties.maxAttempts).toMatchObject({ minimum: 1, maximum: limits.taskMaxAttemptsMax });
+      expect(properties.title).toMatchObject({ maxLength: limits.taskTitleLengthMax });
+      expect(properties.dependsOn).toMatchObject({ maxItems: limits.taskDependsOnMax });
+    }
+    const refused = await client.callTool({ name: 'submit_task', arguments: { model: 'm', prompt: 'x', maxAttempts: 50 } }) as { isError?: boolean; content: Array<{ text: string }> };
+    expect(refused.isError).toBe(true);
+    expect(refused.content[0]!.text).toMatch(/maxAttempts/);
+    const got = await client.callTool({ name: 'get_task', arguments: { id: 't_1' } }) as { content: Array<{ text: string }> };
+    expect(got.content[0]!.text).toMatch(/^task t_1: running on gpu-box \(node-b\) \(attempt 1\/3\)/);
+    await client.close();
   });
 });

@@ -6,11 +6,15 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { z } from 'zod';
 import type { AgentsStatus, ClusterStatus } from '../../protocol/api.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
-import { listLimitMax, taskPriorityMax, taskPriorityMin } from '../../protocol/limits.ts';
+import {
+  capabilityLengthMax, idempotencyKeyLengthMax, listLimitMax, modelNameLengthMax, systemPromptLengthMax, taskDependsOnMax,
+  taskMaxAttemptsDefault, taskMaxAttemptsMax, taskPriorityMax, taskPriorityMin, taskTimeoutMsDefault, taskTimeoutMsMax, taskTimeoutMsMin,
+  taskTitleLengthMax,
+} from '../../protocol/limits.ts';
 import { taskStatuses, type Task } from '../../protocol/tasks.ts';
 import { actionWords, type Action, type Role } from '../../protocol/tokens.ts';
 import { SOFTWARE_VERSION } from '../../protocol/version.ts';
-import { missingOnLiveNodes } from '../../scheduler/tasks/node-view.ts';
+import { missingOnLiveNodes, nodeLabel } from '../../scheduler/tasks/node-view.ts';
 import type { Principal } from '../http/services.ts';
 import type { TaskService } from '../tasks/service.ts';
 
@@ -60,8 +64,13 @@ function failure(error: unknown): ToolResult {
   return { content: [{ type: 'text', text: message }], isError: true };
 }
 
-function summarize(task: Task): string {
-  const lines = [`task ${task.id}: ${task.status}${task.assignedNode === null ? '' : ` on ${task.assignedNode}`} (attempt ${task.attempt}/${task.maxAttempts})`];
+/** The node as `name (id)` when the node list knows it, as the CLI and the logs name nodes. */
+function nodeNameOf(deps: McpDeps, id: string): string {
+  return nodeLabel(deps.agentsStatus().nodes.find((node) => node.id === id) ?? { id });
+}
+
+function summarize(task: Task, deps: McpDeps): string {
+  const lines = [`task ${task.id}: ${task.status}${task.assignedNode === null ? '' : ` on ${nodeNameOf(deps, task.assignedNode)}`} (attempt ${task.attempt}/${task.maxAttempts})`];
   if (task.status === 'queued' || task.status === 'assigned' || task.status === 'running') lines.push(`not finished yet: call wait_for_task with id ${task.id} to keep waiting`);
   if (task.waitingFor !== null) lines.push(`waiting for: ${task.waitingFor}`);
   if (task.error !== null) lines.push(`error: ${task.error}`);
@@ -69,17 +78,19 @@ function summarize(task: Task): string {
   return lines.join('\n');
 }
 
+// The bounds are the task API's (protocol/limits.ts), so a client sees them in the schema
+// instead of learning them from a refused call.
 const submitShape = {
-  model: z.string().min(1).optional().describe('Ollama model to run, e.g. "llama3.2:3b" (see list_models)'),
-  capability: z.string().min(1).optional().describe('or a capability an agent offers, e.g. "code"; the scheduler picks the agent'),
+  model: z.string().min(1).max(modelNameLengthMax).optional().describe('Ollama model to run, e.g. "llama3.2:3b" (see list_models)'),
+  capability: z.string().min(1).max(capabilityLengthMax).optional().describe('or a capability an agent offers, e.g. "code"; the scheduler picks the agent'),
   prompt: z.string().min(1).describe('the prompt'),
-  system: z.string().optional().describe('system prompt'),
-  title: z.string().optional(),
+  system: z.string().max(systemPromptLengthMax).optional().describe('system prompt'),
+  title: z.string().max(taskTitleLengthMax).optional(),
   priority: z.number().int().min(taskPriorityMin).max(taskPriorityMax).optional().describe('0..10, higher runs first (default 5)'),
-  dependsOn: z.array(z.string()).optional().describe('task ids that must complete first; use {{tasks.ID.output}} in the prompt to insert their output'),
-  timeoutMs: z.number().int().positive().optional(),
-  maxAttempts: z.number().int().positive().optional(),
-  idempotencyKey: z.string().optional().describe('the same key and body return the same task instead of a new one'),
+  dependsOn: z.array(z.string()).max(taskDependsOnMax).optional().describe('task ids that must complete first; use {{tasks.ID.output}} in the prompt to insert their output'),
+  timeoutMs: z.number().int().min(taskTimeoutMsMin).max(taskTimeoutMsMax).optional().describe(`how long one attempt may run, in ms (default ${taskTimeoutMsDefault}); time queued does not count`),
+  maxAttempts: z.number().int().min(1).max(taskMaxAttemptsMax).optional().describe(`attempts before the task fails (default ${taskMaxAttemptsDefault}); a failed or lost attempt is retried on another node`),
+  idempotencyKey: z.string().max(idempotencyKeyLengthMax).optional().describe('the same key and body return the same task instead of a new one'),
   options: z.record(z.string(), z.unknown()).optional().describe('Ollama options such as temperature, num_predict'),
 };
 
@@ -179,7 +190,7 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
     try {
       guard('read');
       const task = await deps.tasks.find(id);
-      return ok(summarize(task), { task });
+      return ok(summarize(task, deps), { task });
     } catch (error) {
       return failure(error);
     }
@@ -233,7 +244,7 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
     try {
       guard('read');
       const task = await waitWithProgress(deps.tasks, id, timeoutMs ?? waitMsDefault, extra as ToolExtra);
-      return ok(summarize(task), { task });
+      return ok(summarize(task, deps), { task });
     } catch (error) {
       return failure(error);
     }
@@ -259,7 +270,7 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
       const { task } = await deps.tasks.submit(input);
       const finished = await waitWithProgress(deps.tasks, task.id, waitMs ?? waitMsDefault, extra as ToolExtra);
       if (finished.status === 'completed') return ok(finished.output ?? '', { task: finished });
-      const result = ok(summarize(finished), { task: finished });
+      const result = ok(summarize(finished, deps), { task: finished });
       if (finished.status === 'failed' || finished.status === 'cancelled') result.isError = true;
       return result;
     } catch (error) {
