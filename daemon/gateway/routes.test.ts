@@ -141,6 +141,10 @@ describe('gateway routes', () => {
       expect(down.json().error).toMatch(/no Ollama/);
       // An unreachable Ollama's models are not offered.
       expect((await app.inject({ method: 'GET', url: '/v1/models', headers: auth('viewer-token') })).json()).toEqual({ object: 'list', data: [] });
+      // A model not found then says whose Ollama is down, since the model may be there.
+      const missing = await app.inject({ method: 'POST', url: '/api/chat', headers: auth('operator-token'), payload: { model: 'absent:1b', messages: [] } });
+      expect(missing.statusCode).toBe(404);
+      expect(missing.json().error).toBe('model "absent:1b" not found, try pulling it first (the Ollama of self does not answer, so that node\'s models are not counted; `hivemesh nodes` shows each node\'s Ollama)');
     } finally {
       agents = { nodes: [selfNode('0.12.6', [model])] };
     }

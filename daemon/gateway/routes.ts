@@ -125,7 +125,12 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
         }
         if (error instanceof ModelNotFoundError) {
           gateway.recordOutcome(path, 'not_found', startedAtMs);
-          return sendGatewayError(reply, flavor, 404, modelNotFoundMessage(model), 'model_not_found');
+          // Ollama's words, which clients may match; but a node whose Ollama is down lists no
+          // models, so the model may well be there: pulling is then not the remedy.
+          const ollamaDown = deps.agentsStatus().nodes.filter((node) => node.state === 'alive' && !node.ollama.reachable).map((node) => node.name);
+          const hint = ollamaDown.length === 0 ? ''
+            : ` (the Ollama of ${ollamaDown.join(', ')} does not answer, so that node's models are not counted; \`hivemesh nodes\` shows each node's Ollama)`;
+          return sendGatewayError(reply, flavor, 404, `${modelNotFoundMessage(model)}${hint}`, 'model_not_found');
         }
         if (error instanceof GatewayBusyError) {
           gateway.recordOutcome(path, 'rejected', startedAtMs);
