@@ -137,7 +137,9 @@ export class ApiClient {
     try {
       response = await fetch(this.url + path, { headers, signal: signal ?? null });
     } catch (error) {
-      throw new CliError(`no hivemesh daemon answers at ${this.url}: ${(error as Error).message}`);
+      const causeOf = (error as { cause?: { code?: string; message?: string } }).cause;
+      const cause = causeOf?.code ?? causeOf?.message ?? (error as Error).name;
+      throw new DaemonUnreachableError(`no hivemesh daemon answers at ${this.url}: ${(error as Error).message}`, cause, !notSentCauses.has(cause));
     }
     if (!response.ok || response.body === null) {
       const text = await response.text();

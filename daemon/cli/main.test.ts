@@ -240,6 +240,32 @@ describe('hivemesh CLI', () => {
     }
   });
 
+  it('says the task goes on, naming it, when the daemon dies between the submit and the event stream of --wait/--follow', async () => {
+    // The daemon answers the submit, then dies before the event stream opens.
+    const server = http.createServer((request, response) => {
+      if (request.method === 'POST') {
+        response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 't_gone1', status: 'queued', attempt: 0 }));
+      } else if (request.url?.endsWith('/events')) {
+        request.socket.destroy();
+      } else {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const mode of ['--follow', '--wait']) {
+        await expect(main(['submit', '--url', url, '--token', 'x', '--model', 'm', mode, 'hello'])).rejects.toThrow(
+          /lost the connection to the daemon at http:\/\/127\.0\.0\.1:\d+ while following task t_gone1 .*the task goes on in the cluster: `hivemesh task t_gone1`/,
+        );
+      }
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   it('retries a submit answered 503 (a leader election) with the same idempotency key', async () => {
     const { keys, server, url } = await submitServer((count) => (count < 3
       ? { status: 503, body: { error: { code: 'no_leader', message: 'no leader is known', details: null } } }

@@ -187,10 +187,11 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
       }
     }
   } catch (error) {
-    if (error instanceof CliError) throw error;
-    // The daemon went away mid-stream (killed, restarted, network): the task does not.
+    if (error instanceof CliError && !(error instanceof DaemonUnreachableError)) throw error;
+    // The daemon went away mid-stream or before the stream opened (killed, restarted,
+    // network): the task does not.
     breakLine();
-    throw new CliError(`lost the connection to the daemon at ${client.url} while following task ${id} (${(error as Error).message}); the task goes on in the cluster: \`hivemesh task ${id}\` shows it (add --url http://OTHER-NODE:7420 if this daemon is down)`);
+    throw new CliError(`lost the connection to the daemon at ${client.url} while following task ${id} (${error instanceof DaemonUnreachableError ? error.network : (error as Error).message}); the task goes on in the cluster: \`hivemesh task ${id}\` shows it (add --url http://OTHER-NODE:7420 if this daemon is down)`);
   }
   if (final === null) {
     throw new CliError(`the event stream of task ${id} ended early; see \`hivemesh task ${id}\``);
