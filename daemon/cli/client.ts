@@ -97,7 +97,9 @@ export class ApiClient {
     } catch (error) {
       const causeOf = (error as { cause?: { code?: string; message?: string } }).cause;
       const cause = causeOf?.code ?? causeOf?.message ?? (error as Error).name;
-      if (cause === 'TimeoutError') throw new DaemonUnreachableError(`the daemon at ${this.url} did not answer within 30 s`, cause, true);
+      if (cause === 'TimeoutError') {
+        throw new DaemonUnreachableError(`the daemon at ${this.url} did not answer within 30 s: it is overloaded or stopped, or the address is not a hivemesh daemon's. Try again, or ask another node with --url http://OTHER-NODE:7420 (its \`hivemesh nodes\` shows this one's state).`, cause, true);
+      }
       throw new DaemonUnreachableError(`no hivemesh daemon answers at ${this.url} (${cause}). Start one with \`hivemesh start\`, or point at another with --url or HIVEMESH_URL.`, cause, !notSentCauses.has(cause));
     }
     const text = await response.text();

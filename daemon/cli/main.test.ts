@@ -545,6 +545,16 @@ describe('hivemesh CLI', () => {
     }
   });
 
+  it('says what to do when the daemon does not answer in time, and submits nothing after a read timed out', async () => {
+    const fetches = vi.spyOn(globalThis, 'fetch').mockRejectedValue(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+    const status = await failureOf(['status', '--url', 'http://127.0.0.1:9', '--token', 'x']);
+    expect(status?.message).toMatch(/did not answer within 30 s: it is overloaded or stopped.*--url http:\/\/OTHER-NODE:7420/);
+    fetches.mockClear();
+    const submit = await failureOf(['submit', '--model', 'm', '--url', 'http://127.0.0.1:9', '--token', 'x', 'hi']);
+    expect(submit?.message).toMatch(/did not answer within 30 s.*Nothing was submitted\.$/);
+    expect(fetches.mock.calls.map(([, init]) => init?.method)).toEqual(['GET']);
+  });
+
   it('refuses an unknown command and says where the commands are', async () => {
     await expect(main(['frobnicate'])).rejects.toThrow(/unknown command "frobnicate".*hivemesh --help/);
   });

@@ -132,7 +132,10 @@ async function warnIfNobodyCanRun(client: ApiClient, flags: SubmitFlags): Promis
     if (missing === 'model') process.stderr.write(`warning: no live node has model "${flags.model}"; the task will wait until one does (\`hivemesh nodes\` lists the models)\n`);
     if (missing === 'capability') process.stderr.write(`warning: no live node offers capability "${flags.capability}"; the task will wait until one does\n`);
     return nodeNamer(nodes);
-  } catch {
+  } catch (error) {
+    // A daemon that let this read time out would let the submit time out too: say so now,
+    // with nothing sent, rather than after a second 30 s and with the outcome unknown.
+    if (error instanceof DaemonUnreachableError && error.network === 'TimeoutError') throw new CliError(`error: ${error.message} Nothing was submitted.`);
     return nodeNamer(null);
   }
 }
