@@ -156,7 +156,9 @@ describe('hivemesh CLI', () => {
       expect(listed.map(({ flag }) => flag).sort()).toEqual([...ownFlags[command]!, ...daemonFlags, '--json', '--help'].sort());
       // Parsing comes before contacting anything: a bad --url is the first complaint once every flag is accepted.
       const args = listed.filter(({ flag }) => flag !== '--help' && flag !== '--url').flatMap(({ flag, takesValue }) => (takesValue ? [flag, '1'] : [flag]));
-      await expect(main([command, ...args, '--url', 'notaurl', 'ID', 'NODE'])).rejects.toThrow(/is not an http\(s\) URL/);
+      // The words each command takes (more are refused as wrong usage).
+      const words = ({ task: ['ID'], cancel: ['ID'], assign: ['ID', 'NODE'], token: ['list'], submit: ['PROMPT'] } as Record<string, string[]>)[command] ?? [];
+      await expect(main([command, ...args, '--url', 'notaurl', ...words])).rejects.toThrow(/is not an http\(s\) URL/);
       for (const flag of allFlags.filter((other) => !ownFlags[command]!.includes(other) && !daemonFlags.includes(other))) {
         await expect(main([command, flag, '1', '--url', 'notaurl'])).rejects.toThrow(new RegExp(`Unknown option '${flag}'[\\s\\S]*hivemesh ${command} --help`));
       }
@@ -553,6 +555,31 @@ describe('hivemesh CLI', () => {
     const submit = await failureOf(['submit', '--model', 'm', '--url', 'http://127.0.0.1:9', '--token', 'x', 'hi']);
     expect(submit?.message).toMatch(/did not answer within 30 s.*Nothing was submitted\.$/);
     expect(fetches.mock.calls.map(([, init]) => init?.method)).toEqual(['GET']);
+  });
+
+  it('refuses words a command does not take, before asking any daemon, instead of dropping them', async () => {
+    const daemon = await fakeDaemon(() => ({ status: 500, body: {} }));
+    const flags = ['--url', daemon.url, '--token', 'x'];
+    try {
+      for (const [argv, message] of [
+        [['cancel', 't_1', 't_2'], 'unexpected argument "t_2"; usage: hivemesh cancel ID.'],
+        [['task', 't_1', 't_2', 't_3'], 'unexpected arguments "t_2" "t_3"; usage: hivemesh task ID.'],
+        [['tasks', 'running'], 'unexpected argument "running"; usage: hivemesh tasks [--status S]'],
+        [['status', 'now'], 'unexpected argument "now"; usage: hivemesh status.'],
+        [['nodes', 'n1'], 'unexpected argument "n1"'],
+        [['assign', 't_1', 'n1', 'n2'], 'unexpected argument "n2"; usage: hivemesh assign ID NODE.'],
+        [['token', 'revoke', 'tok_1', 'tok_2'], 'unexpected argument "tok_2"; usage: hivemesh token create --role ROLE --name NAME | hivemesh token list | hivemesh token revoke ID.'],
+        [['token', 'list', 'all'], 'unexpected argument "all"'],
+      ] as const) {
+        const error = await failureOf([...argv, ...flags]);
+        expect([argv.join(' '), error?.exitCode]).toEqual([argv.join(' '), 2]);
+        expect(error?.message).toContain(message);
+        expect(error?.message).toContain(`Run \`hivemesh ${argv[0]} --help\``);
+      }
+      expect(daemon.requests).toEqual([]);
+    } finally {
+      await daemon.close();
+    }
   });
 
   it('refuses an unknown command and says where the commands are', async () => {

@@ -9,7 +9,7 @@ import { ApiClient, CliError } from './client.ts';
 import { nodesCommand, statusCommand } from './commands/status.ts';
 import { assignCommand, cancelCommand, submitCommand, taskCommand, tasksCommand, type SubmitFlags, type TasksFlags } from './commands/tasks.ts';
 import { tokenCommand } from './commands/tokens.ts';
-import { commandHelp, commandNames, generalUsage, isClientCommand, loadProtocolFacts, parseOptionsOf, type ClientCommand } from './help.ts';
+import { commandHelp, commandNames, commands, generalUsage, isClientCommand, loadProtocolFacts, parseOptionsOf, type ClientCommand } from './help.ts';
 
 function parseClientArgs(command: ClientCommand, args: string[]) {
   try {
@@ -17,6 +17,17 @@ function parseClientArgs(command: ClientCommand, args: string[]) {
   } catch (error) {
     throw new CliError(`${(error as Error).message}\nRun \`hivemesh ${command} --help\` for its flags.`, 2);
   }
+}
+
+/**
+ * Words beyond what the command takes are a mistake to report, not to drop: `cancel A B`
+ * must not cancel A alone and say nothing, nor `tasks running` list every task.
+ */
+function refuseExtraWords(command: ClientCommand, words: string[], max: number): void {
+  if (words.length <= max) return;
+  const extra = words.slice(max);
+  const usage = commands[command].usage.map((line) => `hivemesh ${line}`).join(' | ');
+  throw new CliError(`unexpected ${extra.length === 1 ? 'argument' : 'arguments'} ${extra.map((word) => JSON.stringify(word)).join(' ')}; usage: ${usage}. Run \`hivemesh ${command} --help\` for its flags.`, 2);
 }
 
 /** Whether the arguments ask for help: --help or -h before any `--` (after it, they are words). */
@@ -69,7 +80,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'status':
     case 'nodes': {
-      const { values } = parseClientArgs(command, rest);
+      const { values, positionals } = parseClientArgs(command, rest);
+      refuseExtraWords(command, positionals, 0);
       const client = clientFrom(values);
       const output = command === 'status' ? await statusCommand(client, values.json === true) : await nodesCommand(client, values.json === true);
       process.stdout.write(`${output}\n`);
@@ -80,7 +92,8 @@ export async function main(argv: string[]): Promise<number> {
       return submitCommand(clientFrom(values), values as SubmitFlags, positionals);
     }
     case 'tasks': {
-      const { values } = parseClientArgs(command, rest);
+      const { values, positionals } = parseClientArgs(command, rest);
+      refuseExtraWords(command, positionals, 0);
       process.stdout.write(`${await tasksCommand(clientFrom(values), values as TasksFlags)}\n`);
       return 0;
     }
@@ -89,6 +102,7 @@ export async function main(argv: string[]): Promise<number> {
       const { values, positionals } = parseClientArgs(command, rest);
       const id = positionals[0];
       if (id === undefined) throw new CliError(`usage: hivemesh ${command} ID`, 2);
+      refuseExtraWords(command, positionals, 1);
       const client = clientFrom(values);
       process.stdout.write(`${command === 'task' ? await taskCommand(client, id, values.json === true) : await cancelCommand(client, id, values.json === true)}\n`);
       return 0;
@@ -97,11 +111,13 @@ export async function main(argv: string[]): Promise<number> {
       const { values, positionals } = parseClientArgs(command, rest);
       const [id, node] = positionals;
       if (id === undefined || node === undefined) throw new CliError('usage: hivemesh assign ID NODE', 2);
+      refuseExtraWords(command, positionals, 2);
       process.stdout.write(`${await assignCommand(clientFrom(values), id, node, values.json === true)}\n`);
       return 0;
     }
     case 'token': {
       const { values, positionals } = parseClientArgs(command, rest);
+      refuseExtraWords(command, positionals, positionals[0] === 'revoke' ? 2 : 1);
       process.stdout.write(`${await tokenCommand(clientFrom(values), positionals, values as { role?: string; name?: string; json?: boolean })}\n`);
       return 0;
     }
