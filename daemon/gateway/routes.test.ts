@@ -118,6 +118,12 @@ describe('gateway routes', () => {
     const wrongMethod = await app.inject({ method: 'GET', url: '/v1/chat/completions?x=1', headers: auth('viewer-token') });
     expect(wrongMethod.statusCode).toBe(404);
     expect(wrongMethod.json().error.message).toMatch(/^Invalid URL \(GET \/v1\/chat\/completions\): hivemesh serves POST \/v1\/chat\/completions, /);
+    // An OpenAI client whose base URL lacks /v1 is told the base URL, in OpenAI's shape.
+    for (const [method, url] of [['POST', '/chat/completions'], ['GET', '/models'], ['POST', '/api/chat/completions'], ['GET', '/api/models/llama3.2:1b']] as const) {
+      const noV1 = await app.inject({ method, url, headers: { ...auth('viewer-token'), host: 'gpu-box:7420' }, ...(method === 'POST' ? { payload: { model } } : {}) });
+      expect(noV1.statusCode).toBe(404);
+      expect(noV1.json().error).toMatchObject({ type: 'invalid_request_error', message: `Invalid URL (${method} ${url}): give OpenAI clients the base URL http://gpu-box:7420/v1 (the OpenAI API is under /v1 here)` });
+    }
     // Served routes still answer.
     expect((await app.inject({ method: 'GET', url: '/v1/models', headers: auth('viewer-token') })).statusCode).toBe(200);
   });

@@ -218,6 +218,16 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
       notServed(method, '/v1/*', (request) => `Invalid URL (${request.method} ${request.url.split('?')[0]}): hivemesh serves POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, GET /v1/models and GET /v1/models/MODEL`);
     }
 
+    // An OpenAI client given the node's address without /v1 (or with /api) as its base URL
+    // asks for /chat/completions or /api/models: tell it the base URL, in its own shape.
+    const openaiBase = (request: FastifyRequest) => `Invalid URL (${request.method} ${request.url.split('?')[0]}): give OpenAI clients the base URL http://${request.headers.host ?? 'HOST:7420'}/v1 (the OpenAI API is under /v1 here)`;
+    for (const path of ['/chat/completions', '/completions', '/embeddings', '/api/chat/completions', '/api/completions']) {
+      app.post(path, { config: { action: 'read' } }, async (request, reply) => sendGatewayError(reply, 'openai', 404, openaiBase(request)));
+    }
+    for (const path of ['/models', '/models/*', '/api/models', '/api/models/*']) {
+      app.get(path, { config: { action: 'read' } }, async (request, reply) => sendGatewayError(reply, 'openai', 404, openaiBase(request)));
+    }
+
     app.get('/api/version', { config: { action: 'read' } }, async (_request, reply) => {
       const startedAtMs = performance.now();
       const nodes = deps.agentsStatus().nodes;
