@@ -242,6 +242,40 @@ describe('hivemesh CLI', () => {
     }
   });
 
+  it('ends --follow\'s streamed text with one line break, not a blank line after the last status line', async () => {
+    const task = { id: 't_lines1', status: 'queued', attempt: 0 };
+    const final = { ...task, status: 'completed', attempt: 1, output: 'hello there', error: null };
+    const event = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+    const server = http.createServer((request, response) => {
+      if (request.method === 'POST') {
+        response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify(task));
+      } else if (request.url?.endsWith('/events')) {
+        response.writeHead(200, { 'content-type': 'text/event-stream' });
+        response.end([
+          event('output', { type: 'output', taskId: task.id, attempt: 1, sequence: 0, text: 'hello there' }),
+          event('status', { type: 'status', taskId: task.id, status: 'completed', attempt: 1, node: 'n2', at: 1, reason: null }),
+          event('final', { type: 'final', task: final }),
+        ].join(''));
+      } else {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [{ id: 'n2', name: 'gpu-box' }] }));
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const stderr: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => stderr.push(String(chunk)) > 0);
+    const stdout = captureStdout();
+    try {
+      await expect(main(['submit', '--url', url, '--token', 'x', '--model', 'm', '--follow', 'hello'])).resolves.toBe(0);
+      // Not a terminal here: the live text goes to stderr, the final answer to stdout.
+      expect(stderr.filter((line) => !line.startsWith('warning:')).join('')).toBe('task t_lines1 submitted\nhello there\n[completed on gpu-box]\n');
+      expect(stdout()).toBe('hello there\n');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   it('says the task goes on, naming it, when the daemon dies between the submit and the event stream of --wait/--follow', async () => {
     // The daemon answers the submit, then dies before the event stream opens.
     const server = http.createServer((request, response) => {

@@ -156,6 +156,8 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   let textOpen = false;
   const breakLine = () => {
     if (midLine) process.stderr.write('\n');
+    // The text's line is ended now: the end of the command must not end it a second time.
+    if (midLine) textOpen = false;
     midLine = false;
   };
   const startsOver = (attempt: number) => {
