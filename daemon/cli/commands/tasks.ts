@@ -156,8 +156,10 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
   let textOpen = false;
   const breakLine = () => {
     if (midLine) process.stderr.write('\n');
-    // The text's line is ended now: the end of the command must not end it a second time.
-    if (midLine) textOpen = false;
+    // The text's line is ended now where the text is (on stderr, or on the terminal a TTY
+    // stdout shares with a TTY stderr): the end of the command must not end it a second time.
+    // With stderr elsewhere (2>/dev/null) the text's line is still open and gets its break.
+    if (midLine && (textOut === process.stderr || process.stderr.isTTY === true)) textOpen = false;
     midLine = false;
   };
   const startsOver = (attempt: number) => {
