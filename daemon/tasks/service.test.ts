@@ -7,6 +7,14 @@ import { HivemeshError } from '../../protocol/errors.ts';
 import type { NodeView } from '../../scheduler/tasks/node-view.ts';
 import type { ListedNode } from './service.ts';
 import { instantTaskService } from './test-harness.ts';
+import { encodeCommand } from '../../scheduler/state/commands.ts';
+import { validateTaskSubmit, type TaskInput } from '../../protocol/tasks.ts';
+
+function validInput(): TaskInput {
+  const validation = validateTaskSubmit({ model: 'llama3.2:1b', prompt: 'hello' });
+  if (!validation.ok) throw new Error('invalid');
+  return validation.input;
+}
 
 const model = 'mistral:7b';
 
@@ -84,5 +92,40 @@ describe('TaskService.assign', () => {
     const unknown = await refusal(tasks.assign(task.id, 'nope'));
     expect(unknown.code).toBe('invalid_input');
     expect(unknown.message).toBe('node: no node "nope" is known; `hivemesh nodes` lists ids and names');
+  });
+});
+
+describe('TaskService.find', () => {
+  const noLeader = () => new HivemeshError('no_leader' as never, 'the leader did not answer; retry shortly', { retryAfterSeconds: 1 });
+
+  it('does not answer 404 for a task it does not know while no leader can be asked: it waits for one, then answers 503', async () => {
+    // The leader acknowledged the task and died before this node learned it was committed.
+    let barriers = 0;
+    const { tasks } = instantTaskService({ listedNodes: () => [], findLeaderWaitMs: 300, readBarrier: async () => { barriers += 1; throw noLeader(); } });
+    const error = await refusal(tasks.find('t_justacked1'));
+    expect(error.code).toBe('no_leader');
+    expect(error.retryAfterSeconds).toBe(1);
+    expect(error.message).toMatch(/^task t_justacked1 is not known on this node, and no leader is reachable to tell whether it was just created through another node; retry shortly/);
+    expect(barriers).toBeGreaterThan(1);
+  });
+
+  it('finds the task once a new leader is there to ask, and answers 404 only after a barrier that succeeded', async () => {
+    // This node holds the submit in its log but learns it is committed only from the next
+    // leader: its barrier fails twice (the election), then the entry is applied.
+    const submit = encodeCommand({ type: 'task.submit', id: 't_justacked2', input: validInput(), at: 1, idempotencyKey: null, bodyHash: 'h' });
+    let failures = 2;
+    const late = instantTaskService({
+      listedNodes: () => [],
+      readBarrier: async () => {
+        if (failures > 0) {
+          failures -= 1;
+          throw noLeader();
+        }
+        if (late.state.lastApplied === 0) late.state.apply(1, submit);
+      },
+    });
+    expect((await late.tasks.find('t_justacked2')).id).toBe('t_justacked2');
+    expect(failures).toBe(0);
+    expect((await refusal(late.tasks.find('t_nosuchtask1'))).code).toBe('not_found');
   });
 });

@@ -40,7 +40,13 @@ export interface TaskServiceDeps {
   nodeViews?: () => NodeView[];
   /** Waits until this node has applied everything committed before the call (a linearizable read). */
   readBarrier?: () => Promise<void>;
+  /** How long a lookup of a task unknown here waits for a leader to ask (an election); tests shorten it. */
+  findLeaderWaitMs?: number;
 }
+
+/** As long as a write waits for a leader during an election (the cluster's proposeLeaderWaitMs). */
+const findLeaderWaitMsDefault = 2_000;
+const findRetryMs = 100;
 
 /** A list page stops growing past this many bytes of JSON (outputs can be large); nextCursor continues it. */
 export const listPageBytesMax = 8 * 1024 * 1024;
@@ -131,12 +137,23 @@ export class TaskService {
       return this.get(id);
     } catch (error) {
       if (!(error instanceof HivemeshError) || error.code !== ErrorCode.notFound || this.deps.readBarrier === undefined) throw error;
-      try {
-        await this.deps.readBarrier();
-      } catch {
-        throw error; // no leader to ask: what this node knows is the answer
+      // No leader to ask (an election, the leader just died, or this node is cut off): a task
+      // acknowledged a moment ago may be in this node's log but not known committed here
+      // yet, so "no such task" would be a false 404 of an accepted task. Wait for a leader as
+      // a write does, then say this node cannot tell (503) rather than that it does not exist.
+      const deadline = Date.now() + (this.deps.findLeaderWaitMs ?? findLeaderWaitMsDefault);
+      for (;;) {
+        let barrierError: Error | null = null;
+        await this.deps.readBarrier().catch((caught: unknown) => { barrierError = caught as Error; });
+        // Caught up with the leader: what this node knows now is the answer (404 included).
+        if (barrierError === null || this.deps.state().getTaskRecord(id) !== undefined) return this.get(id);
+        if (Date.now() >= deadline) {
+          throw new HivemeshError(ErrorCode.noLeader,
+            `task ${id} is not known on this node, and no leader is reachable to tell whether it was just created through another node; retry shortly (${(barrierError as Error).message})`,
+            { retryAfterSeconds: 1 });
+        }
+        await new Promise((resolve) => setTimeout(resolve, findRetryMs));
       }
-      return this.get(id);
     }
   }
 
