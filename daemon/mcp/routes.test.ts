@@ -36,7 +36,8 @@ let app: App;
 let url: URL;
 const sockets = new Set<Socket>();
 
-beforeAll(async () => {
+/** The app with the MCP routes, listening on a free loopback port. */
+async function startApp(): Promise<{ app: App; url: URL }> {
   const services: HttpServices = {
     nodeId: 'self',
     authenticate: (presented) => (presented === token ? { tokenId: 'admin', name: 'admin', role: 'admin' } : null),
@@ -46,26 +47,30 @@ beforeAll(async () => {
     agentsStatus: () => ({ nodes: [{ id: 'node-b', name: 'gpu-box' }] }) as unknown as AgentsStatus,
     reportInternalError: () => undefined,
   };
-  app = await buildApp({
+  const started = await buildApp({
     services,
     plugins: [mcpRoutes({ clusterStatus: services.clusterStatus, agentsStatus: services.agentsStatus, tasks, can: () => true })],
   });
-  app.server.on('connection', (socket: Socket) => {
+  started.server.on('connection', (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
-  const address = await app.listen({ host: '127.0.0.1', port: 0 });
-  url = new URL(`${address}/mcp`);
+  const address = await started.listen({ host: '127.0.0.1', port: 0 });
+  return { app: started, url: new URL(`${address}/mcp`) };
+}
+
+beforeAll(async () => {
+  ({ app, url } = await startApp());
 });
 
 afterAll(async () => {
   await app.close();
 });
 
-async function connect(): Promise<Client> {
+async function connect(at: URL = url): Promise<Client> {
   const client = new Client({ name: 'routes-test', version: '1.0.0' });
   client.onerror = () => undefined;
-  await client.connect(new StreamableHTTPClientTransport(url, { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+  await client.connect(new StreamableHTTPClientTransport(at, { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
   return client;
 }
 
@@ -125,4 +130,20 @@ describe('MCP endpoint transport', () => {
     expect(got.content[0]!.text).toMatch(/^task t_1: running on gpu-box \(node-b\) \(attempt 1\/3\)/);
     await client.close();
   });
+
+  it('answers a wait at once when its node stops, instead of holding the stop for the whole wait', async () => {
+    const stopping = await startApp();
+    const client = await connect(stopping.url);
+    // One answered as JSON, one (asking for progress) as an SSE stream.
+    const calls = [false, true].map((progress) => client.callTool({ name: 'wait_for_task', arguments: { id: 't_1', timeoutMs: 30_000 } }, undefined,
+      { timeout: 20_000, ...(progress ? { onprogress: () => undefined } : {}) }) as Promise<{ content: Array<{ text: string }> }>);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const startedAt = Date.now();
+    const closed = stopping.app.close();
+    for (const answer of await Promise.all(calls)) {
+      expect(answer.content[0]!.text).toMatch(/not finished yet, and this MCP endpoint's node is stopping; the task goes on in the cluster: call wait_for_task with id t_1 again/);
+    }
+    await closed;
+    expect(Date.now() - startedAt).toBeLessThan(3_000);
+  }, 30_000);
 });

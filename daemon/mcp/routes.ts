@@ -52,6 +52,10 @@ export function answerAsJson(body: unknown): boolean {
 
 export function mcpRoutes(deps: McpDeps) {
   return async (app: App) => {
+    // A stop waits for the requests in flight: the waiting tools answer at once instead of
+    // holding it for their whole wait (up to 10 minutes).
+    const closing = new AbortController();
+    app.addHook('preClose', async () => closing.abort());
     const handle = async (request: FastifyRequest, reply: FastifyReply) => {
       if (!originAllowed(request.headers.origin, request.headers.host)) {
         return sendError(reply, new HivemeshError(ErrorCode.forbidden, `Origin ${request.headers.origin} may not use this MCP endpoint; connect from a client (Claude Code) or a page served by this node`));
@@ -61,7 +65,7 @@ export function mcpRoutes(deps: McpDeps) {
         import('./tools.ts'),
         import('@modelcontextprotocol/sdk/server/streamableHttp.js'),
       ]);
-      const server = buildServer(deps, principal);
+      const server = buildServer(deps, principal, closing.signal);
       const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: answerAsJson(request.body) });
       reply.hijack();
       reply.raw.on('close', () => {

@@ -39,7 +39,7 @@ const progressEveryMs = 10_000;
 type ToolExtra = { signal: AbortSignal; _meta?: { progressToken?: string | number }; sendNotification: (notification: { method: 'notifications/progress'; params: { progressToken: string | number; progress: number; message?: string } }) => Promise<void> };
 
 /** Waits for the task, telling a client that passed a progress token every 10 s that it still runs. */
-async function waitWithProgress(tasks: TaskService, id: string, waitMs: number, extra: ToolExtra): Promise<Task> {
+async function waitWithProgress(tasks: TaskService, id: string, waitMs: number, extra: ToolExtra, closing: AbortSignal): Promise<Task> {
   const token = extra._meta?.progressToken;
   let ticks = 0;
   const timer = token === undefined ? null : setInterval(() => {
@@ -47,7 +47,8 @@ async function waitWithProgress(tasks: TaskService, id: string, waitMs: number, 
     void extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: ticks, message: `task ${id} still running after ${(ticks * progressEveryMs) / 1000} s` } }).catch(() => undefined);
   }, progressEveryMs);
   try {
-    return await tasks.waitFinished(id, waitMs, extra.signal);
+    // A node that stops answers its waits with the task as it is, instead of holding the stop.
+    return await tasks.waitFinished(id, waitMs, AbortSignal.any([extra.signal, closing]));
   } finally {
     if (timer !== null) clearInterval(timer);
   }
@@ -69,9 +70,13 @@ function nodeNameOf(deps: McpDeps, id: string): string {
   return nodeLabel(deps.agentsStatus().nodes.find((node) => node.id === id) ?? { id });
 }
 
-function summarize(task: Task, deps: McpDeps): string {
+function summarize(task: Task, deps: McpDeps, closing?: AbortSignal): string {
   const lines = [`task ${task.id}: ${task.status}${task.assignedNode === null ? '' : ` on ${nodeNameOf(deps, task.assignedNode)}`} (attempt ${task.attempt}/${task.maxAttempts})`];
-  if (task.status === 'queued' || task.status === 'assigned' || task.status === 'running') lines.push(`not finished yet: call wait_for_task with id ${task.id} to keep waiting`);
+  if (task.status === 'queued' || task.status === 'assigned' || task.status === 'running') {
+    lines.push(closing?.aborted === true
+      ? `not finished yet, and this MCP endpoint's node is stopping; the task goes on in the cluster: call wait_for_task with id ${task.id} again (through another node if this one stays down)`
+      : `not finished yet: call wait_for_task with id ${task.id} to keep waiting`);
+  }
   if (task.waitingFor !== null) lines.push(`waiting for: ${task.waitingFor}`);
   if (task.error !== null) lines.push(`error: ${task.error}`);
   if (task.output !== null) lines.push('', task.output);
@@ -94,7 +99,8 @@ const submitShape = {
   options: z.record(z.string(), z.unknown()).optional().describe('Ollama options such as temperature, num_predict'),
 };
 
-export function buildServer(deps: McpDeps, principal: Principal): McpServer {
+/** `closing` aborts when the node begins to stop: the calls that wait then answer at once. */
+export function buildServer(deps: McpDeps, principal: Principal, closing: AbortSignal = new AbortController().signal): McpServer {
   const server = new McpServer({ name: 'hivemesh', version: SOFTWARE_VERSION }, {
     instructions: 'hivemesh runs LLM tasks on the GPU machines of a LAN. Use list_models to see what can run, run_prompt for a quick answer, submit_task + wait_for_task for longer work or several tasks in parallel.',
   });
@@ -243,8 +249,8 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
   }, async ({ id, timeoutMs }, extra) => {
     try {
       guard('read');
-      const task = await waitWithProgress(deps.tasks, id, timeoutMs ?? waitMsDefault, extra as ToolExtra);
-      return ok(summarize(task, deps), { task });
+      const task = await waitWithProgress(deps.tasks, id, timeoutMs ?? waitMsDefault, extra as ToolExtra, closing);
+      return ok(summarize(task, deps, closing), { task });
     } catch (error) {
       return failure(error);
     }
@@ -268,9 +274,9 @@ export function buildServer(deps: McpDeps, principal: Principal): McpServer {
         return { content: [{ type: 'text', text }], isError: true };
       }
       const { task } = await deps.tasks.submit(input);
-      const finished = await waitWithProgress(deps.tasks, task.id, waitMs ?? waitMsDefault, extra as ToolExtra);
+      const finished = await waitWithProgress(deps.tasks, task.id, waitMs ?? waitMsDefault, extra as ToolExtra, closing);
       if (finished.status === 'completed') return ok(finished.output ?? '', { task: finished });
-      const result = ok(summarize(finished, deps), { task: finished });
+      const result = ok(summarize(finished, deps, closing), { task: finished });
       if (finished.status === 'failed' || finished.status === 'cancelled') result.isError = true;
       return result;
     } catch (error) {
