@@ -163,6 +163,8 @@ export const gatewayInboundRelaysMax = 256;
 export const gatewayTriesMax = 2;
 // One gateway request, response included (a long generation streams for a while).
 export const gatewayRequestTimeoutMs = 60 * 60_000;
+// A stopping node lets its gateway answers in flight finish this long, then cuts them.
+export const gatewayStopDrainMs = 5_000;
 // Body bytes per relay frame; Ollama's chunks are split to fit.
 export const gatewayRelayChunkBytesMax = 64 * 1024;
 export const gatewayRetryAfterSeconds = 1;

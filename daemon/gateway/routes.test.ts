@@ -36,7 +36,7 @@ let standin: Standin;
 let agents: AgentsStatus;
 let inFlightMax = 256;
 
-async function appWith(): Promise<App> {
+async function appWith(options: { stopDrainMs?: number } = {}): Promise<App> {
   const services: HttpServices = {
     nodeId: 'self',
     authenticate: (token) => (tokens[token] === undefined ? null : { tokenId: token, name: token, role: tokens[token]! }),
@@ -53,7 +53,7 @@ async function appWith(): Promise<App> {
       return inFlightMax;
     },
   });
-  return buildApp({ services, plugins: [gatewayRoutes({ gateway, agentsStatus: () => agents })] });
+  return buildApp({ services, plugins: [gatewayRoutes({ gateway, agentsStatus: () => agents, ...options })] });
 }
 
 let app: App;
@@ -155,4 +155,29 @@ describe('gateway routes', () => {
       agents = { nodes: [selfNode('0.12.6', [model])] };
     }
   });
+
+  it('cuts the answers still streaming after a short drain when the node stops, instead of holding the stop', async () => {
+    const stopping = await appWith({ stopDrainMs: 200 });
+    const address = await stopping.listen({ host: '127.0.0.1', port: 0 });
+    // About 100 s of tokens at the stand-in's speed.
+    const response = await fetch(`${address}/api/generate`, {
+      method: 'POST', headers: auth('operator-token'), body: JSON.stringify({ model, prompt: 'long', options: { num_predict: 100_000 } }),
+    });
+    expect(response.status).toBe(200);
+    const reader = response.body!.getReader();
+    await reader.read();
+    const startedAt = Date.now();
+    const closed = stopping.close();
+    // The client sees a broken answer, not one that ends as if it were whole.
+    const outcome = await (async () => {
+      try {
+        for (;;) if ((await reader.read()).done) return 'ended';
+      } catch {
+        return 'broken';
+      }
+    })();
+    expect(outcome).toBe('broken');
+    await closed;
+    expect(Date.now() - startedAt).toBeLessThan(3_000);
+  }, 20_000);
 });

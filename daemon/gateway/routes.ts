@@ -9,7 +9,7 @@
 import { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AgentsStatus } from '../../protocol/api.ts';
-import { httpBodyBytesMax } from '../../protocol/limits.ts';
+import { gatewayStopDrainMs, httpBodyBytesMax } from '../../protocol/limits.ts';
 import { normalizeModelName } from '../../scheduler/tasks/node-view.ts';
 import type { App } from '../http/app.ts';
 import { GatewayBusyError, ModelNotFoundError, UpstreamUnavailableError, relayablePaths, type Gateway } from './gateway.ts';
@@ -22,6 +22,8 @@ export interface GatewayRouteDeps {
   gateway: Gateway;
   /** Every known node with its models, state and Ollama version (from heartbeats). */
   agentsStatus: () => AgentsStatus;
+  /** How long a stop lets answers in flight finish before cutting them (tests shorten it). */
+  stopDrainMs?: number;
 }
 
 function flavorOf(url: string): GatewayFlavor {
@@ -90,6 +92,16 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
       return JSON.stringify(errorBody(flavorOf(request.url), reply.statusCode, message, typeof code === 'string' ? code : null));
     });
 
+    // A graceful stop waits for the requests in flight, and an answer may stream for an hour:
+    // those still running after a short drain are cut (the client sees a broken answer, never
+    // a silently short one), so the stop does not wait for them.
+    const answering = new Set<FastifyReply>();
+    app.addHook('preClose', async () => {
+      const deadline = Date.now() + (deps.stopDrainMs ?? gatewayStopDrainMs);
+      while (answering.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      for (const reply of answering) reply.raw.destroy();
+    });
+
     const proxy = async (request: FastifyRequest, reply: FastifyReply, path: string, modelField: 'model' | 'model-or-name') => {
       const startedAtMs = performance.now();
       const flavor = flavorOf(path);
@@ -106,7 +118,9 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
         return sendGatewayError(reply, flavor, 400, flavor === 'ollama' ? 'model is required' : 'you must provide a model parameter', flavor === 'openai' ? 'missing_model' : null);
       }
       const controller = new AbortController();
+      answering.add(reply);
       reply.raw.on('close', () => {
+        answering.delete(reply);
         if (!reply.raw.writableFinished) controller.abort(new Error('the client went away'));
       });
       let response;
