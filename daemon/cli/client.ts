@@ -34,7 +34,16 @@ export class DaemonUnreachableError extends CliError {
 /** Network failures that happen before a request leaves this machine. */
 const notSentCauses = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
+/**
+ * An event stream that brings nothing for this long is given up: the daemon writes a
+ * keep-alive every 15 s (daemon/http/sse.ts), so three missed ones mean it is stopped
+ * (SIGSTOP, wedged) or cut off, and waiting on would wait for ever.
+ */
+export const streamIdleMsDefault = 45_000;
+
 export interface ClientOptions {
+  /** How long an event stream may bring nothing before it is given up; tests shorten it. */
+  streamIdleMs?: number | undefined;
   url?: string | undefined;
   token?: string | undefined;
   dataDir?: string | undefined;
@@ -51,9 +60,11 @@ export class ApiClient {
   readonly url: string;
   private readonly token: string | null;
   private readonly tokenSource: string;
+  private readonly streamIdleMs: number;
 
   constructor(options: ClientOptions = {}) {
     const env = options.env ?? process.env;
+    this.streamIdleMs = options.streamIdleMs ?? streamIdleMsDefault;
     // Without --url or HIVEMESH_URL: the local daemon, on the API port it was given by environment.
     const localPort = /^\d{1,5}$/.test(env.HIVEMESH_API_PORT ?? '') ? env.HIVEMESH_API_PORT : '7420';
     this.url = (options.url ?? env.HIVEMESH_URL ?? `http://127.0.0.1:${localPort}`).replace(/\/+$/, '');
@@ -155,7 +166,15 @@ export class ApiClient {
     let buffer = '';
     const reader = response.body.getReader();
     while (true) {
-      const { done, value } = await reader.read();
+      let timer: NodeJS.Timeout | undefined;
+      const idle = new Promise<null>((resolve) => { timer = setTimeout(() => resolve(null), this.streamIdleMs); });
+      const chunk = await Promise.race([reader.read(), idle]).finally(() => clearTimeout(timer));
+      if (chunk === null) {
+        void reader.cancel().catch(() => undefined);
+        const why = `it sent nothing for ${this.streamIdleMs / 1_000} s, not even the keep-alive it sends every 15 s: stopped or cut off`;
+        throw new DaemonUnreachableError(`the daemon at ${this.url} stopped its event stream: ${why}`, why, true);
+      }
+      const { done, value } = chunk;
       if (done) return;
       buffer += decoder.decode(value, { stream: true });
       let boundary: number;

@@ -6,8 +6,9 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import * as limits from '../../protocol/limits.ts';
 import { taskStatuses } from '../../protocol/tasks.ts';
 import { roles } from '../../protocol/tokens.ts';
-import { CliError } from './client.ts';
-import { submitRetries } from './commands/tasks.ts';
+import { ApiClient, CliError } from './client.ts';
+import { followTask, submitRetries } from './commands/tasks.ts';
+import { nodeNamer } from './format.ts';
 import { main } from './main.ts';
 
 afterEach(() => {
@@ -296,6 +297,26 @@ describe('hivemesh CLI', () => {
           /lost the connection to the daemon at http:\/\/127\.0\.0\.1:\d+ while following task t_gone1 .*the task goes on in the cluster: `hivemesh task t_gone1`/,
         );
       }
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('gives up following a task whose daemon sends nothing, not even its keep-alive (a stopped daemon), and says the task goes on', async () => {
+    // The daemon opens the stream, says the task runs, and then freezes (SIGSTOP): no data, no close.
+    const server = http.createServer((request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      response.write(`event: status\ndata: ${JSON.stringify({ type: 'status', taskId: 't_quiet1', status: 'running', attempt: 1, node: 'n2', at: 1, reason: null })}\n\n`);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const client = new ApiClient({ url, token: 'x', streamIdleMs: 300 });
+      await expect(followTask(client, 't_quiet1', false, false, nodeNamer(null))).rejects.toThrow(
+        /^lost the connection to the daemon at http:\/\/127\.0\.0\.1:\d+ while following task t_quiet1 \(it sent nothing for 0\.3 s, not even the keep-alive it sends every 15 s: stopped or cut off\); the task goes on in the cluster: `hivemesh task t_quiet1`/,
+      );
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
