@@ -139,6 +139,26 @@ export class Executor {
     this.abortLocal(local, { reason: why, report: false });
   }
 
+  /**
+   * Aborts the local attempts the state no longer shows live here (requeued, reassigned,
+   * cancelled, finished or forgotten) when the change came without a status event: a
+   * snapshot installed to catch up replaces the state without applying its entries, so
+   * onStatus never heard of it. Returns how many it aborted.
+   */
+  abortStale(): number {
+    const state = this.deps.state();
+    let aborted = 0;
+    for (const local of [...this.attempts.values()]) {
+      if (local.generated || local.cause !== null) continue;
+      const record = state.getTaskRecord(local.taskId);
+      if (isLive(record, local.attempt, this.deps.nodeId)) continue;
+      const now = record === undefined ? 'no longer known' : `${record.status} at attempt ${record.attempt}${record.assignedNode === null ? '' : ` on ${record.assignedNode}`}`;
+      this.abortLocal(local, { reason: `attempt ${local.attempt} of task ${local.taskId} is not live here in the log (${now})`, report: false });
+      aborted += 1;
+    }
+    return aborted;
+  }
+
   /** Aborts every local attempt (fencing, stop). */
   abortAll(cause: AbortCause): number {
     const all = [...this.attempts.values()];

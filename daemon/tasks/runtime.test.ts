@@ -241,6 +241,22 @@ describe('task runtime on one node', () => {
     expect(h.runtime.waitingFor(done.id)).toBeNull();
   });
 
+  it('stops a generation whose attempt the state no longer shows live here when the change arrived without an applied event (a snapshot install)', async () => {
+    // 500 tokens at 20 tokens/s: 25 s, far longer than the test waits.
+    const h = await harness({ standin: { tokensPerSecond: 20 } });
+    const { task } = await h.service.submit({ model: 'llama3.2:1b', prompt: 'frozen, then caught up from a snapshot', options: { num_predict: 500 } });
+    await waitFor('the generation to run, its start committed', () => h.standin.generations()[0]?.outcome === 'running' && h.service.get(task.id).status === 'running', 3_000);
+    h.runtime.scheduler.stop();
+    // While this node was frozen, the leader requeued the attempt (declared dead) and compacted
+    // its log: this node catches up by installing a snapshot, so the state moves on without
+    // onApplied hearing of the requeue.
+    const state = h.state();
+    state.apply(state.lastApplied + 1, encodeCommand({ type: 'task.requeue', id: task.id, attempt: 1, reason: 'node node-a stopped answering (declared dead) during attempt 1', at: Date.now() }));
+    await waitFor('the stale generation to be aborted', () => h.standin.generations()[0]?.outcome === 'aborted', 3_000);
+    expect(h.service.get(task.id).status).toBe('queued');
+    expect(h.proposed).not.toContain('task.complete');
+  });
+
   it('fails an attempt the log shows running here that this process does not run (a restart)', async () => {
     const h = await harness();
     h.runtime.scheduler.stop();

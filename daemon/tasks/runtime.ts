@@ -349,12 +349,17 @@ export class TaskRuntime {
   }
 
   /**
-   * Aligns the executor with the state: runs live assignments to this node it missed
-   * (applied while catching up, or inside a snapshot), and fails attempts the log shows
-   * running here that this process does not run (it restarted), so they retry at once.
+   * Aligns the executor with the state: stops local attempts the log no longer shows live
+   * here, runs live assignments to this node it missed (applied while catching up, or
+   * inside a snapshot), and fails attempts the log shows running here that this process
+   * does not run (it restarted), so they retry at once.
    */
   private reconcile(): void {
     const state = this.deps.state();
+    // Attempts running here that the log moved on from while no event said so (this node
+    // caught up by installing a snapshot, after a freeze or a partition): stop them.
+    const stale = this.executor.abortStale();
+    if (stale > 0) log.info('stopped local attempts the log no longer shows live here', { count: stale });
     for (const record of state.tasksWithStatus('assigned')) {
       if (this.missedHere(record)) this.executor.accept(record.id, record.attempt);
     }
