@@ -10,6 +10,7 @@ import { actionWords } from '../../protocol/tokens.ts';
 import type { Action, HttpServices, Principal } from './services.ts';
 import { statusRoutes } from './routes/status.ts';
 import { staticRoutes } from './routes/static.ts';
+import { endSseStreams } from './sse.ts';
 
 const ajvOptions = { allErrors: true, removeAdditional: false, useDefaults: true, strict: false } as const;
 const strictAjv = new Ajv({ ...ajvOptions, coerceTypes: false });
@@ -97,6 +98,8 @@ export async function buildApp(options: BuildAppOptions): Promise<App> {
 
   app.decorateRequest('principal', null);
   app.decorateRequest('stillAllowed', null);
+  // A stop waits for the requests in flight; event streams would hold it for ever.
+  app.addHook('preClose', async () => endSseStreams(app.server));
 
   // Many clients send `content-type: application/json` on every request, a DELETE or GET
   // without a body included: that is not an empty JSON body to refuse, it is no body.

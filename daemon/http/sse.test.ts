@@ -1,6 +1,8 @@
 import { connect } from 'node:net';
 import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
+import { buildApp } from './app.ts';
+import type { HttpServices } from './services.ts';
 import { streamSse } from './sse.ts';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -60,4 +62,33 @@ describe('streamSse', () => {
     await until('the source to end after the client left', () => sourceEnded, 3_000);
     expect(sourceEnded).toBe(true);
   });
+
+  // Found by the client-compatibility audit: an open GET /api/events (a dashboard tab) held
+  // a daemon's graceful stop for as long as it stayed open, since closing the app waits for
+  // the requests in flight.
+  it('ends the open streams when the app closes, so a stop does not wait for them', async () => {
+    const app = await buildApp({ services: { nodeId: 'n', reportInternalError: () => undefined } as unknown as HttpServices });
+    let sourceEnded = false;
+    app.get('/stream', async (request, reply) => {
+      await streamSse(request, reply, async function* (signal) {
+        try {
+          yield { event: 'hello', data: {} };
+          await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+        } finally {
+          sourceEnded = true;
+        }
+      });
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = app.server.address() as { port: number };
+    const response = await fetch(`http://127.0.0.1:${port}/stream`);
+    const reader = response.body!.getReader();
+    await reader.read();
+    const startedAt = Date.now();
+    await Promise.race([app.close(), sleep(5_000).then(() => { throw new Error('app.close() waited for the open stream'); })]);
+    expect(Date.now() - startedAt).toBeLessThan(2_000);
+    expect(sourceEnded).toBe(true);
+    // The client sees the stream end.
+    while (!(await reader.read()).done) { /* the rest */ }
+  }, 15_000);
 });

@@ -15,8 +15,23 @@ const reauthorizeEveryMs = 1_000;
 
 const revokedMessage = 'the token of this stream was revoked (or lost the role it needs); reconnect with a valid token';
 
+/** The streams open on each HTTP server, so that a closing app can end them. */
+const openStreams = new WeakMap<object, Set<AbortController>>();
+
+/**
+ * Ends every stream open on this server. A graceful stop waits for the requests in flight,
+ * and an /api/events stream (an open dashboard) never ends by itself: the app calls this
+ * when it begins to close (buildApp's preClose hook).
+ */
+export function endSseStreams(server: object): void {
+  for (const controller of openStreams.get(server) ?? []) controller.abort();
+}
+
 export async function streamSse(request: FastifyRequest, reply: FastifyReply, source: (signal: AbortSignal) => AsyncIterable<SseMessage>): Promise<void> {
   const controller = new AbortController();
+  const streams = openStreams.get(request.server.server) ?? new Set<AbortController>();
+  openStreams.set(request.server.server, streams);
+  streams.add(controller);
   const raw = reply.raw;
   reply.hijack();
   raw.writeHead(200, {
@@ -62,6 +77,7 @@ export async function streamSse(request: FastifyRequest, reply: FastifyReply, so
       raw.write(`event: error\ndata: ${JSON.stringify({ error: { code: 'internal', message: (error as Error).message } })}\n\n`);
     }
   } finally {
+    streams.delete(controller);
     clearInterval(keepAlive);
     request.raw.off('close', close);
     raw.end();
