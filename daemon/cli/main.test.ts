@@ -277,6 +277,34 @@ describe('hivemesh CLI', () => {
     }
   });
 
+  it('says the task goes on, on a fresh line, when the daemon ends --follow\'s stream before the task\'s end (a stopping node)', async () => {
+    const task = { id: 't_ended1', status: 'queued', attempt: 0 };
+    const server = http.createServer((request, response) => {
+      if (request.method === 'POST') {
+        response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify(task));
+      } else if (request.url?.endsWith('/events')) {
+        response.writeHead(200, { 'content-type': 'text/event-stream' });
+        response.end(`event: output\ndata: ${JSON.stringify({ type: 'output', taskId: task.id, attempt: 1, sequence: 0, text: 'partial' })}\n\n`);
+      } else {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const stderr: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => stderr.push(String(chunk)) > 0);
+    try {
+      await expect(main(['submit', '--url', url, '--token', 'x', '--model', 'm', '--follow', 'hello'])).rejects.toThrow(
+        /ended the event stream of task t_ended1 before the task finished \(it may be stopping\); the task goes on in the cluster: `hivemesh task t_ended1` shows it \(add --url http:\/\/OTHER-NODE:7420/,
+      );
+      // The text streamed so far ends its line before main's caller prints the error.
+      expect(stderr.join('')).toMatch(/partial\n$/);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   it('says the task goes on, naming it, when the daemon dies between the submit and the event stream of --wait/--follow', async () => {
     // The daemon answers the submit, then dies before the event stream opens.
     const server = http.createServer((request, response) => {

@@ -201,7 +201,10 @@ export async function followTask(client: ApiClient, id: string, printOutput: boo
     throw new CliError(`lost the connection to the daemon at ${client.url} while following task ${id} (${error instanceof DaemonUnreachableError ? error.network : (error as Error).message}); the task goes on in the cluster: \`hivemesh task ${id}\` shows it (add --url http://OTHER-NODE:7420 if this daemon is down)`);
   }
   if (final === null) {
-    throw new CliError(`the event stream of task ${id} ended early; see \`hivemesh task ${id}\``);
+    // The daemon ended the stream before the task's end: it is stopping (a stop ends its
+    // streams), or it dropped a watcher that fell too far behind.
+    breakLine();
+    throw new CliError(`the daemon at ${client.url} ended the event stream of task ${id} before the task finished (it may be stopping); the task goes on in the cluster: \`hivemesh task ${id}\` shows it (add --url http://OTHER-NODE:7420 if this daemon is down)`);
   }
   if (liveToStdout && printOutput && printedAttempt !== final.attempt && (final.output ?? '') !== '') {
     // None of the final attempt's output reached us live (the stream waits for it only so
