@@ -129,3 +129,19 @@ describe('TaskService.find', () => {
     expect((await refusal(late.tasks.find('t_nosuchtask1'))).code).toBe('not_found');
   });
 });
+
+describe('TaskService.events', () => {
+  it('ends with the final state when the task finished without a status event on this node (caught up from a snapshot)', async () => {
+    const { tasks, state } = instantTaskService({ listedNodes: () => [] });
+    const { task } = await tasks.submit({ model, prompt: 'watched from a node that was frozen' });
+    const seen: string[] = [];
+    const watching = (async () => {
+      for await (const event of tasks.events(task.id, AbortSignal.timeout(5_000))) seen.push(event.type === 'final' ? `final:${event.task.status}` : event.type);
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The cancel reaches this node inside a snapshot: the state changes, no event is published.
+    state.apply(state.lastApplied + 1, encodeCommand({ type: 'task.cancel', id: task.id, at: Date.now(), reason: 'cancelled elsewhere' }));
+    await watching;
+    expect(seen.at(-1)).toBe('final:cancelled');
+  });
+});

@@ -64,6 +64,12 @@ export function newTaskId(): string {
   return `t_${Date.now().toString(36)}${random}`;
 }
 
+/**
+ * How often a quiet task event stream looks at the task's state itself: a node that
+ * caught up by installing a snapshot never publishes the transitions inside it.
+ */
+const stateRecheckMs = 1_000;
+
 /** How long a task's event stream waits, at its end, for output still on its way. */
 const finishOutputWaitMs = 2_000;
 
@@ -317,8 +323,21 @@ export class TaskService {
       };
       while (!inner.signal.aborted) {
         if (queue.length === 0) {
-          await new Promise<void>((resolve) => { waiter.wake = resolve; });
+          let timer: NodeJS.Timeout | undefined;
+          await new Promise<void>((resolve) => {
+            waiter.wake = resolve;
+            timer = setTimeout(resolve, stateRecheckMs);
+          });
+          clearTimeout(timer);
           waiter.wake = null;
+          if (queue.length === 0) {
+            // A node that caught up by installing a snapshot (after a freeze or a partition)
+            // applied the task's end without publishing it: the state is the truth.
+            const now = this.deps.state().getTask(id);
+            if (now !== undefined && isFinished(now.status)) {
+              push({ type: 'status', taskId: id, status: now.status, attempt: now.attempt, node: now.assignedNode, at: now.completedAt ?? Date.now(), reason: now.error });
+            }
+          }
           continue;
         }
         const event = queue.shift()!;
