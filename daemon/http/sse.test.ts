@@ -63,6 +63,37 @@ describe('streamSse', () => {
     expect(sourceEnded).toBe(true);
   });
 
+  // Also found by the soak audit: a client that left while the route was still awaiting
+  // something before the stream (GET /api/tasks/:id/events looks the task up first) had
+  // closed already, so the stream never heard of it and its source ran on.
+  it('ends the source when the client left before the stream started', async () => {
+    const app = Fastify();
+    closers.push(() => app.close());
+    app.decorateRequest('stillAllowed', null);
+    let routeReached = false;
+    let sourceEnded = false;
+    app.get('/stream', async (request, reply) => {
+      routeReached = true;
+      await sleep(300);
+      await streamSse(request, reply, async function* (signal) {
+        try {
+          yield { event: 'hello', data: {} };
+          if (!signal.aborted) await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+        } finally {
+          sourceEnded = true;
+        }
+      });
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = app.server.address() as { port: number };
+
+    const socket = connect(port, '127.0.0.1', () => socket.write('GET /stream HTTP/1.1\r\nHost: test\r\n\r\n'));
+    await until('the route to start', () => routeReached, 3_000);
+    socket.destroy();
+    await until('the source to end', () => sourceEnded, 3_000);
+    expect(sourceEnded).toBe(true);
+  });
+
   // Found by the client-compatibility audit: an open GET /api/events (a dashboard tab) held
   // a daemon's graceful stop for as long as it stayed open, since closing the app waits for
   // the requests in flight.

@@ -44,6 +44,9 @@ export async function streamSse(request: FastifyRequest, reply: FastifyReply, so
   const close = () => controller.abort();
   request.raw.once('close', close);
   raw.once('close', close);
+  // A client that went away before the stream started (while the route awaited something,
+  // such as the task lookup) has closed already, and no 'close' is coming.
+  if (raw.destroyed || request.raw.destroyed) close();
   // A token revoked while its stream is open stops the stream too, as it would any request.
   let checkedAt = performance.now();
   const allowed = (): boolean => {
