@@ -8,6 +8,7 @@ import type { RaftRole } from '../protocol/heartbeat.ts';
 import * as limits from '../protocol/limits.ts';
 import { PROTOCOL_VERSION, SOFTWARE_VERSION } from '../protocol/version.ts';
 import { can as roleCan } from '../protocol/tokens.ts';
+import type { TaskStatusEvent } from '../protocol/tasks.ts';
 import { quorumOf } from '../scheduler/consensus/voter-policy.ts';
 import { encodeCommand } from '../scheduler/state/commands.ts';
 import { ReplicatedState, type ApplyResult } from '../scheduler/state/state.ts';
@@ -59,6 +60,8 @@ type RaftView = { leader: string | null; voters: string[]; learners: string[] };
 /** Holds the replicated state; a snapshot install replaces it whole. */
 export class StateHolder implements StateMachine<ApplyResult> {
   current = new ReplicatedState();
+  /** Told of the task transitions a snapshot from the leader carried (ReplicatedState.transitionsTo). */
+  onRestored: ((events: TaskStatusEvent[]) => void) | null = null;
   apply(index: number, data: string): ApplyResult {
     return this.current.apply(index, data);
   }
@@ -70,7 +73,12 @@ export class StateHolder implements StateMachine<ApplyResult> {
     return this.current.snapshot();
   }
   restore(data: string): void {
+    const before = this.current;
     this.current = ReplicatedState.restore(data);
+    // A running node that installs the leader's snapshot (it fell behind the compacted log)
+    // learns transitions no entry told it of: event streams and watchers must hear them. At
+    // start-up (nothing applied before) there is nobody to tell.
+    if (before.lastApplied > 0 && this.onRestored !== null) this.onRestored(before.transitionsTo(this.current, Date.now()));
   }
   reset(): void {
     this.current = new ReplicatedState();
@@ -229,6 +237,11 @@ export class Daemon {
         }
       },
     });
+    this.state.onRestored = (events) => {
+      this.runtime?.onRestored(events);
+      const at = Date.now();
+      for (const event of events) this.bus.publish({ type: 'task.status', at, event });
+    };
     await this.cluster.start();
     // After the cluster loaded its identity, so the first heartbeat already names it.
     await this.membership.start();

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { renderChatPrompt, standinText } from '../../tests/ollama-standin/catalog.ts';
 import type { TaskEvent, TaskOutputEvent } from '../../protocol/tasks.ts';
 import { encodeCommand } from '../../scheduler/state/commands.ts';
+import { ReplicatedState } from '../../scheduler/state/state.ts';
 import { startHarness, waitFor, type Harness } from './test-harness.ts';
 import { namedLeaderStands } from './runtime.ts';
 import type { Heartbeat } from '../../protocol/heartbeat.ts';
@@ -254,6 +255,20 @@ describe('task runtime on one node', () => {
     state.apply(state.lastApplied + 1, encodeCommand({ type: 'task.requeue', id: task.id, attempt: 1, reason: 'node node-a stopped answering (declared dead) during attempt 1', at: Date.now() }));
     await waitFor('the stale generation to be aborted', () => h.standin.generations()[0]?.outcome === 'aborted', 3_000);
     expect(h.service.get(task.id).status).toBe('queued');
+    expect(h.proposed).not.toContain('task.complete');
+  });
+
+  it('stops such a generation at once when told of the transitions the installed snapshot carried', async () => {
+    // The reconciliation is put off, so only onRestored can stop it.
+    const h = await harness({ standin: { tokensPerSecond: 20 }, tuning: { reconcileEveryMs: 600_000 } });
+    const { task } = await h.service.submit({ model: 'llama3.2:1b', prompt: 'caught up from a snapshot, told of it', options: { num_predict: 500 } });
+    await waitFor('the generation to run, its start committed', () => h.standin.generations()[0]?.outcome === 'running' && h.service.get(task.id).status === 'running', 3_000);
+    h.runtime.scheduler.stop();
+    const state = h.state();
+    const before = ReplicatedState.restore(state.snapshot());
+    state.apply(state.lastApplied + 1, encodeCommand({ type: 'task.requeue', id: task.id, attempt: 1, reason: 'node node-a stopped answering (declared dead) during attempt 1', at: Date.now() }));
+    h.runtime.onRestored(before.transitionsTo(state, Date.now()));
+    await waitFor('the stale generation to be aborted', () => h.standin.generations()[0]?.outcome === 'aborted', 3_000);
     expect(h.proposed).not.toContain('task.complete');
   });
 

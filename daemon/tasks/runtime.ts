@@ -264,6 +264,21 @@ export class TaskRuntime {
   }
 
   /** Feeds NodeHealth: a completed attempt clears its node; a failed generation counts against it. */
+  /**
+   * The transitions a snapshot from the leader carried (installed to catch up, so no entry
+   * announced them): local attempts they ended stop now, and the node-health counts learn the
+   * outcomes. Assignments to this node among them are left to the reconciliation, which
+   * starts what the state shows live once this node has caught up.
+   */
+  onRestored(events: TaskStatusEvent[]): void {
+    if (this.stopped) return;
+    for (const event of events) {
+      this.noteOutcome(event);
+      if (!(event.status === 'assigned' && event.node === this.deps.nodeId)) this.executor.onStatus(event);
+    }
+    if (events.length > 0) this.scheduler.kick();
+  }
+
   private noteOutcome(event: TaskStatusEvent): void {
     if (event.status === 'completed' && event.node !== null) {
       this.health.record(event.node, true, event.at);

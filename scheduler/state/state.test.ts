@@ -641,3 +641,28 @@ describe('canonical body hash input', () => {
     expect(canonicalJson({ b: 1, a: [{ y: 2, x: 1 }] })).toBe(canonicalJson({ a: [{ x: 1, y: 2 }], b: 1 }));
   });
 });
+
+describe('transitionsTo (a snapshot installed over a state)', () => {
+  it('names each task whose status, attempt or node changed, with its new status, in submission order', () => {
+    const h = new Harness();
+    h.submit('stays', {}, 10);
+    h.submit('finishes', {}, 11);
+    h.submit('requeued', {}, 12);
+    h.assign('finishes', 'n1', 1, 20);
+    h.assign('requeued', 'n2', 1, 21);
+    const before = ReplicatedState.restore(h.state.snapshot());
+    // What the leader applied meanwhile, and this node only receives as a snapshot.
+    h.complete('finishes', 1, 'done', 30);
+    h.requeue('requeued', 1, 31, 'node n2 is dead');
+    expect(h.assign('requeued', 'n3', 2, 100_000).ok).toBe(true); // after the retry's backoff
+    h.submit('new', {}, 100_001);
+    h.cancel('new', 100_002);
+    const after = ReplicatedState.restore(h.state.snapshot());
+    expect(before.transitionsTo(after, 99).map((event) => [event.taskId, event.status, event.attempt, event.node, event.at])).toEqual([
+      ['finishes', 'completed', 1, 'n1', 99],
+      ['requeued', 'assigned', 2, 'n3', 99],
+      ['new', 'cancelled', 0, null, 99],
+    ]);
+    expect(after.transitionsTo(ReplicatedState.restore(after.snapshot()), 1)).toEqual([]);
+  });
+});

@@ -779,6 +779,23 @@ export class ReplicatedState {
     if (key !== null && this.taskIdByIdempotencyKey.get(key) === record.id) this.taskIdByIdempotencyKey.delete(key);
   }
 
+  /**
+   * The status changes between this state and `after` (a snapshot installed over it), one
+   * event per task whose status, attempt or node differs, with its status in `after`, in
+   * submission order. A snapshot replaces the state without applying the entries inside it,
+   * so these are the transitions nobody was told of; tasks pruned meanwhile have none.
+   */
+  transitionsTo(after: ReplicatedState, at: number): TaskStatusEvent[] {
+    const changed: TaskRecord[] = [];
+    for (const record of after.tasks.values()) {
+      const before = this.tasks.get(record.id);
+      if (before !== undefined && before.status === record.status && before.attempt === record.attempt && before.assignedNode === record.assignedNode) continue;
+      changed.push(record);
+    }
+    changed.sort((a, b) => a.seq - b.seq);
+    return changed.map((record) => after.statusEvent(record, at, record.error));
+  }
+
   private statusEvent(record: TaskRecord, at: number, reason: string | null): TaskStatusEvent {
     return { type: 'status', taskId: record.id, status: record.status, attempt: record.attempt, node: record.assignedNode, at, reason };
   }
