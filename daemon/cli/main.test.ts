@@ -101,6 +101,26 @@ async function failureOf(argv: string[]): Promise<CliError | null> {
   return error;
 }
 
+/**
+ * Each argv (with a fake daemon's --url and --token added) is wrong usage: exit 2, a message
+ * containing `message` and the command's --help pointer, and no request sent.
+ */
+async function expectUsageErrors(cases: ReadonlyArray<readonly [readonly string[], string]>): Promise<void> {
+  const daemon = await fakeDaemon(() => ({ status: 500, body: {} }));
+  const flags = ['--url', daemon.url, '--token', 'x'];
+  try {
+    for (const [argv, message] of cases) {
+      const error = await failureOf([...argv, ...flags]);
+      expect([argv.join(' '), error?.exitCode]).toEqual([argv.join(' '), 2]);
+      expect(error?.message).toContain(message);
+      expect(error?.message).toContain(`Run \`hivemesh ${argv[0]} --help\``);
+    }
+    expect(daemon.requests).toEqual([]);
+  } finally {
+    await daemon.close();
+  }
+}
+
 describe('hivemesh CLI', () => {
   it('prints the general usage for `hivemesh`, `hivemesh help` and `hivemesh --help`', async () => {
     for (const [argv, code] of [[[], 2], [['help'], 0], [['--help'], 0], [['-h'], 0], [['help', '--help'], 0]] as const) {
@@ -604,30 +624,18 @@ describe('hivemesh CLI', () => {
   });
 
   it('refuses flag values outside the ranges its help gives, as wrong usage, before asking any daemon', async () => {
-    const daemon = await fakeDaemon(() => ({ status: 500, body: {} }));
-    const flags = ['--url', daemon.url, '--token', 'x'];
-    try {
-      for (const [argv, message] of [
-        [['tasks', '--limit', '0'], `--limit must be a whole number in 1..${limits.listLimitMax}, got "0"`],
-        [['tasks', '--limit', `${limits.listLimitMax + 1}`], `--limit must be a whole number in 1..${limits.listLimitMax}`],
-        [['tasks', '--status', 'bogus'], `--status must be one of ${taskStatuses.join('|')}, got "bogus"`],
-        [['submit', '--model', 'm', '--priority', `${limits.taskPriorityMax + 1}`, 'hi'], `--priority must be a whole number in ${limits.taskPriorityMin}..${limits.taskPriorityMax}, got "${limits.taskPriorityMax + 1}"`],
-        [['submit', '--model', 'm', '--timeout-ms', '5', 'hi'], `--timeout-ms must be a whole number in ${limits.taskTimeoutMsMin}..${limits.taskTimeoutMsMax}`],
-        [['submit', '--model', 'm', '--max-attempts', '0', 'hi'], `--max-attempts must be a whole number in 1..${limits.taskMaxAttemptsMax}`],
-        [['submit', '--model', 'm', '--priority', 'high', 'hi'], '--priority must be a whole number'],
-        [['tasks', '--cursor', 'garbage'], '--cursor must be the C of a previous page\'s "more: hivemesh tasks --cursor C" line, got "garbage"'],
-        [['token', 'create', '--role', 'root', '--name', 'x'], `--role must be one of ${roles.join('|')}, got "root"`],
-        [['token', 'create', '--role', 'viewer', '--name', 'n'.repeat(limits.tokenNameLengthMax + 1)], `--name must have 1 to ${limits.tokenNameLengthMax} characters`],
-      ] as const) {
-        const error = await failureOf([...argv, ...flags]);
-        expect([argv.join(' '), error?.exitCode]).toEqual([argv.join(' '), 2]);
-        expect(error?.message).toContain(message);
-        expect(error?.message).toContain(`Run \`hivemesh ${argv[0]} --help\``);
-      }
-      expect(daemon.requests).toEqual([]);
-    } finally {
-      await daemon.close();
-    }
+    await expectUsageErrors([
+      [['tasks', '--limit', '0'], `--limit must be a whole number in 1..${limits.listLimitMax}, got "0"`],
+      [['tasks', '--limit', `${limits.listLimitMax + 1}`], `--limit must be a whole number in 1..${limits.listLimitMax}`],
+      [['tasks', '--status', 'bogus'], `--status must be one of ${taskStatuses.join('|')}, got "bogus"`],
+      [['submit', '--model', 'm', '--priority', `${limits.taskPriorityMax + 1}`, 'hi'], `--priority must be a whole number in ${limits.taskPriorityMin}..${limits.taskPriorityMax}, got "${limits.taskPriorityMax + 1}"`],
+      [['submit', '--model', 'm', '--timeout-ms', '5', 'hi'], `--timeout-ms must be a whole number in ${limits.taskTimeoutMsMin}..${limits.taskTimeoutMsMax}`],
+      [['submit', '--model', 'm', '--max-attempts', '0', 'hi'], `--max-attempts must be a whole number in 1..${limits.taskMaxAttemptsMax}`],
+      [['submit', '--model', 'm', '--priority', 'high', 'hi'], '--priority must be a whole number'],
+      [['tasks', '--cursor', 'garbage'], '--cursor must be the C of a previous page\'s "more: hivemesh tasks --cursor C" line, got "garbage"'],
+      [['token', 'create', '--role', 'root', '--name', 'x'], `--role must be one of ${roles.join('|')}, got "root"`],
+      [['token', 'create', '--role', 'viewer', '--name', 'n'.repeat(limits.tokenNameLengthMax + 1)], `--name must have 1 to ${limits.tokenNameLengthMax} characters`],
+    ]);
   });
 
   it('says what to do when the daemon does not answer in time, and submits nothing after a read timed out', async () => {
@@ -641,28 +649,16 @@ describe('hivemesh CLI', () => {
   });
 
   it('refuses words a command does not take, before asking any daemon, instead of dropping them', async () => {
-    const daemon = await fakeDaemon(() => ({ status: 500, body: {} }));
-    const flags = ['--url', daemon.url, '--token', 'x'];
-    try {
-      for (const [argv, message] of [
-        [['cancel', 't_1', 't_2'], 'unexpected argument "t_2"; usage: hivemesh cancel ID.'],
-        [['task', 't_1', 't_2', 't_3'], 'unexpected arguments "t_2" "t_3"; usage: hivemesh task ID.'],
-        [['tasks', 'running'], 'unexpected argument "running"; usage: hivemesh tasks [--status S]'],
-        [['status', 'now'], 'unexpected argument "now"; usage: hivemesh status.'],
-        [['nodes', 'n1'], 'unexpected argument "n1"'],
-        [['assign', 't_1', 'n1', 'n2'], 'unexpected argument "n2"; usage: hivemesh assign ID NODE.'],
-        [['token', 'revoke', 'tok_1', 'tok_2'], 'unexpected argument "tok_2"; usage: hivemesh token create --role ROLE --name NAME | hivemesh token list | hivemesh token revoke ID.'],
-        [['token', 'list', 'all'], 'unexpected argument "all"'],
-      ] as const) {
-        const error = await failureOf([...argv, ...flags]);
-        expect([argv.join(' '), error?.exitCode]).toEqual([argv.join(' '), 2]);
-        expect(error?.message).toContain(message);
-        expect(error?.message).toContain(`Run \`hivemesh ${argv[0]} --help\``);
-      }
-      expect(daemon.requests).toEqual([]);
-    } finally {
-      await daemon.close();
-    }
+    await expectUsageErrors([
+      [['cancel', 't_1', 't_2'], 'unexpected argument "t_2"; usage: hivemesh cancel ID.'],
+      [['task', 't_1', 't_2', 't_3'], 'unexpected arguments "t_2" "t_3"; usage: hivemesh task ID.'],
+      [['tasks', 'running'], 'unexpected argument "running"; usage: hivemesh tasks [--status S]'],
+      [['status', 'now'], 'unexpected argument "now"; usage: hivemesh status.'],
+      [['nodes', 'n1'], 'unexpected argument "n1"'],
+      [['assign', 't_1', 'n1', 'n2'], 'unexpected argument "n2"; usage: hivemesh assign ID NODE.'],
+      [['token', 'revoke', 'tok_1', 'tok_2'], 'unexpected argument "tok_2"; usage: hivemesh token create --role ROLE --name NAME | hivemesh token list | hivemesh token revoke ID.'],
+      [['token', 'list', 'all'], 'unexpected argument "all"'],
+    ]);
   });
 
   it('refuses an unknown command and says where the commands are', async () => {
