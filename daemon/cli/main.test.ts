@@ -27,9 +27,10 @@ function captureStdout(): () => string {
 
 /**
  * A fake daemon for submit: each POST's idempotency key is recorded and answered with
- * `answer(count)` (503s with Retry-After 1); other requests get an empty node list.
+ * `answer(count)` (503s with Retry-After 1), or, for null, its connection dropped unanswered;
+ * other requests get an empty node list.
  */
-async function submitServer(answer: (count: number) => { status: number; body: unknown }) {
+async function submitServer(answer: (count: number) => { status: number; body: unknown } | null) {
   const keys: string[] = [];
   const server = http.createServer((request, response) => {
     if (request.method !== 'POST') {
@@ -40,7 +41,12 @@ async function submitServer(answer: (count: number) => { status: number; body: u
     request.on('data', (chunk: Buffer) => { text += chunk.toString(); });
     request.on('end', () => {
       keys.push((JSON.parse(text) as { idempotencyKey: string }).idempotencyKey);
-      const { status, body } = answer(keys.length);
+      const answered = answer(keys.length);
+      if (answered === null) {
+        request.socket.destroy();
+        return;
+      }
+      const { status, body } = answered;
       response.writeHead(status, { 'content-type': 'application/json', ...(status === 503 ? { 'retry-after': '1' } : {}) }).end(JSON.stringify(body));
     });
   });
@@ -426,21 +432,7 @@ describe('hivemesh CLI', () => {
   it('says a submit whose connection died before the answer may have created the task, and gives the idempotency key', async () => {
     // The daemon reads the submit and dies before answering (its leader killed mid-write):
     // the task may be committed, and a re-run without the key would make a second one.
-    const keys: string[] = [];
-    const server = http.createServer((request, response) => {
-      if (request.method !== 'POST') {
-        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
-        return;
-      }
-      let text = '';
-      request.on('data', (chunk: Buffer) => { text += chunk.toString(); });
-      request.on('end', () => {
-        keys.push((JSON.parse(text) as { idempotencyKey: string }).idempotencyKey);
-        request.socket.destroy();
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { keys, server, url } = await submitServer(() => null);
     vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
       for (const mode of [[], ['--wait']]) {
