@@ -54,6 +54,24 @@ async function submitServer(answer: (count: number) => { status: number; body: u
   return { keys, server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
 
+/**
+ * A fake daemon for submit --follow/--wait: a POST is answered 201 with `task`, the task's
+ * event stream by `events`, anything else with `nodes` (none by default).
+ */
+async function followServer(task: object, events: (request: http.IncomingMessage, response: http.ServerResponse) => void, nodes: unknown[] = []) {
+  const server = http.createServer((request, response) => {
+    if (request.method === 'POST') {
+      response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify(task));
+    } else if (request.url?.endsWith('/events')) {
+      events(request, response);
+    } else {
+      response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes }));
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
 /** Every request a fake daemon got, as `METHOD /path`. */
 interface FakeDaemon {
   requests: string[];
@@ -240,19 +258,11 @@ describe('hivemesh CLI', () => {
   it('says the connection was lost, and that the task goes on, when the daemon dies during --follow', async () => {
     // A daemon that answers the submit, starts the task's event stream, then dies mid-stream.
     const task = { id: 't_lost1', status: 'queued', attempt: 0 };
-    const server = http.createServer((request, response) => {
-      if (request.method === 'POST') {
-        response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify(task));
-      } else if (request.url?.endsWith('/events')) {
-        response.writeHead(200, { 'content-type': 'text/event-stream' });
-        response.write(`event: status\ndata: ${JSON.stringify({ type: 'status', taskId: task.id, status: 'running', attempt: 1, node: 'n2', at: 1, reason: null })}\n\n`);
-        setTimeout(() => request.socket.destroy(), 50);
-      } else {
-        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [{ id: 'n2', name: 'gpu-box' }] }));
-      }
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { server, url } = await followServer(task, (request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      response.write(`event: status\ndata: ${JSON.stringify({ type: 'status', taskId: task.id, status: 'running', attempt: 1, node: 'n2', at: 1, reason: null })}\n\n`);
+      setTimeout(() => request.socket.destroy(), 50);
+    }, [{ id: 'n2', name: 'gpu-box' }]);
     const stderr: string[] = [];
     vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => stderr.push(String(chunk)) > 0);
     try {
@@ -273,22 +283,14 @@ describe('hivemesh CLI', () => {
     const task = { id: 't_lines1', status: 'queued', attempt: 0 };
     const final = { ...task, status: 'completed', attempt: 1, output: 'hello there', error: null };
     const event = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
-    const server = http.createServer((request, response) => {
-      if (request.method === 'POST') {
-        response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify(task));
-      } else if (request.url?.endsWith('/events')) {
-        response.writeHead(200, { 'content-type': 'text/event-stream' });
-        response.end([
-          event('output', { type: 'output', taskId: task.id, attempt: 1, sequence: 0, text: 'hello there' }),
-          event('status', { type: 'status', taskId: task.id, status: 'completed', attempt: 1, node: 'n2', at: 1, reason: null }),
-          event('final', { type: 'final', task: final }),
-        ].join(''));
-      } else {
-        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [{ id: 'n2', name: 'gpu-box' }] }));
-      }
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { server, url } = await followServer(task, (request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      response.end([
+        event('output', { type: 'output', taskId: task.id, attempt: 1, sequence: 0, text: 'hello there' }),
+        event('status', { type: 'status', taskId: task.id, status: 'completed', attempt: 1, node: 'n2', at: 1, reason: null }),
+        event('final', { type: 'final', task: final }),
+      ].join(''));
+    }, [{ id: 'n2', name: 'gpu-box' }]);
     const stderr: string[] = [];
     vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => stderr.push(String(chunk)) > 0);
     const stdout = captureStdout();
@@ -305,18 +307,10 @@ describe('hivemesh CLI', () => {
 
   it('says the task goes on, on a fresh line, when the daemon ends --follow\'s stream before the task\'s end (a stopping node)', async () => {
     const task = { id: 't_ended1', status: 'queued', attempt: 0 };
-    const server = http.createServer((request, response) => {
-      if (request.method === 'POST') {
-        response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify(task));
-      } else if (request.url?.endsWith('/events')) {
-        response.writeHead(200, { 'content-type': 'text/event-stream' });
-        response.end(`event: output\ndata: ${JSON.stringify({ type: 'output', taskId: task.id, attempt: 1, sequence: 0, text: 'partial' })}\n\n`);
-      } else {
-        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
-      }
+    const { server, url } = await followServer(task, (request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      response.end(`event: output\ndata: ${JSON.stringify({ type: 'output', taskId: task.id, attempt: 1, sequence: 0, text: 'partial' })}\n\n`);
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const stderr: string[] = [];
     vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => stderr.push(String(chunk)) > 0);
     try {
@@ -333,17 +327,7 @@ describe('hivemesh CLI', () => {
 
   it('says the task goes on, naming it, when the daemon dies between the submit and the event stream of --wait/--follow', async () => {
     // The daemon answers the submit, then dies before the event stream opens.
-    const server = http.createServer((request, response) => {
-      if (request.method === 'POST') {
-        response.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 't_gone1', status: 'queued', attempt: 0 }));
-      } else if (request.url?.endsWith('/events')) {
-        request.socket.destroy();
-      } else {
-        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ nodes: [] }));
-      }
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { server, url } = await followServer({ id: 't_gone1', status: 'queued', attempt: 0 }, (request) => request.socket.destroy());
     vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
       for (const mode of ['--follow', '--wait']) {
