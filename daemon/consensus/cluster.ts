@@ -225,7 +225,11 @@ export class Cluster<Result> {
     const deadline = Date.now() + 1_000;
     while (Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 10));
-      if (node.status().role !== 'leader') return;
+      // Stepping down is not enough: our vote for the target goes out with the next Ready,
+      // and stopping before it loses the vote (in a 3-node cluster the target then has no
+      // quorum, and everyone waits an election timeout). Stay until a new leader is named.
+      const { role, leader } = node.brief();
+      if (role !== 'leader' && leader !== null && leader !== this.options.nodeId) return;
     }
   }
 
