@@ -565,7 +565,11 @@ export class Daemon {
       clusterId: member.heartbeat?.clusterId ?? null,
       clusterEmpty: member.heartbeat?.raft.clusterEmpty ?? true,
       silentForMs: Math.max(0, now - member.lastSeenMs),
-      ...(member.heartbeat === null ? {} : { name: member.heartbeat.name }),
+      ...(member.heartbeat === null ? {} : {
+        name: member.heartbeat.name,
+        // Both times from its clock: up as of its last heartbeat, plus the time since.
+        upForMs: Math.max(0, member.heartbeat.sentAt - member.heartbeat.startedAt) + Math.max(0, now - member.lastSeenMs),
+      }),
     }));
   }
 

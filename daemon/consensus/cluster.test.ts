@@ -162,9 +162,12 @@ class MemoryNet {
     } as unknown as ClusterTransport;
   }
 
+  /** How long each node's process has been up, as its heartbeat would say (default: long). */
+  readonly upFor = new Map<string, number>();
+
   peers(self: string): PeerView[] {
     return [...this.members].filter(([id]) => id !== self).map(([id, member]) => ({
-      nodeId: id, state: 'alive' as const, clusterId: member.clusterId, clusterEmpty: false, silentForMs: 0,
+      nodeId: id, state: 'alive' as const, clusterId: member.clusterId, clusterEmpty: false, silentForMs: 0, upForMs: this.upFor.get(id) ?? 600_000,
     }));
   }
 
@@ -186,6 +189,32 @@ describe('catchingUpReason', () => {
     expect(catchingUpReason({ votesHeld: false, leaderCommit: readyLagEntriesMax + 101, applied: 100 })).toMatch(/catching up: 5001 committed entries/);
     expect(catchingUpReason({ votesHeld: true, leaderCommit: 0, applied: 0 })).toMatch(/lost its log/);
   });
+});
+
+describe('Cluster planned stop', () => {
+  it.each([['n2', 'n3'], ['n3', 'n2']])('hands leadership to a voter that has been up a while, not to %s just restarted', async (restarted, settled) => {
+    const net = new MemoryNet();
+    const ids = ['n1', 'n2', 'n3'];
+    const storages: Storage[] = [];
+    for (const id of ids) {
+      const dir = tempDir(`cluster-handover-${id}`);
+      dirs.push(dir);
+      const storage = await Storage.open(dir);
+      storages.push(storage);
+      await net.start(id, storage, new RecordingState());
+    }
+    open.push({ stop: async () => { for (const id of ids) await net.members.get(id)!.stop(); for (const storage of storages) await storage.close(); } });
+    const leader = net.members.get('n1')!;
+    await waitUntil('three voters, all caught up', async () => {
+      const status = leader.raft?.status();
+      if (status?.role !== 'leader' || status.config.voters.length !== 3) return null;
+      return ids.every((id) => net.members.get(id)!.raft!.status().lastIndex === status.lastIndex) ? true : null;
+    }, 20_000, 20);
+    net.upFor.set(restarted, 200);
+    await leader.stop({ transferLeadership: true });
+    await waitUntil('a new leader', async () => (net.members.get(settled)!.raft!.status().role === 'leader' || net.members.get(restarted)!.raft!.status().role === 'leader' ? true : null), 10_000, 10);
+    expect(net.members.get(settled)!.raft!.status().role).toBe('leader');
+  }, 40_000);
 });
 
 describe('Cluster membership', () => {

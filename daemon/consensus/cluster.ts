@@ -60,7 +60,16 @@ export interface PeerView {
   silentForMs: number;
   /** Its name, for the log; absent before its first heartbeat. */
   name?: string;
+  /** How long its process has been up (from its heartbeat); absent before its first heartbeat. */
+  upForMs?: number;
 }
+
+/**
+ * A planned stop hands leadership to a voter up at least this long when one is live: the
+ * links to a node restarted moments before may still be coming up, and a transfer whose
+ * votes do not reach the target in time costs an election timeout (failover benchmark).
+ */
+export const handOverSettledMs = 3_000;
 
 export interface ClusterOptions<Result> {
   nodeId: string;
@@ -215,10 +224,12 @@ export class Cluster<Result> {
   private async handOverLeadership(node: RaftNode<Result>): Promise<void> {
     const status = node.status();
     if (status.role !== 'leader') return;
-    const alive = new Set(this.options.peers().filter((peer) => peer.state === 'alive').map((peer) => peer.nodeId));
+    const alive = new Map(this.options.peers().filter((peer) => peer.state === 'alive').map((peer) => [peer.nodeId, peer]));
+    const settled = (id: string): number => ((alive.get(id)?.upForMs ?? 0) >= handOverSettledMs ? 1 : 0);
+    // Settled voters first, then the most up to date (the transfer catches its target up first).
     const candidates = Object.entries(status.progress ?? {})
       .filter(([id]) => id !== this.options.nodeId && status.config.voters.includes(id) && alive.has(id))
-      .sort((a, b) => (b[1] as { match: number }).match - (a[1] as { match: number }).match);
+      .sort((a, b) => settled(b[0]) - settled(a[0]) || (b[1] as { match: number }).match - (a[1] as { match: number }).match);
     const target = candidates[0]?.[0];
     if (target === undefined) return;
     node.transferLeadership(target);
