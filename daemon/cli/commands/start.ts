@@ -5,8 +5,6 @@ import { logger } from '../../log.ts';
 import { CliError } from '../client.ts';
 
 const log = logger('hivemesh');
-/** After a graceful stop, the longest a library's leftover timer may hold the process. */
-const exitGraceMs = 100;
 
 const help = `hivemesh start: run the daemon on this machine
 
@@ -94,11 +92,6 @@ export async function startCommand(argv: string[]): Promise<number> {
       daemon.stop().then(() => resolve(0), (error: unknown) => {
         log.error('stop failed', { error: error as Error });
         resolve(1);
-      }).finally(() => {
-        // Everything of ours is closed now. libp2p's address manager leaves a 1 s debounce
-        // timer behind at stop (armed by its transports closing), which held every stop for a
-        // second more; no leftover timer of a library may hold the exit longer than this.
-        setTimeout(() => process.exit(), exitGraceMs).unref();
       });
     };
     process.on('SIGINT', onSignal);
