@@ -181,6 +181,14 @@ describe('Membership (fake host)', () => {
     expect(membership.members()).toHaveLength(1);
   });
 
+  it('takes our own previous process\'s heartbeats, replayed by gossip after a quick restart, for no conflict', async () => {
+    const host = new FakeHost('self-id');
+    const { membership, events } = await startMembership(host);
+    for (const leaving of [false, true]) host.deliver('self-id', { ...heartbeatOf('self-id', 'predecessor', 40, leaving), sentAt: Date.now() - 1_500 });
+    expect(membership.conflicts()).toEqual([]);
+    expect(events.some((event) => event.type === 'identity-conflict')).toBe(false);
+  });
+
   it('turns host-level conflicts (mDNS, dial) into membership conflicts', async () => {
     const host = new FakeHost('self-id');
     const { membership, events } = await startMembership(host);

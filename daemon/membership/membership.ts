@@ -136,6 +136,8 @@ export class Membership {
   readonly #conflicts = new Map<string, IdentityConflictView>();
   readonly #listeners = new Set<(event: MembershipEvent) => void>();
   readonly #instanceId = randomUUID();
+  /** Wall-clock ms this process's membership was created: our own key's heartbeats sent before it are a predecessor's. */
+  readonly #createdWallMs = Date.now();
   readonly #cleanups: Array<() => void> = [];
   #sequence = 0;
   #lastSent: Heartbeat | null = null;
@@ -372,8 +374,10 @@ export class Membership {
     }
     const nowMs = performance.now();
     if (heartbeat.nodeId === this.nodeId) {
-      // Signed with our key, sent by another process: only a copy of our peer.key can do that.
-      if (heartbeat.instanceId !== this.#instanceId) {
+      // Signed with our key, sent by another process: only a copy of our peer.key can do that,
+      // or this node's own previous process, whose last heartbeats gossip may still replay
+      // for a few seconds after a quick restart (sent before we started: not a conflict).
+      if (heartbeat.instanceId !== this.#instanceId && heartbeat.sentAt >= this.#createdWallMs) {
         this.#reportConflict(this.nodeId, 'heartbeat', [this.#instanceId, heartbeat.instanceId], [],
           `another live process (instance ${heartbeat.instanceId}, named "${heartbeat.name}", API ${heartbeat.apiUrl}) sends heartbeats with this node's id`);
       }
