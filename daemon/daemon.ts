@@ -230,17 +230,12 @@ export class Daemon {
         // Tasks finished by these entries are final now: serialise them for the next
         // compaction here, a few per batch, rather than all in the compaction's turn.
         this.state.current.keepFinishedJson(applied.length + 8);
-        const at = Date.now();
-        for (const { result } of applied) {
-          if (result === null || !result.ok) continue;
-          for (const event of result.events) this.bus.publish({ type: 'task.status', at, event });
-        }
+        for (const { result } of applied) if (result !== null && result.ok) this.publishTaskStatus(result.events);
       },
     });
     this.state.onRestored = (events) => {
       this.runtime?.onRestored(events);
-      const at = Date.now();
-      for (const event of events) this.bus.publish({ type: 'task.status', at, event });
+      this.publishTaskStatus(events);
     };
     await this.cluster.start();
     // After the cluster loaded its identity, so the first heartbeat already names it.
@@ -355,6 +350,13 @@ export class Daemon {
       await this.storage?.close().catch(() => undefined);
     })();
     return this.stopping;
+  }
+
+  /** Task transitions (applied, or carried by an installed snapshot) to the event bus: /api/events and task streams. */
+  private publishTaskStatus(events: TaskStatusEvent[]): void {
+    if (events.length === 0) return;
+    const at = Date.now();
+    for (const event of events) this.bus.publish({ type: 'task.status', at, event });
   }
 
   private onRoleChange(): void {

@@ -31,6 +31,12 @@ export class DaemonUnreachableError extends CliError {
   }
 }
 
+/** What a failed fetch says went wrong: the network's code (ECONNREFUSED, UND_ERR_SOCKET...), else its message or name. */
+function networkCause(error: unknown): string {
+  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+  return cause?.code ?? cause?.message ?? (error as Error).name;
+}
+
 /** Network failures that happen before a request leaves this machine. */
 const notSentCauses = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
@@ -106,8 +112,7 @@ export class ApiClient {
         signal: init.signal ?? AbortSignal.timeout(30_000),
       });
     } catch (error) {
-      const causeOf = (error as { cause?: { code?: string; message?: string } }).cause;
-      const cause = causeOf?.code ?? causeOf?.message ?? (error as Error).name;
+      const cause = networkCause(error);
       if (cause === 'TimeoutError') {
         throw new DaemonUnreachableError(`the daemon at ${this.url} did not answer within 30 s: it is overloaded or stopped, or the address is not a hivemesh daemon's. Try again, or ask another node with --url http://OTHER-NODE:7420 (its \`hivemesh nodes\` shows this one's state).`, cause, true);
       }
@@ -150,8 +155,7 @@ export class ApiClient {
     try {
       response = await fetch(this.url + path, { headers, signal: signal ?? null });
     } catch (error) {
-      const causeOf = (error as { cause?: { code?: string; message?: string } }).cause;
-      const cause = causeOf?.code ?? causeOf?.message ?? (error as Error).name;
+      const cause = networkCause(error);
       throw new DaemonUnreachableError(`no hivemesh daemon answers at ${this.url}: ${(error as Error).message}`, cause, !notSentCauses.has(cause));
     }
     if (!response.ok || response.body === null) {

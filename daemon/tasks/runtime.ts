@@ -263,7 +263,6 @@ export class TaskRuntime {
     if (changed) this.scheduler.kick();
   }
 
-  /** Feeds NodeHealth: a completed attempt clears its node; a failed generation counts against it. */
   /**
    * The transitions a snapshot from the leader carried (installed to catch up, so no entry
    * announced them): local attempts they ended stop now, and the node-health counts learn the
@@ -279,6 +278,7 @@ export class TaskRuntime {
     if (events.length > 0) this.scheduler.kick();
   }
 
+  /** Feeds NodeHealth: a completed attempt clears its node; a failed generation counts against it. */
   private noteOutcome(event: TaskStatusEvent): void {
     if (event.status === 'completed' && event.node !== null) {
       this.health.record(event.node, true, event.at);
