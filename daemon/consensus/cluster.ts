@@ -139,6 +139,8 @@ export class Cluster<Result> {
   /** Writes waiting for an election to name a leader (propose). */
   private readonly leaderWaiters = new Set<{ named: () => boolean; wake: () => void }>();
   private stopped = false;
+  /** The consensus core has stopped (after a planned stop's handover): no write can be taken or forwarded. */
+  private halted = false;
   /** Other clusters seen on this LAN with our key: id -> when first seen, and each node's last sighting. */
   private readonly foreignClusters = new Map<string, { firstSeenMs: number; nodes: Map<string, number>; holdsData: boolean }>();
 
@@ -216,8 +218,14 @@ export class Cluster<Result> {
     if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer);
     const node = this.node;
     if (node === null) return;
-    if (options.transferLeadership === true) await this.handOverLeadership(node);
-    await node.stop();
+    try {
+      if (options.transferLeadership === true) await this.handOverLeadership(node);
+      await node.stop();
+    } finally {
+      // Writes still waiting for a leader cannot go anywhere from here: they fail at once.
+      this.halted = true;
+      for (const waiter of [...this.leaderWaiters]) waiter.wake();
+    }
   }
 
   /** A planned stop of the leader hands leadership to the most up-to-date live voter first. */
@@ -569,6 +577,7 @@ export class Cluster<Result> {
     for (;;) {
       const node = this.node;
       if (node === null) throw new HivemeshError(ErrorCode.noLeader, 'this node has not joined a cluster yet; retry in a moment', { retryAfterSeconds: 1 });
+      if (this.halted) throw new HivemeshError(ErrorCode.noLeader, 'this node is stopping; retry on another node', { retryAfterSeconds: 1 });
       try {
         return await node.propose(data);
       } catch (error) {
@@ -596,7 +605,10 @@ export class Cluster<Result> {
       const leader = this.node?.brief().leader ?? null;
       return leader !== null && leader !== than;
     };
-    if (named() || this.stopped) return Promise.resolve();
+    // A stopping node waits too: it is handing over, and forwards the write once its successor
+    // is named. Resolving at once here made the caller's loop retry in promises alone, which
+    // starved the event loop: the handover could not hear its successor until it timed out.
+    if (named() || this.halted) return Promise.resolve();
     return new Promise((resolve) => {
       const waiter = { named, wake: (): void => {
         clearTimeout(timer);
