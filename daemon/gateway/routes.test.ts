@@ -9,8 +9,10 @@ import type { HttpServices } from '../http/services.ts';
 import { MetricsRegistry } from '../metrics/registry.ts';
 import { Gateway, type GatewayHost } from './gateway.ts';
 import { gatewayRoutes } from './routes.ts';
+import { embeddingsAsBase64 } from './shapes.ts';
 
 const model = 'llama3.2:1b';
+const embedModel = 'all-minilm';
 const tokens: Record<string, 'viewer' | 'operator'> = { 'viewer-token': 'viewer', 'operator-token': 'operator' };
 
 // A single-node cluster: nothing is relayed, so the host is never asked.
@@ -48,7 +50,7 @@ async function appWith(options: { stopDrainMs?: number } = {}): Promise<App> {
   };
   const gateway = new Gateway({
     host, nodeId: () => 'self', ollamaUrl: standin.url, metrics: new MetricsRegistry(),
-    nodeViews: () => [{ id: 'self', alive: true, modelsInstalled: [model], modelsLoaded: [], tokensPerSecond: {}, running: 0, concurrencyLimit: 2, agents: [] }],
+    nodeViews: () => [{ id: 'self', alive: true, modelsInstalled: [model, embedModel], modelsLoaded: [], tokensPerSecond: {}, running: 0, concurrencyLimit: 2, agents: [] }],
     get requestsInFlightMax() {
       return inFlightMax;
     },
@@ -58,8 +60,8 @@ async function appWith(options: { stopDrainMs?: number } = {}): Promise<App> {
 
 let app: App;
 beforeAll(async () => {
-  standin = await startStandin({ models: [model], tokensPerSecond: 1000, coldLoadMs: 0, responseTokens: 4 });
-  agents = { nodes: [selfNode('0.12.6', [model])] };
+  standin = await startStandin({ models: [model, embedModel], tokensPerSecond: 1000, coldLoadMs: 0, responseTokens: 4 });
+  agents = { nodes: [selfNode('0.12.6', [model, embedModel])] };
   app = await appWith();
 });
 afterAll(async () => {
@@ -70,8 +72,40 @@ afterAll(async () => {
 const auth = (token: string) => ({ authorization: `Bearer ${token}` });
 
 describe('gateway routes', () => {
+  it('gives OpenAI embeddings as base64 float32 when asked (the OpenAI clients\' default), as numbers otherwise', async () => {
+    const input = ['first text', 'second text'];
+    const floats = await app.inject({ method: 'POST', url: '/v1/embeddings', headers: auth('operator-token'), payload: { model: embedModel, input } });
+    expect(floats.statusCode).toBe(200);
+    const numbers = (floats.json() as { data: Array<{ embedding: number[] }> }).data.map((item) => item.embedding);
+    expect(numbers).toHaveLength(2);
+    expect(typeof numbers[0]![0]).toBe('number');
+
+    const encoded = await app.inject({ method: 'POST', url: '/v1/embeddings', headers: auth('operator-token'), payload: { model: embedModel, input, encoding_format: 'base64' } });
+    expect(encoded.statusCode).toBe(200);
+    const answer = encoded.json() as { object: string; model: string; data: Array<{ object: string; index: number; embedding: string }>; usage: unknown };
+    expect(answer).toMatchObject({ object: 'list', data: [{ object: 'embedding', index: 0 }, { object: 'embedding', index: 1 }] });
+    expect(answer.usage).toBeDefined();
+    // Decoded as the OpenAI clients do: little-endian float32.
+    const decoded = answer.data.map((item) => {
+      const bytes = Buffer.from(item.embedding, 'base64');
+      return Array.from({ length: bytes.length / 4 }, (_, index) => bytes.readFloatLE(index * 4));
+    });
+    expect(decoded.map((vector) => vector.length)).toEqual(numbers.map((vector) => vector.length));
+    decoded.forEach((vector, row) => vector.forEach((value, column) => expect(value).toBeCloseTo(numbers[row]![column]!, 6)));
+  });
+
+  it('leaves embeddings alone that are strings already, or an answer it does not know', () => {
+    const already = JSON.stringify({ object: 'list', data: [{ object: 'embedding', index: 0, embedding: 'AACAPw==' }] });
+    expect(JSON.parse(embeddingsAsBase64(already)!)).toEqual(JSON.parse(already));
+    expect(embeddingsAsBase64('not json')).toBeNull();
+    expect(embeddingsAsBase64(JSON.stringify({ error: 'x' }))).toBeNull();
+    expect(embeddingsAsBase64(JSON.stringify({ data: [{ embedding: [1, 'x'] }] }))).toBeNull();
+    expect(Buffer.from((JSON.parse(embeddingsAsBase64(JSON.stringify({ data: [{ embedding: [1] }] }))!) as { data: Array<{ embedding: string }> }).data[0]!.embedding, 'base64')).toEqual(Buffer.from([0, 0, 0x80, 0x3f]));
+  });
+
   it('lets a viewer list but not generate, answering in the client\'s shape', async () => {
-    expect((await app.inject({ method: 'GET', url: '/api/tags', headers: auth('viewer-token') })).json()).toMatchObject({ models: [{ name: model }] });
+    const tags = (await app.inject({ method: 'GET', url: '/api/tags', headers: auth('viewer-token') })).json() as { models: Array<{ name: string }> };
+    expect(tags.models.map((entry) => entry.name).sort()).toEqual(['all-minilm:latest', model].sort());
     const ollama = await app.inject({ method: 'POST', url: '/api/generate', headers: auth('viewer-token'), payload: { model, prompt: 'x' } });
     expect(ollama.statusCode).toBe(403);
     expect(typeof ollama.json().error).toBe('string');
@@ -152,7 +186,7 @@ describe('gateway routes', () => {
       expect(missing.statusCode).toBe(404);
       expect(missing.json().error).toBe('model "absent:1b" not found, try pulling it first (the Ollama of self does not answer, so that node\'s models are not counted; `hivemesh nodes` shows each node\'s Ollama)');
     } finally {
-      agents = { nodes: [selfNode('0.12.6', [model])] };
+      agents = { nodes: [selfNode('0.12.6', [model, embedModel])] };
     }
   });
 

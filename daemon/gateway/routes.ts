@@ -14,7 +14,7 @@ import { normalizeModelName } from '../../scheduler/tasks/node-view.ts';
 import type { App } from '../http/app.ts';
 import { GatewayBusyError, ModelNotFoundError, UpstreamUnavailableError, relayablePaths, type Gateway } from './gateway.ts';
 import {
-  modelNotFoundMessage, ollamaError, ollamaPs, ollamaTags, openaiError, openaiErrorType, openaiModels, workShapeOfRequest,
+  embeddingsAsBase64, modelNotFoundMessage, ollamaError, ollamaPs, ollamaTags, openaiError, openaiErrorType, openaiModels, workShapeOfRequest,
   type GatewayFlavor,
 } from './shapes.ts';
 
@@ -68,6 +68,20 @@ function parseLooseJson(_request: FastifyRequest, body: string, done: (error: Er
     failure.statusCode = 400;
     done(failure);
   }
+}
+
+/** An embeddings answer read whole to convert it (2,048 inputs of 4,096 dimensions are ~170 MB as JSON numbers). */
+const embeddingsAnswerBytesMax = 512 * 1024 * 1024;
+
+async function readAnswer(body: AsyncIterable<Uint8Array>, bytesMax: number): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  for await (const chunk of body) {
+    bytes += chunk.byteLength;
+    if (bytes > bytesMax) throw new Error(`it is over ${bytesMax} bytes; ask for encoding_format "float", or fewer inputs at once`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 export function gatewayRoutes(deps: GatewayRouteDeps) {
@@ -173,6 +187,17 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
       reply.code(opened.status).header('content-type', opened.contentType).header('x-hivemesh-node', opened.nodeId);
       // Streamed answers must reach the client as they are produced: no buffering proxy between.
       if (/ndjson|event-stream/.test(opened.contentType)) reply.header('cache-control', 'no-cache').header('x-accel-buffering', 'no');
+      if (path === '/v1/embeddings' && fields.encoding_format === 'base64' && opened.status === 200) {
+        // One JSON answer, not a stream: read it whole and give each vector in the form asked for.
+        let text: string;
+        try {
+          text = await readAnswer(opened.body, embeddingsAnswerBytesMax);
+        } catch (error) {
+          if (controller.signal.aborted) return reply;
+          return sendGatewayError(reply, flavor, 502, `the embeddings answer could not be read: ${(error as Error).message}`);
+        }
+        return reply.send(embeddingsAsBase64(text) ?? text);
+      }
       return reply.send(Readable.from(cutOffSignalled(opened.body, opened.contentType, flavor, controller.signal), { objectMode: false }));
     };
 

@@ -161,3 +161,33 @@ export function workShapeOfRequest(endpoint: string, body: Record<string, unknow
   const outputTokens = embedding ? 1 : positiveInteger(options.num_predict) ?? positiveInteger(body.max_tokens) ?? positiveInteger(body.max_completion_tokens);
   return outputTokens === undefined ? { model, promptCharacters } : { model, promptCharacters, outputTokens };
 }
+
+/**
+ * An OpenAI /v1/embeddings answer with each embedding as OpenAI's base64 form: the
+ * little-endian float32 bytes, base64-encoded. The official OpenAI Node and .NET clients ask
+ * for it by default (encoding_format "base64") and decode whatever comes back that way, so an
+ * Ollama that answers arrays of numbers regardless would hand them garbage vectors.
+ * Embeddings already given as strings (an Ollama that honours the field) are left alone.
+ * Null when the text is not an embeddings answer (passed on unchanged).
+ */
+export function embeddingsAsBase64(text: string): string | null {
+  let answer: unknown;
+  try {
+    answer = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  const data = (answer as { data?: unknown } | null)?.data;
+  if (!Array.isArray(data)) return null;
+  for (const item of data) {
+    const embedding = (item as { embedding?: unknown } | null)?.embedding;
+    if (!Array.isArray(embedding)) continue;
+    if (!embedding.every((value) => typeof value === 'number')) return null;
+    const floats = Float32Array.from(embedding as number[]);
+    // Float32Array is in the platform's byte order; OpenAI's is little-endian.
+    const bytes = Buffer.alloc(floats.length * 4);
+    for (let index = 0; index < floats.length; index += 1) bytes.writeFloatLE(floats[index]!, index * 4);
+    (item as { embedding: unknown }).embedding = bytes.toString('base64');
+  }
+  return JSON.stringify(answer);
+}
