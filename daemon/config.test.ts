@@ -36,6 +36,16 @@ describe('loadConfig', () => {
     expect(() => loadConfig(['--config', configFile('{ not json')], home)).toThrow(/is not valid JSON/);
   });
 
+  it('takes the web origins allowed to call the gateway from flags, the environment or the file, and refuses what is no origin', () => {
+    const home = { HOME: '/tmp/hivemesh-config-home' };
+    expect(loadConfig([], home).allowedOrigins).toEqual([]);
+    expect(loadConfig(['--allow-origin', 'https://ui.example.com', '--allow-origin', 'http://10.0.0.*:3000'], home).allowedOrigins).toEqual(['https://ui.example.com', 'http://10.0.0.*:3000']);
+    expect(loadConfig([], { ...home, HIVEMESH_ALLOWED_ORIGINS: 'https://a.example, https://b.example' }).allowedOrigins).toEqual(['https://a.example', 'https://b.example']);
+    expect(loadConfig(['--config', configFile({ allowedOrigins: ['*'] })], home).allowedOrigins).toEqual(['*']);
+    expect(() => loadConfig(['--allow-origin', 'ui.example.com'], home)).toThrow(new ConfigError(
+      '--allow-origin: "ui.example.com" is not an origin; use the form https://app.example.com or http://10.0.0.5:3000 ("*" matches any run of characters, "*" alone any origin)'));
+  });
+
   it('refuses a finished-task count above what the replicated state keeps, and a keep time too short to read a result', () => {
     const home = { HOME: '/tmp/hivemesh-config-home' };
     expect(limits.finishedTasksMax).toBe(20_000); // the README's "at most 20,000"

@@ -6,6 +6,7 @@ import { homedir, hostname, networkInterfaces } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as limits from '../protocol/limits.ts';
+import { originPatternProblem } from './gateway/cors.ts';
 
 export interface AgentConfig {
   id: string;
@@ -47,6 +48,8 @@ export interface DaemonConfig {
   snapshotEveryEntries: number;
   keepFinishedTasksMs: number;
   agents: AgentConfig[];
+  /** Web origins allowed to call the Ollama/OpenAI gateway from a browser, beyond Ollama's defaults (gateway/cors.ts). */
+  allowedOrigins: string[];
 }
 
 export class ConfigError extends Error {
@@ -59,7 +62,7 @@ interface Setting {
   key: keyof DaemonConfig;
   flag: string;
   env: string;
-  kind: 'string' | 'port' | 'integer' | 'boolean' | 'list' | 'url' | 'agents';
+  kind: 'string' | 'port' | 'integer' | 'boolean' | 'list' | 'url' | 'agents' | 'origins';
   min?: number;
   max?: number;
   /** Why the bounds are what they are, added to the error when a value is out of them. */
@@ -74,6 +77,7 @@ interface Setting {
  * output stays readable for watchers.
  */
 export const keepFinishedTasksMsMin = 60_000;
+const allowedOriginsMax = 64;
 
 const settings: Setting[] = [
   { key: 'dataDir', flag: 'data-dir', env: 'HIVEMESH_DATA_DIR', kind: 'string' },
@@ -88,6 +92,7 @@ const settings: Setting[] = [
   { key: 'bootstrap', flag: 'bootstrap', env: 'HIVEMESH_BOOTSTRAP', kind: 'list' },
   { key: 'mdns', flag: 'mdns', env: 'HIVEMESH_MDNS', kind: 'boolean' },
   { key: 'calibrate', flag: 'calibrate', env: 'HIVEMESH_CALIBRATE', kind: 'boolean' },
+  { key: 'allowedOrigins', flag: 'allow-origin', env: 'HIVEMESH_ALLOWED_ORIGINS', kind: 'origins' },
   { key: 'heartbeatIntervalMs', flag: 'heartbeat-interval-ms', env: 'HIVEMESH_HEARTBEAT_INTERVAL_MS', kind: 'integer', min: 50, max: 60_000 },
   { key: 'suspectAfterMs', flag: 'suspect-after-ms', env: 'HIVEMESH_SUSPECT_AFTER_MS', kind: 'integer', min: 100, max: 600_000 },
   { key: 'deadAfterMs', flag: 'dead-after-ms', env: 'HIVEMESH_DEAD_AFTER_MS', kind: 'integer', min: 200, max: 3_600_000 },
@@ -122,6 +127,7 @@ export const startFlagOptions = {
   bootstrap: { type: 'string', multiple: true },
   'no-mdns': { type: 'boolean' },
   calibrate: { type: 'boolean' },
+  'allow-origin': { type: 'string', multiple: true },
   'heartbeat-interval-ms': { type: 'string' },
   'suspect-after-ms': { type: 'string' },
   'dead-after-ms': { type: 'string' },
@@ -172,6 +178,7 @@ function defaults(env: NodeJS.ProcessEnv): Omit<DaemonConfig, 'configFile' | 'ap
     keepFinishedTasksMs: 7 * 86_400_000,
     snapshotEveryEntries: limits.raftSnapshotEveryEntriesDefault,
     agents: [],
+    allowedOrigins: [],
   };
 }
 
@@ -228,6 +235,17 @@ function convert(setting: Setting, raw: unknown, source: Source): unknown {
         if (!address.startsWith('/') || !address.includes('/p2p/')) {
           throw new ConfigError(`${where}: ${JSON.stringify(address)} is not a multiaddr with a peer id; use the form /ip4/10.0.0.2/tcp/7421/p2p/12D3KooW... (see \`hivemesh status\` on that node)`);
         }
+      }
+      return list;
+    }
+    case 'origins': {
+      const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : null;
+      if (items === null || items.some((item) => typeof item !== 'string')) throw new ConfigError(`${where}: must be a list of origins such as https://app.example.com`);
+      const list = (items as string[]).map((item) => item.trim()).filter((item) => item !== '');
+      if (list.length > allowedOriginsMax) throw new ConfigError(`${where}: at most ${allowedOriginsMax} origins, got ${list.length}`);
+      for (const origin of list) {
+        const problem = originPatternProblem(origin);
+        if (problem !== null) throw new ConfigError(`${where}: ${problem}`);
       }
       return list;
     }

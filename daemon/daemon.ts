@@ -19,6 +19,7 @@ import { buildApp, type App } from './http/app.ts';
 import type { Action, HttpServices, Principal, Role } from './http/services.ts';
 import { EventBus } from './events.ts';
 import { Gateway } from './gateway/gateway.ts';
+import { OriginPolicy } from './gateway/cors.ts';
 import { gatewayRoutes } from './gateway/routes.ts';
 import { metricsRoutes } from './metrics/routes.ts';
 import { taskRoutes } from './http/routes/tasks.ts';
@@ -314,7 +315,7 @@ export class Daemon {
         taskRoutes(this.tasks, this.bus),
         tokenRoutes(this.tokens),
         mcpRoutes({ clusterStatus: () => this.clusterStatus(), agentsStatus: () => this.agentsStatus(), tasks: this.tasks, can: roleCan }),
-        gatewayRoutes({ gateway: this.gateway, agentsStatus: () => this.agentsStatus() }),
+        gatewayRoutes({ gateway: this.gateway, agentsStatus: () => this.agentsStatus(), origins: new OriginPolicy(config.allowedOrigins) }),
         metricsRoutes({
           clusterStatus: () => this.clusterStatus(),
           agentsStatus: () => this.agentsStatus(),

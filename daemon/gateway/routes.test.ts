@@ -10,6 +10,7 @@ import { MetricsRegistry } from '../metrics/registry.ts';
 import { Gateway, type GatewayHost } from './gateway.ts';
 import { gatewayRoutes } from './routes.ts';
 import { embeddingsAsBase64 } from './shapes.ts';
+import { OriginPolicy, originPatternProblem } from './cors.ts';
 
 const model = 'llama3.2:1b';
 const embedModel = 'all-minilm';
@@ -55,7 +56,7 @@ async function appWith(options: { stopDrainMs?: number } = {}): Promise<App> {
       return inFlightMax;
     },
   });
-  return buildApp({ services, plugins: [gatewayRoutes({ gateway, agentsStatus: () => agents, ...options })] });
+  return buildApp({ services, plugins: [gatewayRoutes({ gateway, agentsStatus: () => agents, origins: new OriginPolicy(['https://app.example.com']), ...options })] });
 }
 
 let app: App;
@@ -72,6 +73,56 @@ afterAll(async () => {
 const auth = (token: string) => ({ authorization: `Bearer ${token}` });
 
 describe('gateway routes', () => {
+  it('lets pages of allowed origins call it from a browser, as Ollama does, and tells others what to do', async () => {
+    for (const origin of ['http://localhost:3000', 'http://127.0.0.1', 'chrome-extension://abcdef', 'https://app.example.com']) {
+      const preflight = await app.inject({ method: 'OPTIONS', url: '/v1/chat/completions', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type, x-stainless-os' } });
+      expect([origin, preflight.statusCode]).toEqual([origin, 204]);
+      expect(preflight.headers['access-control-allow-origin']).toBe(origin);
+      expect(preflight.headers['access-control-allow-headers']).toBe('authorization, content-type, x-stainless-os');
+      expect(String(preflight.headers['access-control-allow-methods'])).toContain('POST');
+    }
+    const ollamaPreflight = await app.inject({ method: 'OPTIONS', url: '/api/chat', headers: { origin: 'http://localhost:8080', 'access-control-request-method': 'POST' } });
+    expect(ollamaPreflight.statusCode).toBe(204);
+
+    // The answers carry the header, refusals included, so a page can read why.
+    const origin = 'http://localhost:3000';
+    const tags = await app.inject({ method: 'GET', url: '/api/tags', headers: { ...auth('viewer-token'), origin } });
+    expect(tags.headers['access-control-allow-origin']).toBe(origin);
+    expect(tags.headers.vary).toMatch(/Origin/);
+    const refused = await app.inject({ method: 'POST', url: '/v1/chat/completions', headers: { origin }, payload: { model, messages: [] } });
+    expect(refused.statusCode).toBe(401);
+    expect(refused.headers['access-control-allow-origin']).toBe(origin);
+    const generated = await app.inject({ method: 'POST', url: '/api/generate', headers: { ...auth('operator-token'), origin }, payload: { model, prompt: 'x', stream: false } });
+    expect(generated.statusCode).toBe(200);
+    expect(generated.headers['access-control-allow-origin']).toBe(origin);
+
+    // Another site: no header, and its preflight says how to allow it.
+    const stranger = 'https://evil.example.net';
+    const strangerPreflight = await app.inject({ method: 'OPTIONS', url: '/v1/embeddings', headers: { origin: stranger, 'access-control-request-method': 'POST' } });
+    expect(strangerPreflight.statusCode).toBe(403);
+    expect(strangerPreflight.json().error.message).toContain(`--allow-origin ${stranger}`);
+    expect(strangerPreflight.headers['access-control-allow-origin']).toBeUndefined();
+    const strangerTags = await app.inject({ method: 'GET', url: '/api/tags', headers: { ...auth('viewer-token'), origin: stranger } });
+    expect(strangerTags.statusCode).toBe(200);
+    expect(strangerTags.headers['access-control-allow-origin']).toBeUndefined();
+    // Only the gateway's routes: hivemesh's own API stays same-origin (its dashboard).
+    expect((await app.inject({ method: 'OPTIONS', url: '/api/tasks', headers: { origin, 'access-control-request-method': 'POST' } })).statusCode).toBe(404);
+  });
+
+  it('reads origin patterns as Ollama\'s OLLAMA_ORIGINS does', () => {
+    const policy = new OriginPolicy(['http://10.0.0.*:3000', 'https://*.example.org']);
+    expect(policy.allows('http://10.0.0.7:3000')).toBe(true);
+    expect(policy.allows('http://10.0.0.7:3001')).toBe(false);
+    expect(policy.allows('https://ui.example.org')).toBe(true);
+    expect(policy.allows('https://example.org.evil.net')).toBe(false);
+    expect(policy.allows('http://localhost')).toBe(true);
+    expect(policy.allows('http://localhost.evil.net')).toBe(false);
+    expect(new OriginPolicy(['*']).allows('https://anything.example')).toBe(true);
+    expect(originPatternProblem('https://app.example.com')).toBeNull();
+    expect(originPatternProblem('app.example.com')).toMatch(/not an origin; use the form/);
+    expect(originPatternProblem('https://app.example.com/path')).toMatch(/not an origin/);
+  });
+
   it('gives OpenAI embeddings as base64 float32 when asked (the OpenAI clients\' default), as numbers otherwise', async () => {
     const input = ['first text', 'second text'];
     const floats = await app.inject({ method: 'POST', url: '/v1/embeddings', headers: auth('operator-token'), payload: { model: embedModel, input } });

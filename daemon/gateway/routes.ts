@@ -12,6 +12,7 @@ import type { AgentsStatus } from '../../protocol/api.ts';
 import { gatewayStopDrainMs, httpBodyBytesMax } from '../../protocol/limits.ts';
 import { normalizeModelName } from '../../scheduler/tasks/node-view.ts';
 import type { App } from '../http/app.ts';
+import { OriginPolicy } from './cors.ts';
 import { GatewayBusyError, ModelNotFoundError, UpstreamUnavailableError, relayablePaths, type Gateway } from './gateway.ts';
 import {
   embeddingsAsBase64, modelNotFoundMessage, ollamaError, ollamaPs, ollamaTags, openaiError, openaiErrorType, openaiModels, workShapeOfRequest,
@@ -24,6 +25,8 @@ export interface GatewayRouteDeps {
   agentsStatus: () => AgentsStatus;
   /** How long a stop lets answers in flight finish before cutting them (tests shorten it). */
   stopDrainMs?: number;
+  /** Which web pages may read the gateway's answers from a browser (default: Ollama's origins). */
+  origins?: OriginPolicy;
 }
 
 function flavorOf(url: string): GatewayFlavor {
@@ -105,6 +108,40 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
       if (typeof message !== 'string') return payload;
       return JSON.stringify(errorBody(flavorOf(request.url), reply.statusCode, message, typeof code === 'string' ? code : null));
     });
+
+    // Browsers: pages of an allowed origin may read the answers (refusals included, so a page
+    // sees "401 missing bearer token" rather than an opaque CORS failure).
+    const origins = deps.origins ?? new OriginPolicy();
+    app.addHook('onSend', async (request, reply, payload) => {
+      const origin = request.headers.origin;
+      if (typeof origin === 'string' && origins.allows(origin)) {
+        reply.header('access-control-allow-origin', origin).header('access-control-expose-headers', 'x-hivemesh-node, retry-after');
+      }
+      if (origin !== undefined) reply.header('vary', 'Origin');
+      return payload;
+    });
+    const gatewayApiPaths = new Set(['/api/chat', '/api/generate', '/api/embed', '/api/embeddings', '/api/show', '/api/tags', '/api/ps', '/api/version',
+      '/api/pull', '/api/push', '/api/create', '/api/copy', '/api/delete']);
+    for (const pattern of ['/api/*', '/v1/*']) {
+      // A preflight carries no token: it is answered before any authentication.
+      app.options(pattern, async (request, reply) => {
+        const path = request.url.split('?')[0]!;
+        if (!path.startsWith('/v1/') && !gatewayApiPaths.has(path) && !path.startsWith('/api/blobs/')) {
+          return reply.callNotFound();
+        }
+        const origin = request.headers.origin;
+        if (typeof origin === 'string' && !origins.allows(origin)) {
+          return sendGatewayError(reply, flavorOf(path), 403,
+            `web pages of ${origin} may not call this node from a browser; start the node with --allow-origin ${origin} (localhost pages, app webviews and browser extensions may already)`, 'origin_not_allowed');
+        }
+        const asked = request.headers['access-control-request-headers'];
+        reply.code(204)
+          .header('access-control-allow-methods', 'GET, POST, DELETE, HEAD, OPTIONS')
+          .header('access-control-allow-headers', typeof asked === 'string' && /^[\w\s,*-]{1,2000}$/.test(asked) ? asked : 'Authorization, Content-Type, Accept, User-Agent, X-Requested-With')
+          .header('access-control-max-age', '43200');
+        return reply.send();
+      });
+    }
 
     // A graceful stop waits for the requests in flight, and an answer may stream for an hour:
     // those still running after a short drain are cut (the client sees a broken answer, never

@@ -26,6 +26,9 @@ config file (--config, or <data-dir>/config.json), else its default.
   --no-mdns                   no multicast discovery (use --bootstrap)       HIVEMESH_MDNS=false
   --calibrate                 when idle, measure each model in VRAM with a short generation,
                               so the first tasks are placed by speed (off)   HIVEMESH_CALIBRATE=true
+  --allow-origin O            a web origin whose pages may call the Ollama/OpenAI routes from a
+                              browser, repeatable; localhost pages, app webviews and browser
+                              extensions may already, as with Ollama     HIVEMESH_ALLOWED_ORIGINS
   --heartbeat-interval-ms N   gossip period (1000)                           HIVEMESH_HEARTBEAT_INTERVAL_MS
   --suspect-after-ms N        silent this long: suspect (2500)               HIVEMESH_SUSPECT_AFTER_MS
   --dead-after-ms N           silent this long: dead (4500)                  HIVEMESH_DEAD_AFTER_MS
