@@ -275,17 +275,29 @@ async function benchThroughput(rows: BenchRow[], cluster: TaskCluster, taskCount
   const rate = Math.max(10, Math.round(completedPerSecond / 2));
   const openCount = Math.min(taskCount, rate * 5);
   const openMs: number[] = [];
+  const openByNode: number[][] = daemons.map(() => []);
   const openStarted = performance.now();
   const inFlight: Array<Promise<void>> = [];
   for (let n = 0; n < openCount; n += 1) {
     await sleep(openStarted + (n * 1000) / rate - performance.now());
     const sent = performance.now();
     inFlight.push(submitInstant('open-loop', n).then(
-      () => { openMs.push(performance.now() - sent); },
+      () => {
+        openMs.push(performance.now() - sent);
+        openByNode[n % daemons.length]!.push(performance.now() - sent);
+      },
       (error: unknown) => { failures.push((error as Error).message); },
     ));
   }
   await Promise.all(inFlight);
+  if (process.env['HIVEMESH_BENCH_DETAIL'] === '1') {
+    // Which entry node the slow submits came through: the leader, or a follower that forwards.
+    for (const [index, daemon] of daemons.entries()) {
+      const { body } = await daemon.api<{ role: string }>('/api/status/cluster');
+      const times = openByNode[index]!;
+      process.stderr.write(`bench tasks: open loop through ${daemon.spec.name} (${body.role}): p50 ${median(times).toFixed(1)} ms, p99 ${percentile(times, 99).toFixed(1)} ms, max ${Math.max(...times).toFixed(1)} ms (${times.length})\n`);
+    }
+  }
   rows.push({ section, name: `POST /api/tasks until 201 p50, open loop at ${rate} tasks/s (half the measured capacity; ${openMs.length} tasks)`, value: median(openMs), unit: 'ms', baseline: { name: '1 in flight', value: median(unloadedMs) } });
   rows.push({
     section, name: `POST /api/tasks until 201 p99, open loop at ${rate} tasks/s`, value: percentile(openMs, 99), unit: 'ms', baseline: { name: '1 in flight', value: percentile(unloadedMs, 99) },
