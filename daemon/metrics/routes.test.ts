@@ -109,6 +109,19 @@ describe('metrics routes', () => {
     expect(value('hivemesh_http_requests_total', { route: '/things/:id', method: 'GET', status: '200' })).toBe(2);
     expect(value('hivemesh_http_requests_total', { route: 'unmatched', status: '404' })).toBe(1);
     expect(value('hivemesh_http_requests_total', { route: '/metrics', status: '401' })).toBe(1);
+
+    // The event loop held for 300 ms (as a busy loop of promises once held a stopping leader):
+    // the next scrape's longest delay shows it, and the one after starts afresh.
+    const heldUntil = performance.now() + 300;
+    while (performance.now() < heldUntil) { /* hold the loop */ }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const held = parsePrometheusText(await (await get('/metrics')).text()).samples;
+    const delay = (samples: Sample[], quantile: string) => samples.find((sample) => sample.name === 'hivemesh_event_loop_delay_seconds' && sample.labels.quantile === quantile)?.value;
+    expect(delay(held, '1')).toBeGreaterThanOrEqual(0.25);
+    expect(delay(held, '0.5')).toBeLessThan(delay(held, '1')!);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const after = parsePrometheusText(await (await get('/metrics')).text()).samples;
+    expect(delay(after, '1')).toBeLessThan(0.25);
   });
 
   it('computes the performance window from the replicated tasks', () => {

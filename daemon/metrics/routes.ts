@@ -136,6 +136,46 @@ function routeTemplate(app: App, method: string, url: string): string {
   }).join('/');
 }
 
+/**
+ * How late a 20 ms timer fires: the event loop's delay, sampled in JavaScript. (Node's
+ * monitorEventLoopDelay misses a stall that starts right after its reset, which is when a
+ * scrape would reset it.)
+ */
+class LoopDelaySampler {
+  private static readonly everyMs = 20;
+  private static readonly samplesMax = 10_000;
+  private samples: number[] = [];
+  private max = 0;
+  private last = performance.now();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor() {
+    this.timer = setInterval(() => {
+      const now = performance.now();
+      const late = Math.max(0, now - this.last - LoopDelaySampler.everyMs);
+      this.last = now;
+      this.max = Math.max(this.max, late);
+      if (this.samples.length < LoopDelaySampler.samplesMax) this.samples.push(late);
+    }, LoopDelaySampler.everyMs);
+    this.timer.unref();
+  }
+
+  /** p50, p99 and the longest delay (ms) since the previous call, or null without samples. */
+  take(): Record<'0.5' | '0.99' | '1', number> | null {
+    if (this.samples.length === 0) return null;
+    const sorted = this.samples.sort((a, b) => a - b);
+    const at = (fraction: number) => sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))]!;
+    const figures = { '0.5': at(0.5), '0.99': at(0.99), '1': this.max };
+    this.samples = [];
+    this.max = 0;
+    return figures;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
 export function metricsRoutes(deps: MetricsRouteDeps) {
   return async (app: App): Promise<void> => {
     const registry = deps.registry ?? defaultMetrics;
@@ -156,6 +196,9 @@ export function metricsRoutes(deps: MetricsRouteDeps) {
     const sendDropped = registry.counter('hivemesh_p2p_send_dropped_total', 'One-way p2p messages dropped per peer and protocol (queue full or peer unreachable); resets when an idle channel is pruned.');
     const sendQueued = registry.gauge('hivemesh_p2p_send_queued', 'One-way p2p messages waiting per peer and protocol.');
     const busSubscribers = registry.gauge('hivemesh_event_bus_subscribers', 'Open event streams (SSE clients and the task event streams behind them) on this node.');
+    const loopDelaySeconds = registry.gauge('hivemesh_event_loop_delay_seconds',
+      'How late this node\'s event loop ran its timers since the previous scrape (quantile 0.5, 0.99 and 1 for the longest). While it is held the node hears nothing: a longest delay of hundreds of ms shows in elections and in submit latency.');
+    const loopDelay = new LoopDelaySampler();
 
     const removeCollector = registry.collect(() => {
       try {
@@ -191,6 +234,8 @@ export function metricsRoutes(deps: MetricsRouteDeps) {
         sendQueued.set({ peer: stats.peerId, protocol: stats.protocol }, stats.queued);
       }
       busSubscribers.set({}, deps.bus.subscriberCount);
+      const delay = loopDelay.take();
+      if (delay !== null) for (const [quantile, ms] of Object.entries(delay)) loopDelaySeconds.set({ quantile }, ms / 1000);
     });
 
     // Task transitions, counted from the event bus as entries are applied.
@@ -213,6 +258,7 @@ export function metricsRoutes(deps: MetricsRouteDeps) {
     };
     app.server.on('request', onRequest);
     app.addHook('onClose', async () => {
+      loopDelay.stop();
       stopCounting();
       removeCollector();
       app.server.off('request', onRequest);
