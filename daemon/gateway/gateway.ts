@@ -10,7 +10,7 @@ import https from 'node:https';
 import * as limits from '../../protocol/limits.ts';
 import { ollamaHttpAgent } from '../tasks/ollama-transport.ts';
 import { rankNodesForRequest, type WorkShape } from '../../scheduler/tasks/placement.ts';
-import type { NodeView } from '../../scheduler/tasks/node-view.ts';
+import { installedNameOf, type NodeView } from '../../scheduler/tasks/node-view.ts';
 import { logger } from '../log.ts';
 import { latencyBucketsSeconds, metrics as defaultMetrics, type MetricsRegistry } from '../metrics/registry.ts';
 import type { Reply, RequestHandlerContext, RequestOptions } from '../p2p/host.ts';
@@ -290,10 +290,28 @@ export class Gateway {
     else this.outstandingByNode.set(nodeId, count);
   }
 
+  /**
+   * The request with its model named as this node's Ollama lists it: clients may write
+   * `Llama3.2`, which current Ollama resolves and older Ollama does not.
+   */
+  private withInstalledName(body: unknown): unknown {
+    if (typeof body !== 'object' || body === null) return body;
+    const self = this.options.nodeViews().find((view) => view.id === this.options.nodeId());
+    if (self === undefined) return body;
+    let renamed: Record<string, unknown> | null = null;
+    for (const field of ['model', 'name'] as const) {
+      const asked = (body as Record<string, unknown>)[field];
+      if (typeof asked !== 'string') continue;
+      const installed = installedNameOf(self.modelsInstalled, asked);
+      if (installed !== asked) (renamed ??= { ...(body as Record<string, unknown>) })[field] = installed;
+    }
+    return renamed ?? body;
+  }
+
   /** Proxies to this node's Ollama; a connection failure throws (the caller tries another node). */
   private async openLocal(call: Pick<GatewayCall, 'path' | 'method' | 'body'>, signal: AbortSignal): Promise<Omit<GatewayResponse, 'nodeId' | 'release'>> {
     const counted = relayablePaths[call.path]?.generation === true;
-    const body = call.method === 'POST' ? JSON.stringify(call.body ?? {}) : undefined;
+    const body = call.method === 'POST' ? JSON.stringify(this.withInstalledName(call.body ?? {})) : undefined;
     if (counted) this.localGenerations++;
     let response: IncomingMessage;
     try {

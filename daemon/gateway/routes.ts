@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AgentsStatus } from '../../protocol/api.ts';
 import { gatewayStopDrainMs, httpBodyBytesMax } from '../../protocol/limits.ts';
-import { normalizeModelName } from '../../scheduler/tasks/node-view.ts';
+import { sameModel } from '../../scheduler/tasks/node-view.ts';
 import type { App } from '../http/app.ts';
 import { OriginPolicy } from './cors.ts';
 import { GatewayBusyError, ModelNotFoundError, UpstreamUnavailableError, relayablePaths, type Gateway } from './gateway.ts';
@@ -267,8 +267,7 @@ export function gatewayRoutes(deps: GatewayRouteDeps) {
 
     app.get<{ Params: { model: string } }>('/v1/models/:model', { config: { action: 'read' } }, async (request, reply) => {
       const startedAtMs = performance.now();
-      const wanted = normalizeModelName(request.params.model);
-      const found = openaiModels(deps.agentsStatus().nodes).data.find((model) => model.id === wanted);
+      const found = openaiModels(deps.agentsStatus().nodes).data.find((model) => sameModel(model.id, request.params.model));
       if (found === undefined) {
         gateway.recordOutcome('/v1/models/:model', 'not_found', startedAtMs);
         return sendGatewayError(reply, 'openai', 404, modelNotFoundMessage(request.params.model), 'model_not_found');

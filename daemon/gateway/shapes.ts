@@ -4,7 +4,7 @@
 // placement (model, prompt size, expected output tokens).
 import type { NodeStatus } from '../../protocol/api.ts';
 import type { WorkShape } from '../../scheduler/tasks/placement.ts';
-import { normalizeModelName } from '../../scheduler/tasks/node-view.ts';
+import { modelKey, normalizeModelName, sameModel } from '../../scheduler/tasks/node-view.ts';
 
 export type GatewayFlavor = 'ollama' | 'openai';
 
@@ -64,9 +64,10 @@ export function clusterModels(nodes: readonly NodeStatus[]): ClusterModel[] {
   for (const node of aliveNodes(nodes)) {
     for (const model of node.models.installed) {
       const name = normalizeModelName(model.name);
-      const existing = byName.get(name);
+      // One entry per model whatever the case each node's Ollama spells it in.
+      const existing = byName.get(modelKey(name));
       if (existing === undefined) {
-        byName.set(name, { name, size: model.sizeBytes, nodes: [node.name], since: node.startedAt, details: details(model) });
+        byName.set(modelKey(name), { name, size: model.sizeBytes, nodes: [node.name], since: node.startedAt, details: details(model) });
       } else {
         existing.nodes.push(node.name);
         if (node.startedAt < existing.since) existing.since = node.startedAt;
@@ -99,10 +100,10 @@ export function ollamaPs(nodes: readonly NodeStatus[]) {
   for (const node of aliveNodes(nodes)) {
     for (const loaded of node.models.loaded) {
       const name = normalizeModelName(loaded.name);
-      const installed = node.models.installed.find((model) => normalizeModelName(model.name) === name);
-      const existing = byName.get(name);
+      const installed = node.models.installed.find((model) => sameModel(model.name, name));
+      const existing = byName.get(modelKey(name));
       if (existing !== undefined && existing.size_vram >= loaded.vramBytes) continue;
-      byName.set(name, {
+      byName.set(modelKey(name), {
         name,
         model: name,
         size: loaded.sizeBytes,

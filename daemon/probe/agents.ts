@@ -22,6 +22,7 @@ import type { Agent, InstalledModel } from '../../protocol/heartbeat.ts';
 import { HivemeshError } from '../../protocol/errors.ts';
 import { embeddingCapability } from '../../protocol/tasks.ts';
 import * as limits from '../../protocol/limits.ts';
+import { sameModel } from '../../scheduler/tasks/node-view.ts';
 
 /** An agent with what the executor needs beyond the heartbeat (its system prompt). */
 export interface AgentDefinition extends Agent {
@@ -32,16 +33,6 @@ const agentIdLengthMax = 128;
 
 function invalid(message: string): never {
   throw new HivemeshError('invalid_input', message);
-}
-
-/** Ollama's full name of a model: `name` means `name:latest`. */
-export function normalizeModelName(name: string): string {
-  return name.slice(name.lastIndexOf('/') + 1).includes(':') ? name : `${name}:latest`;
-}
-
-/** Ollama treats `name` and `name:latest` as one model. */
-export function sameModel(a: string, b: string): boolean {
-  return normalizeModelName(a) === normalizeModelName(b);
 }
 
 /**

@@ -8,7 +8,8 @@
 import type { OllamaState } from '../../protocol/heartbeat.ts';
 import { logger } from '../log.ts';
 import { runGeneration } from '../tasks/generation.ts';
-import { isEmbeddingModel, normalizeModelName } from './agents.ts';
+import { isEmbeddingModel } from './agents.ts';
+import { normalizeModelName } from '../../scheduler/tasks/node-view.ts';
 
 const log = logger('probe:calibration');
 

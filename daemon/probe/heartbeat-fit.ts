@@ -5,7 +5,7 @@
 // and leaves out the rest, which are then not scheduled on that node (the caller warns).
 import type { Agent, Heartbeat } from '../../protocol/heartbeat.ts';
 import * as limits from '../../protocol/limits.ts';
-import { normalizeModelName as normalize } from './agents.ts';
+import { normalizeModelName as normalize } from '../../scheduler/tasks/node-view.ts';
 
 type Body = Pick<Heartbeat, 'ollama' | 'agents'>;
 

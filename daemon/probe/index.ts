@@ -11,10 +11,12 @@ import { logger } from '../log.ts';
 import { HardwareProbe, type HardwareProbeOptions } from './hardware.ts';
 import { OllamaProbe, type OllamaProbeOptions } from './ollama.ts';
 import { agentsFor, heartbeatAgent, parseAgentsConfig, type AgentDefinition } from './agents.ts';
+import { installedNameOf } from '../../scheduler/tasks/node-view.ts';
 
 export { HardwareProbe, gpusFromControllers, type HardwareSource, type HardwareProbeOptions } from './hardware.ts';
 export { OllamaProbe, backoffDelayMs, describeOllamaFailure, type OllamaProbeOptions, type OllamaProbeStatus } from './ollama.ts';
-export { agentsFor, agentsFromModels, isEmbeddingModel, parseAgentsConfig, chatProficiency, sameModel, type AgentDefinition } from './agents.ts';
+export { agentsFor, agentsFromModels, isEmbeddingModel, parseAgentsConfig, chatProficiency, type AgentDefinition } from './agents.ts';
+export { sameModel } from '../../scheduler/tasks/node-view.ts';
 
 const log = logger('probe');
 
@@ -64,6 +66,11 @@ export class HealthProbe {
   /** The agents with their system prompts, for the executor. */
   agentDefinitions(): AgentDefinition[] {
     return this.resolveAgents(this.ollama.current()).definitions;
+  }
+
+  /** The name this node's Ollama lists for `model` (Ollama's names are case-insensitive), or `model` when none matches. */
+  installedName(model: string): string {
+    return installedNameOf(this.ollama.current().installed, model);
   }
 
   recordGeneration(model: string, tokens: number, evalDurationNs: number, options: { provisional?: boolean } = {}): void {

@@ -9,7 +9,7 @@ import { Ollama, type ListResponse, type ModelResponse } from 'ollama';
 import type { InstalledModel, LoadedModel, OllamaState } from '../../protocol/heartbeat.ts';
 import * as limits from '../../protocol/limits.ts';
 import { logger } from '../log.ts';
-import { normalizeModelName } from './agents.ts';
+import { installedNameOf, normalizeModelName, sameModel } from '../../scheduler/tasks/node-view.ts';
 import type { MeasuredSpeeds } from './measured-store.ts';
 
 /** A load_duration shorter than this is not a load from disk (Ollama reports a few ms for a warm model). */
@@ -364,8 +364,8 @@ export class OllamaProbe {
    * generation then replaces it rather than averaging with it.
    */
   recordGeneration(modelAsAsked: string, tokens: number, evalDurationNs: number, options: { provisional?: boolean } = {}): void {
-    // Keyed by the full name, the one /api/tags lists, so the scheduler finds it.
-    const model = validModelName(modelAsAsked) ? normalizeModelName(modelAsAsked) : modelAsAsked;
+    // Keyed by the full name as /api/tags lists it (a request may spell it in another case), so the scheduler finds it.
+    const model = validModelName(modelAsAsked) ? normalizeModelName(installedNameOf(this.state.installed, modelAsAsked)) : modelAsAsked;
     if (!validModelName(model) || !(tokens > 0) || !(evalDurationNs > 0) || !Number.isFinite(tokens) || !Number.isFinite(evalDurationNs)) return;
     const sample = tokens / (evalDurationNs / 1e9);
     const previous = this.speeds.get(model);
@@ -452,8 +452,7 @@ export class OllamaProbe {
    */
   recordLoad(modelAsAsked: string, loadMs: number): void {
     if (!(loadMs >= loadMsMeaningful) || !Number.isFinite(loadMs)) return;
-    const model = validModelName(modelAsAsked) ? normalizeModelName(modelAsAsked) : modelAsAsked;
-    const size = this.state.installed.find((entry) => normalizeModelName(entry.name) === model)?.sizeBytes;
+    const size = this.state.installed.find((entry) => sameModel(entry.name, modelAsAsked))?.sizeBytes;
     if (size === undefined || !(size > 0)) return;
     const sample = size / (loadMs / 1000);
     this.loadRate = this.loadRate === null ? sample : this.loadRate + this.smoothing * (sample - this.loadRate);

@@ -44,7 +44,7 @@ export interface ExecutorDeps {
   state: () => ReplicatedState;
   ollamaUrl: string;
   concurrency: number;
-  probe: Pick<HealthProbe, 'recordGeneration' | 'recordLoad' | 'agentDefinitions'>;
+  probe: Pick<HealthProbe, 'recordGeneration' | 'recordLoad' | 'agentDefinitions' | 'installedName'>;
   agents: readonly AgentConfig[];
   outputs: OutputHub;
   reporter: Reporter;
@@ -282,14 +282,16 @@ export class Executor {
     }
   }
 
-  private async generate(local: LocalAttempt, live: Readonly<TaskRecord>, model: string | null): Promise<void> {
+  private async generate(local: LocalAttempt, live: Readonly<TaskRecord>, asked: string | null): Promise<void> {
     const { taskId, attempt } = local;
     const state = this.deps.state();
     const assignment = live.attempts.at(-1)!;
-    if (model === null) {
+    if (asked === null) {
       await this.reportFail(local, `attempt ${attempt} of task ${taskId} names no model to run`, false);
       return;
     }
+    // As this node's Ollama spells it: a task may name `Llama3.2`, and an older Ollama finds only `llama3.2`.
+    const model = this.deps.probe.installedName(asked);
     const rendered = renderPrompt(state, live);
     if (!rendered.ok) {
       await this.reportFail(local, rendered.reason, false);

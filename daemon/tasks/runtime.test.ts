@@ -54,6 +54,18 @@ describe('task runtime on one node', () => {
     expect(h.standin.generations()).toHaveLength(1);
   });
 
+  it('runs a task whose model is named in another case, as Ollama accepts it, under the name this Ollama lists', async () => {
+    const h = await harness();
+    // The stand-in, like Ollama before 0.4, finds only the listed spelling.
+    const { task } = await h.service.submit({ model: 'Llama3.2:1B', prompt: 'case' });
+    const done = await h.service.waitFinished(task.id, 10_000);
+    expect(done.status).toBe('completed');
+    expect(done.output).toBe(standinText('llama3.2:1b', 'case', 24));
+    expect(h.standin.generations().map((generation) => generation.model)).toEqual(['llama3.2:1b']);
+    // Its speed is measured under the listed name, where the scheduler looks it up.
+    expect(Object.keys(h.probe.snapshot().ollama.tokensPerSecond)).toEqual(['llama3.2:1b']);
+  });
+
   it('completes a short generation without a task.start entry', async () => {
     const h = await harness({ tuning: { startReportDelayMs: 5_000 } });
     const { task } = await h.service.submit({ model: 'llama3.2:1b', prompt: 'quick' });

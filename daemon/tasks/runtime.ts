@@ -11,7 +11,7 @@
 import { committedEntriesPerReadyMax } from '../../scheduler/consensus/raft.ts';
 import type { Entry } from '../../scheduler/consensus/types.ts';
 import type { ApplyResult, ReplicatedState, TaskRecord } from '../../scheduler/state/state.ts';
-import { nodeLabel, normalizeModelName, type NodeView } from '../../scheduler/tasks/node-view.ts';
+import { modelKey, nodeLabel, type NodeView } from '../../scheduler/tasks/node-view.ts';
 import { NodeHealth } from '../../scheduler/tasks/node-health.ts';
 import { waitingReason } from '../../scheduler/tasks/placement.ts';
 import type { TaskOutputEvent, TaskStatusEvent } from '../../protocol/tasks.ts';
@@ -63,7 +63,7 @@ export interface TaskRuntimeDeps {
   raftStatus: () => RaftStatusView | null;
   host: Pick<P2PHost, 'publish' | 'subscribe' | 'handle' | 'handleMessages' | 'request' | 'send' | 'on' | 'isConnected'>;
   members: () => MemberView[];
-  probe: Pick<HealthProbe, 'snapshot' | 'recordGeneration' | 'recordLoad' | 'agentDefinitions'>;
+  probe: Pick<HealthProbe, 'snapshot' | 'recordGeneration' | 'recordLoad' | 'agentDefinitions' | 'installedName'>;
   ollamaUrl: string;
   concurrency: number;
   agents: AgentConfig[];
@@ -408,7 +408,7 @@ export class TaskRuntime {
     const snapshot = this.deps.probe.snapshot();
     const ollama = snapshot.ollama;
     const modelSizeBytes: Record<string, number> = {};
-    for (const model of ollama.installed) modelSizeBytes[normalizeModelName(model.name)] = model.sizeBytes;
+    for (const model of ollama.installed) modelSizeBytes[modelKey(model.name)] = model.sizeBytes;
     const load = this.executor.load();
     return {
       id: this.deps.nodeId,

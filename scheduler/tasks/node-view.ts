@@ -21,7 +21,7 @@ export interface NodeView {
   modelsLoaded: readonly string[];
   /** Measured generation speed per model; missing models fall back to a default. */
   tokensPerSecond: Readonly<Record<string, number>>;
-  /** Size on disk per installed model, for the load-time estimate; optional. */
+  /** Size on disk per installed model (keyed by modelKey), for the load-time estimate; optional. */
   modelSizeBytes?: Readonly<Record<string, number>>;
   /** The node's measured load speed (bytes of model per second); absent until it saw a cold load. */
   loadBytesPerSecond?: number;
@@ -40,7 +40,6 @@ export interface NodeView {
   agents: readonly AgentView[];
 }
 
-/** Ollama names without a tag mean `:latest`; `llama3` and `llama3:latest` are one model. */
 /**
  * A node as texts for people name it: `name (id)`, or the id alone when the name is unknown
  * or is the id. The CLI turns this shape back into the name alone (daemon/cli/format.ts).
@@ -49,12 +48,34 @@ export function nodeLabel(node: { id: string; name?: string | undefined }): stri
   return node.name === undefined || node.name === node.id ? node.id : `${node.name} (${node.id})`;
 }
 
+/**
+ * Ollama's full name of a model: a name without a tag means `:latest` (a registry's port, as
+ * in `host:5000/model`, is no tag). The spelling is kept: this is the name to show.
+ */
 export function normalizeModelName(name: string): string {
-  return name.includes(':') ? name : `${name}:latest`;
+  return name.slice(name.lastIndexOf('/') + 1).includes(':') ? name : `${name}:latest`;
 }
 
+/**
+ * The key under which Ollama finds a model: the full name, in any case (Ollama resolves
+ * `Llama3.2:1B` to an installed `llama3.2:1b`). For comparing and indexing, not for showing.
+ */
+export function modelKey(name: string): string {
+  return normalizeModelName(name).toLowerCase();
+}
+
+/** `llama3`, `llama3:latest` and `Llama3:Latest` are one model to Ollama. */
 export function sameModel(a: string, b: string): boolean {
-  return normalizeModelName(a) === normalizeModelName(b);
+  return modelKey(a) === modelKey(b);
+}
+
+/** The installed name `model` means here (the spelling Ollama lists), or `model` itself when none matches. */
+export function installedNameOf(installed: ReadonlyArray<string | { name: string }>, model: string): string {
+  for (const entry of installed) {
+    const name = typeof entry === 'string' ? entry : entry.name;
+    if (sameModel(name, model)) return name;
+  }
+  return model;
 }
 
 /**
@@ -82,7 +103,7 @@ export function measuredTokensPerSecond(node: NodeView, model: string): number |
 }
 
 function sizeOf(node: NodeView, model: string): number | undefined {
-  const size = node.modelSizeBytes?.[normalizeModelName(model)] ?? node.modelSizeBytes?.[model];
+  const size = node.modelSizeBytes?.[modelKey(model)];
   return size !== undefined && Number.isFinite(size) && size > 0 ? size : undefined;
 }
 
@@ -112,7 +133,7 @@ export function expectedTokensPerSecond(node: NodeView, model: string): number |
 
 export function nodeViewFromHeartbeat(heartbeat: Heartbeat, alive: boolean): NodeView {
   const modelSizeBytes: Record<string, number> = {};
-  for (const model of heartbeat.ollama.installed) modelSizeBytes[normalizeModelName(model.name)] = model.sizeBytes;
+  for (const model of heartbeat.ollama.installed) modelSizeBytes[modelKey(model.name)] = model.sizeBytes;
   return {
     id: heartbeat.nodeId,
     name: heartbeat.name,

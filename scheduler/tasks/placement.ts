@@ -8,7 +8,7 @@ import * as limits from '../../protocol/limits.ts';
 import type { Task } from '../../protocol/tasks.ts';
 import type { ReplicatedState, TaskRecord } from '../state/state.ts';
 import type { CommandOf } from '../state/commands.ts';
-import { expectedTokensPerSecond, hasModel, nodeLabel, normalizeModelName, sameModel, type NodeView } from './node-view.ts';
+import { expectedTokensPerSecond, hasModel, nodeLabel, modelKey, sameModel, type NodeView } from './node-view.ts';
 import { pendingDependencies, readyTasks } from './ready.ts';
 
 /**
@@ -202,7 +202,7 @@ export function estimateWorkMs(work: WorkShape, node: NodeView, options: Omit<Es
   const warm = hasModel(node.modelsLoaded, model) || hasModel(options.extraLoaded ?? [], model);
   let loadMs = 0;
   if (!warm) {
-    const size = node.modelSizeBytes?.[normalizeModelName(model)] ?? node.modelSizeBytes?.[model];
+    const size = node.modelSizeBytes?.[modelKey(model)];
     const rate = node.loadBytesPerSecond;
     if (size === undefined) loadMs = estimateDefaults.modelLoadMs;
     else if (rate !== undefined && Number.isFinite(rate) && rate > 0) loadMs = size / rate * 1000;
@@ -595,7 +595,7 @@ function rentOrBuy(regret: Map<string, number>, best: Choice, coldFree: readonly
     if (option.candidate === best.candidate) continue;
     const gain = best.cost - option.warmCost;
     if (!(gain > 0)) continue;
-    const key = `${option.candidate.node.id}\u0000${normalizeModelName(option.candidate.model)}`;
+    const key = `${option.candidate.node.id}\u0000${modelKey(option.candidate.model)}`;
     if (!regret.has(key) && regret.size >= loadRegretEntriesMax) regret.clear();
     const total = (regret.get(key) ?? 0) + gain;
     regret.set(key, total);

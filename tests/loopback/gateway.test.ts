@@ -76,6 +76,9 @@ describe('gateway over two daemons (loopback)', () => {
     expect((await client.version()).version).toBe('0.12.6');
     const one = await fetch(`${nodeA.apiUrl}/v1/models/${onlyOnB}`, { headers: headers() });
     expect(await one.json()).toMatchObject({ id: onlyOnB, object: 'model' });
+    // Model names are case-insensitive, as Ollama's are.
+    const shouted = await fetch(`${nodeA.apiUrl}/v1/models/${onlyOnB.toUpperCase()}`, { headers: headers() });
+    expect(await shouted.json()).toMatchObject({ id: onlyOnB, object: 'model' });
     const missing = await fetch(`${nodeA.apiUrl}/v1/models/absent:1b`, { headers: headers() });
     expect(missing.status).toBe(404);
     expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('model_not_found');
@@ -91,6 +94,10 @@ describe('gateway over two daemons (loopback)', () => {
     expect(whole.message.content).toBe(expected);
     expect(whole.done).toBe(true);
     expect(whole.eval_count).toBe(responseTokens);
+    // Another spelling of the name, as current Ollama accepts: the stand-in, like older
+    // Ollama, knows only the listed spelling, which B's gateway uses.
+    const shouted = await client.chat({ model: onlyOnB.toUpperCase(), messages, stream: false });
+    expect(shouted.message.content).toBe(expected);
 
     const parts: string[] = [];
     let chunks = 0;
@@ -103,7 +110,7 @@ describe('gateway over two daemons (loopback)', () => {
     expect(finalSeen).toBe(true);
     expect(chunks).toBe(responseTokens + 1);
     expect(parts.join('')).toBe(expected);
-    expect(standinB.generationsTotal() - startedOnB).toBe(2);
+    expect(standinB.generationsTotal() - startedOnB).toBe(3);
     expect(standinA.generationsTotal() - startedOnA).toBe(0);
 
     // A model node A has itself stays on A.
