@@ -202,25 +202,31 @@ describe('catchingUpReason', () => {
   });
 });
 
+/** Three members in memory, n1 leading all three voters, every log caught up. */
+async function threeCaughtUp(name: string): Promise<{ net: MemoryNet; leader: Cluster<null> }> {
+  const net = new MemoryNet();
+  const ids = ['n1', 'n2', 'n3'];
+  const storages: Storage[] = [];
+  for (const id of ids) {
+    const dir = tempDir(`${name}-${id}`);
+    dirs.push(dir);
+    const storage = await Storage.open(dir);
+    storages.push(storage);
+    await net.start(id, storage, new RecordingState());
+  }
+  open.push({ stop: async () => { for (const id of ids) await net.members.get(id)!.stop(); for (const storage of storages) await storage.close(); } });
+  const leader = net.members.get('n1')!;
+  await waitUntil('three voters, all caught up', async () => {
+    const status = leader.raft?.status();
+    if (status?.role !== 'leader' || status.config.voters.length !== 3) return null;
+    return ids.every((id) => net.members.get(id)!.raft!.status().lastIndex === status.lastIndex) ? true : null;
+  }, 20_000, 20);
+  return { net, leader };
+}
+
 describe('Cluster planned stop', () => {
   it.each([['n2', 'n3'], ['n3', 'n2']])('hands leadership to a voter that has been up a while, not to %s just restarted', async (restarted, settled) => {
-    const net = new MemoryNet();
-    const ids = ['n1', 'n2', 'n3'];
-    const storages: Storage[] = [];
-    for (const id of ids) {
-      const dir = tempDir(`cluster-handover-${id}`);
-      dirs.push(dir);
-      const storage = await Storage.open(dir);
-      storages.push(storage);
-      await net.start(id, storage, new RecordingState());
-    }
-    open.push({ stop: async () => { for (const id of ids) await net.members.get(id)!.stop(); for (const storage of storages) await storage.close(); } });
-    const leader = net.members.get('n1')!;
-    await waitUntil('three voters, all caught up', async () => {
-      const status = leader.raft?.status();
-      if (status?.role !== 'leader' || status.config.voters.length !== 3) return null;
-      return ids.every((id) => net.members.get(id)!.raft!.status().lastIndex === status.lastIndex) ? true : null;
-    }, 20_000, 20);
+    const { net, leader } = await threeCaughtUp('cluster-handover');
     net.upFor.set(restarted, 200);
     await leader.stop({ transferLeadership: true });
     await waitUntil('a new leader', async () => (net.members.get(settled)!.raft!.status().role === 'leader' || net.members.get(restarted)!.raft!.status().role === 'leader' ? true : null), 10_000, 10);
@@ -232,25 +238,7 @@ describe('Cluster planned stop', () => {
     // is moving") and retried it in a loop of promises that never let the event loop turn, so
     // it heard nothing (not the successor's vote request, not its appends) until the transfer
     // timed out an election timeout later; then it took the write itself, in the old term.
-    const net = new MemoryNet();
-    const ids = ['n1', 'n2', 'n3'];
-    const storages: Storage[] = [];
-    const states = new Map<string, RecordingState>();
-    for (const id of ids) {
-      const dir = tempDir(`cluster-handover-write-${id}`);
-      dirs.push(dir);
-      const storage = await Storage.open(dir);
-      storages.push(storage);
-      states.set(id, new RecordingState());
-      await net.start(id, storage, states.get(id)!);
-    }
-    open.push({ stop: async () => { for (const id of ids) await net.members.get(id)!.stop(); for (const storage of storages) await storage.close(); } });
-    const leader = net.members.get('n1')!;
-    await waitUntil('three voters, all caught up', async () => {
-      const status = leader.raft?.status();
-      if (status?.role !== 'leader' || status.config.voters.length !== 3) return null;
-      return ids.every((id) => net.members.get(id)!.raft!.status().lastIndex === status.lastIndex) ? true : null;
-    }, 20_000, 20);
+    const { net, leader } = await threeCaughtUp('cluster-handover-write');
     const term = leader.raft!.status().term;
 
     const stopping = leader.stop({ transferLeadership: true });
