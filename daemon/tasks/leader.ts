@@ -216,7 +216,7 @@ export class LeaderScheduler {
     const bids = request === null ? [] : await this.gatherBids(state, request, status.term);
     const planAt = Date.now();
     const avoidNodes = this.deps.health?.avoided(planAt);
-    const plan = planAssignments(state, nodes, bids, planAt, { assignmentsMax: assignmentsPerPlanMax, loadRegret: this.loadRegret, ...(avoidNodes === undefined ? {} : { avoidNodes }) });
+    const plan = planAssignments(state, nodes, bids, planAt, { assignmentsMax: assignmentsPerPlanMax, loadRegret: this.loadRegret, stopWhenFull: true, ...(avoidNodes === undefined ? {} : { avoidNodes }) });
     if (plan.assignments.length === 0) {
       this.idleUntil = Date.now() + this.timing.idleRetryMs;
       return;

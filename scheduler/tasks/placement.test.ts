@@ -7,7 +7,7 @@ import { encodeCommand } from '../state/commands.ts';
 import { Harness } from '../state/test-helpers.ts';
 import { expectedTokensPerSecond, nodeViewFromHeartbeat, sameModel, type NodeView } from './node-view.ts';
 import {
-  assignmentCommand, candidateOn, clusterSpeedPrior, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, planAssignments, rankNodesForRequest, slotFreeInMs, waitingReason,
+  assignmentCommand, candidateOn, clusterSpeedPrior, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, fullWaitingReason, planAssignments, rankNodesForRequest, slotFreeInMs, waitingReason,
 } from './placement.ts';
 import { NodeHealth, nodeAvoidMs } from './node-health.ts';
 import { effectivePriority, readyTasks, renderPrompt } from './ready.ts';
@@ -500,6 +500,20 @@ describe('planAssignments', () => {
     expect(plan.waiting).toEqual([0, 1, 2].map(() => expect.objectContaining({ reason: 'waiting for the next scheduling round' })));
   });
 
+  it('with stopWhenFull, stops weighing tasks once every alive node is full (the leader: thousands queued held its loop)', () => {
+    const h = new Harness();
+    for (let i = 0; i < 2_000; i += 1) h.submit(`t${i}`, { priority: i % 11 }, 1_000 + i);
+    const nodes = [node('a', { concurrencyLimit: 2 }), node('b', { concurrencyLimit: 1 }), node('dead', { alive: false, concurrencyLimit: 4 })];
+    const full = planAssignments(h.state, nodes, [], 10_000, { stopWhenFull: true });
+    const weighed = planAssignments(h.state, nodes, [], 10_000);
+    expect(full.assignments).toEqual(weighed.assignments);
+    expect(full.assignments.length).toBe(3);
+    // Every task after the last free slot went is listed, none weighed on a node.
+    expect(full.waiting.length).toBe(2_000 - 3);
+    expect(full.waiting.filter((entry) => entry.reason === fullWaitingReason).length).toBeGreaterThanOrEqual(2_000 - 3 - 1);
+    expect(weighed.waiting.some((entry) => entry.reason === fullWaitingReason)).toBe(false);
+  });
+
   it('produces assignments the state accepts, and the next plan does not repeat them', () => {
     const h = new Harness();
     h.submit('t1');
@@ -549,7 +563,14 @@ describe('planAssignments under random clusters', () => {
         h.submit(id, next() < 0.3 ? { model: undefined, capability: 'code' } : { model: pick(models), priority: Math.floor(next() * 11) }, now);
         if (next() < 0.1) h.ok({ type: 'task.pin', id, node: pick(nodes).id });
       }
-      const plan = planAssignments(h.state, nodes, [], now, { assignmentsMax: 6 });
+      const regret = new Map<string, number>();
+      const regretFull = new Map<string, number>();
+      const plan = planAssignments(h.state, nodes, [], now, { assignmentsMax: 6, loadRegret: regret });
+      // The leader's cheaper round (stopWhenFull) places exactly the same tasks.
+      const planFull = planAssignments(h.state, nodes, [], now, { assignmentsMax: 6, loadRegret: regretFull, stopWhenFull: true });
+      expect(planFull.assignments).toEqual(plan.assignments);
+      expect(regretFull).toEqual(regret);
+      expect(planFull.waiting.map((entry) => entry.taskId).sort()).toEqual(plan.waiting.map((entry) => entry.taskId).sort());
       expect(plan.assignments.length).toBeLessThanOrEqual(6);
       const perNode = new Map<string, number>();
       for (const assignment of plan.assignments) {

@@ -95,7 +95,18 @@ export interface PlanOptions {
   assignmentsMax?: number;
   /** Nodes that keep failing generations (NodeHealth): used only when no other node can run a task. */
   avoidNodes?: ReadonlySet<string>;
+  /**
+   * Once every alive node's slots are taken, stop weighing the remaining tasks: none of them
+   * can be assigned this round, and only their waiting reasons would come of it (listed as
+   * fullWaitingReason). The leader sets it: with thousands queued, weighing every task on
+   * every node held its event loop 100-200 ms per round on the loaded test machine, round
+   * after round. Off by default, so the reasons stay complete for callers that show them.
+   */
+  stopWhenFull?: boolean;
 }
+
+/** The reason of the tasks a plan with stopWhenFull did not weigh. */
+export const fullWaitingReason = 'every node\'s slots are taken this round';
 
 /**
  * How `node` could run `task`, or null when it cannot: it must be alive with a slot limit
@@ -411,6 +422,9 @@ export function planAssignments(
   const addedModels = new Map<string, string[]>();
   const deferred = new Map<string, number>();
   for (const node of nodes) slots.set(node.id, freeSlots(node, load));
+  // Free slots on alive nodes: only they can take an assignment (candidateOn).
+  let freeTotal = 0;
+  for (const node of nodes) if (node.alive) freeTotal += Math.max(0, slots.get(node.id) ?? 0);
   // Attempts assigned but not yet started take a slot and will run beside the new task:
   // count them as running. A full node's wait comes from what it runs (computed once per
   // round, only for nodes with no free slot: the others have no wait).
@@ -439,6 +453,10 @@ export function planAssignments(
   for (const { record } of readyTasks(state, nowMs, options.agingStepMs)) {
     if (assignments.length >= assignmentsMax) {
       waiting.push({ taskId: record.id, reason: 'waiting for the next scheduling round' });
+      continue;
+    }
+    if (options.stopWhenFull === true && freeTotal <= 0) {
+      waiting.push({ taskId: record.id, reason: fullWaitingReason });
       continue;
     }
     const kind = JSON.stringify([record.input.model, record.input.capability, record.pinnedNode]);
@@ -521,6 +539,7 @@ export function planAssignments(
     if (options.loadRegret !== undefined && record.pinnedNode === null) best = rentOrBuy(options.loadRegret, best, coldFree);
     const nodeId = best.candidate.node.id;
     slots.set(nodeId, (slots.get(nodeId) ?? 0) - 1);
+    freeTotal -= 1;
     added.set(nodeId, (added.get(nodeId) ?? 0) + 1);
     addedModels.set(nodeId, [...(addedModels.get(nodeId) ?? []), best.candidate.model]);
     assignments.push({
