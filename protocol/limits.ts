@@ -89,6 +89,20 @@ export const finishedTasksKeepMaxDefault = 10_000;
  */
 export const finishedTasksMax = 20_000;
 export const finishedTasksKeepMsDefault = 24 * 60 * 60_000;
+/**
+ * The text every node holds for its tasks (prompts, messages, system prompts, outputs and
+ * errors, plus ~1 Ki characters per task for the rest), in characters. Counts alone do not
+ * bound it: 20,000 finished tasks with 256 KiB prompts and outputs would be ~10 GB, and a
+ * snapshot over V8's longest string (~512 Mi characters) cannot even be built; a snapshot
+ * is built on the event loop, ~1 s per 100-400 Mi characters of large records on a small
+ * machine, and a leader held that long loses its leadership. Past it, the oldest finished
+ * tasks are dropped (down to 90%); a submission that would still not fit (the unfinished
+ * tasks, and the finished ones their dependents quote, hold it all) is refused with
+ * 'queue-full' (HTTP 429). 10,000 tasks of ~6 Ki characters fit.
+ */
+export const stateTaskCharsMax = 64 * 1024 * 1024;
+/** What a task record counts beyond its texts (ids, attempts, usage, metadata). */
+export const stateTaskOverheadChars = 1024;
 /** Retry backoff after a failed or lost attempt: base * 2^(attempt-1), capped. */
 export const retryBackoffBaseMs = 1_000;
 export const retryBackoffMaxMs = 60_000;

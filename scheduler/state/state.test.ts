@@ -149,6 +149,59 @@ describe('task.submit', () => {
   });
 });
 
+describe('the tasks\' text budget', () => {
+  /** The budget as the state counts it, recomputed from scratch (what a restored node counts). */
+  const recount = (h: Harness) => ReplicatedState.restore(h.state.snapshot()).taskCharsHeld;
+  const page = 'x'.repeat(10_000);
+
+  it('drops the oldest finished tasks when outputs pass it, keeping the unfinished and those a dependent quotes', () => {
+    // Room for about six tasks with a 10,000-character output.
+    const h = new Harness({ taskCharsMax: 6 * (10_000 + limits.stateTaskOverheadChars + 10) });
+    h.runToCompletion('quoted', 'n1', page, {}, 1_000);
+    h.submit('dependent', { prompt: 'use {{tasks.quoted.output}}', dependsOn: ['quoted'] }, 1_100);
+    for (let n = 0; n < 6; n += 1) h.runToCompletion(`old-${n}`, 'n1', page, {}, 2_000 + n * 10);
+    expect(h.state.taskCharsHeld).toBeLessThanOrEqual(6 * (10_000 + limits.stateTaskOverheadChars + 10));
+    expect(h.state.getTask('quoted')).toBeDefined();
+    expect(h.state.getTask('dependent')?.status).toBe('queued');
+    expect(h.state.getTask('old-0')).toBeUndefined();
+    expect(h.state.getTask('old-5')?.output).toBe(page);
+    expect(h.state.taskCharsHeld).toBe(recount(h));
+  });
+
+  it('refuses a submission the unfinished tasks leave no room for, with what to do, and changes nothing', () => {
+    const h = new Harness({ taskCharsMax: 3 * (page.length + limits.stateTaskOverheadChars) });
+    h.submit('a', { prompt: page });
+    h.submit('b', { prompt: page });
+    h.submit('c', { prompt: page });
+    const before = h.state.snapshot();
+    const result = h.submit('d', { prompt: page });
+    expect(result.ok).toBe(false);
+    if (!result.ok) {
+      expect(result.refusal.code).toBe('queue-full');
+      expect(result.refusal.message).toMatch(/would pass the 0 Mi limit; retry when some have finished, or send a shorter prompt/);
+    }
+    expect(h.state.snapshot().replace(/"lastApplied":\d+/, '')).toBe(before.replace(/"lastApplied":\d+/, ''));
+    // Once one finishes and is dropped, there is room again.
+    h.cancel('a');
+    expect(h.submit('d', { prompt: page }).ok).toBe(true);
+    expect(h.state.getTask('a')).toBeUndefined();
+    expect(h.state.taskCharsHeld).toBe(recount(h));
+  });
+
+  it('counts the same as a node restored from a snapshot, through failures that fail dependents with a reason', () => {
+    const h = new Harness();
+    h.submit('root', { prompt: page });
+    h.submit('child', { prompt: 'after {{tasks.root.output}}', dependsOn: ['root'] });
+    h.submit('grandchild', { prompt: 'after {{tasks.child.output}}', dependsOn: ['child'] });
+    h.assign('root', 'n1', 1);
+    h.fail('root', 1, false, 4_000, 'e'.repeat(3_000));
+    h.runToCompletion('other', 'n1', page);
+    expect(h.state.getTask('grandchild')?.status).toBe('failed');
+    expect(h.state.taskCharsHeld).toBe(recount(h));
+    expect(h.state.taskCharsHeld).toBeGreaterThan(3 * page.length);
+  });
+});
+
 describe('task lifecycle and fencing', () => {
   it('assigns, starts and completes, recording the attempt', () => {
     const h = new Harness();

@@ -66,6 +66,8 @@ export interface ReplicatedStateOptions {
    * the replicated state (it travels in snapshots) because every node must refuse alike.
    */
   activeTasksMax?: number;
+  /** The tasks' text at most (limits.stateTaskCharsMax, the default); replicated like activeTasksMax. */
+  taskCharsMax?: number;
   /** Finished tasks kept at most, whatever tasks.prune does; defaults to limits.finishedTasksMax. Replicated like activeTasksMax. */
   finishedTasksMax?: number;
 }
@@ -82,6 +84,8 @@ interface SnapshotData {
   lastApplied: number;
   activeTasksMax: number;
   finishedTasksMax: number;
+  /** Absent in snapshots from before the text budget: the default. */
+  taskCharsMax?: number;
   clusterId: string | null;
   clusterCreatedAt: number | null;
   kv: [string, string][];
@@ -117,10 +121,25 @@ function refuse(index: number, code: Refusal['code'], message: string, ids?: str
   return { ok: false, index, refusal: ids === undefined ? { code, message } : { code, message, ids } };
 }
 
+/**
+ * The text a task record holds, for the state's size budget (limits.stateTaskCharsMax): a
+ * function of the record alone, so every node counts the same.
+ */
+export function recordChars(record: TaskRecord): number {
+  const { input } = record;
+  let chars = limits.stateTaskOverheadChars + (input.prompt?.length ?? 0) + (input.system?.length ?? 0);
+  if (input.messages !== null) for (const message of input.messages) chars += message.content.length;
+  return chars + (record.output?.length ?? 0) + (record.error?.length ?? 0);
+}
+
 export class ReplicatedState {
   private lastAppliedIndex = 0;
   private readonly activeTasksLimit: number;
   private readonly finishedTasksLimit: number;
+  private readonly taskCharsLimit: number;
+  /** recordChars of each task as last counted, and their sum. */
+  private readonly charsByTask = new Map<string, number>();
+  private taskChars = 0;
   private clusterIdValue: string | null = null;
   private clusterCreatedAtValue: number | null = null;
   private readonly kv = new Map<string, string>();
@@ -157,6 +176,18 @@ export class ReplicatedState {
   constructor(options: ReplicatedStateOptions = {}) {
     this.activeTasksLimit = options.activeTasksMax ?? limits.activeTasksMax;
     this.finishedTasksLimit = options.finishedTasksMax ?? limits.finishedTasksMax;
+    this.taskCharsLimit = options.taskCharsMax ?? limits.stateTaskCharsMax;
+  }
+
+  /** The text the tasks hold (limits.stateTaskCharsMax), for status and tests. */
+  get taskCharsHeld(): number {
+    return this.taskChars;
+  }
+
+  private countChars(record: TaskRecord): void {
+    const chars = recordChars(record);
+    this.taskChars += chars - (this.charsByTask.get(record.id) ?? 0);
+    this.charsByTask.set(record.id, chars);
   }
 
   // -------------------------------------------------------------------------------------
@@ -329,6 +360,20 @@ export class ReplicatedState {
     }
     const command = decodeCommand(data);
     const result = this.applyCommand(index, command);
+    if (result.ok) {
+      // Every record whose text may have changed: the command's task, and every task with a
+      // status change (a failed dependency fails its dependents with a reason).
+      const touched = new Set(result.events.map((event) => event.taskId));
+      if (result.task !== null) touched.add(result.task.id);
+      for (const id of touched) {
+        const record = this.tasks.get(id);
+        if (record !== undefined) this.countChars(record);
+      }
+    }
+    if (result.ok && this.taskChars > this.taskCharsLimit) {
+      // An output or error grew the text past the budget: the oldest finished tasks go.
+      result.prunedTaskIds = [...result.prunedTaskIds, ...this.pruneFinishedChars(Math.floor(this.taskCharsLimit * 0.9))];
+    }
     this.lastAppliedIndex = index;
     return result;
   }
@@ -450,6 +495,16 @@ export class ReplicatedState {
       pinnedNode: null, assignedNode: null, attempt: 0, attempts: [], output: null, outputTruncated: false,
       error: null, usage: null, notBefore: null, createdAt: command.at, startedAt: null, completedAt: null,
     };
+    const chars = recordChars(record);
+    if (this.taskChars + chars > this.taskCharsLimit) {
+      // Room is made from the oldest finished tasks first; what is unfinished stays.
+      this.pruneFinishedChars(Math.min(Math.floor(this.taskCharsLimit * 0.9), this.taskCharsLimit - chars));
+      if (this.taskChars + chars > this.taskCharsLimit) {
+        const mib = (value: number) => Math.round(value / (1024 * 1024));
+        return refuse(index, 'queue-full',
+          `the cluster's tasks hold ${mib(this.taskChars)} Mi characters of prompts and outputs still needed (unfinished tasks, and finished ones their dependents quote), and this task's ${Math.ceil(chars / 1024)} Ki would pass the ${mib(this.taskCharsLimit)} Mi limit; retry when some have finished, or send a shorter prompt`);
+      }
+    }
     this.tasks.set(record.id, record);
     this.taskIdBySeq.set(record.seq, record.id);
     this.allSeqs.insert(record.seq);
@@ -613,6 +668,29 @@ export class ReplicatedState {
     return this.done(index, record);
   }
 
+  /**
+   * Forgets the oldest finished tasks (not those an unfinished dependent still quotes) until
+   * the tasks' text is at most `target`. Returns the forgotten ids, oldest first.
+   */
+  private pruneFinishedChars(target: number): string[] {
+    if (this.taskChars <= target) return [];
+    const finished: TaskRecord[] = [];
+    for (const status of ['completed', 'failed', 'cancelled'] as const) {
+      for (const seq of this.statusIndex(status).toArray()) {
+        const record = this.recordAtSeq(seq);
+        if (!this.waitingDependents.has(record.id)) finished.push(record);
+      }
+    }
+    finished.sort((a, b) => (a.completedAt as number) - (b.completedAt as number) || a.seq - b.seq);
+    const pruned: string[] = [];
+    for (const record of finished) {
+      if (this.taskChars <= target) break;
+      this.forget(record);
+      pruned.push(record.id);
+    }
+    return pruned;
+  }
+
   private tasksPrune(index: number, command: CommandOf<'tasks.prune'>): ApplyResult {
     const pruned = this.pruneFinished(command.keepFinishedMs, command.keepFinishedMax, command.at);
     return { ok: true, index, task: null, created: false, events: [], prunedTaskIds: pruned };
@@ -771,6 +849,8 @@ export class ReplicatedState {
 
   private forget(record: TaskRecord): void {
     this.dropFinishedJson(record);
+    this.taskChars -= this.charsByTask.get(record.id) ?? 0;
+    this.charsByTask.delete(record.id);
     this.tasks.delete(record.id);
     this.taskIdBySeq.delete(record.seq);
     this.allSeqs.delete(record.seq);
@@ -810,6 +890,7 @@ export class ReplicatedState {
       lastApplied: this.lastAppliedIndex,
       activeTasksMax: this.activeTasksLimit,
       finishedTasksMax: this.finishedTasksLimit,
+      taskCharsMax: this.taskCharsLimit,
       clusterId: this.clusterIdValue,
       clusterCreatedAt: this.clusterCreatedAtValue,
       kv: this.kvKeys().map((key) => [key, this.kv.get(key)!]),
@@ -843,7 +924,7 @@ export class ReplicatedState {
     if (typeof data !== 'object' || data === null || data.format !== snapshotFormat) {
       throw new MalformedCommandError(`a state snapshot has format ${JSON.stringify((data as { format?: unknown } | null)?.format)}; this version reads format ${snapshotFormat}`);
     }
-    const state = new ReplicatedState({ activeTasksMax: data.activeTasksMax, finishedTasksMax: data.finishedTasksMax });
+    const state = new ReplicatedState({ activeTasksMax: data.activeTasksMax, finishedTasksMax: data.finishedTasksMax, ...(data.taskCharsMax === undefined ? {} : { taskCharsMax: data.taskCharsMax }) });
     state.lastAppliedIndex = data.lastApplied;
     state.clusterIdValue = data.clusterId;
     state.clusterCreatedAtValue = data.clusterCreatedAt;
@@ -858,6 +939,7 @@ export class ReplicatedState {
       state.allSeqs.insert(record.seq);
       state.statusIndex(record.status).insert(record.seq);
       if (record.idempotencyKey !== null) state.taskIdByIdempotencyKey.set(record.idempotencyKey, record.id);
+      state.countChars(record);
     }
     // Reverse edges are derived: rebuilt in seq order, as submissions created them.
     for (const record of data.tasks) {
