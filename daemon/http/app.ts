@@ -118,7 +118,7 @@ export async function buildApp(options: BuildAppOptions): Promise<App> {
       return sendError(reply, new HivemeshError(ErrorCode.unauthorized,
         'missing bearer token: send the header "Authorization: Bearer <token>". The admin token is in <data-dir>/admin.token on any node; `hivemesh token create` makes others.'));
     }
-    const principal = services.authenticate(token);
+    const principal = services.authenticate(token) ?? await services.authenticateAfterCatchUp?.(token) ?? null;
     if (principal === null) {
       return sendError(reply, new HivemeshError(ErrorCode.unauthorized, 'the bearer token is not valid on this cluster (mistyped, revoked, or from another cluster)'));
     }

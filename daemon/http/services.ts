@@ -16,6 +16,11 @@ export type Readiness = { ready: true; leaderId: string } | { ready: false; reas
 export interface HttpServices {
   nodeId: string;
   authenticate(token: string): Principal | null;
+  /**
+   * For a token `authenticate` does not know: catch up with the leader's commit and look
+   * again (a token created through another node a moment ago is not applied here yet).
+   */
+  authenticateAfterCatchUp?(token: string): Promise<Principal | null>;
   can(role: Role, action: Action): boolean;
   readiness(): Readiness;
   clusterStatus(): ClusterStatus;
