@@ -188,6 +188,25 @@ describe('the tasks\' text budget', () => {
     expect(h.state.taskCharsHeld).toBe(recount(h));
   });
 
+  it('does not rescan the finished tasks for room while nothing new has finished', () => {
+    const h = new Harness({ taskCharsMax: 3 * (page.length + limits.stateTaskOverheadChars) + 500 });
+    h.runToCompletion('quoted', 'n1', page);
+    h.submit('dependent', { prompt: 'use {{tasks.quoted.output}}', dependsOn: ['quoted'] });
+    h.submit('a', { prompt: page });
+    expect(h.submit('b', { prompt: page }).ok).toBe(false);
+    expect(h.state.pruneScans).toBe(1);
+    // Nothing finished since: the next refusal does not scan again.
+    expect(h.submit('c', { prompt: page }).ok).toBe(false);
+    expect(h.state.pruneScans).toBe(1);
+    // A task finishes: it may be dropped, and it is, to make room.
+    h.cancel('a');
+    expect(h.submit('b', { prompt: page }).ok).toBe(true);
+    expect(h.state.pruneScans).toBe(2);
+    expect(h.state.getTask('a')).toBeUndefined();
+    expect(h.state.getTask('quoted')).toBeDefined();
+    expect(h.state.taskCharsHeld).toBe(recount(h));
+  });
+
   it('counts the same as a node restored from a snapshot, through failures that fail dependents with a reason', () => {
     const h = new Harness();
     h.submit('root', { prompt: page });

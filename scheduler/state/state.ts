@@ -140,6 +140,10 @@ export class ReplicatedState {
   /** recordChars of each task as last counted, and their sum. */
   private readonly charsByTask = new Map<string, number>();
   private taskChars = 0;
+  /** The last budget pass dropped every finished task it could (see pruneFinishedChars). */
+  private pruneExhausted = false;
+  /** Budget passes that scanned the finished tasks (for tests). */
+  pruneScans = 0;
   private clusterIdValue: string | null = null;
   private clusterCreatedAtValue: number | null = null;
   private readonly kv = new Map<string, string>();
@@ -370,6 +374,7 @@ export class ReplicatedState {
         if (record !== undefined) this.countChars(record);
       }
     }
+    if (result.ok && result.events.some((event) => isFinished(event.status))) this.pruneExhausted = false;
     if (result.ok && this.taskChars > this.taskCharsLimit) {
       // An output or error grew the text past the budget: the oldest finished tasks go.
       result.prunedTaskIds = [...result.prunedTaskIds, ...this.pruneFinishedChars(Math.floor(this.taskCharsLimit * 0.9))];
@@ -673,7 +678,11 @@ export class ReplicatedState {
    * the tasks' text is at most `target`. Returns the forgotten ids, oldest first.
    */
   private pruneFinishedChars(target: number): string[] {
-    if (this.taskChars <= target) return [];
+    // After a pass that could not reach the target, the next can do no better until a task
+    // finishes (only that makes a task prunable): skip the scan of every finished task. The
+    // same on every node, a restored one included (its first pass would prune nothing).
+    if (this.taskChars <= target || this.pruneExhausted) return [];
+    this.pruneScans += 1;
     const finished: TaskRecord[] = [];
     for (const status of ['completed', 'failed', 'cancelled'] as const) {
       for (const seq of this.statusIndex(status).toArray()) {
@@ -688,6 +697,7 @@ export class ReplicatedState {
       this.forget(record);
       pruned.push(record.id);
     }
+    if (this.taskChars > target) this.pruneExhausted = true;
     return pruned;
   }
 
