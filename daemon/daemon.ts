@@ -28,7 +28,7 @@ import { logger } from './log.ts';
 import { mcpRoutes } from './mcp/routes.ts';
 import { nodeViewFromHeartbeat, type NodeView } from '../scheduler/tasks/node-view.ts';
 import { namedLeaderStands, TaskRuntime } from './tasks/runtime.ts';
-import { TaskService, type OutputSource } from './tasks/service.ts';
+import { TaskService, settledWithin, type OutputSource } from './tasks/service.ts';
 import { TokenService } from './tokens.ts';
 import { Membership, type MemberView } from './membership/membership.ts';
 import { unheardNodeStatus } from './membership/unheard-node.ts';
@@ -311,6 +311,7 @@ export class Daemon {
       ollamaUrl: config.ollamaUrl,
       nodeViews: () => this.nodeViews(),
       recordGeneration: (model, tokens, evalDurationNs) => this.probe.recordGeneration(model, tokens, evalDurationNs),
+      installedName: (model) => this.probe.installedName(model),
     });
     await this.gateway.start();
 
@@ -698,14 +699,10 @@ export class Daemon {
   private async authenticateAfterCatchUp(token: string): Promise<Principal | null> {
     if (this.tokenCatchUps >= tokenCatchUpsMax || this.cluster.raft === null) return null;
     this.tokenCatchUps += 1;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
-        this.cluster.readBarrier({ signal: AbortSignal.timeout(tokenCatchUpWaitMs) }).catch(() => undefined),
-        new Promise<void>((resolve) => { timer = setTimeout(resolve, tokenCatchUpWaitMs); }),
-      ]);
+      // The signal ends the question to the leader; the bound also covers the wait to apply.
+      await settledWithin(this.cluster.readBarrier({ signal: AbortSignal.timeout(tokenCatchUpWaitMs) }), tokenCatchUpWaitMs);
     } finally {
-      clearTimeout(timer);
       this.tokenCatchUps -= 1;
     }
     return this.authenticate(token);

@@ -10,7 +10,7 @@ import https from 'node:https';
 import * as limits from '../../protocol/limits.ts';
 import { ollamaHttpAgent } from '../tasks/ollama-transport.ts';
 import { rankNodesForRequest, type WorkShape } from '../../scheduler/tasks/placement.ts';
-import { installedNameOf, type NodeView } from '../../scheduler/tasks/node-view.ts';
+import type { NodeView } from '../../scheduler/tasks/node-view.ts';
 import { logger } from '../log.ts';
 import { latencyBucketsSeconds, metrics as defaultMetrics, type MetricsRegistry } from '../metrics/registry.ts';
 import type { Reply, RequestHandlerContext, RequestOptions } from '../p2p/host.ts';
@@ -62,6 +62,11 @@ export interface GatewayOptions {
   nodeViews: () => NodeView[];
   /** Feeds a finished generation's speed to the health probe (heartbeat tokens/s). */
   recordGeneration?: (model: string, tokens: number, evalDurationNs: number) => void;
+  /**
+   * The name this node's Ollama lists for a model (HealthProbe.installedName): clients may
+   * write `Llama3.2`, which current Ollama resolves and older Ollama does not. Default: as asked.
+   */
+  installedName?: (model: string) => string;
   metrics?: MetricsRegistry;
   requestsInFlightMax?: number;
   inboundRelaysMax?: number;
@@ -290,19 +295,15 @@ export class Gateway {
     else this.outstandingByNode.set(nodeId, count);
   }
 
-  /**
-   * The request with its model named as this node's Ollama lists it: clients may write
-   * `Llama3.2`, which current Ollama resolves and older Ollama does not.
-   */
+  /** The request with its model named as this node's Ollama lists it (options.installedName). */
   private withInstalledName(body: unknown): unknown {
-    if (typeof body !== 'object' || body === null) return body;
-    const self = this.options.nodeViews().find((view) => view.id === this.options.nodeId());
-    if (self === undefined) return body;
+    const installedName = this.options.installedName;
+    if (installedName === undefined || typeof body !== 'object' || body === null) return body;
     let renamed: Record<string, unknown> | null = null;
     for (const field of ['model', 'name'] as const) {
       const asked = (body as Record<string, unknown>)[field];
       if (typeof asked !== 'string') continue;
-      const installed = installedNameOf(self.modelsInstalled, asked);
+      const installed = installedName(asked);
       if (installed !== asked) (renamed ??= { ...(body as Record<string, unknown>) })[field] = installed;
     }
     return renamed ?? body;

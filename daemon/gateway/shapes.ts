@@ -65,9 +65,10 @@ export function clusterModels(nodes: readonly NodeStatus[]): ClusterModel[] {
     for (const model of node.models.installed) {
       const name = normalizeModelName(model.name);
       // One entry per model whatever the case each node's Ollama spells it in.
-      const existing = byName.get(modelKey(name));
+      const key = modelKey(name);
+      const existing = byName.get(key);
       if (existing === undefined) {
-        byName.set(modelKey(name), { name, size: model.sizeBytes, nodes: [node.name], since: node.startedAt, details: details(model) });
+        byName.set(key, { name, size: model.sizeBytes, nodes: [node.name], since: node.startedAt, details: details(model) });
       } else {
         existing.nodes.push(node.name);
         if (node.startedAt < existing.since) existing.since = node.startedAt;
@@ -101,9 +102,10 @@ export function ollamaPs(nodes: readonly NodeStatus[]) {
     for (const loaded of node.models.loaded) {
       const name = normalizeModelName(loaded.name);
       const installed = node.models.installed.find((model) => sameModel(model.name, name));
-      const existing = byName.get(modelKey(name));
+      const key = modelKey(name);
+      const existing = byName.get(key);
       if (existing !== undefined && existing.size_vram >= loaded.vramBytes) continue;
-      byName.set(modelKey(name), {
+      byName.set(key, {
         name,
         model: name,
         size: loaded.sizeBytes,

@@ -74,7 +74,7 @@ const stateRecheckMs = 1_000;
 const finishOutputWaitMs = 2_000;
 
 /** Resolves when `promise` settles or after `ms`, whichever is first. */
-async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+export async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([promise.catch(() => undefined), new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); })]);
   clearTimeout(timer);

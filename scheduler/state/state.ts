@@ -683,14 +683,7 @@ export class ReplicatedState {
     // same on every node, a restored one included (its first pass would prune nothing).
     if (this.taskChars <= target || this.pruneExhausted) return [];
     this.pruneScans += 1;
-    const finished: TaskRecord[] = [];
-    for (const status of ['completed', 'failed', 'cancelled'] as const) {
-      for (const seq of this.statusIndex(status).toArray()) {
-        const record = this.recordAtSeq(seq);
-        if (!this.waitingDependents.has(record.id)) finished.push(record);
-      }
-    }
-    finished.sort((a, b) => (a.completedAt as number) - (b.completedAt as number) || a.seq - b.seq);
+    const finished = this.prunableOldestFirst();
     const pruned: string[] = [];
     for (const record of finished) {
       if (this.taskChars <= target) break;
@@ -699,6 +692,18 @@ export class ReplicatedState {
     }
     if (this.taskChars > target) this.pruneExhausted = true;
     return pruned;
+  }
+
+  /** Finished tasks no unfinished dependent quotes, the earliest finished first: what pruning may drop. */
+  private prunableOldestFirst(): TaskRecord[] {
+    const finished: TaskRecord[] = [];
+    for (const status of ['completed', 'failed', 'cancelled'] as const) {
+      for (const seq of this.statusIndex(status).toArray()) {
+        const record = this.recordAtSeq(seq);
+        if (!this.waitingDependents.has(record.id)) finished.push(record);
+      }
+    }
+    return finished.sort((a, b) => (a.completedAt as number) - (b.completedAt as number) || a.seq - b.seq);
   }
 
   private tasksPrune(index: number, command: CommandOf<'tasks.prune'>): ApplyResult {
@@ -712,14 +717,7 @@ export class ReplicatedState {
    * kept. Returns the forgotten ids, oldest first.
    */
   private pruneFinished(keepMs: number, keepMax: number, at: number): string[] {
-    const finished: TaskRecord[] = [];
-    for (const status of ['completed', 'failed', 'cancelled'] as const) {
-      for (const seq of this.statusIndex(status).toArray()) {
-        const record = this.recordAtSeq(seq);
-        if (!this.waitingDependents.has(record.id)) finished.push(record);
-      }
-    }
-    finished.sort((a, b) => (a.completedAt as number) - (b.completedAt as number) || a.seq - b.seq);
+    const finished = this.prunableOldestFirst();
     const cutoff = at - keepMs;
     const tooMany = Math.max(0, finished.length - keepMax);
     const pruned: string[] = [];
