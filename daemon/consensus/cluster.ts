@@ -22,6 +22,7 @@ import { logger } from '../log.ts';
 import type { P2PHost } from '../p2p/host.ts';
 import type { Storage } from '../storage.ts';
 import { RaftLogStore } from './log-store.ts';
+import { decodeEnvelope, encodeEnvelope, type Envelope } from './envelope.ts';
 import { NotLeaderError, RaftNode, type StateMachine } from './raft-node.ts';
 
 const log = logger('cluster');
@@ -96,11 +97,6 @@ export interface ClusterOptions<Result> {
 }
 
 type RaftNodeOptionsApplied<Result> = NonNullable<ConstructorParameters<typeof RaftNode<Result>>[0]['onApplied']>;
-
-interface Envelope {
-  clusterId: string;
-  message: Message;
-}
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -281,8 +277,7 @@ export class Cluster<Result> {
       state: options.state,
       tickMs: options.tickMs,
       send: (to, message) => {
-        const envelope: Envelope = { clusterId, message };
-        const bytes = encodeJson(envelope);
+        const bytes = encodeEnvelope({ clusterId, message });
         try {
           options.transport.send(to, RAFT_PROTOCOL, bytes);
         } catch (error) {
@@ -307,7 +302,7 @@ export class Cluster<Result> {
   private onRaftBytes(from: string, bytes: Uint8Array): void {
     let envelope: Envelope;
     try {
-      envelope = decodeJson<Envelope>(bytes);
+      envelope = decodeEnvelope(bytes);
     } catch {
       log.debug('dropped a malformed raft message', { from });
       return;

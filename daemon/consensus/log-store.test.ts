@@ -246,6 +246,24 @@ describe('RaftLogStore', () => {
     again = await restart(again.storage, dir);
     expect(again.restored.snapshot?.data).toBe('state@20');
   });
+  it('stores a snapshot from the leader in pieces too, replacing pieces a save cut short at the same index', async () => {
+    const { storage, store, dir } = await open();
+    await store.load(config);
+    await store.persist(ready({ entries: entries(1, 10, 1), hardState: { term: 1, vote: 'n1', commit: 10 } }));
+    await store.saveSnapshot({ index: 8, term: 1, config, data: 'state@8' });
+    // As if this node had died writing its own snapshot at 40 (more pieces than the leader's).
+    for (let position = 0; position < 5; position += 1) await storage.raft.put(`snapdata:0000000000028:00000${position}`, 'half of state@40');
+    const image = JSON.stringify({ notes: Array.from({ length: 30_000 }, (_, n) => `note ${n} "\u{1F41D}" é`) });
+    await store.persist(ready({ snapshot: { index: 40, term: 2, config, data: image }, hardState: { term: 2, vote: null, commit: 40 } }));
+    expect(await storage.raft.get('snapdata')).toBeUndefined();
+    const keys: string[] = [];
+    for await (const key of storage.raft.keys({ gte: 'snapdata:', lt: 'snapdata:~' })) keys.push(key);
+    expect(keys.length).toBeGreaterThan(1);
+    expect(keys.every((key) => key.startsWith('snapdata:0000000000028:'))).toBe(true);
+    const { restored } = await restart(storage, dir);
+    expect(restored.snapshot).toEqual({ index: 40, term: 2, config, data: image });
+    expect(restored.entries).toEqual([]);
+  });
 });
 
 describe('membership.json', () => {

@@ -19,13 +19,13 @@ const snapshotKey = 'snap';
 const identityKey = 'identity';
 const entryPrefix = 'e:';
 /**
- * The snapshot's state-machine image, stored as it is: inside the JSON of 'snap' it would be
- * escaped (a second pass over megabytes, blocking the event loop) and parsed back. 'snap'
- * then holds index, term and config only. Disks written before keep the image inside 'snap'.
+ * Where disks written by earlier versions keep the snapshot's image in one record (older ones
+ * kept it inside the JSON of 'snap'); read, never written. 'snap' holds index, term, config
+ * and the number of pieces.
  */
 const snapshotDataKey = 'snapdata';
 /**
- * A compaction's image is written in pieces under keys of its own index, one piece per
+ * A snapshot's image (our own compaction's, or one the leader sent) is written in pieces under keys of its own index, one piece per
  * turn of the event loop, then named by the synced metadata: handing a multi-megabyte
  * string to LevelDB in one call (UTF-8 conversion and copies on the main thread) blocked
  * the loop 8-57 ms under load. A crash before the metadata leaves the previous snapshot,
@@ -59,15 +59,6 @@ export function cutIntoPieces(data: string, size: number): string[] {
   return pieces.length > 0 ? pieces : [''];
 }
 
-/** The batch operations that store a snapshot: metadata and image under their own keys. */
-function snapshotOperations<Sublevel>(sublevel: Sublevel, snapshot: Snapshot): Array<{ type: 'put'; sublevel: Sublevel; key: string; value: string }> {
-  const meta = { index: snapshot.index, term: snapshot.term, config: snapshot.config };
-  return [
-    { type: 'put', sublevel, key: snapshotKey, value: JSON.stringify(meta) },
-    { type: 'put', sublevel, key: snapshotDataKey, value: snapshot.data },
-  ];
-}
-
 /** Index keys sort in numeric order as strings. */
 function entryKey(index: number): string {
   return entryPrefix + index.toString(16).padStart(13, '0');
@@ -91,6 +82,8 @@ export class RaftLogStore {
   private storedVote: string | null = null;
   /** A hard state that raised only the commit index, not written yet (see above). */
   private unwritten: HardState | null = null;
+  /** Index of the snapshot on disk (0: none), whose pieces a new write must leave alone. */
+  private storedSnapshotIndex = 0;
   /** Our own snapshot being written (saveSnapshot), which a snapshot from the leader waits for. */
   private snapshotWrite: Promise<void> | null = null;
 
@@ -150,6 +143,7 @@ export class RaftLogStore {
     this.storedTerm = 0;
     this.storedVote = null;
     this.unwritten = null;
+    this.storedSnapshotIndex = 0;
   }
 
   /**
@@ -180,6 +174,7 @@ export class RaftLogStore {
         snapshot = { ...stored, data };
       }
     }
+    this.storedSnapshotIndex = snapshot?.index ?? 0;
     // A snapshot holds only committed entries, and the commit index on disk is often older
     // (a raised one is held back until the next write): the snapshot itself proves the commit.
     if (snapshot !== null && hardState.commit < snapshot.index) hardState.commit = snapshot.index;
@@ -222,7 +217,10 @@ export class RaftLogStore {
     let lastIndex = this.lastIndex;
     let firstIndex = this.firstIndex;
     if (ready.snapshot !== null) {
-      operations.push(...snapshotOperations(raft, ready.snapshot));
+      // The leader's image goes down in pieces first, as our own (saveSnapshot); the synced
+      // batch below names them, so a crash before it leaves the previous snapshot.
+      const pieces = await this.writePieces(ready.snapshot.index, ready.snapshot.data);
+      operations.push(...this.snapshotNamed(ready.snapshot, pieces));
       // A snapshot from the leader replaces the whole stored log, entries after its index too:
       // the core discarded them, and a restart must not bring them back.
       for (let index = firstIndex; index <= lastIndex; index += 1) operations.push({ type: 'del', sublevel: raft, key: entryKey(index) });
@@ -240,8 +238,7 @@ export class RaftLogStore {
     }
     if (hard !== null) operations.push({ type: 'put', sublevel: raft, key: hardStateKey, value: JSON.stringify(hard) });
     await this.storage.db.batch(operations, { sync: true });
-    // A snapshot from the leader is one record: the pieces of our own earlier ones go.
-    if (ready.snapshot !== null) await raft.clear({ gte: snapshotPiecePrefix, lt: `${snapshotPiecePrefix}~` });
+    if (ready.snapshot !== null) await this.snapshotStored(ready.snapshot.index);
     this.lastIndex = lastIndex;
     // Our own compaction (saveSnapshot, in the background) may have moved the start meanwhile.
     if (ready.snapshot !== null || firstIndex < this.firstIndex) this.firstIndex = firstIndex;
@@ -281,22 +278,9 @@ export class RaftLogStore {
    */
   saveSnapshot(snapshot: Snapshot): Promise<void> {
     const write = (async () => {
-      const raft = this.storage.raft;
-      const prefix = piecePrefix(snapshot.index);
-      const pieces = cutIntoPieces(snapshot.data, snapshotPieceChars);
-      // One piece per call, unsynced: each call waits for LevelDB's thread, so the event
-      // loop runs between them. The synced metadata below makes them durable with it.
-      for (const [position, piece] of pieces.entries()) {
-        await this.storage.db.batch([{ type: 'put', sublevel: raft, key: `${prefix}${position.toString(16).padStart(6, '0')}`, value: piece }], { sync: false });
-      }
-      const meta = { index: snapshot.index, term: snapshot.term, config: snapshot.config, pieces: pieces.length };
-      await this.storage.db.batch([
-        { type: 'put', sublevel: raft, key: snapshotKey, value: JSON.stringify(meta) },
-        { type: 'del', sublevel: raft, key: snapshotDataKey },
-      ], { sync: true });
-      // The pieces of earlier snapshots (and of saves a crash cut short) go.
-      await raft.clear({ gte: snapshotPiecePrefix, lt: prefix });
-      await raft.clear({ gt: `${prefix}~`, lt: `${snapshotPiecePrefix}~` });
+      const pieces = await this.writePieces(snapshot.index, snapshot.data);
+      await this.storage.db.batch(this.snapshotNamed(snapshot, pieces), { sync: true });
+      await this.snapshotStored(snapshot.index);
       await this.compactTo(snapshot.index);
     })();
     this.snapshotWrite = write;
@@ -305,5 +289,39 @@ export class RaftLogStore {
     };
     write.then(forget, forget);
     return write;
+  }
+
+  /**
+   * Writes an image in pieces under keys of its own index, unsynced, one piece per call:
+   * each call waits for LevelDB's thread, so the event loop runs between them (one call with
+   * a multi-megabyte string converts and copies it on the main thread). The synced batch that
+   * names them (snapshotNamed) makes them durable. Returns how many pieces there are.
+   */
+  private async writePieces(index: number, data: string): Promise<number> {
+    const prefix = piecePrefix(index);
+    // Pieces a save cut short left under this index go first, so that what load() counts is this image.
+    if (index !== this.storedSnapshotIndex) await this.storage.raft.clear({ gte: prefix, lt: `${prefix}~` });
+    const pieces = cutIntoPieces(data, snapshotPieceChars);
+    for (const [position, piece] of pieces.entries()) {
+      await this.storage.db.batch([{ type: 'put', sublevel: this.storage.raft, key: `${prefix}${position.toString(16).padStart(6, '0')}`, value: piece }], { sync: false });
+    }
+    return pieces.length;
+  }
+
+  /** The batch operations that make a snapshot whose pieces are written the one on disk. */
+  private snapshotNamed(snapshot: Snapshot, pieces: number): Array<{ type: 'put'; sublevel: Storage['raft']; key: string; value: string } | { type: 'del'; sublevel: Storage['raft']; key: string }> {
+    const meta = { index: snapshot.index, term: snapshot.term, config: snapshot.config, pieces };
+    return [
+      { type: 'put', sublevel: this.storage.raft, key: snapshotKey, value: JSON.stringify(meta) },
+      { type: 'del', sublevel: this.storage.raft, key: snapshotDataKey },
+    ];
+  }
+
+  /** After the snapshot at `index` is on disk: the pieces of every other (earlier ones, saves cut short) go. */
+  private async snapshotStored(index: number): Promise<void> {
+    this.storedSnapshotIndex = index;
+    const prefix = piecePrefix(index);
+    await this.storage.raft.clear({ gte: snapshotPiecePrefix, lt: prefix });
+    await this.storage.raft.clear({ gt: `${prefix}~`, lt: `${snapshotPiecePrefix}~` });
   }
 }
