@@ -23,6 +23,8 @@ export interface AbortCause {
   reason: string;
   /** True when the log still shows the attempt live (fencing, stop): a task.fail must follow. */
   report: boolean;
+  /** The task was cancelled: what the attempt had generated becomes its output (task.output). */
+  keepOutput?: boolean;
 }
 
 interface LocalAttempt {
@@ -136,7 +138,7 @@ export class Executor {
       : event.attempt !== local.attempt
         ? `attempt ${local.attempt} was superseded by attempt ${event.attempt}`
         : `attempt ${local.attempt} is ${event.status} in the log${event.reason === null ? '' : `: ${event.reason}`}`;
-    this.abortLocal(local, { reason: why, report: false });
+    this.abortLocal(local, { reason: why, report: false, ...(event.status === 'cancelled' ? { keepOutput: true } : {}) });
   }
 
   /**
@@ -243,6 +245,19 @@ export class Executor {
     return this.report({ type: 'task.fail', id: local.taskId, attempt: local.attempt, error, retryable, at: Date.now() }, local.taskId, local.attempt);
   }
 
+  /** What a cancelled attempt had generated, for the task's output; the log takes it once, from this attempt only. */
+  private async reportPartialOutput(local: LocalAttempt, partial: { output: string; outputTruncated: boolean }): Promise<void> {
+    const { taskId, attempt } = local;
+    const stillWanted = () => {
+      const record = this.deps.state().getTaskRecord(taskId);
+      return record !== undefined && record.status === 'cancelled' && record.attempt === attempt && record.output === null;
+    };
+    const result = await this.deps.reporter.report({
+      type: 'task.output', id: taskId, attempt, output: partial.output, ...(partial.outputTruncated ? { outputTruncated: true } : {}), at: Date.now(),
+    }, stillWanted);
+    if (result !== null && !result.ok) log.debug('partial output refused', { taskId, attempt, refusal: result.refusal.message });
+  }
+
   private agentSystem(agentId: string | null): string | null {
     if (agentId === null) return null;
     const configured = this.deps.agents.find((agent) => agent.id === agentId);
@@ -299,6 +314,7 @@ export class Executor {
     }
     const { options, keepAlive } = splitKeepAlive(live.input.options);
     let result: GenerationResult;
+    let partial: { output: string; outputTruncated: boolean } | null = null;
     try {
       result = await runGeneration({
         model,
@@ -314,6 +330,7 @@ export class Executor {
         timeoutMs: live.input.timeoutMs,
         onText: (text) => local.output.append(text),
         onEarlySpeed: (tokens, elapsedNs) => this.deps.probe.recordGeneration(model, tokens, elapsedNs, { provisional: true }),
+        onUnfinished: (unfinished) => { partial = unfinished; },
       });
     } catch (error) {
       await local.started;
@@ -322,6 +339,7 @@ export class Executor {
       if (cause !== null) {
         log.debug('generation aborted', { taskId, attempt, reason: cause.reason });
         if (cause.report) await this.reportFail(local, cause.reason, true);
+        else if (cause.keepOutput === true && partial !== null) await this.reportPartialOutput(local, partial);
         return;
       }
       const failure = error instanceof GenerationError ? error : new GenerationError(`the generation failed unexpectedly: ${(error as Error).message}`, true, { cause: error });
@@ -333,11 +351,15 @@ export class Executor {
     this.deps.probe.recordGeneration(model, result.evalCount, result.evalDurationNs);
     this.deps.probe.recordLoad(model, result.usage.loadMs);
     await local.started;
-    // Aborted just as it finished: a cancelled or superseded attempt reports nothing, but
+    // Aborted just as it finished: a cancelled or superseded attempt reports no completion, but
     // one stopped by fencing or shutdown still owes the log an outcome, and a finished
     // generation is the best one (the state machine refuses it if the attempt moved on).
     const late = local.cause as AbortCause | null;
-    if (late !== null && !late.report) return;
+    if (late !== null && !late.report) {
+      // Cancelled as it finished: the whole text is what the attempt had generated.
+      if (late.keepOutput === true && result.output !== '') await this.reportPartialOutput(local, result);
+      return;
+    }
     const completion = await this.report({
       type: 'task.complete', id: taskId, attempt, output: result.output,
       ...(result.outputTruncated ? { outputTruncated: true } : {}), usage: result.usage, at: Date.now(),

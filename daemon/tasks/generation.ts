@@ -119,6 +119,12 @@ export interface RunGenerationOptions {
    * speed, long before the final chunk of a long generation says it exactly.
    */
   onEarlySpeed?: (tokens: number, elapsedNs: number) => void;
+  /**
+   * Called when the generation ends without a result (aborted, timed out, failed), before it
+   * throws, with what it had generated, bounded as a result's output is. Not called when
+   * nothing was generated.
+   */
+  onUnfinished?: (partial: { output: string; outputTruncated: boolean }) => void;
 }
 
 /** An early speed reading needs this many chunks after the first, over at least this long. */
@@ -199,6 +205,10 @@ export async function runGeneration(request: GenerationRequest, options: RunGene
   } catch (error) {
     clearTimeout(timer);
     emit(carry.end());
+    if (options.onUnfinished !== undefined && keptChars > 0) {
+      const { text, truncated } = truncateUtf8(parts.join(''), taskOutputBytesMax);
+      options.onUnfinished({ output: text, outputTruncated: truncated || droppedAny });
+    }
     if (options.signal.aborted) throw options.signal.reason;
     if (timeout.aborted) {
       throw new GenerationError(`the generation on ${request.model} did not finish within the task's timeoutMs of ${options.timeoutMs} ms`, true, { cause: error });

@@ -28,7 +28,7 @@ export function isRetryableProposeError(error: unknown): boolean {
 }
 
 /**
- * The log entry of a report. A completion whose output is within taskOutputBytesMax can
+ * The log entry of a report. A completion (or a cancelled attempt's partial output) whose output is within taskOutputBytesMax can
  * still exceed the proposal bound once JSON escapes it (control characters become \uXXXX);
  * its output is then cut further, and marked truncated, rather than the report lost.
  */
@@ -38,7 +38,7 @@ export function encodeReport(command: Command): string {
     try {
       return encodeCommand(current);
     } catch (error) {
-      if (!(error instanceof MalformedCommandError) || current.type !== 'task.complete' || current.output.length === 0 || tries >= 16) throw error;
+      if (!(error instanceof MalformedCommandError) || (current.type !== 'task.complete' && current.type !== 'task.output') || current.output.length <= 1 || tries >= 16) throw error;
       current = { ...current, output: current.output.slice(0, Math.floor(current.output.length / 2)), outputTruncated: true };
     }
   }

@@ -146,13 +146,20 @@ describe('task runtime on one node', () => {
     await waitFor('tokens to stream', () => (h.standin.generations()[0]?.tokens ?? 0) >= 3);
     await h.service.cancel(task.id);
     await waitFor('the stand-in to see the abort', () => h.standin.generations()[0]?.outcome === 'aborted');
-    const done = h.service.get(task.id);
-    expect(done.status).toBe('cancelled');
-    expect(done.output).toBeNull();
+    expect(h.service.get(task.id).status).toBe('cancelled');
     expect(h.standin.generations()[0]!.tokens).toBeLessThan(400);
+    // What was generated until the abort becomes the cancelled task's output: the start of
+    // the text the stand-in would have generated for the prompt.
+    const partial = await waitFor('the partial output', () => h.service.get(task.id).output);
+    const generation = h.standin.generations()[0]!;
+    // (Tokens the stand-in sent as the connection closed may not have arrived.)
+    expect(standinText('llama3.2:1b', generation.promptText, generation.tokens).startsWith(partial)).toBe(true);
+    expect(partial.startsWith(standinText('llama3.2:1b', generation.promptText, 3))).toBe(true);
+    expect(h.service.get(task.id)).toMatchObject({ status: 'cancelled', usage: null, outputTruncated: false });
     // Nothing reports the aborted attempt as completed afterwards.
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(h.proposed).not.toContain('task.complete');
+    expect(h.proposed.filter((type) => type === 'task.output')).toHaveLength(1);
   });
 
   it('retries an attempt that failed with a server error, on a fresh attempt', async () => {

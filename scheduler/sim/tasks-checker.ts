@@ -16,6 +16,8 @@ interface TrackedTask {
   attempt: number;
   dependsOn: readonly string[];
   completions: number;
+  /** Accepted task.output reports: a cancelled attempt's partial text, at most one. */
+  partialOutputs: number;
 }
 
 export class TasksChecker {
@@ -27,7 +29,7 @@ export class TasksChecker {
   /** Acknowledged task ids, with the log index of the entry that acknowledged them. */
   readonly acknowledged = new Map<string, number>();
   /** staleResultsRefused: results of an attempt no longer current; lateResultsRefused: results for a task already finished. */
-  readonly counters = { completionsAccepted: 0, staleResultsRefused: 0, lateResultsRefused: 0, cancelsAccepted: 0, hashComparisons: 0 };
+  readonly counters = { completionsAccepted: 0, staleResultsRefused: 0, lateResultsRefused: 0, cancelsAccepted: 0, partialOutputsAccepted: 0, hashComparisons: 0 };
 
   constructor(concurrencyLimits: ReadonlyMap<string, number>) {
     this.concurrencyLimits = concurrencyLimits;
@@ -51,7 +53,7 @@ export class TasksChecker {
     switch (command.type) {
       case 'task.submit':
         if (result.created && result.task !== null) {
-          this.tasks.set(result.task.id, { status: result.task.status, attempt: 0, dependsOn: [...command.input.dependsOn], completions: 0 });
+          this.tasks.set(result.task.id, { status: result.task.status, attempt: 0, dependsOn: [...command.input.dependsOn], completions: 0, partialOutputs: 0 });
         }
         break;
       case 'task.assign':
@@ -84,6 +86,17 @@ export class TasksChecker {
         break;
       case 'task.cancel':
         this.counters.cancelsAccepted++;
+        break;
+      case 'task.output':
+        if (before === undefined) throw new InvariantViolation('task state', `entry ${index}: task.output accepted for unknown task ${command.id}`);
+        if (before.status !== 'cancelled') {
+          throw new InvariantViolation('partial output only after a cancel', `entry ${index}: task.output of ${command.id} accepted while the task was ${before.status}`);
+        }
+        if (command.attempt !== before.attempt) {
+          throw new InvariantViolation('fencing', `entry ${index}: task.output of ${command.id} from attempt ${command.attempt} accepted; the cancel ended attempt ${before.attempt}`);
+        }
+        if (++before.partialOutputs > 1) throw new InvariantViolation('one result per task', `entry ${index}: task ${command.id} took a partial output a second time`);
+        this.counters.partialOutputsAccepted++;
         break;
       default:
         break;

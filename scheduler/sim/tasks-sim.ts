@@ -67,6 +67,8 @@ export interface TasksSeedStats {
   tasksCompleted: number;
   tasksFailed: number;
   tasksCancelled: number;
+  /** Cancelled tasks that took the partial output their aborted attempt reported. */
+  partialOutputsAccepted: number;
   assignmentsProposed: number;
   requeuesProposed: number;
   staleResultsRefused: number;
@@ -126,7 +128,7 @@ type TasksEvent =
   | { kind: 'heal' };
 
 interface PendingReport {
-  command: Extract<Command, { type: 'task.start' | 'task.complete' | 'task.fail' }>;
+  command: Extract<Command, { type: 'task.start' | 'task.complete' | 'task.fail' | 'task.output' }>;
   retry: number;
   nextUs: number;
   sinceUs: number;
@@ -173,7 +175,7 @@ interface TasksNode {
 export function emptyTasksStats(): TasksSeedStats {
   return {
     events: 0, simulatedUs: 0, submitsProposed: 0, submitsAcknowledged: 0, cancelsProposed: 0, tasksCompleted: 0, tasksFailed: 0,
-    tasksCancelled: 0, assignmentsProposed: 0, requeuesProposed: 0, staleResultsRefused: 0, lateResultsRefused: 0, reportsLost: 0, attemptsLostInCrashes: 0,
+    tasksCancelled: 0, partialOutputsAccepted: 0, assignmentsProposed: 0, requeuesProposed: 0, staleResultsRefused: 0, lateResultsRefused: 0, reportsLost: 0, attemptsLostInCrashes: 0,
     crashes: 0, partitions: 0, compactions: 0, hashComparisons: 0, drainUs: 0,
   };
 }
@@ -258,6 +260,7 @@ export class TasksSimulation {
     this.stats.staleResultsRefused = this.checker.counters.staleResultsRefused;
     this.stats.lateResultsRefused = this.checker.counters.lateResultsRefused;
     this.stats.hashComparisons = this.checker.counters.hashComparisons;
+    this.stats.partialOutputsAccepted = this.checker.counters.partialOutputsAccepted;
     const reference = this.leader() ?? this.nodes[0] as TasksNode;
     const counts = reference.state.countsByStatus();
     this.stats.tasksCompleted = counts.completed;
@@ -525,18 +528,26 @@ export class TasksSimulation {
       if (live) continue;
       node.attempts.delete(taskId);
       freed = true;
+      // A running generation cut short by a cancel reports what it had generated, as the
+      // daemon's executor does (most; one that had produced no text yet reports nothing).
+      if (record?.status === 'cancelled' && record.attempt === local.attempt && local.phase === 'running' && node.random.chance(0.8)) {
+        this.report(node, `${taskId}:output`, { type: 'task.output', id: taskId, attempt: local.attempt, output: `part of ${taskId}/${local.attempt}`, at: this.nowMs() });
+      }
     }
     for (const [key, pending] of node.reports) {
       const record = node.state.getTaskRecord(pending.command.id);
-      if (record === undefined || record.status === 'completed' || record.status === 'failed' || record.status === 'cancelled') node.reports.delete(key);
+      const wanted = pending.command.type === 'task.output'
+        ? record?.status === 'cancelled' && record.output === null
+        : record !== undefined && record.status !== 'completed' && record.status !== 'failed' && record.status !== 'cancelled';
+      if (!wanted) node.reports.delete(key);
     }
     if (freed) this.startQueued(node);
   }
 
   /** The reporter heard back: this node applied the entry of one of its reports (accepted or refused). */
   private reportApplied(node: TasksNode, command: Command): void {
-    if (command.type !== 'task.start' && command.type !== 'task.complete' && command.type !== 'task.fail') return;
-    const key = `${command.id}:${command.type === 'task.start' ? 'start' : 'result'}`;
+    if (command.type !== 'task.start' && command.type !== 'task.complete' && command.type !== 'task.fail' && command.type !== 'task.output') return;
+    const key = `${command.id}:${command.type === 'task.start' ? 'start' : command.type === 'task.output' ? 'output' : 'result'}`;
     const pending = node.reports.get(key);
     if (pending !== undefined && pending.command.attempt === command.attempt && pending.command.type === command.type) node.reports.delete(key);
   }

@@ -40,7 +40,7 @@ export function formatTasksSummary(totals: TasksTotals, elapsedMs: number, voter
     ['events', `${sums.events}`],
     ['submissions proposed / acknowledged', `${sums.submitsProposed} / ${sums.submitsAcknowledged}`],
     ['tasks completed / failed / cancelled', `${sums.tasksCompleted} / ${sums.tasksFailed} / ${sums.tasksCancelled}`],
-    ['cancels proposed', `${sums.cancelsProposed}`],
+    ['cancels proposed / partial outputs kept', `${sums.cancelsProposed} / ${sums.partialOutputsAccepted}`],
     ['assignments / requeues proposed', `${sums.assignmentsProposed} / ${sums.requeuesProposed}`],
     ['results refused: stale attempt / task finished', `${sums.staleResultsRefused} / ${sums.lateResultsRefused}`],
     ['forwarded proposals lost', `${sums.reportsLost}`],

@@ -107,6 +107,20 @@ export const TaskCancel = Type.Object({
   reason: Type.Optional(Reason),
 }, { additionalProperties: false });
 
+/**
+ * The text the live attempt had generated when its task was cancelled: the executing node
+ * reports it after the abort, and it becomes the cancelled task's output (once).
+ */
+export const TaskPartialOutput = Type.Object({
+  type: Type.Literal('task.output'),
+  id: TaskId,
+  attempt: AttemptNumber,
+  /** Cut to taskOutputBytesMax on apply, as a completion's. */
+  output: Type.String({ minLength: 1 }),
+  outputTruncated: Type.Optional(Type.Boolean()),
+  at: At,
+}, { additionalProperties: false });
+
 export const TaskPinCommand = Type.Object({
   type: Type.Literal('task.pin'),
   id: TaskId,
@@ -131,7 +145,7 @@ export const TasksPrune = Type.Object({
 
 export const Command = Type.Union([
   ClusterInit, KvPut, KvDelete, TokenCreateCommand, TokenRevoke,
-  TaskSubmitCommand, TaskAssign, TaskStart, TaskComplete, TaskFail, TaskCancel, TaskPinCommand, TaskRequeue, TasksPrune,
+  TaskSubmitCommand, TaskAssign, TaskStart, TaskComplete, TaskFail, TaskCancel, TaskPartialOutput, TaskPinCommand, TaskRequeue, TasksPrune,
 ]);
 export type Command = Static<typeof Command>;
 export type CommandType = Command['type'];
@@ -142,7 +156,7 @@ const commandSchemas = {
   'token.create': TokenCreateCommand, 'token.revoke': TokenRevoke,
   'task.submit': TaskSubmitCommand, 'task.assign': TaskAssign, 'task.start': TaskStart,
   'task.complete': TaskComplete, 'task.fail': TaskFail, 'task.cancel': TaskCancel,
-  'task.pin': TaskPinCommand, 'task.requeue': TaskRequeue, 'tasks.prune': TasksPrune,
+  'task.output': TaskPartialOutput, 'task.pin': TaskPinCommand, 'task.requeue': TaskRequeue, 'tasks.prune': TasksPrune,
 } as const;
 // One compiled checker per type, so an error names the fields of that type rather than
 // the mismatch against every member of the union.

@@ -353,6 +353,47 @@ describe('cancel', () => {
     expect(!h.cancel('missing').ok).toBe(true);
   });
 
+  it('a cancelled task takes the text its live attempt had generated, once, from that attempt only', () => {
+    const h = new Harness();
+    const partial = (id: string, attempt: number, output: string) => h.run({ type: 'task.output', id, attempt, output, at: 5_100 });
+    h.submit('stopped');
+    h.assign('stopped', 'n1', 1);
+    h.start('stopped', 'n1', 1);
+    // While the attempt runs, a partial output is not a result.
+    expect(!partial('stopped', 1, 'Once upon').ok && h.state.getTask('stopped')?.output).toBeNull();
+    h.cancel('stopped', 5_000);
+    // Keep the finished record's JSON, as between applies, so the change below must drop it.
+    h.state.keepFinishedJson(100);
+    const stale = partial('stopped', 2, 'from nowhere');
+    expect(!stale.ok && stale.refusal.code).toBe('stale-attempt');
+    const kept = partial('stopped', 1, 'Once upon a \u{1F41D}');
+    expect(kept.ok && kept.task).toMatchObject({ status: 'cancelled', output: 'Once upon a \u{1F41D}', outputTruncated: false, usage: null, attempts: [{ status: 'cancelled' }] });
+    const twice = partial('stopped', 1, 'Once upon a time');
+    expect(!twice.ok && twice.refusal.code).toBe('task-finished');
+    expect(h.state.getTask('stopped')?.output).toBe('Once upon a \u{1F41D}');
+    // Counted in the text budget, and in the snapshot (not a stale copy of the record).
+    const restored = ReplicatedState.restore(h.state.snapshot());
+    expect(restored.getTask('stopped')?.output).toBe('Once upon a \u{1F41D}');
+    expect(restored.taskCharsHeld).toBe(h.state.taskCharsHeld);
+    // Over the output bound it is cut and marked, as a completion is.
+    h.submit('long');
+    h.assign('long', 'n1', 1);
+    h.cancel('long');
+    const long = partial('long', 1, 'x'.repeat(limits.taskOutputBytesMax + 10));
+    expect(long.ok && long.task?.outputTruncated).toBe(true);
+    expect(h.state.getTask('long')?.output?.length).toBe(limits.taskOutputBytesMax);
+    // Cancelled while queued, after a failed attempt: no attempt was ended by the cancel.
+    h.submit('requeued', { maxAttempts: 3 });
+    h.assign('requeued', 'n1', 1);
+    h.fail('requeued', 1, true);
+    h.cancel('requeued');
+    expect(!partial('requeued', 1, 'late text').ok && h.state.getTask('requeued')?.output).toBeNull();
+    // A completed task's output is its result, never replaced.
+    h.runToCompletion('done');
+    expect(!partial('done', 1, 'other').ok && h.state.getTask('done')?.output).toBe('output of done');
+    expect(!partial('missing', 1, 'text').ok).toBe(true);
+  });
+
   it('fails the dependents of a cancelled task with the reason', () => {
     const h = new Harness();
     h.submit('a');

@@ -396,6 +396,7 @@ export class ReplicatedState {
       case 'task.complete': return this.taskComplete(index, command);
       case 'task.fail': return this.taskFail(index, command);
       case 'task.cancel': return this.taskCancel(index, command);
+      case 'task.output': return this.taskPartialOutput(index, command);
       case 'task.pin': return this.taskPin(index, command);
       case 'task.requeue': return this.taskRequeue(index, command);
       case 'tasks.prune': return this.tasksPrune(index, command);
@@ -660,6 +661,31 @@ export class ReplicatedState {
     const events: TaskStatusEvent[] = [];
     this.finish(record, 'cancelled', reason, command.at, events);
     return this.done(index, record, events);
+  }
+
+  /**
+   * A cancelled task takes the text its live attempt had generated, reported by that attempt's
+   * node after the abort: once, and only from the attempt the cancel ended (the output of a
+   * cancelled task is what was generated until then; it has no usage, Ollama never sent its
+   * final chunk). The record changes after it finished, so its kept JSON goes.
+   */
+  private taskPartialOutput(index: number, command: CommandOf<'task.output'>): ApplyResult {
+    const record = this.tasks.get(command.id);
+    if (record === undefined) return this.notFound(index, command.id);
+    const attempt = record.attempts.at(-1);
+    if (record.status !== 'cancelled' || attempt === undefined || attempt.attempt !== command.attempt || attempt.status !== 'cancelled') {
+      return refuse(index, 'stale-attempt', `attempt ${command.attempt} of task ${record.id} was not ended by a cancel (the task is ${record.status} at attempt ${record.attempt}); its partial output is discarded`);
+    }
+    if (record.output !== null) return refuse(index, 'task-finished', `task ${record.id} already holds the output of its cancelled attempt`, [record.id]);
+    const { text, truncated } = truncateUtf8(command.output, limits.taskOutputBytesMax);
+    record.output = text;
+    record.outputTruncated = truncated || command.outputTruncated === true;
+    const kept = this.finishedJson.get(record);
+    if (kept !== undefined) {
+      this.finishedJson.delete(record);
+      this.finishedJsonChars -= kept.length;
+    }
+    return this.done(index, record);
   }
 
   private taskPin(index: number, command: CommandOf<'task.pin'>): ApplyResult {

@@ -137,6 +137,10 @@ describe('tasks on three daemons with different models', () => {
     expect(generation!.tokens).toBeLessThan(2_000);
     expect((await getTask(c, task.id))?.status).toBe('cancelled');
     expect(tallyGenerations(cluster.logFiles).get(promptSha(prompt))?.finished).toBe(0);
+    // What the executor had generated is the cancelled task's output, on every node.
+    const partial = await waitUntil('the partial output', async () => (await getTask(a, task.id))?.output ?? null, 5_000, 50);
+    expect(partial.length).toBeGreaterThan(0);
+    expect((await getTask(c, task.id))?.output).toBe(partial);
   }, 30_000);
 
   // Last: it stops one of the daemons.
