@@ -4,6 +4,7 @@
 // figures as what this run measured, not as limits.
 import { parseArgs } from 'node:util';
 import { benchCommit, benchFailover, benchSimulator } from './consensus.ts';
+import { benchMachine } from './machine.ts';
 import { formatTable, type BenchRow } from './report.ts';
 
 const sections: Record<string, (rows: BenchRow[], quick: boolean) => Promise<void> | void> = {
@@ -32,6 +33,7 @@ async function main(): Promise<void> {
   const unknown = chosen.filter((name) => ![...all, 'placement'].includes(name));
   if (unknown.length > 0) throw new Error(`unknown section(s) ${unknown.join(', ')}; sections: ${all.join(', ')}`);
   const rows: BenchRow[] = [];
+  benchMachine(rows, 'start');
   for (const name of chosen) {
     const started = performance.now();
     process.stderr.write(`bench: ${name}...\n`);
@@ -45,6 +47,7 @@ async function main(): Promise<void> {
     }
     process.stderr.write(`bench: ${name} took ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
   }
+  benchMachine(rows, 'end');
   process.stdout.write(`\n${formatTable(rows)}\n`);
 }
 
