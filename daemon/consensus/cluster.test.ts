@@ -9,6 +9,7 @@ import { Cluster, catchingUpReason, readyLagEntriesMax, type ClusterTransport, t
 import { RaftLogStore } from './log-store.ts';
 import type { StateMachine } from './raft-node.ts';
 import type { Reply, RequestHandler, RequestHandlerContext } from '../p2p/host.ts';
+import { holdBatches } from './test-helpers.ts';
 
 const nodeId = 'n1';
 const encoder = new TextEncoder();
@@ -203,26 +204,66 @@ describe('catchingUpReason', () => {
 });
 
 /** Three members in memory, n1 leading all three voters, every log caught up. */
-async function threeCaughtUp(name: string): Promise<{ net: MemoryNet; leader: Cluster<null> }> {
+async function threeCaughtUp(name: string): Promise<{ net: MemoryNet; leader: Cluster<null>; storages: Map<string, Storage> }> {
   const net = new MemoryNet();
   const ids = ['n1', 'n2', 'n3'];
-  const storages: Storage[] = [];
+  const storages = new Map<string, Storage>();
   for (const id of ids) {
     const dir = tempDir(`${name}-${id}`);
     dirs.push(dir);
     const storage = await Storage.open(dir);
-    storages.push(storage);
+    storages.set(id, storage);
     await net.start(id, storage, new RecordingState());
   }
-  open.push({ stop: async () => { for (const id of ids) await net.members.get(id)!.stop(); for (const storage of storages) await storage.close(); } });
+  open.push({ stop: async () => { for (const id of ids) await net.members.get(id)!.stop(); for (const storage of storages.values()) await storage.close(); } });
   const leader = net.members.get('n1')!;
   await waitUntil('three voters, all caught up', async () => {
     const status = leader.raft?.status();
     if (status?.role !== 'leader' || status.config.voters.length !== 3) return null;
     return ids.every((id) => net.members.get(id)!.raft!.status().lastIndex === status.lastIndex) ? true : null;
   }, 20_000, 20);
-  return { net, leader };
+  return { net, leader, storages };
 }
+
+/** A promise and the function that resolves it. */
+function gate(): { opened: Promise<void>; open: () => void } {
+  let open: () => void = () => undefined;
+  const opened = new Promise<void>((resolve) => { open = resolve; });
+  return { opened, open };
+}
+
+describe('Cluster commit path', () => {
+  it('applies a commit learned while one batch was being written before the next batch is written', async () => {
+    const { net, leader, storages } = await threeCaughtUp('cluster-early-apply');
+    // The followers hold their write of A; the leader holds its writes of B, then of C.
+    const followersA = gate();
+    const leaderB = gate();
+    const leaderC = gate();
+    for (const id of ['n2', 'n3']) holdBatches(storages.get(id)!, 'probe-A', () => followersA.opened);
+    holdBatches(storages.get('n1')!, 'probe-B', () => leaderB.opened);
+    holdBatches(storages.get('n1')!, 'probe-C', () => leaderC.opened);
+    const settled = new Set<string>();
+    const propose = (name: string) => leader.propose(JSON.stringify({ probe: `probe-${name}` })).then(() => { settled.add(name); });
+    const a = propose('A');
+    const aIndex = leader.raft!.status().lastIndex;
+    await waitUntil('the followers to receive A', async () => (['n2', 'n3'].every((id) => net.members.get(id)!.raft!.status().lastIndex >= aIndex) ? true : null), 5_000, 5);
+    // The leader is now writing B when the followers' acknowledgements of A (and B) arrive.
+    const b = propose('B');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const c = propose('C');
+    followersA.open();
+    const bIndex = aIndex + 1;
+    await waitUntil('A and B committed', async () => ((leader.raft!.status().commit >= bIndex) ? true : null), 5_000, 5);
+    leaderB.open();
+    // The leader's next batch holds C, whose write is held. A and B are on the leader's disk
+    // and committed: they are applied, and their writers answered, without waiting for C.
+    await Promise.race([Promise.all([a, b]), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+    expect([...settled].sort()).toEqual(['A', 'B']);
+    leaderC.open();
+    await c;
+    expect(settled.has('C')).toBe(true);
+  }, 30_000);
+});
 
 describe('Cluster planned stop', () => {
   it.each([['n2', 'n3'], ['n3', 'n2']])('hands leadership to a voter that has been up a while, not to %s just restarted', async (restarted, settled) => {

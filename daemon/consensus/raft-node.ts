@@ -279,13 +279,42 @@ export class RaftNode<Result> {
     //    the batch is on disk.
     const early = sendableBeforePersist(ready, this.options.store.durable);
     for (const message of early) this.options.send(message.to, message);
+    // 2. Committed entries already on this node's disk are applied before the batch is
+    //    written: everything before the batch's first entry was written by earlier Readies.
+    //    Under load the loop is always writing, so a commit learned while one batch was
+    //    being written would otherwise wait for the next batch's synced write too. Entries
+    //    of the batch itself wait for it: the core may count them towards a commit before
+    //    they are on disk (sendableBeforePersist), and a snapshot is installed first.
+    const firstUnwritten = ready.entries.length > 0 ? ready.entries[0]!.index : Number.POSITIVE_INFINITY;
+    let durable = 0;
+    if (ready.snapshot === null) while (durable < ready.committed.length && ready.committed[durable]!.index < firstUnwritten) durable += 1;
+    if (durable > 0) this.applyEntries(durable === ready.committed.length ? ready.committed : ready.committed.slice(0, durable));
     await this.options.store.persist(ready);
-    // 2. Send the rest.
+    // 3. Send the rest.
     for (const message of ready.messages) if (!early.includes(message)) this.options.send(message.to, message);
-    // 3. Apply.
+    // 4. Apply the rest.
     if (ready.snapshot !== null) this.installSnapshot(ready.snapshot);
+    if (durable < ready.committed.length) this.applyEntries(durable === 0 ? ready.committed : ready.committed.slice(durable));
+    else if (ready.snapshot !== null) this.wakeReadWaiters();
+    for (const readState of ready.readStates) {
+      const pending = this.reads.get(readState.context);
+      if (pending === undefined) continue;
+      this.reads.delete(readState.context);
+      clearTimeout(pending.timer);
+      pending.resolve(readState.index);
+    }
+    // Proposals stay pending across a change to a known new leader: the entry may still
+    // commit (then it is applied and resolved) or be replaced (then the term check above
+    // rejects it), which that leader settles within moments. With no leader in sight (this
+    // node was cut off), nothing will settle them before their timeout: answer now.
+    if (ready.softState !== null && ready.softState.role !== 'leader' && ready.softState.leader === null) this.abandonPending();
+    if (ready.softState !== null) this.options.onSoftState?.();
+  }
+
+  /** Applies committed entries in order (those applied already are skipped), answering their proposals and waiting readers. */
+  private applyEntries(entries: readonly Entry[]): void {
     const applied: Array<{ entry: Entry; result: Result | null }> = [];
-    for (const entry of ready.committed) {
+    for (const entry of entries) {
       if (entry.index <= this.appliedIndex) continue;
       let result: Result | null = null;
       if (entry.type === 'normal') result = this.options.state.apply(entry.index, entry.data);
@@ -300,29 +329,20 @@ export class RaftNode<Result> {
         else pending.reject(new HivemeshError(ErrorCode.noLeader, 'leadership changed before the write committed; it was not applied, retry', { retryAfterSeconds: 1 }));
       }
     }
-    for (const readState of ready.readStates) {
-      const pending = this.reads.get(readState.context);
-      if (pending === undefined) continue;
-      this.reads.delete(readState.context);
-      clearTimeout(pending.timer);
-      pending.resolve(readState.index);
-    }
-    if (this.readWaiters.length > 0) {
-      for (let position = this.readWaiters.length - 1; position >= 0; position -= 1) {
-        const waiter = this.readWaiters[position]!;
-        if (waiter.index <= this.appliedIndex) {
-          this.readWaiters.splice(position, 1);
-          waiter.resolve();
-        }
+    this.wakeReadWaiters();
+    if (applied.length > 0) this.options.onApplied?.(applied);
+  }
+
+  /** Answers the waitApplied() callers whose index is applied (by entries or an installed snapshot). */
+  private wakeReadWaiters(): void {
+    if (this.readWaiters.length === 0) return;
+    for (let position = this.readWaiters.length - 1; position >= 0; position -= 1) {
+      const waiter = this.readWaiters[position]!;
+      if (waiter.index <= this.appliedIndex) {
+        this.readWaiters.splice(position, 1);
+        waiter.resolve();
       }
     }
-    if (applied.length > 0) this.options.onApplied?.(applied);
-    // Proposals stay pending across a change to a known new leader: the entry may still
-    // commit (then it is applied and resolved) or be replaced (then the term check above
-    // rejects it), which that leader settles within moments. With no leader in sight (this
-    // node was cut off), nothing will settle them before their timeout: answer now.
-    if (ready.softState !== null && ready.softState.role !== 'leader' && ready.softState.leader === null) this.abandonPending();
-    if (ready.softState !== null) this.options.onSoftState?.();
   }
 
   /** Rejects every pending proposal and read: this node lost the leadership and knows no leader. */

@@ -202,7 +202,8 @@ export function messageProblem(message: Message): string | null {
  * 10.2.1). The core counts the leader's entries towards a commit before they are on its
  * disk; that is safe because such a commit reaches the state machine, clients and other
  * nodes only through a later Ready, which the driver takes only after this one is
- * persisted. The one exception is a single voter, whose entries commit the moment they are
+ * persisted (the driver applies a Ready's committed entries before writing its batch only
+ * when they come before the batch's first entry, RaftNode.handle). The one exception is a single voter, whose entries commit the moment they are
  * appended: its learners must not hear of that commit before the entries are on the
  * leader's disk (the simulator's finding, seed 1462 before the commit check), hence the
  * commit check. If the leader dies first, its entries may live on a follower without being

@@ -11,6 +11,9 @@
 //        2. only then send ready.messages            (persist-before-send)
 //        3. apply ready.committed in order, answer ready.readStates whose index <= applied
 //        4. core.advance(ready)
+//     (The daemon sends a leader's replication before step 1 and applies the committed
+//     entries before ready.entries[0] before step 1 too: see sendableBeforePersist and
+//     RaftNode.handle.)
 //
 // All times inside the core are ticks. Node ids are opaque strings (libp2p peer ids in
 // the daemon, "n1".."n5" in tests).
@@ -134,6 +137,8 @@ export interface SoftState {
  * durable batch, THEN send messages, THEN apply committed entries, THEN advance().
  * Sending before the batch is durable can elect two leaders or lose committed entries; the
  * one exception is what sendableBeforePersist (raft.ts) returns, a leader's replication.
+ * Committed entries before the batch's first entry were made durable by earlier Readies and
+ * may be applied before the batch is written; entries of the batch itself may not.
  */
 export interface Ready {
   softState: SoftState | null;
