@@ -236,6 +236,18 @@ export class Checker {
     this.checkedCommit.set(node, commit);
   }
 
+  /**
+   * A node applies `entries` that its core counts committed (up to `commit`) before a durable
+   * commit index covers them (the daemon's early apply). They become the committed entries
+   * at their indexes; one that differs from an entry committed there before is a violation.
+   */
+  onCommittedInMemory(node: NodeId, entries: readonly Entry[], commit: number, term: number): void {
+    for (const entry of entries) {
+      if (entry.index > commit) throw new InvariantViolation('apply only committed', `${node} applies entry ${entry.index} early, but its core's commit index is ${commit}`);
+      this.recordCommitted(node, entry, term);
+    }
+  }
+
   /** A node installed a snapshot (from a leader or its own disk); `chain` is its applied-history hash. */
   onSnapshotInstalled(node: NodeId, snapshot: Snapshot, chain: number | null): void {
     const committed = this.committed[snapshot.index];

@@ -3,7 +3,7 @@
 // network, clocks and disks, with clients, crashes and partitions drawn from one seed. The
 // checker verifies Raft's safety invariants and read linearizability after every step, and
 // the run ends with a liveness check once faults stop. The same seed replays the same run.
-import type { ClusterConfig, ConfigChange, Message, NodeId, RaftOptions, Ready, Role } from '../consensus/types.ts';
+import type { ClusterConfig, ConfigChange, Entry, Message, NodeId, RaftOptions, Ready, Role, Snapshot } from '../consensus/types.ts';
 import { Checker, InvariantViolation } from './checker.ts';
 import { describeDriftBreach, drawTickPeriods } from './clock.ts';
 import type { CoreFactory, SimCore } from './core.ts';
@@ -106,6 +106,8 @@ export interface SeedStats {
   transfers: number;
   compactions: number;
   snapshotsInstalled: number;
+  /** Committed entries applied before their Ready's batch was written (applyDurable). */
+  entriesAppliedEarly: number;
   leaseIntervals: number;
   closestLeaseHandoverUs: number;
   /** Simulated time from the end of faults until a new write was applied on every member. */
@@ -144,8 +146,8 @@ const stabilityElectionTimeouts = 2;
 const quietEventsMax = 400_000;
 const keys = ['a', 'b', 'c', 'd'];
 
-type CrashPoint = 'before-persist' | 'after-early-send' | 'after-persist' | 'after-send' | 'after-apply';
-const crashPoints: CrashPoint[] = ['before-persist', 'after-early-send', 'after-persist', 'after-send', 'after-apply'];
+type CrashPoint = 'before-persist' | 'after-early-send' | 'after-early-apply' | 'after-persist' | 'after-send' | 'after-apply';
+const crashPoints: CrashPoint[] = ['before-persist', 'after-early-send', 'after-early-apply', 'after-persist', 'after-send', 'after-apply'];
 
 type SimEvent =
   | { kind: 'tick'; node: number; incarnation: number }
@@ -187,7 +189,7 @@ interface SimNode {
   config: ClusterConfig;
   crashPlan: CrashPoint | null;
   /** A Ready whose early messages left and whose write is still under way (see leaderWriteMaxUs). */
-  writing: { ready: Ready; early: Message[] } | null;
+  writing: { ready: Ready; early: Message[]; appliedEarly: number } | null;
   /** While now < pausedUntilUs the process is stalled: no ticks, no messages, no clients. */
   pausedUntilUs: number;
   /** Ticks its clock passed while the process was stalled. */
@@ -280,7 +282,7 @@ export function emptyStats(): SeedStats {
     events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0, electionsQuiet: 0, electionsQuietInOneRound: 0, entriesCommitted: 0,
     writesProposed: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, readsAbandoned: 0,
     crashes: 0, pauses: 0, messagesGarbled: 0, partitions: 0, messagesDropped: 0, messagesDuplicated: 0, configChanges: 0,
-    transfers: 0, compactions: 0, snapshotsInstalled: 0, leaseIntervals: 0,
+    transfers: 0, compactions: 0, snapshotsInstalled: 0, entriesAppliedEarly: 0, leaseIntervals: 0,
     closestLeaseHandoverUs: Number.POSITIVE_INFINITY, recoveryUs: 0, stableUs: 0,
   };
 }
@@ -530,9 +532,9 @@ export class Simulation {
           this.queue.push(node.pausedUntilUs, event);
           return;
         }
-        const { ready, early } = node.writing;
+        const { ready, early, appliedEarly } = node.writing;
         node.writing = null;
-        if (!this.finishReady(node, ready, early)) return;
+        if (!this.finishReady(node, ready, early, appliedEarly)) return;
         this.afterInput(node);
         return;
       }
@@ -634,25 +636,48 @@ export class Simulation {
       const ready = core.ready();
       if (this.crashAt(node, 'before-persist')) return;
       const early = this.scenario.leaderWriteMaxUs > 0 ? sendableBeforePersist(ready, node.disk.hardState) : [];
+      for (const message of early) this.send(node, message);
+      if (early.length > 0 && this.crashAt(node, 'after-early-send')) return;
+      const appliedEarly = this.applyDurable(node, core, ready);
+      if (appliedEarly > 0 && this.crashAt(node, 'after-early-apply')) return;
       if (early.length > 0) {
-        for (const message of early) this.send(node, message);
-        if (this.crashAt(node, 'after-early-send')) return;
-        node.writing = { ready, early };
+        node.writing = { ready, early, appliedEarly };
         this.queue.push(this.nowUs + 1 + this.diskRandom.int(this.scenario.leaderWriteMaxUs), { kind: 'written', node: node.index, incarnation: node.incarnation });
         return;
       }
-      if (!this.finishReady(node, ready, early)) return;
+      if (!this.finishReady(node, ready, early, appliedEarly)) return;
     }
   }
 
+  /**
+   * As the daemon's RaftNode.handle: the committed entries before the batch's first entry
+   * (durable since earlier Readies) are applied before the batch is written. The node's
+   * durable commit index may not cover them yet, so the checker hears of the commit from the
+   * core (it still refuses any other entry committed at those indexes). Returns how many.
+   */
+  private applyDurable(node: SimNode, core: SimCore, ready: Ready): number {
+    if (ready.snapshot !== null || ready.committed.length === 0) return 0;
+    const firstUnwritten = ready.entries.length > 0 ? ready.entries[0]!.index : Number.POSITIVE_INFINITY;
+    let count = 0;
+    while (count < ready.committed.length && ready.committed[count]!.index < firstUnwritten) count += 1;
+    if (count === 0) return 0;
+    const entries = ready.committed.slice(0, count);
+    const { commit, term } = core.status();
+    this.checker.onCommittedInMemory(node.id, entries, commit, term);
+    this.applyEntries(node, entries, null, commit);
+    this.serveReads(node);
+    this.stats.entriesAppliedEarly += count;
+    return count;
+  }
+
   /** The rest of a Ready after its early sends: persist, send, apply, advance. False: it crashed. */
-  private finishReady(node: SimNode, ready: Ready, early: Message[]): boolean {
+  private finishReady(node: SimNode, ready: Ready, early: Message[], appliedEarly: number): boolean {
     const core = node.core as SimCore;
     this.persist(node, ready);
     if (this.crashAt(node, 'after-persist')) return false;
     for (const message of ready.messages) if (!early.includes(message)) this.send(node, message);
     if (this.crashAt(node, 'after-send')) return false;
-    this.apply(node, ready);
+    this.apply(node, ready, appliedEarly);
     if (this.crashAt(node, 'after-apply')) return false;
     core.advance(ready);
     this.maybeCompact(node);
@@ -699,7 +724,8 @@ export class Simulation {
     }
   }
 
-  private apply(node: SimNode, ready: Ready): void {
+  /** Installs the Ready's snapshot, applies its committed entries (after the first `skip`, applied early) and serves reads. */
+  private apply(node: SimNode, ready: Ready, skip: number): void {
     const kv = node.kv;
     if (ready.snapshot !== null) {
       const snapshot = ready.snapshot;
@@ -711,10 +737,21 @@ export class Simulation {
       // Writes this node proposed that the snapshot covers have an unknown outcome here.
       for (const index of node.pendingWrites.keys()) if (index <= snapshot.index) node.pendingWrites.delete(index);
     }
-    for (const entry of ready.committed) {
+    this.applyEntries(node, skip === 0 ? ready.committed : ready.committed.slice(skip), ready.snapshot, node.disk.commit);
+    for (const readState of ready.readStates) {
+      const read = node.pendingReads.get(readState.context);
+      if (read !== undefined && read.index === null) read.index = readState.index;
+    }
+    this.serveReads(node);
+  }
+
+  /** Applies committed entries in order; `snapshot`: one installed by the same Ready, whose entries may come again. */
+  private applyEntries(node: SimNode, entries: readonly Entry[], snapshot: Snapshot | null, commit: number): void {
+    const kv = node.kv;
+    for (const entry of entries) {
       // Re-delivery of an entry an installed snapshot already covers is tolerated (the daemon
       // skips it too), provided it is the committed entry; anything else is applied strictly.
-      if (entry.index <= kv.appliedIndex && ready.snapshot !== null) {
+      if (entry.index <= kv.appliedIndex && snapshot !== null) {
         const committed = this.checker.committedEntry(entry.index);
         if (committed === undefined || committed.term !== entry.term || committed.data !== entry.data) {
           throw new InvariantViolation('state machine safety', `${node.id} re-delivered entry ${entry.index} (term ${entry.term} '${entry.data}') that differs from the committed one`);
@@ -723,7 +760,7 @@ export class Simulation {
       }
       const error = kv.apply(entry);
       if (error !== null) throw new InvariantViolation('apply in order', `${node.id}: ${error}`);
-      this.checker.onApplied(node.id, entry, kv.chain, node.disk.commit);
+      this.checker.onApplied(node.id, entry, kv.chain, commit);
       const write = node.pendingWrites.get(entry.index);
       if (write !== undefined) {
         node.pendingWrites.delete(entry.index);
@@ -733,11 +770,6 @@ export class Simulation {
         }
       }
     }
-    for (const readState of ready.readStates) {
-      const read = node.pendingReads.get(readState.context);
-      if (read !== undefined && read.index === null) read.index = readState.index;
-    }
-    this.serveReads(node);
   }
 
   private serveReads(node: SimNode): void {

@@ -27,6 +27,7 @@ export interface Totals {
   transfers: number;
   compactions: number;
   snapshotsInstalled: number;
+  entriesAppliedEarly: number;
   leaseIntervals: number;
   closestLeaseHandoverUs: number;
   recoveryUsMax: number;
@@ -40,7 +41,7 @@ export function emptyTotals(): Totals {
   return {
     seeds: 0, passed: 0, failed: 0, events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0, electionsQuiet: 0, electionsQuietInOneRound: 0,
     entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, pauses: 0, messagesGarbled: 0, partitions: 0,
-    messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0,
+    messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0, entriesAppliedEarly: 0,
     leaseIntervals: 0, closestLeaseHandoverUs: Number.POSITIVE_INFINITY,
     recoveryUsMax: 0, recoveryUsTotal: 0, stableUs: 0, failuresByInvariant: {}, lastTraceHash: '',
   };
@@ -75,6 +76,7 @@ export function addToTotals(totals: Totals, result: SeedResult): void {
   totals.transfers += stats.transfers;
   totals.compactions += stats.compactions;
   totals.snapshotsInstalled += stats.snapshotsInstalled;
+  totals.entriesAppliedEarly += stats.entriesAppliedEarly;
   totals.leaseIntervals += stats.leaseIntervals;
   totals.recoveryUsMax = Math.max(totals.recoveryUsMax, stats.recoveryUs);
   totals.recoveryUsTotal += stats.recoveryUs;
@@ -123,6 +125,7 @@ export function formatSummary(totals: Totals, elapsedMs: number, voters: number,
     ['recovery after faults stop, mean / max', `${(totals.recoveryUsTotal / Math.max(1, totals.passed) / 1000).toFixed(0)} ms / ${(totals.recoveryUsMax / 1000).toFixed(0)} ms`],
     ['leader kept through stability windows', `${(totals.stableUs / 1e6).toFixed(1)} s in all`],
     ['compactions / snapshots installed', `${totals.compactions} / ${totals.snapshotsInstalled}`],
+    ['entries applied before their batch was written', `${totals.entriesAppliedEarly}`],
   ];
   return formatRows(rows);
 }
