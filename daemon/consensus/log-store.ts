@@ -25,11 +25,12 @@ const entryPrefix = 'e:';
  */
 const snapshotDataKey = 'snapdata';
 /**
- * A snapshot's image (our own compaction's, or one the leader sent) is written in pieces under keys of its own index, one piece per
- * turn of the event loop, then named by the synced metadata: handing a multi-megabyte
- * string to LevelDB in one call (UTF-8 conversion and copies on the main thread) blocked
- * the loop 8-57 ms under load. A crash before the metadata leaves the previous snapshot,
- * whose pieces have other keys; stray pieces are removed after the next save.
+ * A snapshot's image (our own compaction's, or one the leader sent) is written in pieces
+ * under keys of its own index, one piece per turn of the event loop, then named by the
+ * synced metadata: handing a multi-megabyte string to LevelDB in one call (UTF-8
+ * conversion and copies on the main thread) blocked the loop 8-57 ms under load. A crash
+ * before the metadata leaves the previous snapshot, whose pieces have other keys; stray
+ * pieces are removed after the next save (or cleared before a save at their index).
  */
 const snapshotPiecePrefix = 'snapdata:';
 const snapshotPieceChars = 256 * 1024;

@@ -161,8 +161,9 @@ export class ReplicatedState {
    */
   private readonly waitingDependents = new Map<string, Set<string>>();
   /**
-   * The JSON of finished task records, which never change again (every command refuses a
-   * finished task; pruning drops them), so that each is serialised for snapshots once, not
+   * The JSON of finished task records, which hardly change again (every command but a
+   * cancelled attempt's task.output refuses a finished task, and that one drops the kept
+   * JSON; pruning drops them), so that each is serialised for snapshots once, not
    * at every snapshot while it is kept: a snapshot of 10,000 tasks blocked the event loop
    * for 45-94 ms. A copy costs memory, so large records are not kept, nor any past a total
    * (snapshotCache*CharsMax); those are serialised at every snapshot as before.
