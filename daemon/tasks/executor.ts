@@ -245,12 +245,12 @@ export class Executor {
     return this.report({ type: 'task.fail', id: local.taskId, attempt: local.attempt, error, retryable, at: Date.now() }, local.taskId, local.attempt);
   }
 
-  /** What a cancelled attempt had generated, for the task's output; the log takes it once, from this attempt only. */
+  /** What an attempt that ended its task (cancelled, or failed for good) had generated, for the task's output; the log takes it once. */
   private async reportPartialOutput(local: LocalAttempt, partial: { output: string; outputTruncated: boolean }): Promise<void> {
     const { taskId, attempt } = local;
     const stillWanted = () => {
       const record = this.deps.state().getTaskRecord(taskId);
-      return record !== undefined && record.status === 'cancelled' && record.attempt === attempt && record.output === null;
+      return record !== undefined && (record.status === 'cancelled' || record.status === 'failed') && record.attempt === attempt && record.output === null;
     };
     const result = await this.deps.reporter.report({
       type: 'task.output', id: taskId, attempt, output: partial.output, ...(partial.outputTruncated ? { outputTruncated: true } : {}), at: Date.now(),
@@ -344,7 +344,9 @@ export class Executor {
       }
       const failure = error instanceof GenerationError ? error : new GenerationError(`the generation failed unexpectedly: ${(error as Error).message}`, true, { cause: error });
       log.info('generation failed', { taskId, attempt, model, retryable: failure.retryable, reason: failure.message });
-      await this.reportFail(local, failure.message, failure.retryable);
+      const failed = await this.reportFail(local, failure.message, failure.retryable);
+      // The task failed for good (no retry left): what this attempt generated is its output.
+      if (partial !== null && failed !== null && failed.ok && failed.task?.status === 'failed') await this.reportPartialOutput(local, partial);
       return;
     }
     local.generated = true;

@@ -191,6 +191,12 @@ describe('task runtime on one node', () => {
     expect(done.status).toBe('failed');
     expect(done.error).toMatch(/gave up after 1 of 1 attempts.*timeoutMs of 1000 ms/);
     await waitFor('the stand-in to see the abort', () => h.standin.generations()[0]?.outcome === 'aborted');
+    // The task failed for good: what it generated in its second is its output.
+    const partial = await waitFor('the partial output', () => h.service.get(task.id).output);
+    const generation = h.standin.generations()[0]!;
+    expect(standinText('llama3.2:1b', generation.promptText, generation.tokens).startsWith(partial)).toBe(true);
+    expect(partial.length).toBeGreaterThan(0);
+    expect(h.service.get(task.id)).toMatchObject({ status: 'failed', usage: null });
   });
 
   it('never runs more generations at once than its concurrency', async () => {

@@ -108,8 +108,9 @@ export const TaskCancel = Type.Object({
 }, { additionalProperties: false });
 
 /**
- * The text the live attempt had generated when its task was cancelled: the executing node
- * reports it after the abort, and it becomes the cancelled task's output (once).
+ * The text an attempt had generated when its task was cancelled, or when it failed for good
+ * (a timeout): the executing node reports it after the end, and it becomes the task's
+ * output (once).
  */
 export const TaskPartialOutput = Type.Object({
   type: Type.Literal('task.output'),

@@ -353,7 +353,7 @@ describe('cancel', () => {
     expect(!h.cancel('missing').ok).toBe(true);
   });
 
-  it('a cancelled task takes the text its live attempt had generated, once, from that attempt only', () => {
+  it('a cancelled or finally failed task takes the text its last attempt had generated, once, from that attempt only', () => {
     const h = new Harness();
     const partial = (id: string, attempt: number, output: string) => h.run({ type: 'task.output', id, attempt, output, at: 5_100 });
     h.submit('stopped');
@@ -382,6 +382,16 @@ describe('cancel', () => {
     const long = partial('long', 1, 'x'.repeat(limits.taskOutputBytesMax + 10));
     expect(long.ok && long.task?.outputTruncated).toBe(true);
     expect(h.state.getTask('long')?.output?.length).toBe(limits.taskOutputBytesMax);
+    // A task whose last attempt failed for good takes that attempt's text; a retried one does not.
+    h.submit('timed-out', { maxAttempts: 2 });
+    h.assign('timed-out', 'n1', 1);
+    h.fail('timed-out', 1, true);
+    expect(!partial('timed-out', 1, 'first try').ok && h.state.getTask('timed-out')?.status).toBe('queued');
+    h.assign('timed-out', 'n2', 2, 20_000);
+    h.fail('timed-out', 2, true, 21_000);
+    expect(!partial('timed-out', 1, 'first try').ok).toBe(true);
+    const last = partial('timed-out', 2, 'second try');
+    expect(last.ok && last.task).toMatchObject({ status: 'failed', output: 'second try', usage: null });
     // Cancelled while queued, after a failed attempt: no attempt was ended by the cancel.
     h.submit('requeued', { maxAttempts: 3 });
     h.assign('requeued', 'n1', 1);

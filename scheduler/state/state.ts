@@ -161,8 +161,8 @@ export class ReplicatedState {
    */
   private readonly waitingDependents = new Map<string, Set<string>>();
   /**
-   * The JSON of finished task records, which hardly change again (every command but a
-   * cancelled attempt's task.output refuses a finished task, and that one drops the kept
+   * The JSON of finished task records, which hardly change again (every command but the
+   * last attempt's task.output refuses a finished task, and that one drops the kept
    * JSON; pruning drops them), so that each is serialised for snapshots once, not
    * at every snapshot while it is kept: a snapshot of 10,000 tasks blocked the event loop
    * for 45-94 ms. A copy costs memory, so large records are not kept, nor any past a total
@@ -665,19 +665,21 @@ export class ReplicatedState {
   }
 
   /**
-   * A cancelled task takes the text its live attempt had generated, reported by that attempt's
-   * node after the abort: once, and only from the attempt the cancel ended (the output of a
-   * cancelled task is what was generated until then; it has no usage, Ollama never sent its
-   * final chunk). The record changes after it finished, so its kept JSON goes.
+   * A cancelled task, or one whose last attempt failed for good (a timeout, most often),
+   * takes the text that attempt had generated, reported by its node after the end: once, and
+   * only from the attempt that ended the task (the output is what was generated until then;
+   * there is no usage, Ollama never sent its final chunk). The record changes after it
+   * finished, so its kept JSON goes.
    */
   private taskPartialOutput(index: number, command: CommandOf<'task.output'>): ApplyResult {
     const record = this.tasks.get(command.id);
     if (record === undefined) return this.notFound(index, command.id);
     const attempt = record.attempts.at(-1);
-    if (record.status !== 'cancelled' || attempt === undefined || attempt.attempt !== command.attempt || attempt.status !== 'cancelled') {
-      return refuse(index, 'stale-attempt', `attempt ${command.attempt} of task ${record.id} was not ended by a cancel (the task is ${record.status} at attempt ${record.attempt}); its partial output is discarded`);
+    const ended = record.status === 'cancelled' || record.status === 'failed';
+    if (!ended || attempt === undefined || attempt.attempt !== command.attempt || attempt.status !== record.status) {
+      return refuse(index, 'stale-attempt', `attempt ${command.attempt} of task ${record.id} did not end the task by a cancel or a final failure (the task is ${record.status} at attempt ${record.attempt}); its partial output is discarded`);
     }
-    if (record.output !== null) return refuse(index, 'task-finished', `task ${record.id} already holds the output of its cancelled attempt`, [record.id]);
+    if (record.output !== null) return refuse(index, 'task-finished', `task ${record.id} already holds the output of its last attempt`, [record.id]);
     const { text, truncated } = truncateUtf8(command.output, limits.taskOutputBytesMax);
     record.output = text;
     record.outputTruncated = truncated || command.outputTruncated === true;
