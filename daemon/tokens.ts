@@ -1,7 +1,7 @@
 // Bearer tokens beyond each node's admin token: created, listed and revoked through the
 // replicated state, which keeps only their sha256 hashes. The token itself is shown once.
 import { randomBytes } from 'node:crypto';
-import { ErrorCode, HivemeshError } from '../protocol/errors.ts';
+import { ErrorCode, HivemeshError, committedNotAppliedError } from '../protocol/errors.ts';
 import { refusalToError } from '../protocol/tasks.ts';
 import type { Role, TokenView } from '../protocol/tokens.ts';
 import { encodeCommand, type Command } from '../scheduler/state/commands.ts';
@@ -21,18 +21,27 @@ export class TokenService {
     this.deps = deps;
   }
 
-  private async run(command: Command): Promise<void> {
+  /** Proposes the command; resolves true once this node applied it, false if it committed but this node lags. */
+  private async run(command: Command): Promise<boolean> {
     const result = await this.deps.propose(encodeCommand(command));
     if (result === null) throw new HivemeshError(ErrorCode.internal, `the ${command.type} command produced no result`);
     if (!result.ok) throw refusalToError(result.refusal);
-    await this.deps.waitApplied(result.index);
+    try {
+      await this.deps.waitApplied(result.index);
+      return true;
+    } catch (error) {
+      if (command.type !== 'token.create') throw committedNotAppliedError(`the ${command.type}`, result.index, error);
+      return false;
+    }
   }
 
   async create(role: Role, name: string): Promise<TokenView & { token: string }> {
     const token = generateToken();
     const id = `tok_${randomBytes(8).toString('hex')}`;
-    await this.run({ type: 'token.create', id, name, role, hash: hashToken(token), at: Date.now() });
-    return { ...this.view(id), token };
+    const at = Date.now();
+    const applied = await this.run({ type: 'token.create', id, name, role, hash: hashToken(token), at });
+    // Its secret is shown only now: a node that lags still answers, from the committed command.
+    return { ...(applied ? this.view(id) : { id, name, role, createdAt: at, revokedAt: null }), token };
   }
 
   list(): TokenView[] {

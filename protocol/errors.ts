@@ -51,3 +51,16 @@ export class HivemeshError extends Error {
 export class DecodeError extends Error {
   override name = 'DecodeError';
 }
+
+/**
+ * A write the log committed that this node has not applied within its wait (it lags: just
+ * restarted, or overloaded). Not lost: the answer says so, so that a client reads it back
+ * instead of sending it a second time.
+ */
+export function committedNotAppliedError(what: string, index: number, cause: unknown): HivemeshError {
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return new HivemeshError(ErrorCode.unavailable,
+    `${what} was committed (log index ${index}), but this node has not caught up to it yet (${reason}); it is not lost: read it back in a moment, or through another node, instead of sending it again`,
+    { retryAfterSeconds: 1 });
+}
+

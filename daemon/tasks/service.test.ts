@@ -3,12 +3,15 @@
 // dead one is refused as dead; a pin to a node that cannot run the task answers with the
 // reason it waits, as a submit does.
 import { describe, expect, it } from 'vitest';
-import { HivemeshError } from '../../protocol/errors.ts';
+import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import type { NodeView } from '../../scheduler/tasks/node-view.ts';
 import type { ListedNode } from './service.ts';
 import { instantTaskService } from './test-harness.ts';
 import { encodeCommand } from '../../scheduler/state/commands.ts';
 import { validateTaskSubmit, type TaskInput } from '../../protocol/tasks.ts';
+import { ReplicatedState } from '../../scheduler/state/state.ts';
+import { TokenService } from '../tokens.ts';
+import { hashToken } from '../secrets.ts';
 
 function validInput(): TaskInput {
   const validation = validateTaskSubmit({ model: 'llama3.2:1b', prompt: 'hello' });
@@ -143,5 +146,43 @@ describe('TaskService.events', () => {
     state.apply(state.lastApplied + 1, encodeCommand({ type: 'task.cancel', id: task.id, at: Date.now(), reason: 'cancelled elsewhere' }));
     await watching;
     expect(seen.at(-1)).toBe('final:cancelled');
+  });
+});
+
+describe('a write committed while this node lags behind the log', () => {
+  const lagging = async () => { throw new HivemeshError(ErrorCode.unavailable, 'this node did not catch up to index 7 within 3000 ms'); };
+
+  it('answers a submit with the leader\'s view of the task, not a 503 that would invite a second task', async () => {
+    const { tasks, state } = instantTaskService({ listedNodes: () => listed, waitApplied: lagging });
+    const { task, created } = await tasks.submit({ model, prompt: 'accepted while lagging' });
+    expect(created).toBe(true);
+    expect(state.getTask(task.id)?.status).toBe('queued');
+  });
+
+  it('says the write is not lost when the leader left the task out of its answer', async () => {
+    const state = new ReplicatedState();
+    const { tasks } = instantTaskService({
+      listedNodes: () => listed, waitApplied: lagging, state: () => state,
+      propose: async (data) => {
+        const result = state.apply(state.lastApplied + 1, data);
+        return result.ok ? { ...result, task: null } : result;
+      },
+    });
+    state.apply(1, encodeCommand({ type: 'task.submit', id: 't_lag', input: validInput(), at: 1, idempotencyKey: null, bodyHash: 'h' }));
+    const error = await refusal(tasks.cancel('t_lag'));
+    expect(error.code).toBe('unavailable');
+    expect(error.message).toMatch(/^the task\.cancel of task t_lag was committed \(log index 2\), but this node has not caught up to it yet \(this node did not catch up to index 7 within 3000 ms\); it is not lost/);
+    expect(state.getTask('t_lag')?.status).toBe('cancelled');
+  });
+
+  it('shows a token created through a lagging node its secret all the same', async () => {
+    const state = new ReplicatedState();
+    const tokens = new TokenService({ state: () => state, propose: async (data) => state.apply(state.lastApplied + 1, data), waitApplied: lagging });
+    const created = await tokens.create('viewer', 'dashboard');
+    expect(created).toMatchObject({ name: 'dashboard', role: 'viewer', revokedAt: null });
+    expect(created.token.length).toBeGreaterThan(20);
+    expect(state.getToken(created.id)?.hash).toBe(hashToken(created.token));
+    const error = await refusal(tokens.revoke(created.id));
+    expect(error.message).toMatch(/^the token\.revoke was committed .* it is not lost/);
   });
 });

@@ -4,7 +4,7 @@
 // (status from the replicated log, output text straight from the executing node).
 import { createHash, randomFillSync } from 'node:crypto';
 import type { NodeStatus } from '../../protocol/api.ts';
-import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
+import { ErrorCode, HivemeshError, committedNotAppliedError } from '../../protocol/errors.ts';
 import { listLimitDefault } from '../../protocol/limits.ts';
 import {
   canonicalJson, isFinished, refusalToError, validateTaskSubmit, validationError,
@@ -91,7 +91,13 @@ export class TaskService {
     const result = await this.deps.propose(encodeCommand(command));
     if (result === null) throw new HivemeshError(ErrorCode.internal, `the ${command.type} command produced no result`);
     if (!result.ok) throw refusalToError(result.refusal);
-    await this.deps.waitApplied(result.index);
+    try {
+      await this.deps.waitApplied(result.index);
+    } catch (error) {
+      // Committed, but this node lags. The leader's view of the task answers; without it, a
+      // 503 that says the write is not lost (a plain one would invite a duplicate).
+      if (result.task === null) throw committedNotAppliedError(`the ${command.type} of task ${'id' in command ? command.id : '?'}`, result.index, error);
+    }
     return result;
   }
 
@@ -111,7 +117,7 @@ export class TaskService {
     const id = newTaskId();
     const result = await this.run({ type: 'task.submit', id, input, at: Date.now(), idempotencyKey, bodyHash });
     // The leader's view of the task, or (when it left it out to keep its answer small) our
-    // own: run() waited until this node applied the write. A replay names the earlier task.
+    // own: run() waited until this node applied the write (or threw). A replay names the earlier task.
     if (result.task !== null) return { task: this.withLastingWait(result.task), created: result.created };
     const replayOf = result.created || idempotencyKey === null ? undefined : this.deps.state().findTaskByIdempotencyKey(idempotencyKey)?.id;
     return { task: this.get(replayOf ?? id), created: result.created };
