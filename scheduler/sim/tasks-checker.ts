@@ -89,11 +89,11 @@ export class TasksChecker {
         break;
       case 'task.output':
         if (before === undefined) throw new InvariantViolation('task state', `entry ${index}: task.output accepted for unknown task ${command.id}`);
-        if (before.status !== 'cancelled') {
-          throw new InvariantViolation('partial output only after a cancel', `entry ${index}: task.output of ${command.id} accepted while the task was ${before.status}`);
+        if (before.status !== 'cancelled' && before.status !== 'failed') {
+          throw new InvariantViolation('partial output only after the end', `entry ${index}: task.output of ${command.id} accepted while the task was ${before.status}`);
         }
         if (command.attempt !== before.attempt) {
-          throw new InvariantViolation('fencing', `entry ${index}: task.output of ${command.id} from attempt ${command.attempt} accepted; the cancel ended attempt ${before.attempt}`);
+          throw new InvariantViolation('fencing', `entry ${index}: task.output of ${command.id} from attempt ${command.attempt} accepted; attempt ${before.attempt} ended the task`);
         }
         if (++before.partialOutputs > 1) throw new InvariantViolation('one result per task', `entry ${index}: task ${command.id} took a partial output a second time`);
         this.counters.partialOutputsAccepted++;

@@ -537,7 +537,7 @@ export class TasksSimulation {
     for (const [key, pending] of node.reports) {
       const record = node.state.getTaskRecord(pending.command.id);
       const wanted = pending.command.type === 'task.output'
-        ? record?.status === 'cancelled' && record.output === null
+        ? (record?.status === 'cancelled' || record?.status === 'failed') && record.output === null
         : record !== undefined && record.status !== 'completed' && record.status !== 'failed' && record.status !== 'cancelled';
       if (!wanted) node.reports.delete(key);
     }
@@ -549,7 +549,15 @@ export class TasksSimulation {
     if (command.type !== 'task.start' && command.type !== 'task.complete' && command.type !== 'task.fail' && command.type !== 'task.output') return;
     const key = `${command.id}:${command.type === 'task.start' ? 'start' : command.type === 'task.output' ? 'output' : 'result'}`;
     const pending = node.reports.get(key);
-    if (pending !== undefined && pending.command.attempt === command.attempt && pending.command.type === command.type) node.reports.delete(key);
+    if (pending !== undefined && pending.command.attempt === command.attempt && pending.command.type === command.type) {
+      node.reports.delete(key);
+      // Its own failure ended the task for good: the attempt's text is reported, as the
+      // daemon's executor does (when it had generated some).
+      const record = node.state.getTaskRecord(command.id);
+      if (command.type === 'task.fail' && record?.status === 'failed' && record.attempt === command.attempt && record.attempts.at(-1)?.status === 'failed' && node.random.chance(0.8)) {
+        this.report(node, `${command.id}:output`, { type: 'task.output', id: command.id, attempt: command.attempt, output: `part of ${command.id}/${command.attempt}`, at: this.nowMs() });
+      }
+    }
   }
 
   /** Sends every report that is due to the node this one believes leads (it may be wrong, or the message lost). */
