@@ -2,7 +2,7 @@
 // the network, and the Ready loop (a leader's replication messages -> persist in one
 // batch -> send the rest -> apply -> advance). It also turns proposals and linearizable
 // reads into promises.
-import { sendableBeforePersist, type Raft } from '../../scheduler/consensus/raft.ts';
+import { committedBeforeBatch, sendableBeforePersist, type Raft } from '../../scheduler/consensus/raft.ts';
 import type { ConfigChange, Entry, Message, NodeId, Ready, Snapshot } from '../../scheduler/consensus/types.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
 import { raftPendingProposalsMax, raftPendingReadsMax, raftSnapshotEveryEntriesDefault } from '../../protocol/limits.ts';
@@ -280,14 +280,10 @@ export class RaftNode<Result> {
     const early = sendableBeforePersist(ready, this.options.store.durable);
     for (const message of early) this.options.send(message.to, message);
     // 2. Committed entries already on this node's disk are applied before the batch is
-    //    written: everything before the batch's first entry was written by earlier Readies.
-    //    Under load the loop is always writing, so a commit learned while one batch was
-    //    being written would otherwise wait for the next batch's synced write too. Entries
-    //    of the batch itself wait for it: the core may count them towards a commit before
-    //    they are on disk (sendableBeforePersist), and a snapshot is installed first.
-    const firstUnwritten = ready.entries.length > 0 ? ready.entries[0]!.index : Number.POSITIVE_INFINITY;
-    let durable = 0;
-    if (ready.snapshot === null) while (durable < ready.committed.length && ready.committed[durable]!.index < firstUnwritten) durable += 1;
+    //    written (committedBeforeBatch). Under load the loop is always writing, so a commit
+    //    learned while one batch was being written would otherwise wait for the next batch's
+    //    synced write too.
+    const durable = committedBeforeBatch(ready);
     if (durable > 0) this.applyEntries(durable === ready.committed.length ? ready.committed : ready.committed.slice(0, durable));
     await this.options.store.persist(ready);
     // 3. Send the rest.

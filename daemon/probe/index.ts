@@ -16,7 +16,6 @@ import { installedNameOf } from '../../scheduler/tasks/node-view.ts';
 export { HardwareProbe, gpusFromControllers, type HardwareSource, type HardwareProbeOptions } from './hardware.ts';
 export { OllamaProbe, backoffDelayMs, describeOllamaFailure, type OllamaProbeOptions, type OllamaProbeStatus } from './ollama.ts';
 export { agentsFor, agentsFromModels, isEmbeddingModel, parseAgentsConfig, chatProficiency, type AgentDefinition } from './agents.ts';
-export { sameModel } from '../../scheduler/tasks/node-view.ts';
 
 const log = logger('probe');
 

@@ -7,7 +7,7 @@
 // beyond wait in a bounded local queue (the leader's late binding keeps it short).
 import type { AgentConfig } from '../config.ts';
 import type { Command } from '../../scheduler/state/commands.ts';
-import type { ApplyResult, ReplicatedState, TaskRecord } from '../../scheduler/state/state.ts';
+import { attemptEndedTask, type ApplyResult, type ReplicatedState, type TaskRecord } from '../../scheduler/state/state.ts';
 import { renderPrompt } from '../../scheduler/tasks/ready.ts';
 import type { TaskStatusEvent } from '../../protocol/tasks.ts';
 import { logger } from '../log.ts';
@@ -250,7 +250,7 @@ export class Executor {
     const { taskId, attempt } = local;
     const stillWanted = () => {
       const record = this.deps.state().getTaskRecord(taskId);
-      return record !== undefined && (record.status === 'cancelled' || record.status === 'failed') && record.attempt === attempt && record.output === null;
+      return record !== undefined && attemptEndedTask(record, attempt) && record.output === null;
     };
     const result = await this.deps.reporter.report({
       type: 'task.output', id: taskId, attempt, output: partial.output, ...(partial.outputTruncated ? { outputTruncated: true } : {}), at: Date.now(),

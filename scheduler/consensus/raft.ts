@@ -221,6 +221,21 @@ export function sendableBeforePersist(ready: Ready, durable: { term: number; vot
     && (message.commit === undefined || message.commit < firstUnwritten));
 }
 
+/**
+ * How many of a Ready's committed entries a driver may apply before the batch is written:
+ * those before the batch's first entry, which earlier Readies made durable. The batch's own
+ * entries wait for its write (the core counts a leader's entries towards a commit before
+ * they are on its disk, see sendableBeforePersist), and so does everything after a snapshot
+ * from the leader, which is installed first.
+ */
+export function committedBeforeBatch(ready: Ready): number {
+  if (ready.snapshot !== null) return 0;
+  const firstUnwritten = ready.entries.length > 0 ? ready.entries[0]!.index : Number.POSITIVE_INFINITY;
+  let count = 0;
+  while (count < ready.committed.length && ready.committed[count]!.index < firstUnwritten) count += 1;
+  return count;
+}
+
 /** A thrown Error for a broken invariant: a bug in the core or its driver, never input. */
 function invariant(condition: boolean, message: string): asserts condition {
   if (!condition) throw new Error(`raft invariant broken: ${message}`);

@@ -15,7 +15,7 @@ import { cloneMessage, quietNetwork, SimNetwork, type NetworkFaults } from './ne
 import { garble } from './garble.ts';
 import { Prng } from './prng.ts';
 import { nextConfigChange, type KnownNode } from '../consensus/voter-policy.ts';
-import { sendableBeforePersist } from '../consensus/raft.ts';
+import { committedBeforeBatch, sendableBeforePersist } from '../consensus/raft.ts';
 
 export interface SimOptions {
   seed: number;
@@ -656,10 +656,7 @@ export class Simulation {
    * core (it still refuses any other entry committed at those indexes). Returns how many.
    */
   private applyDurable(node: SimNode, core: SimCore, ready: Ready): number {
-    if (ready.snapshot !== null || ready.committed.length === 0) return 0;
-    const firstUnwritten = ready.entries.length > 0 ? ready.entries[0]!.index : Number.POSITIVE_INFINITY;
-    let count = 0;
-    while (count < ready.committed.length && ready.committed[count]!.index < firstUnwritten) count += 1;
+    const count = committedBeforeBatch(ready);
     if (count === 0) return 0;
     const entries = ready.committed.slice(0, count);
     const { commit, term } = core.status();

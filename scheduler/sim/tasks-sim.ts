@@ -9,7 +9,7 @@
 import type { ClusterConfig, Message, NodeId, RaftOptions, Ready } from '../consensus/types.ts';
 import { canonicalJson, validateTaskSubmit, type TaskInput } from '../../protocol/tasks.ts';
 import { decodeCommand, encodeCommand, type Command } from '../state/commands.ts';
-import { ReplicatedState, type ApplyResult } from '../state/state.ts';
+import { ReplicatedState, attemptEndedTask, type ApplyResult } from '../state/state.ts';
 import type { NodeView } from '../tasks/node-view.ts';
 import { assignmentCommand, planAssignments } from '../tasks/placement.ts';
 import { tasksToRequeue, timedOutTasks } from '../tasks/recovery.ts';
@@ -537,7 +537,7 @@ export class TasksSimulation {
     for (const [key, pending] of node.reports) {
       const record = node.state.getTaskRecord(pending.command.id);
       const wanted = pending.command.type === 'task.output'
-        ? (record?.status === 'cancelled' || record?.status === 'failed') && record.output === null
+        ? record !== undefined && attemptEndedTask(record, pending.command.attempt) && record.output === null
         : record !== undefined && record.status !== 'completed' && record.status !== 'failed' && record.status !== 'cancelled';
       if (!wanted) node.reports.delete(key);
     }
@@ -554,7 +554,7 @@ export class TasksSimulation {
       // Its own failure ended the task for good: the attempt's text is reported, as the
       // daemon's executor does (when it had generated some).
       const record = node.state.getTaskRecord(command.id);
-      if (command.type === 'task.fail' && record?.status === 'failed' && record.attempt === command.attempt && record.attempts.at(-1)?.status === 'failed' && node.random.chance(0.8)) {
+      if (command.type === 'task.fail' && record !== undefined && attemptEndedTask(record, command.attempt) && node.random.chance(0.8)) {
         this.report(node, `${command.id}:output`, { type: 'task.output', id: command.id, attempt: command.attempt, output: `part of ${command.id}/${command.attempt}`, at: this.nowMs() });
       }
     }

@@ -132,6 +132,15 @@ export function recordChars(record: TaskRecord): number {
   return chars + (record.output?.length ?? 0) + (record.error?.length ?? 0);
 }
 
+/**
+ * Whether `attempt` is the attempt that ended `record`, by a cancel or a final failure: the
+ * one whose partial output (task.output) the task takes, once, while it has none.
+ */
+export function attemptEndedTask(record: Readonly<TaskRecord>, attempt: number): boolean {
+  const last = record.attempts.at(-1);
+  return (record.status === 'cancelled' || record.status === 'failed') && last !== undefined && last.attempt === attempt && last.status === record.status;
+}
+
 export class ReplicatedState {
   private lastAppliedIndex = 0;
   private readonly activeTasksLimit: number;
@@ -674,20 +683,14 @@ export class ReplicatedState {
   private taskPartialOutput(index: number, command: CommandOf<'task.output'>): ApplyResult {
     const record = this.tasks.get(command.id);
     if (record === undefined) return this.notFound(index, command.id);
-    const attempt = record.attempts.at(-1);
-    const ended = record.status === 'cancelled' || record.status === 'failed';
-    if (!ended || attempt === undefined || attempt.attempt !== command.attempt || attempt.status !== record.status) {
+    if (!attemptEndedTask(record, command.attempt)) {
       return refuse(index, 'stale-attempt', `attempt ${command.attempt} of task ${record.id} did not end the task by a cancel or a final failure (the task is ${record.status} at attempt ${record.attempt}); its partial output is discarded`);
     }
     if (record.output !== null) return refuse(index, 'task-finished', `task ${record.id} already holds the output of its last attempt`, [record.id]);
     const { text, truncated } = truncateUtf8(command.output, limits.taskOutputBytesMax);
     record.output = text;
     record.outputTruncated = truncated || command.outputTruncated === true;
-    const kept = this.finishedJson.get(record);
-    if (kept !== undefined) {
-      this.finishedJson.delete(record);
-      this.finishedJsonChars -= kept.length;
-    }
+    this.dropFinishedJson(record);
     return this.done(index, record);
   }
 
