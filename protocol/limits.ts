@@ -37,7 +37,17 @@ export const raftInflightAppendsMax = 64;
 export const raftProposalBytesMax = 1024 * 1024;
 export const raftPendingProposalsMax = 10_000;
 export const raftPendingReadsMax = 10_000;
-export const raftSnapshotEveryEntriesDefault = 10_000;
+export const raftSnapshotEveryEntriesDefault = 100_000;
+/**
+ * A snapshot is also taken once the entries since the last one hold this much command
+ * data (UTF-16 units): the log is kept in memory until then, so large prompts compact
+ * sooner than the entry count alone would.
+ */
+export const raftSnapshotEveryChars = 32 * 1024 * 1024;
+/** A node that applied nothing for this long compacts the log it holds in memory... */
+export const raftIdleCompactAfterMs = 5_000;
+/** ...when at least this many entries follow its last snapshot. */
+export const raftIdleCompactEntriesMin = 1_000;
 export const votersTargetDefault = 3;
 
 // ---------------------------------------------------------------------------------------

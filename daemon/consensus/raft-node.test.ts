@@ -35,7 +35,14 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function startNode(dir: string, snapshotEveryEntries: number, options: { holdSnapshots?: () => Promise<void> } = {}) {
+interface NodeOptions {
+  holdSnapshots?: () => Promise<void>;
+  snapshotEveryChars?: number;
+  idleCompactAfterMs?: number;
+  idleCompactEntriesMin?: number;
+}
+
+async function startNode(dir: string, snapshotEveryEntries: number, options: NodeOptions = {}) {
   const storage = await Storage.open(dir);
   if (options.holdSnapshots !== undefined) holdBatches(storage, '"snapdata"', options.holdSnapshots);
   const store = new RaftLogStore(storage);
@@ -46,7 +53,13 @@ async function startNode(dir: string, snapshotEveryEntries: number, options: { h
   }, restore);
   const state = new ListMachine();
   if (restore.snapshot !== null) state.restore(restore.snapshot.data);
-  const node = new RaftNode<number>({ nodeId: 'n1', raft, store, state, send: () => undefined, tickMs: 5, snapshotEveryEntries });
+  const node = new RaftNode<number>({
+    nodeId: 'n1', raft, store, state, send: () => undefined, tickMs: 5, snapshotEveryEntries,
+    // Far away unless a test sets them.
+    snapshotEveryChars: options.snapshotEveryChars ?? 1 << 30,
+    idleCompactAfterMs: options.idleCompactAfterMs ?? 3_600_000,
+    ...(options.idleCompactEntriesMin === undefined ? {} : { idleCompactEntriesMin: options.idleCompactEntriesMin }),
+  });
   node.start(restore.snapshot?.index ?? 0);
   let stopped = false;
   const stop = async () => {
@@ -70,6 +83,17 @@ async function waitLeader(node: RaftNode<number>): Promise<void> {
 async function snapshotIndexOnDisk(storage: Storage): Promise<number | null> {
   const meta = await storage.raft.get('snap');
   return meta === undefined ? null : (JSON.parse(meta) as { index: number }).index;
+}
+
+/** The snapshot index on disk once it is past `after`, or null when none comes within `timeoutMs`. */
+async function waitSnapshot(storage: Storage, timeoutMs: number, after = 0): Promise<number | null> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const index = await snapshotIndexOnDisk(storage);
+    if (index !== null && index > after) return index;
+    if (Date.now() > deadline) return null;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 describe('RaftNode compaction', () => {
@@ -118,6 +142,58 @@ describe('RaftNode compaction', () => {
     expect(indices[0]).toBeLessThanOrEqual(1_001);
     expect(indices[1]! - indices[0]!).toBeGreaterThanOrEqual(999);
     expect(indices[1]! - indices[0]!).toBeLessThanOrEqual(1_001);
+  });
+});
+
+describe('RaftNode compaction by data size and when idle', () => {
+  it('compacts sooner than the entry period once the commands hold snapshotEveryChars', async () => {
+    const dir = tempDir('raft-node');
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const { node, state, storage, stop } = await startNode(dir, 1_000_000, { snapshotEveryChars: 100_000 });
+    await waitLeader(node);
+    const big = 'x'.repeat(10_000);
+    // n1 starts its count at its phase of the period, so the first snapshot comes within
+    // ten commands of 10,000 units; never before any command was applied.
+    let first: number | null = null;
+    for (let n = 0; n < 25 && first === null; n += 1) {
+      await node.propose(`${n}:${big}`);
+      first = await waitSnapshot(storage, 200);
+    }
+    expect(first).not.toBeNull();
+    expect(first!).toBeLessThanOrEqual(state.items.length + 1);
+    // From then on every ten commands (100,000 units), not every million entries.
+    for (let n = 0; n < 10; n += 1) await node.propose(`next-${n}:${big}`);
+    const second = await waitSnapshot(storage, 2_000, first!);
+    expect(second).not.toBeNull();
+    expect(second! - first!).toBeGreaterThanOrEqual(9);
+    expect(second! - first!).toBeLessThanOrEqual(11);
+    await stop();
+  });
+
+  it('compacts a node that applied nothing for idleCompactAfterMs, once, and only with enough entries', async () => {
+    const dir = tempDir('raft-node');
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const { node, storage, stop } = await startNode(dir, 1_000_000, { idleCompactAfterMs: 100, idleCompactEntriesMin: 50 });
+    await waitLeader(node);
+    // Too few entries: idle, but nothing worth compacting.
+    for (let n = 0; n < 20; n += 1) await node.propose(`item-${n}`);
+    expect(await waitSnapshot(storage, 400)).toBeNull();
+    // Enough: a snapshot of everything applied, about idleCompactAfterMs after the last write.
+    for (let n = 20; n < 60; n += 1) await node.propose(`item-${n}`);
+    const lastWrite = Date.now();
+    const index = await waitSnapshot(storage, 3_000);
+    expect(index).not.toBeNull();
+    expect(Date.now() - lastWrite).toBeGreaterThanOrEqual(90);
+    expect(index).toBe(node.applied);
+    // Still idle: no second snapshot of the same entries.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(await snapshotIndexOnDisk(storage)).toBe(index);
+    await stop();
+    // A restart reads the snapshot back with nothing after it.
+    const again = await startNode(dir, 1_000_000);
+    await waitLeader(again.node);
+    await again.node.propose('item-60');
+    expect(again.state.items).toEqual(Array.from({ length: 61 }, (_, n) => `item-${n}`));
   });
 });
 

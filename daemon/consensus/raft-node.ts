@@ -5,7 +5,7 @@
 import { committedBeforeBatch, sendableBeforePersist, type Raft } from '../../scheduler/consensus/raft.ts';
 import type { ConfigChange, Entry, Message, NodeId, Ready, Snapshot } from '../../scheduler/consensus/types.ts';
 import { ErrorCode, HivemeshError } from '../../protocol/errors.ts';
-import { raftPendingProposalsMax, raftPendingReadsMax, raftSnapshotEveryEntriesDefault } from '../../protocol/limits.ts';
+import { raftIdleCompactAfterMs, raftIdleCompactEntriesMin, raftPendingProposalsMax, raftPendingReadsMax, raftSnapshotEveryChars, raftSnapshotEveryEntriesDefault } from '../../protocol/limits.ts';
 import { logger } from '../log.ts';
 import type { RaftLogStore } from './log-store.ts';
 
@@ -34,6 +34,11 @@ export interface RaftNodeOptions<Result> {
   send(to: NodeId, message: Message): void;
   tickMs: number;
   snapshotEveryEntries?: number;
+  /** Also snapshot once the commands applied since the last snapshot hold this many UTF-16 units. */
+  snapshotEveryChars?: number;
+  /** Snapshot after applying nothing for this long (with at least idleCompactEntriesMin entries to drop). */
+  idleCompactAfterMs?: number;
+  idleCompactEntriesMin?: number;
   /** Called after each Ready with the entries just applied (for events and caches). */
   onApplied?: (entries: Array<{ entry: Entry; result: Result | null }>) => void;
   onSoftState?: () => void;
@@ -65,6 +70,11 @@ export class RaftNode<Result> {
   private snapshotBase = 0;
   /** This node's offset in the compaction period (see maybeCompact). */
   private readonly snapshotPhase: number;
+  /** Command data (UTF-16 units) applied since the last snapshot, started at this node's phase. */
+  private charsSinceSnapshot = 0;
+  /** The applied index the idle check saw last, and since when it has not moved. */
+  private idleWatchIndex = 0;
+  private idleSince = 0;
   /** The snapshot being written in the background, if any. */
   private snapshotSave: Promise<void> | null = null;
   private readonly proposals = new Map<number, PendingProposal<Result>>();
@@ -87,12 +97,20 @@ export class RaftNode<Result> {
     return this.options.snapshotEveryEntries ?? raftSnapshotEveryEntriesDefault;
   }
 
+  private get snapshotEveryChars(): number {
+    return this.options.snapshotEveryChars ?? raftSnapshotEveryChars;
+  }
+
   start(appliedIndex: number): void {
     this.appliedIndex = appliedIndex;
     this.snapshotBase = appliedIndex;
+    this.charsSinceSnapshot = Math.floor(this.snapshotPhase / this.snapshotEvery * this.snapshotEveryChars);
     this.lastTickAt = performance.now();
+    this.idleWatchIndex = appliedIndex;
+    this.idleSince = this.lastTickAt;
     this.tickTimer = setInterval(() => {
       this.catchUpTicks();
+      this.compactIfIdle();
       this.schedule();
     }, this.options.tickMs);
     this.schedule();
@@ -263,7 +281,7 @@ export class RaftNode<Result> {
         const ready = this.raft.ready();
         await this.handle(ready);
         this.raft.advance(ready);
-        await this.maybeCompact();
+        this.maybeCompact();
       }
     } catch (error) {
       this.fail(error as Error);
@@ -313,8 +331,12 @@ export class RaftNode<Result> {
     for (const entry of entries) {
       if (entry.index <= this.appliedIndex) continue;
       let result: Result | null = null;
-      if (entry.type === 'normal') result = this.options.state.apply(entry.index, entry.data);
-      else this.options.state.skip?.(entry.index);
+      if (entry.type === 'normal') {
+        result = this.options.state.apply(entry.index, entry.data);
+        this.charsSinceSnapshot += entry.data.length;
+      } else {
+        this.options.state.skip?.(entry.index);
+      }
       this.appliedIndex = entry.index;
       applied.push({ entry, result });
       const pending = this.proposals.get(entry.index);
@@ -380,23 +402,52 @@ export class RaftNode<Result> {
 
   /**
    * Compaction: snapshot the state machine every `snapshotEvery` applied entries (after
-   * advance). Each node compacts when its applied index passes a multiple of the period
-   * shifted by its own phase, so the nodes of a cluster, which apply the same entries, do
-   * not all stall at once. The snapshot is written in the background: the Ready loop goes
-   * on (writing the synced image and dropping the compacted entries took 50-100 ms under
-   * load, and every node stopped committing meanwhile). That is safe because the snapshot's
-   * keys and the entries it covers are disjoint from what later Readies write, a crash
-   * before it is on disk leaves the previous snapshot with every entry after it, and the
-   * store orders a snapshot received from the leader after it (log-store.ts).
+   * advance), or sooner once they hold `snapshotEveryChars` of command data: until then the
+   * log stays in memory, so the count alone would let large prompts grow it without bound.
+   * Each node compacts when its applied index passes a multiple of the period shifted by
+   * its own phase (and starts its data count at the same fraction), so the nodes of a
+   * cluster, which apply the same entries, do not all stall at once. The snapshot is
+   * written in the background: the Ready loop goes on (writing the synced image and
+   * dropping the compacted entries took 50-100 ms under load, and every node stopped
+   * committing meanwhile). That is safe because the snapshot's keys and the entries it
+   * covers are disjoint from what later Readies write, a crash before it is on disk leaves
+   * the previous snapshot with every entry after it, and the store orders a snapshot
+   * received from the leader after it (log-store.ts).
+   *
+   * The period is long (100,000 entries by default): each snapshot rewrites the whole
+   * state image, and under load that I/O, on the disk every commit's fsync waits for, was
+   * part of the submit latency's tail (scripts/bench/FINDINGS.md, 17 and 20). A node that
+   * goes idle compacts at once instead (compactIfIdle), so a burst's log does not stay in
+   * memory until the next one.
    */
-  private async maybeCompact(): Promise<void> {
+  private maybeCompact(): void {
     const every = this.snapshotEvery;
     const period = (index: number) => Math.floor((index + this.snapshotPhase) / every);
-    if (period(this.appliedIndex) === period(this.snapshotBase)) return;
+    if (period(this.appliedIndex) === period(this.snapshotBase) && this.charsSinceSnapshot < this.snapshotEveryChars) return;
+    this.compact();
+  }
+
+  /** From the tick timer: compacts once nothing was applied for idleCompactAfterMs. */
+  private compactIfIdle(): void {
+    const now = performance.now();
+    if (this.appliedIndex !== this.idleWatchIndex) {
+      this.idleWatchIndex = this.appliedIndex;
+      this.idleSince = now;
+      return;
+    }
+    if (now - this.idleSince < (this.options.idleCompactAfterMs ?? raftIdleCompactAfterMs)) return;
+    if (this.appliedIndex - this.snapshotBase < (this.options.idleCompactEntriesMin ?? raftIdleCompactEntriesMin)) return;
+    // Between Readies only: a Ready being handled may be applying entries right now.
+    if (this.processing || this.stopped || this.failure !== null) return;
+    this.compact();
+  }
+
+  private compact(): void {
     // One save at a time: if the previous one is still on its way (a slow disk), compact
     // after a later Ready instead of holding this one up.
     if (this.snapshotSave !== null) return;
     this.snapshotBase = this.appliedIndex;
+    this.charsSinceSnapshot = 0;
     const snapshot = this.raft.compact(this.appliedIndex, this.options.state.snapshot());
     if (snapshot === null) return;
     this.snapshotSave = this.options.store.saveSnapshot(snapshot).then(
@@ -412,6 +463,7 @@ export class RaftNode<Result> {
     this.options.state.restore(snapshot.data);
     this.appliedIndex = snapshot.index;
     this.snapshotBase = snapshot.index;
+    this.charsSinceSnapshot = 0;
   }
 }
 

@@ -38,7 +38,7 @@ config file (--config, or <data-dir>/config.json), else its default.
   --tick-ms N                 consensus tick (50)                            HIVEMESH_TICK_MS
   --keep-finished-tasks N     finished tasks kept (10000; 0..20000)          HIVEMESH_KEEP_FINISHED_TASKS
   --keep-finished-tasks-ms N  and for how long (7 days; at least 60000)      HIVEMESH_KEEP_FINISHED_TASKS_MS
-  --snapshot-every-entries N  log entries between state snapshots (10000)    HIVEMESH_SNAPSHOT_EVERY_ENTRIES`;
+  --snapshot-every-entries N  log entries between state snapshots (100000)   HIVEMESH_SNAPSHOT_EVERY_ENTRIES`;
 
 export async function startCommand(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
