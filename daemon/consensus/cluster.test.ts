@@ -265,6 +265,35 @@ describe('Cluster commit path', () => {
   }, 30_000);
 });
 
+describe('Cluster commit path while writing', () => {
+  it('applies a commit learned during a write of later entries while that write is still under way', async () => {
+    const { net, leader, storages } = await threeCaughtUp('cluster-mid-write-apply');
+    // The followers hold their write of A; the leader writes A, then holds its write of B.
+    const followersA = gate();
+    const leaderB = gate();
+    for (const id of ['n2', 'n3']) holdBatches(storages.get(id)!, 'probe-A', () => followersA.opened);
+    holdBatches(storages.get('n1')!, 'probe-B', () => leaderB.opened);
+    const settled = new Set<string>();
+    const propose = (name: string) => leader.propose(JSON.stringify({ probe: `probe-${name}` })).then(() => { settled.add(name); });
+    const a = propose('A');
+    const aIndex = leader.raft!.status().lastIndex;
+    await waitUntil('the followers to receive A', async () => (['n2', 'n3'].every((id) => net.members.get(id)!.raft!.status().lastIndex >= aIndex) ? true : null), 5_000, 5);
+    const b = propose('B');
+    const bIndex = aIndex + 1;
+    // B went to the followers before the leader's own (held) write of it finished.
+    await waitUntil('the followers to receive B', async () => (['n2', 'n3'].every((id) => net.members.get(id)!.raft!.status().lastIndex >= bIndex) ? true : null), 5_000, 5);
+    // Now the followers write A and acknowledge it: the leader commits A while writing B,
+    // and A, already on its disk, is applied and its writer answered without waiting.
+    followersA.open();
+    await Promise.race([a, new Promise((resolve) => setTimeout(resolve, 2_000))]);
+    expect([...settled]).toEqual(['A']);
+    expect(leader.raft!.status().applied).toBe(aIndex);
+    leaderB.open();
+    await b;
+    expect(settled.has('B')).toBe(true);
+  }, 30_000);
+});
+
 describe('Cluster planned stop', () => {
   it.each([['n2', 'n3'], ['n3', 'n2']])('hands leadership to a voter that has been up a while, not to %s just restarted', async (restarted, settled) => {
     const { net, leader } = await threeCaughtUp('cluster-handover');

@@ -64,6 +64,9 @@ export class RaftNode<Result> {
   private tickTimer: NodeJS.Timeout | null = null;
   private processing = false;
   private scheduled = false;
+  /** A Ready's batch is being written (see midWrite). */
+  private writing = false;
+  private midWriteScheduled = false;
   private stopped = false;
   private appliedIndex = 0;
   /** Index of the last snapshot taken or installed (or where this run started applying). */
@@ -264,6 +267,10 @@ export class RaftNode<Result> {
   }
 
   private schedule(): void {
+    if (this.writing) {
+      this.scheduleMidWrite();
+      return;
+    }
     if (this.scheduled || this.processing || this.stopped) return;
     if (!this.raft.hasReady()) return;
     this.scheduled = true;
@@ -303,7 +310,12 @@ export class RaftNode<Result> {
     //    synced write too.
     const durable = committedBeforeBatch(ready);
     if (durable > 0) this.applyEntries(durable === ready.committed.length ? ready.committed : ready.committed.slice(0, durable));
-    await this.options.store.persist(ready);
+    this.writing = true;
+    try {
+      await this.options.store.persist(ready);
+    } finally {
+      this.writing = false;
+    }
     // 3. Send the rest.
     for (const message of ready.messages) if (!early.includes(message)) this.options.send(message.to, message);
     // 4. Apply the rest.
@@ -323,6 +335,30 @@ export class RaftNode<Result> {
     // node was cut off), nothing will settle them before their timeout: answer now.
     if (ready.softState !== null && ready.softState.role !== 'leader' && ready.softState.leader === null) this.abandonPending();
     if (ready.softState !== null) this.options.onSoftState?.();
+  }
+
+  /**
+   * Input taken while a batch is being written (a message, a proposal, a tick) may have
+   * committed entries that are already on this node's disk: they are applied at once
+   * (Raft.committedWhileWriting) rather than after this write and the next Ready. Inputs
+   * of the same turn of the event loop are looked at together.
+   */
+  private scheduleMidWrite(): void {
+    if (this.midWriteScheduled || this.stopped) return;
+    this.midWriteScheduled = true;
+    setImmediate(() => {
+      this.midWriteScheduled = false;
+      if (!this.writing || this.stopped || this.failure !== null) return;
+      try {
+        const committed = this.raft.committedWhileWriting();
+        if (committed.length === 0) return;
+        if (committed[0]!.index !== this.appliedIndex + 1) throw new Error(`committed entries handed out during a write start at ${committed[0]!.index}, after applied ${this.appliedIndex}`);
+        this.applyEntries(committed);
+      } catch (error) {
+        // A broken invariant, as in the Ready loop (process).
+        this.fail(error as Error);
+      }
+    });
   }
 
   /** Applies committed entries in order (those applied already are skipped), answering their proposals and waiting readers. */

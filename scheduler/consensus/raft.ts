@@ -408,6 +408,10 @@ export class Raft {
   private prevHardState: HardState;
   private prevSoftState: SoftState;
   private readyOutstanding = false;
+  /** The last committed entry handed out (by the outstanding Ready or by whileWriting). */
+  private handedOutThrough = 0;
+  /** The outstanding Ready carries a snapshot: nothing is handed out until it is installed. */
+  private outstandingSnapshot = false;
 
   constructor(options: RaftOptions, restore: RaftRestore) {
     invariant(options.electionTicks > options.heartbeatTicks && options.heartbeatTicks >= 1, 'electionTicks must exceed heartbeatTicks >= 1');
@@ -1468,7 +1472,43 @@ export class Raft {
     if (softChanged) this.prevSoftState = soft;
     if (hardChanged) this.prevHardState = hard;
     this.readyOutstanding = true;
+    this.handedOutThrough = Math.max(applyFrom - 1, applyTo);
+    this.outstandingSnapshot = snapshot !== null;
     return ready;
+  }
+
+  /**
+   * While the outstanding Ready's batch is being written (between ready() and advance()):
+   * the entries committed since that are already on this node's disk, which are those
+   * before the first one not yet written (the batch being written, or a suffix a new leader
+   * replaced meanwhile). They follow the outstanding Ready's own committed entries, so the
+   * caller applies them at once and in order; none come while a snapshot from the leader
+   * is pending or being written. The daemon's Ready loop asks after input taken during a
+   * write: under load it is always writing, and a commit learned meanwhile would otherwise
+   * wait for the end of an unrelated write and for the next Ready.
+   *
+   * (Sending a leader's replication from here too, as soon as proposals or commits came,
+   * was measured and dropped: more and smaller appends cost the followers more writes, and
+   * a loaded cluster more CPU, than the earlier send saved.)
+   */
+  committedWhileWriting(): Entry[] {
+    invariant(this.readyOutstanding, 'committedWhileWriting() outside a write (between ready() and advance())');
+    if (this.outstandingSnapshot || this.pendingSnapshot !== null) return [];
+    const from = Math.max(this.applied, this.handedOutThrough, this.snapshotIndex) + 1;
+    let to = Math.min(this.commit, this.unstableFrom - 1, from + committedEntriesPerReadyMax - 1);
+    let bytes = 0;
+    for (let index = from; index <= to; index += 1) {
+      bytes += this.entryAt(index).data.length;
+      if (bytes > committedBytesPerReadyMax && index > from) {
+        to = index - 1;
+        break;
+      }
+    }
+    if (from > to) return [];
+    const offset = this.snapshotIndex + 1;
+    this.handedOutThrough = to;
+    this.applied = Math.max(this.applied, to);
+    return this.entries.slice(from - offset, to - offset + 1);
   }
 
   advance(ready: Ready): void {

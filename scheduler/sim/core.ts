@@ -3,7 +3,7 @@
 // wrap a real core to break it on purpose and prove that the checker notices.
 import { Raft } from '../consensus/raft.ts';
 import type {
-  ConfigChange, Message, NodeId, ProposeResult, RaftOptions, RaftRestore, RaftStatus, ReadIndexResult, Ready, Snapshot, TransferResult,
+  ConfigChange, Entry, Message, NodeId, ProposeResult, RaftOptions, RaftRestore, RaftStatus, ReadIndexResult, Ready, Snapshot, TransferResult,
 } from '../consensus/types.ts';
 
 export interface SimCore {
@@ -19,6 +19,8 @@ export interface SimCore {
   hasReady(): boolean;
   ready(): Ready;
   advance(ready: Ready): void;
+  /** During a Ready's write: the entries committed since that are already durable. */
+  committedWhileWriting(): Entry[];
   status(): RaftStatus;
   /** Ticks of leader lease left; cheaper than status() and checked after every event. */
   leaseRemainingTicks(): number;

@@ -1,7 +1,7 @@
 // Deliberately broken wrappers around the real core. Each breaks one safety rule the way a
 // real bug would; the tests (and `npm run sim -- --broken NAME`) show that the checker
 // catches every one, so a passing simulation means something.
-import type { ConfigChange, Message, NodeId, ProposeResult, RaftStatus, ReadIndexResult, ReadState, Ready, Snapshot, TransferResult } from '../consensus/types.ts';
+import type { ConfigChange, Entry, Message, NodeId, ProposeResult, RaftStatus, ReadIndexResult, ReadState, Ready, Snapshot, TransferResult } from '../consensus/types.ts';
 import { Raft } from '../consensus/raft.ts';
 import { raftCore, type CoreFactory, type SimCore } from './core.ts';
 
@@ -21,6 +21,7 @@ class WrappedCore implements SimCore {
   hasReady(): boolean { return this.inner.hasReady(); }
   ready(): Ready { return this.inner.ready(); }
   advance(ready: Ready): void { this.inner.advance(ready); }
+  committedWhileWriting(): Entry[] { return this.inner.committedWhileWriting(); }
   status(): RaftStatus { return this.inner.status(); }
   leaseRemainingTicks(): number { return this.inner.leaseRemainingTicks(); }
 }

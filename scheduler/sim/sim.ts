@@ -70,11 +70,13 @@ export interface Scenario {
    */
   pauseTickCatchUp: boolean;
   /**
-   * A leader sends its appends and heartbeats before its own write of the batch finishes
-   * (Raft thesis 10.2.1, as the daemon does); the write then takes up to this long, during
-   * which acknowledgements, proposals and ticks reach its core. 0: write, then send.
+   * A write of a Ready's batch takes up to this long, during which messages, proposals and
+   * ticks reach the node's core (and Raft.committedWhileWriting hands out what they
+   * committed), as in the daemon. A leader
+   * sends its appends and heartbeats before its own write finishes (Raft thesis 10.2.1).
+   * 0: every write is instant, and a leader writes, then sends.
    */
-  leaderWriteMaxUs: number;
+  writeMaxUs: number;
 }
 
 export interface SeedStats {
@@ -108,6 +110,8 @@ export interface SeedStats {
   snapshotsInstalled: number;
   /** Committed entries applied before their Ready's batch was written (applyDurable). */
   entriesAppliedEarly: number;
+  /** Committed entries applied while the node's batch was being written (Raft.committedWhileWriting). */
+  entriesAppliedWhileWriting: number;
   leaseIntervals: number;
   closestLeaseHandoverUs: number;
   /** Simulated time from the end of faults until a new write was applied on every member. */
@@ -146,8 +150,8 @@ const stabilityElectionTimeouts = 2;
 const quietEventsMax = 400_000;
 const keys = ['a', 'b', 'c', 'd'];
 
-type CrashPoint = 'before-persist' | 'after-early-send' | 'after-early-apply' | 'after-persist' | 'after-send' | 'after-apply';
-const crashPoints: CrashPoint[] = ['before-persist', 'after-early-send', 'after-early-apply', 'after-persist', 'after-send', 'after-apply'];
+type CrashPoint = 'before-persist' | 'after-early-send' | 'after-early-apply' | 'after-mid-write-apply' | 'after-persist' | 'after-send' | 'after-apply';
+const crashPoints: CrashPoint[] = ['before-persist', 'after-early-send', 'after-early-apply', 'after-mid-write-apply', 'after-persist', 'after-send', 'after-apply'];
 
 type SimEvent =
   | { kind: 'tick'; node: number; incarnation: number }
@@ -188,7 +192,7 @@ interface SimNode {
   term: number;
   config: ClusterConfig;
   crashPlan: CrashPoint | null;
-  /** A Ready whose early messages left and whose write is still under way (see leaderWriteMaxUs). */
+  /** A Ready whose write is still under way (see writeMaxUs); its early messages left. */
   writing: { ready: Ready; early: Message[]; appliedEarly: number } | null;
   /** While now < pausedUntilUs the process is stalled: no ticks, no messages, no clients. */
   pausedUntilUs: number;
@@ -272,7 +276,7 @@ export function drawScenario(random: Prng, voters: number, overrides: Partial<Sc
     garbleProbability: random.pick([0, 0, 0.002, 0.01]),
     pauseTickCatchUp: true,
     // Not drawn, so the draws above stay what they were for every seed.
-    leaderWriteMaxUs: 2_000,
+    writeMaxUs: 2_000,
   };
   return { ...scenario, ...overrides };
 }
@@ -282,7 +286,7 @@ export function emptyStats(): SeedStats {
     events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0, electionsQuiet: 0, electionsQuietInOneRound: 0, entriesCommitted: 0,
     writesProposed: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, readsAbandoned: 0,
     crashes: 0, pauses: 0, messagesGarbled: 0, partitions: 0, messagesDropped: 0, messagesDuplicated: 0, configChanges: 0,
-    transfers: 0, compactions: 0, snapshotsInstalled: 0, entriesAppliedEarly: 0, leaseIntervals: 0,
+    transfers: 0, compactions: 0, snapshotsInstalled: 0, entriesAppliedEarly: 0, entriesAppliedWhileWriting: 0, leaseIntervals: 0,
     closestLeaseHandoverUs: Number.POSITIVE_INFINITY, recoveryUs: 0, stableUs: 0,
   };
 }
@@ -565,10 +569,29 @@ export class Simulation {
     this.afterInput(node);
   }
 
-  /** After any input to a node: drain its Ready batches, then look at its status. */
+  /** After any input to a node: what its write in progress allows, its Ready batches, then its status. */
   private afterInput(node: SimNode): void {
+    if (node.writing !== null && !this.whileWriting(node)) return;
     this.drain(node);
     this.observe(node);
+  }
+
+  /**
+   * As the daemon's RaftNode.scheduleMidWrite: input taken while a batch is being written
+   * may have committed entries already durable here, applied at once
+   * (Raft.committedWhileWriting); the checker hears of the commit from the core, as for the
+   * entries applied before a batch. False: the node crashed.
+   */
+  private whileWriting(node: SimNode): boolean {
+    const core = node.core as SimCore;
+    const committed = core.committedWhileWriting();
+    if (committed.length === 0) return true;
+    const { commit, term } = core.status();
+    this.checker.onCommittedInMemory(node.id, committed, commit, term);
+    this.applyEntries(node, committed, null, commit);
+    this.serveReads(node);
+    this.stats.entriesAppliedWhileWriting += committed.length;
+    return !this.crashAt(node, 'after-mid-write-apply');
   }
 
   private start(node: SimNode): void {
@@ -635,14 +658,16 @@ export class Simulation {
       if (round >= readyRoundsMax) throw new InvariantViolation('progress', `${node.id} produced ${readyRoundsMax} Ready batches in a row without new input`);
       const ready = core.ready();
       if (this.crashAt(node, 'before-persist')) return;
-      const early = this.scenario.leaderWriteMaxUs > 0 ? sendableBeforePersist(ready, node.disk.hardState) : [];
+      const early = this.scenario.writeMaxUs > 0 ? sendableBeforePersist(ready, node.disk.hardState) : [];
       for (const message of early) this.send(node, message);
       if (early.length > 0 && this.crashAt(node, 'after-early-send')) return;
       const appliedEarly = this.applyDurable(node, core, ready);
       if (appliedEarly > 0 && this.crashAt(node, 'after-early-apply')) return;
-      if (early.length > 0) {
+      // Every write that puts something on disk takes time (as the daemon's do), so that
+      // input arrives meanwhile: followers too, whose logs a new leader may cut meanwhile.
+      if (this.scenario.writeMaxUs > 0 && (early.length > 0 || ready.entries.length > 0 || ready.hardState !== null || ready.snapshot !== null)) {
         node.writing = { ready, early, appliedEarly };
-        this.queue.push(this.nowUs + 1 + this.diskRandom.int(this.scenario.leaderWriteMaxUs), { kind: 'written', node: node.index, incarnation: node.incarnation });
+        this.queue.push(this.nowUs + 1 + this.diskRandom.int(this.scenario.writeMaxUs), { kind: 'written', node: node.index, incarnation: node.incarnation });
         return;
       }
       if (!this.finishReady(node, ready, early, appliedEarly)) return;
@@ -792,7 +817,11 @@ export class Simulation {
     node.term = status.term;
     node.config = status.config;
     if (status.role === 'leader') {
-      if (node.disk.hardState.term !== status.term) {
+      // Only a single voter, its own quorum, leads before its new term is on disk: it wins the
+      // moment it campaigns, which may be while a write is under way. It then must not act
+      // in that term until the term is durable, which send() checks for every message.
+      const soleVoter = status.config.voters.length === 1 && status.config.voters[0] === node.id;
+      if (node.disk.hardState.term !== status.term && !(soleVoter && node.writing !== null)) {
         throw new InvariantViolation('persist before send', `${node.id} leads term ${status.term} but its durable term is ${node.disk.hardState.term}`);
       }
       if (this.checker.onLeader(node.id, status.term, node.disk)) {

@@ -28,6 +28,7 @@ export interface Totals {
   compactions: number;
   snapshotsInstalled: number;
   entriesAppliedEarly: number;
+  entriesAppliedWhileWriting: number;
   leaseIntervals: number;
   closestLeaseHandoverUs: number;
   recoveryUsMax: number;
@@ -41,7 +42,7 @@ export function emptyTotals(): Totals {
   return {
     seeds: 0, passed: 0, failed: 0, events: 0, simulatedUs: 0, elections: 0, electionsInOneRound: 0, electionsQuiet: 0, electionsQuietInOneRound: 0,
     entriesCommitted: 0, writesAcknowledged: 0, readsServed: 0, leaseReadsServed: 0, crashes: 0, pauses: 0, messagesGarbled: 0, partitions: 0,
-    messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0, entriesAppliedEarly: 0,
+    messagesDropped: 0, messagesDuplicated: 0, configChanges: 0, transfers: 0, compactions: 0, snapshotsInstalled: 0, entriesAppliedEarly: 0, entriesAppliedWhileWriting: 0,
     leaseIntervals: 0, closestLeaseHandoverUs: Number.POSITIVE_INFINITY,
     recoveryUsMax: 0, recoveryUsTotal: 0, stableUs: 0, failuresByInvariant: {}, lastTraceHash: '',
   };
@@ -77,6 +78,7 @@ export function addToTotals(totals: Totals, result: SeedResult): void {
   totals.compactions += stats.compactions;
   totals.snapshotsInstalled += stats.snapshotsInstalled;
   totals.entriesAppliedEarly += stats.entriesAppliedEarly;
+  totals.entriesAppliedWhileWriting += stats.entriesAppliedWhileWriting;
   totals.leaseIntervals += stats.leaseIntervals;
   totals.recoveryUsMax = Math.max(totals.recoveryUsMax, stats.recoveryUs);
   totals.recoveryUsTotal += stats.recoveryUs;
@@ -126,6 +128,7 @@ export function formatSummary(totals: Totals, elapsedMs: number, voters: number,
     ['leader kept through stability windows', `${(totals.stableUs / 1e6).toFixed(1)} s in all`],
     ['compactions / snapshots installed', `${totals.compactions} / ${totals.snapshotsInstalled}`],
     ['entries applied before their batch was written', `${totals.entriesAppliedEarly}`],
+    ['entries applied while a batch was being written', `${totals.entriesAppliedWhileWriting}`],
   ];
   return formatRows(rows);
 }
