@@ -813,15 +813,17 @@ export class Simulation {
     if (status.role !== node.role || status.term !== node.term) {
       this.note(node.id, `${status.role} term ${status.term}${status.leader !== null ? ` leader ${status.leader}` : ''}`);
     }
+    const newlyLeader = status.role === 'leader' && (node.role !== 'leader' || node.term !== status.term);
     node.role = status.role;
     node.term = status.term;
     node.config = status.config;
     if (status.role === 'leader') {
-      // Only a single voter, its own quorum, leads before its new term is on disk: it wins the
-      // moment it campaigns, which may be while a write is under way. It then must not act
-      // in that term until the term is durable, which send() checks for every message.
+      // A leader's term is durable when it wins, except a single voter's: its own quorum, it
+      // wins the moment it campaigns, which may be while a write is under way (and it may add
+      // voters before that write ends). It must not act in that term until the term is
+      // durable, which send() checks for every message.
       const soleVoter = status.config.voters.length === 1 && status.config.voters[0] === node.id;
-      if (node.disk.hardState.term !== status.term && !(soleVoter && node.writing !== null)) {
+      if (newlyLeader && node.disk.hardState.term !== status.term && !(soleVoter && node.writing !== null)) {
         throw new InvariantViolation('persist before send', `${node.id} leads term ${status.term} but its durable term is ${node.disk.hardState.term}`);
       }
       if (this.checker.onLeader(node.id, status.term, node.disk)) {
