@@ -232,6 +232,18 @@ function gate(): { opened: Promise<void>; open: () => void } {
   return { opened, open };
 }
 
+/** Proposals named A, B, ... on `leader`, and the names of those settled so far. */
+function probes(leader: Awaited<ReturnType<typeof threeCaughtUp>>['leader']) {
+  const settled = new Set<string>();
+  const propose = (name: string) => leader.propose(JSON.stringify({ probe: `probe-${name}` })).then(() => { settled.add(name); });
+  return { settled, propose };
+}
+
+/** Waits until both followers hold the entry at `index` (written or not). */
+async function followersHave(net: Awaited<ReturnType<typeof threeCaughtUp>>['net'], index: number, name: string): Promise<void> {
+  await waitUntil(`the followers to receive ${name}`, async () => (['n2', 'n3'].every((id) => net.members.get(id)!.raft!.status().lastIndex >= index) ? true : null), 5_000, 5);
+}
+
 describe('Cluster commit path', () => {
   it('applies a commit learned while one batch was being written before the next batch is written', async () => {
     const { net, leader, storages } = await threeCaughtUp('cluster-early-apply');
@@ -242,11 +254,10 @@ describe('Cluster commit path', () => {
     for (const id of ['n2', 'n3']) holdBatches(storages.get(id)!, 'probe-A', () => followersA.opened);
     holdBatches(storages.get('n1')!, 'probe-B', () => leaderB.opened);
     holdBatches(storages.get('n1')!, 'probe-C', () => leaderC.opened);
-    const settled = new Set<string>();
-    const propose = (name: string) => leader.propose(JSON.stringify({ probe: `probe-${name}` })).then(() => { settled.add(name); });
+    const { settled, propose } = probes(leader);
     const a = propose('A');
     const aIndex = leader.raft!.status().lastIndex;
-    await waitUntil('the followers to receive A', async () => (['n2', 'n3'].every((id) => net.members.get(id)!.raft!.status().lastIndex >= aIndex) ? true : null), 5_000, 5);
+    await followersHave(net, aIndex, 'A');
     // The leader is now writing B when the followers' acknowledgements of A (and B) arrive.
     const b = propose('B');
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -273,15 +284,14 @@ describe('Cluster commit path while writing', () => {
     const leaderB = gate();
     for (const id of ['n2', 'n3']) holdBatches(storages.get(id)!, 'probe-A', () => followersA.opened);
     holdBatches(storages.get('n1')!, 'probe-B', () => leaderB.opened);
-    const settled = new Set<string>();
-    const propose = (name: string) => leader.propose(JSON.stringify({ probe: `probe-${name}` })).then(() => { settled.add(name); });
+    const { settled, propose } = probes(leader);
     const a = propose('A');
     const aIndex = leader.raft!.status().lastIndex;
-    await waitUntil('the followers to receive A', async () => (['n2', 'n3'].every((id) => net.members.get(id)!.raft!.status().lastIndex >= aIndex) ? true : null), 5_000, 5);
+    await followersHave(net, aIndex, 'A');
     const b = propose('B');
     const bIndex = aIndex + 1;
     // B went to the followers before the leader's own (held) write of it finished.
-    await waitUntil('the followers to receive B', async () => (['n2', 'n3'].every((id) => net.members.get(id)!.raft!.status().lastIndex >= bIndex) ? true : null), 5_000, 5);
+    await followersHave(net, bIndex, 'B');
     // Now the followers write A and acknowledge it: the leader commits A while writing B,
     // and A, already on its disk, is applied and its writer answered without waiting.
     followersA.open();

@@ -1434,6 +1434,21 @@ export class Raft {
     return hard.term !== this.term || hard.vote !== this.vote || hard.commit !== this.commit;
   }
 
+  /**
+   * The last index of the committed entries handed out from `from` on, up to `limit`:
+   * at most committedEntriesPerReadyMax entries and committedBytesPerReadyMax of data (at
+   * least one entry). Below `from` when there is nothing to hand out.
+   */
+  private committedBatchEnd(from: number, limit: number): number {
+    const to = Math.min(limit, from + committedEntriesPerReadyMax - 1);
+    let bytes = 0;
+    for (let index = from; index <= to; index += 1) {
+      bytes += this.entryAt(index).data.length;
+      if (bytes > committedBytesPerReadyMax && index > from) return index - 1;
+    }
+    return to;
+  }
+
   /** Hands over one batch; call advance(ready) after persisting, sending and applying it. */
   ready(): Ready {
     invariant(!this.readyOutstanding, 'ready() called again before advance()');
@@ -1447,16 +1462,8 @@ export class Raft {
 
     const snapshot = this.pendingSnapshot;
     const applyFrom = Math.max(this.applied, snapshot?.index ?? 0, this.snapshotIndex) + 1;
-    let applyTo = Math.min(this.commit, applyFrom + committedEntriesPerReadyMax - 1);
+    const applyTo = this.committedBatchEnd(applyFrom, this.commit);
     const offset = this.snapshotIndex + 1;
-    let committedBytes = 0;
-    for (let index = applyFrom; index <= applyTo; index += 1) {
-      committedBytes += this.entryAt(index).data.length;
-      if (committedBytes > committedBytesPerReadyMax && index > applyFrom) {
-        applyTo = index - 1;
-        break;
-      }
-    }
     const ready: Ready = {
       softState: softChanged ? soft : null,
       hardState: hardChanged ? hard : null,
@@ -1495,15 +1502,7 @@ export class Raft {
     invariant(this.readyOutstanding, 'committedWhileWriting() outside a write (between ready() and advance())');
     if (this.outstandingSnapshot || this.pendingSnapshot !== null) return [];
     const from = Math.max(this.applied, this.handedOutThrough, this.snapshotIndex) + 1;
-    let to = Math.min(this.commit, this.unstableFrom - 1, from + committedEntriesPerReadyMax - 1);
-    let bytes = 0;
-    for (let index = from; index <= to; index += 1) {
-      bytes += this.entryAt(index).data.length;
-      if (bytes > committedBytesPerReadyMax && index > from) {
-        to = index - 1;
-        break;
-      }
-    }
+    const to = this.committedBatchEnd(from, Math.min(this.commit, this.unstableFrom - 1));
     if (from > to) return [];
     const offset = this.snapshotIndex + 1;
     this.handedOutThrough = to;
