@@ -64,7 +64,7 @@ export class RaftNode<Result> {
   private tickTimer: NodeJS.Timeout | null = null;
   private processing = false;
   private scheduled = false;
-  /** A Ready's batch is being written (see midWrite). */
+  /** A Ready's batch is being written (see scheduleMidWrite). */
   private writing = false;
   private midWriteScheduled = false;
   private stopped = false;
