@@ -408,10 +408,8 @@ export class Raft {
   private prevHardState: HardState;
   private prevSoftState: SoftState;
   private readyOutstanding = false;
-  /** The last committed entry handed out (by the outstanding Ready or by whileWriting). */
+  /** The last committed entry handed out (by the outstanding Ready or by committedWhileWriting). */
   private handedOutThrough = 0;
-  /** The outstanding Ready carries a snapshot: nothing is handed out until it is installed. */
-  private outstandingSnapshot = false;
 
   constructor(options: RaftOptions, restore: RaftRestore) {
     invariant(options.electionTicks > options.heartbeatTicks && options.heartbeatTicks >= 1, 'electionTicks must exceed heartbeatTicks >= 1');
@@ -1480,7 +1478,6 @@ export class Raft {
     if (hardChanged) this.prevHardState = hard;
     this.readyOutstanding = true;
     this.handedOutThrough = Math.max(applyFrom - 1, applyTo);
-    this.outstandingSnapshot = snapshot !== null;
     return ready;
   }
 
@@ -1500,7 +1497,8 @@ export class Raft {
    */
   committedWhileWriting(): Entry[] {
     invariant(this.readyOutstanding, 'committedWhileWriting() outside a write (between ready() and advance())');
-    if (this.outstandingSnapshot || this.pendingSnapshot !== null) return [];
+    // A snapshot from the leader stays pending until advance(), also while it is being written.
+    if (this.pendingSnapshot !== null) return [];
     const from = Math.max(this.applied, this.handedOutThrough, this.snapshotIndex) + 1;
     const to = this.committedBatchEnd(from, Math.min(this.commit, this.unstableFrom - 1));
     if (from > to) return [];

@@ -72,9 +72,9 @@ export interface Scenario {
   /**
    * A write of a Ready's batch takes up to this long, during which messages, proposals and
    * ticks reach the node's core (and Raft.committedWhileWriting hands out what they
-   * committed), as in the daemon. A leader
-   * sends its appends and heartbeats before its own write finishes (Raft thesis 10.2.1).
-   * 0: every write is instant, and a leader writes, then sends.
+   * committed), as in the daemon. A leader sends its appends and heartbeats before its own
+   * write finishes (Raft thesis 10.2.1). 0: every write is instant, and a leader writes,
+   * then sends.
    */
   writeMaxUs: number;
 }
@@ -586,12 +586,20 @@ export class Simulation {
     const core = node.core as SimCore;
     const committed = core.committedWhileWriting();
     if (committed.length === 0) return true;
-    const { commit, term } = core.status();
-    this.checker.onCommittedInMemory(node.id, committed, commit, term);
-    this.applyEntries(node, committed, null, commit);
-    this.serveReads(node);
+    this.applyCommittedInMemory(node, core, committed);
     this.stats.entriesAppliedWhileWriting += committed.length;
     return !this.crashAt(node, 'after-mid-write-apply');
+  }
+
+  /**
+   * Applies entries the core counts committed before a durable commit index covers them
+   * (applyDurable, whileWriting): the checker hears of the commit from the core.
+   */
+  private applyCommittedInMemory(node: SimNode, core: SimCore, entries: readonly Entry[]): void {
+    const { commit, term } = core.status();
+    this.checker.onCommittedInMemory(node.id, entries, commit, term);
+    this.applyEntries(node, entries, null, commit);
+    this.serveReads(node);
   }
 
   private start(node: SimNode): void {
@@ -683,11 +691,7 @@ export class Simulation {
   private applyDurable(node: SimNode, core: SimCore, ready: Ready): number {
     const count = committedBeforeBatch(ready);
     if (count === 0) return 0;
-    const entries = ready.committed.slice(0, count);
-    const { commit, term } = core.status();
-    this.checker.onCommittedInMemory(node.id, entries, commit, term);
-    this.applyEntries(node, entries, null, commit);
-    this.serveReads(node);
+    this.applyCommittedInMemory(node, core, ready.committed.slice(0, count));
     this.stats.entriesAppliedEarly += count;
     return count;
   }
