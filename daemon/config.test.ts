@@ -26,6 +26,15 @@ describe('loadConfig', () => {
     expect(loadConfig([], home)).toMatchObject({ apiPort: 7420, p2pPort: 7421, concurrency: 2, mdns: true });
   });
 
+  it('preloads by default; --no-preload, HIVEMESH_PRELOAD=false or "preload": false turn it off', () => {
+    const home = { HOME: '/tmp/hivemesh-config-home' };
+    expect(loadConfig([], home).preload).toBe(true);
+    expect(loadConfig(['--no-preload'], home).preload).toBe(false);
+    expect(loadConfig([], { ...home, HIVEMESH_PRELOAD: 'false' }).preload).toBe(false);
+    expect(loadConfig(['--config', configFile({ preload: false })], home).preload).toBe(false);
+    expect(() => loadConfig([], { ...home, HIVEMESH_PRELOAD: 'sometimes' })).toThrow(/HIVEMESH_PRELOAD/);
+  });
+
   it('says what is wrong with a bad value, key or file', () => {
     const home = { HOME: '/tmp/hivemesh-config-home' };
     expect(() => loadConfig(['--api-port', '70000'], home)).toThrow(ConfigError);

@@ -31,6 +31,8 @@ export interface DaemonConfig {
   mdns: boolean;
   /** Measure each model in VRAM with a short generation while idle (probe/calibration.ts). */
   calibrate: boolean;
+  /** Load models into VRAM when the leader asks, ahead of their tasks (tasks/preload.ts). */
+  preload: boolean;
   heartbeatIntervalMs: number;
   suspectAfterMs: number;
   deadAfterMs: number;
@@ -92,6 +94,7 @@ const settings: Setting[] = [
   { key: 'bootstrap', flag: 'bootstrap', env: 'HIVEMESH_BOOTSTRAP', kind: 'list' },
   { key: 'mdns', flag: 'mdns', env: 'HIVEMESH_MDNS', kind: 'boolean' },
   { key: 'calibrate', flag: 'calibrate', env: 'HIVEMESH_CALIBRATE', kind: 'boolean' },
+  { key: 'preload', flag: 'preload', env: 'HIVEMESH_PRELOAD', kind: 'boolean' },
   { key: 'allowedOrigins', flag: 'allow-origin', env: 'HIVEMESH_ALLOWED_ORIGINS', kind: 'origins' },
   { key: 'heartbeatIntervalMs', flag: 'heartbeat-interval-ms', env: 'HIVEMESH_HEARTBEAT_INTERVAL_MS', kind: 'integer', min: 50, max: 60_000 },
   { key: 'suspectAfterMs', flag: 'suspect-after-ms', env: 'HIVEMESH_SUSPECT_AFTER_MS', kind: 'integer', min: 100, max: 600_000 },
@@ -127,6 +130,7 @@ export const startFlagOptions = {
   bootstrap: { type: 'string', multiple: true },
   'no-mdns': { type: 'boolean' },
   calibrate: { type: 'boolean' },
+  'no-preload': { type: 'boolean' },
   'allow-origin': { type: 'string', multiple: true },
   'heartbeat-interval-ms': { type: 'string' },
   'suspect-after-ms': { type: 'string' },
@@ -167,6 +171,7 @@ function defaults(env: NodeJS.ProcessEnv): Omit<DaemonConfig, 'configFile' | 'ap
     bootstrap: [],
     mdns: true,
     calibrate: false,
+    preload: true,
     heartbeatIntervalMs: limits.heartbeatIntervalMsDefault,
     suspectAfterMs: limits.suspectAfterMsDefault,
     deadAfterMs: limits.deadAfterMsDefault,
@@ -184,7 +189,7 @@ function defaults(env: NodeJS.ProcessEnv): Omit<DaemonConfig, 'configFile' | 'ap
 
 function describe(setting: Setting, source: Source): string {
   switch (source) {
-    case 'flag': return `--${setting.key === 'mdns' ? 'no-mdns' : setting.flag}`;
+    case 'flag': return `--${setting.key === 'mdns' || setting.key === 'preload' ? `no-${setting.flag}` : setting.flag}`;
     case 'env': return setting.env;
     case 'file': return `"${setting.key}" in the config file`;
     default: return setting.key;
@@ -323,7 +328,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
   const flags = parsed.values as Record<string, unknown>;
   const flagValue = (setting: Setting): unknown => {
-    if (setting.key === 'mdns') return flags['no-mdns'] === true ? false : undefined;
+    // Both are on by default: their flags turn them off.
+    if (setting.key === 'mdns' || setting.key === 'preload') return flags[`no-${setting.flag}`] === true ? false : undefined;
     return setting.flag === '' ? undefined : flags[setting.flag];
   };
   const envValue = (setting: Setting): unknown => {

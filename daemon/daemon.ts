@@ -268,6 +268,7 @@ export class Daemon {
       members: () => this.membership.members(),
       probe: this.probe,
       ollamaUrl: config.ollamaUrl,
+      preload: config.preload,
       concurrency: config.concurrency,
       agents: config.agents,
       keepFinishedTasks: config.keepFinishedTasks,

@@ -76,6 +76,11 @@ export class HealthProbe {
     this.ollama.recordGeneration(model, tokens, evalDurationNs, options);
   }
 
+  /** Polls Ollama now (after a load, so the heartbeat shows the model in VRAM without waiting for the next poll). */
+  refreshOllama(): void {
+    void this.ollama.refresh();
+  }
+
   /** A cold load Ollama reported for a generation (its load_duration, ms). */
   recordLoad(model: string, loadMs: number): void {
     this.ollama.recordLoad(model, loadMs);

@@ -15,7 +15,10 @@ import { waitFor } from './test-harness.ts';
 const schedulers: LeaderScheduler[] = [];
 afterEach(() => { for (const scheduler of schedulers.splice(0)) scheduler.stop(); });
 
-function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]; otherWork?: number; keepFinished?: number; pruneEveryMs?: number; bidRoundEveryMs?: number } = {}) {
+function setup(nodes: FakeNode[], options: {
+  bids?: (taskIds: string[]) => Bid[]; otherWork?: number; keepFinished?: number; pruneEveryMs?: number; bidRoundEveryMs?: number;
+  preload?: (node: string, model: string, term: number) => void;
+} = {}) {
   const log = new Harness();
   const proposals: string[] = [];
   const raft: RaftStatusView = { role: 'leader', term: 4, leader: 'n1' };
@@ -44,6 +47,7 @@ function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]
         return options.bids?.(tasks.map((task) => task.id)) ?? [];
       },
     },
+    ...(options.preload === undefined ? {} : { preload: options.preload }),
     keepFinishedTasks: options.keepFinished ?? 100,
     keepFinishedTasksMs: 60_000,
     timing: { tickMs: 10, recoveryEveryMs: 10, unknownNodeGraceMs: 50, pruneEveryMs: options.pruneEveryMs ?? 60_000, bidRoundEveryMs: options.bidRoundEveryMs ?? 0 },
@@ -59,6 +63,34 @@ function setup(nodes: FakeNode[], options: { bids?: (taskIds: string[]) => Bid[]
 const now = () => Date.now();
 
 describe('LeaderScheduler', () => {
+  it('asks a faster node to preload a model once the tasks it would have sped up paid for it, and sends tasks there once loaded', async () => {
+    const slow: FakeNode = { id: 'n1', models: ['llama3'], loaded: ['llama3'], tokensPerSecond: { llama3: 40 }, concurrency: 4 };
+    const fast: FakeNode = { id: 'n2', models: ['llama3'], tokensPerSecond: { llama3: 160 }, concurrency: 4 };
+    const preloads: string[] = [];
+    const { log, scheduler, assigns, setMembers } = setup([slow, fast], { preload: (node, model, term) => preloads.push(`${node} ${model} term ${term}`) });
+    scheduler.start();
+    // 200 tokens: 5 s on n1; 1.25 s on n2 once the model is there, which takes ~5 s to load.
+    // Each task alone, so none runs beside another.
+    for (const [n, id] of ['t0', 't1', 't2'].entries()) {
+      log.submit(id, { model: 'llama3', options: { num_predict: 200 } }, now());
+      scheduler.kick();
+      await waitFor(`${id} assigned`, () => assigns().length === n + 1);
+      log.complete(id, 1, 'done', now());
+    }
+    // The second task's regret covered the load: n2 loads it, while the tasks stay on n1
+    // (sent cold to n2, each would have waited for the load). One preload, not one per task.
+    expect(assigns().map((command) => command.node)).toEqual(['n1', 'n1', 'n1']);
+    expect(preloads).toEqual(['n2 llama3 term 4']);
+    expect(scheduler.stats.preloadsAsked).toBe(1);
+    // n2's heartbeat shows the model in VRAM: the next task goes there.
+    setMembers([slow, { ...fast, loaded: ['llama3'] }]);
+    log.submit('t3', { model: 'llama3', options: { num_predict: 200 } }, now());
+    scheduler.kick();
+    await waitFor('t3 assigned', () => assigns().length === 4);
+    expect(assigns()[3]!.node).toBe('n2');
+    expect(preloads).toHaveLength(1);
+  });
+
   it('hands each node at most its concurrency and assigns more as slots free up', async () => {
     const nodes = [{ id: 'n1', models: ['llama3'] }, { id: 'n2', models: ['llama3'] }, { id: 'n3', models: ['llama3'] }];
     const { log, scheduler, assigns } = setup(nodes);

@@ -14,7 +14,7 @@ import { encodeCommand, type CommandOf } from '../../scheduler/state/commands.ts
 import type { ApplyResult, ReplicatedState } from '../../scheduler/state/state.ts';
 import { nodeLabel, nodeViewFromHeartbeat, type NodeView } from '../../scheduler/tasks/node-view.ts';
 import type { NodeHealth } from '../../scheduler/tasks/node-health.ts';
-import { assignmentCommand, clusterSpeedPrior, eligibleNodes, estimateDefaults, planAssignments, type Bid } from '../../scheduler/tasks/placement.ts';
+import { assignmentCommand, clusterSpeedPrior, eligibleNodes, estimateDefaults, nodeModelKey, planAssignments, type Bid } from '../../scheduler/tasks/placement.ts';
 import { readyTasks } from '../../scheduler/tasks/ready.ts';
 import { tasksToRequeue, timedOutTasks } from '../../scheduler/tasks/recovery.ts';
 import { logger } from '../log.ts';
@@ -22,6 +22,13 @@ import type { MemberView } from '../membership/membership.ts';
 import { estimateBids, type BidService } from './bids.ts';
 
 const log = logger('tasks:leader');
+
+/**
+ * A preload not seen in VRAM this long after it should have been done is given up on. It
+ * covers a poll of Ollama (2 s) and a heartbeat; a node that refused it (no room in VRAM,
+ * another load under way) is counted on as loading for no longer than that.
+ */
+export const preloadOverdueMs = 5_000;
 
 export interface RaftStatusView {
   role: string;
@@ -76,6 +83,11 @@ export interface LeaderSchedulerDeps {
   /** Generations on this node's Ollama that are not tasks (gateway requests): they take slots too. */
   otherWork?: () => number;
   bids: Pick<BidService, 'collect'>;
+  /**
+   * Asks a node to load a model into VRAM (PreloadService.ask). Absent: placement buys a
+   * load by sending a task to the cold node, which then waits for the load.
+   */
+  preload?: (node: string, model: string, term: number) => void;
   keepFinishedTasks: number;
   keepFinishedTasksMs: number;
   timing?: Partial<SchedulerTiming>;
@@ -92,6 +104,7 @@ export interface SchedulerStats {
   bidRounds: number;
   bidsReceived: number;
   prunes: number;
+  preloadsAsked: number;
 }
 
 export class LeaderScheduler {
@@ -111,7 +124,9 @@ export class LeaderScheduler {
   private readonly unknownSince = new Map<string, number>();
   /** Ski rental of model loads across rounds (planAssignments' loadRegret), per term. */
   private readonly loadRegret = new Map<string, number>();
-  readonly stats: SchedulerStats = { rounds: 0, plannedRounds: 0, assignmentsProposed: 0, assignmentsRefused: 0, requeuesProposed: 0, bidRounds: 0, bidsReceived: 0, prunes: 0 };
+  /** Preloads asked for this term and not yet seen in VRAM (planAssignments' loading): when each should be done. */
+  private readonly loading = new Map<string, number>();
+  readonly stats: SchedulerStats = { rounds: 0, plannedRounds: 0, assignmentsProposed: 0, assignmentsRefused: 0, requeuesProposed: 0, bidRounds: 0, bidsReceived: 0, prunes: 0, preloadsAsked: 0 };
 
   constructor(deps: LeaderSchedulerDeps) {
     this.deps = deps;
@@ -159,6 +174,7 @@ export class LeaderScheduler {
       this.nextPruneAt = Date.now() + this.timing.pruneEveryMs / 6;
       this.unknownSince.clear();
       this.loadRegret.clear();
+      this.loading.clear();
     }
     this.kick();
   }
@@ -216,7 +232,16 @@ export class LeaderScheduler {
     const bids = request === null ? [] : await this.gatherBids(state, request, status.term);
     const planAt = Date.now();
     const avoidNodes = this.deps.health?.avoided(planAt);
-    const plan = planAssignments(state, nodes, bids, planAt, { assignmentsMax: assignmentsPerPlanMax, loadRegret: this.loadRegret, stopWhenFull: true, ...(avoidNodes === undefined ? {} : { avoidNodes }) });
+    const loading = this.deps.preload === undefined ? undefined : this.loadsUnderWay(nodes, planAt);
+    const plan = planAssignments(state, nodes, bids, planAt, {
+      assignmentsMax: assignmentsPerPlanMax, loadRegret: this.loadRegret, stopWhenFull: true,
+      ...(avoidNodes === undefined ? {} : { avoidNodes }), ...(loading === undefined ? {} : { loading }),
+    });
+    for (const preload of plan.preloads) {
+      this.stats.preloadsAsked += 1;
+      log.info(`asking node ${nodeLabel(nodes.find((node) => node.id === preload.node) ?? { id: preload.node })} to load ${preload.model} (~${preload.loadMs} ms): its next tasks of that model would finish sooner there`);
+      this.deps.preload?.(preload.node, preload.model, status.term);
+    }
     if (plan.assignments.length === 0) {
       this.idleUntil = Date.now() + this.timing.idleRetryMs;
       return;
@@ -236,6 +261,20 @@ export class LeaderScheduler {
     }
     // More may fit (the plan is capped per round); a round with no free slot costs little.
     this.kickRequested = true;
+  }
+
+  /**
+   * The preloads still under way: an entry goes once its node shows the model in VRAM, or
+   * once it is preloadOverdueMs past when it should have been done (refused, failed, or the
+   * node gone), after which placement counts the full load there again.
+   */
+  private loadsUnderWay(nodes: readonly NodeView[], nowMs: number): Map<string, number> {
+    const loaded = new Set<string>();
+    for (const node of nodes) for (const model of node.modelsLoaded) loaded.add(nodeModelKey(node.id, model));
+    for (const [key, readyAt] of this.loading) {
+      if (loaded.has(key) || nowMs > readyAt + preloadOverdueMs) this.loading.delete(key);
+    }
+    return this.loading;
   }
 
   /** Views of the nodes from their heartbeats; this node's from its probe. */

@@ -25,6 +25,7 @@ import { BidService } from './bids.ts';
 import { Executor } from './executor.ts';
 import { LeaderScheduler, type RaftStatusView, type SchedulerTiming } from './leader.ts';
 import { OutputHub, type OutputLimits } from './output.ts';
+import { PreloadService } from './preload.ts';
 import { ReportRelay } from './report-relay.ts';
 import { Reporter } from './reports.ts';
 
@@ -63,8 +64,10 @@ export interface TaskRuntimeDeps {
   raftStatus: () => RaftStatusView | null;
   host: Pick<P2PHost, 'publish' | 'subscribe' | 'handle' | 'handleMessages' | 'request' | 'send' | 'on' | 'isConnected'>;
   members: () => MemberView[];
-  probe: Pick<HealthProbe, 'snapshot' | 'recordGeneration' | 'recordLoad' | 'agentDefinitions' | 'installedName'>;
+  probe: Pick<HealthProbe, 'snapshot' | 'recordGeneration' | 'recordLoad' | 'agentDefinitions' | 'installedName' | 'refreshOllama'>;
   ollamaUrl: string;
+  /** Whether this node loads models when the leader asks (false: `--no-preload`); default true. */
+  preload?: boolean;
   concurrency: number;
   agents: AgentConfig[];
   keepFinishedTasks: number;
@@ -94,6 +97,7 @@ export class TaskRuntime {
   readonly relay: ReportRelay;
   private readonly executor: Executor;
   private readonly bids: BidService;
+  private readonly preloads: PreloadService;
   readonly scheduler: LeaderScheduler;
   /** Which nodes keep failing generations; kept on every node, so a new leader knows at once. */
   private readonly health = new NodeHealth();
@@ -147,6 +151,14 @@ export class TaskRuntime {
       leader: () => deps.raftStatus()?.leader ?? null,
       selfView: () => this.selfView(true),
     });
+    this.preloads = new PreloadService({
+      nodeId: deps.nodeId,
+      host: deps.host,
+      leader: () => deps.raftStatus()?.leader ?? null,
+      ollamaUrl: deps.ollamaUrl,
+      accept: deps.preload ?? true,
+      probe: deps.probe,
+    });
     this.scheduler = new LeaderScheduler({
       nodeId: deps.nodeId,
       state: deps.state,
@@ -156,6 +168,7 @@ export class TaskRuntime {
       selfView: () => this.selfView(false),
       ...(deps.otherWork === undefined ? {} : { otherWork: deps.otherWork }),
       bids: this.bids,
+      preload: (node, model, term) => this.preloads.ask(node, model, term),
       keepFinishedTasks: deps.keepFinishedTasks,
       keepFinishedTasksMs: deps.keepFinishedTasksMs,
       ...(deps.tuning?.scheduler === undefined ? {} : { timing: deps.tuning.scheduler }),
@@ -175,6 +188,7 @@ export class TaskRuntime {
     await this.hub.start();
     await this.relay.start();
     await this.bids.start();
+    await this.preloads.start();
     this.scheduler.start();
     this.timer = setInterval(() => this.watch(), 100);
     this.timer.unref();
@@ -198,6 +212,7 @@ export class TaskRuntime {
     this.reporter.stop();
     this.relay.stop();
     this.bids.stop();
+    await this.preloads.stop();
     this.hub.stop();
   }
 
@@ -223,9 +238,10 @@ export class TaskRuntime {
   }
 
   /** Counters for /metrics and /api/metrics/performance. */
-  stats(): { scheduler: LeaderScheduler['stats']; relay: ReportRelay['stats']; bidRequestsAnswered: number; outputAttemptsHeld: number; reportsPending: number } {
+  stats(): { scheduler: LeaderScheduler['stats']; relay: ReportRelay['stats']; preloads: PreloadService['stats']; bidRequestsAnswered: number; outputAttemptsHeld: number; reportsPending: number } {
     return {
       scheduler: { ...this.scheduler.stats },
+      preloads: { ...this.preloads.stats },
       relay: { ...this.relay.stats },
       bidRequestsAnswered: this.bids.answeredCount,
       outputAttemptsHeld: this.hub.attemptCount,

@@ -7,7 +7,7 @@ import { encodeCommand } from '../state/commands.ts';
 import { Harness } from '../state/test-helpers.ts';
 import { expectedTokensPerSecond, nodeViewFromHeartbeat, sameModel, type NodeView } from './node-view.ts';
 import {
-  assignmentCommand, candidateOn, clusterSpeedPrior, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, fullWaitingReason, planAssignments, rankNodesForRequest, slotFreeInMs, waitingReason,
+  assignmentCommand, candidateOn, clusterSpeedPrior, describeTask, eligibleNodes, estimateCompletionMs, estimateDefaults, fullWaitingReason, nodeModelKey, planAssignments, rankNodesForRequest, slotFreeInMs, waitingReason,
 } from './placement.ts';
 import { NodeHealth, nodeAvoidMs } from './node-health.ts';
 import { effectivePriority, readyTasks, renderPrompt } from './ready.ts';
@@ -396,6 +396,55 @@ describe('planAssignments', () => {
     expect(planAssignments(myopic.state, [fast, slow], [], 2_000).assignments[0]?.node).toBe('slow');
   });
 
+  it('with preloads, buys a load by preloading it: the task that paid for it goes where it is fastest now', () => {
+    const h = new Harness();
+    const fast = node('fast', { tokensPerSecond: { llama3: 160 }, modelSizeBytes: { 'llama3:latest': 2e9 }, concurrencyLimit: 8 });
+    const slow = node('slow', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 40 }, concurrencyLimit: 8 });
+    const regret = new Map<string, number>();
+    const loading = new Map<string, number>();
+    const rounds: Array<{ placed: string[]; preloads: string[] }> = [];
+    for (let i = 0; i < 3; i += 1) {
+      h.submit(`t${i}`, { options: { num_predict: 100 } }, 1_000 + i);
+      const plan = planAssignments(h.state, [fast, slow], [], 2_000 + i, { loadRegret: regret, loading });
+      rounds.push({ placed: plan.assignments.map((assignment) => assignment.node), preloads: plan.preloads.map((preload) => `${preload.node}:${preload.model}`) });
+      commit(h, plan, 2_000 + i);
+      h.complete(`t${i}`, 1, 'x', 2_500 + i);
+    }
+    // The second task's regret covers the load, as in the test above; but that task still
+    // goes to slow (2.5 s, not 3 s of load and 0.6 s of run on fast), and fast loads the
+    // model meanwhile. No second preload while the first is under way.
+    expect(rounds).toEqual([
+      { placed: ['slow'], preloads: [] },
+      { placed: ['slow'], preloads: ['fast:llama3'] },
+      { placed: ['slow'], preloads: [] },
+    ]);
+    const readyAt = loading.get(nodeModelKey('fast', 'llama3:latest'));
+    // The load estimate: 1 s + 2 GB at 1 GB/s, from when it was asked.
+    expect(readyAt).toBe(2_001 + 3_000);
+    // Once the load should be nearly done, fast counts only its rest: a task goes there.
+    h.submit('late', { options: { num_predict: 100 } }, 4_000);
+    const plan = planAssignments(h.state, [fast, slow], [], 4_800, { loadRegret: regret, loading });
+    expect(plan.assignments.map((assignment) => assignment.node)).toEqual(['fast']);
+    expect(plan.assignments[0]!.estimateMs).toBe(201 + estimateCompletionMs(record(h, 'late'), { ...fast, modelsLoaded: ['llama3'] }));
+    expect(plan.preloads).toEqual([]);
+  });
+
+  it('with loads tracked, a task sent to a node where its model is cold records that load for later rounds', () => {
+    const h = new Harness();
+    const only = node('only', { tokensPerSecond: { llama3: 100 }, modelSizeBytes: { 'llama3:latest': 2e9 }, concurrencyLimit: 4 });
+    const loading = new Map<string, number>();
+    h.submit('a', { options: { num_predict: 100 } });
+    const first = planAssignments(h.state, [only], [], 10_000, { loading });
+    commit(h, first, 10_000);
+    expect(first.preloads).toEqual([]);
+    expect(loading.get(nodeModelKey('only', 'llama3'))).toBe(10_000 + 3_000);
+    // A second later, the next task's estimate there counts the 2 s left of that load, not 3 s.
+    h.submit('b', { options: { num_predict: 100 } });
+    const second = planAssignments(h.state, [only], [], 11_000, { loading });
+    const warm = estimateCompletionMs(record(h, 'b'), { ...only, modelsLoaded: ['llama3'], running: 1 });
+    expect(second.assignments[0]!.estimateMs).toBe(2_000 + warm);
+  });
+
   it('waits for a much faster busy node, but spills a deep queue over to a free slow one', () => {
     const h = new Harness();
     for (let i = 0; i < 6; i += 1) h.submit(`t${i}`, { options: { num_predict: 200 } });
@@ -470,7 +519,7 @@ describe('planAssignments', () => {
     const fast = node('fast', { modelsLoaded: ['llama3'], tokensPerSecond: { llama3: 100 } });
     expect(planAssignments(h.state, [fast, slow], [], 0).assignments).toEqual([expect.objectContaining({ node: 'slow' })]);
     const busy = planAssignments(h.state, [fast, { ...slow, running: 1 }], [], 0);
-    expect(busy).toEqual({ assignments: [], waiting: [{ taskId: 't', reason: 'node slow is busy (all 1 slots taken)' }] });
+    expect(busy).toEqual({ assignments: [], preloads: [], waiting: [{ taskId: 't', reason: 'node slow is busy (all 1 slots taken)' }] });
     expect(planAssignments(h.state, [fast, { ...slow, alive: false }], [], 0).waiting[0]?.reason).toBe('pinned to node slow, which is not alive');
     expect(planAssignments(h.state, [fast], [], 0).waiting[0]?.reason).toBe('pinned to node slow, which is not in the cluster');
     expect(planAssignments(h.state, [fast, { ...slow, modelsInstalled: [] }], [], 0).waiting[0]?.reason).toBe('pinned to node slow, which lacks model llama3');

@@ -73,10 +73,25 @@ export interface Waiting {
   reason: string;
 }
 
+/** A model the leader asks a node to load into VRAM ahead of the tasks that will want it there. */
+export interface Preload {
+  node: string;
+  model: string;
+  /** The estimated load time. */
+  loadMs: number;
+}
+
 export interface PlanResult {
   assignments: Assignment[];
   /** Ready tasks left queued, with the reason, for the Task view's waitingFor. */
   waiting: Waiting[];
+  /** Loads to ask for (only with PlanOptions.loading); each is also recorded there. */
+  preloads: Preload[];
+}
+
+/** The key of a node's model in PlanOptions.loading and loadRegret. */
+export function nodeModelKey(node: string, model: string): string {
+  return `${node}\u0000${modelKey(model)}`;
 }
 
 export interface PlanOptions {
@@ -91,6 +106,16 @@ export interface PlanOptions {
    * (the online rule that never costs more than twice the best choice made in hindsight).
    */
   loadRegret?: Map<string, number>;
+  /**
+   * Model loads under way that the leader asked for, by nodeModelKey: when each should be
+   * done (the clock of nowMs). Kept by the caller across rounds, which drops an entry once
+   * the node shows the model in VRAM or the load is long overdue. Given, the ski rental
+   * buys by preloading: when a node's regret covers a load, the model is loaded there
+   * without a task (PlanResult.preloads, added here) and the task goes to the best node as
+   * it is, so no task waits for a load that was bought for the tasks after it. A node's
+   * estimate for a model it is loading counts only the rest of the load.
+   */
+  loading?: Map<string, number>;
   /** At most this many assignments per round; defaults to limits.assignmentsPerPlanMax. */
   assignmentsMax?: number;
   /** Nodes that keep failing generations (NodeHealth): used only when no other node can run a task. */
@@ -163,6 +188,8 @@ export interface EstimateOptions {
   extraRunning?: number;
   /** Models to count as loaded on top of node.modelsLoaded (this round's assignments). */
   extraLoaded?: readonly string[];
+  /** The model is being loaded on the node and should be ready in this many ms: the load costs no more. */
+  loadReadyInMs?: number;
   /**
    * Speed to assume when the node has measured none of its models (clusterSpeedPrior:
    * what the other nodes measured); estimateDefaults.tokensPerSecond when absent.
@@ -218,6 +245,7 @@ export function estimateWorkMs(work: WorkShape, node: NodeView, options: Omit<Es
     if (size === undefined) loadMs = estimateDefaults.modelLoadMs;
     else if (rate !== undefined && Number.isFinite(rate) && rate > 0) loadMs = size / rate * 1000;
     else loadMs = estimateDefaults.modelLoadBaseMs + size / estimateDefaults.modelLoadBytesPerSecond * 1000;
+    if (options.loadReadyInMs !== undefined) loadMs = Math.min(loadMs, Math.max(0, options.loadReadyInMs));
   }
   // With every slot busy: the first slot frees when the node's soonest attempt ends (when
   // known), and each task queued before this one takes a share of a run.
@@ -450,6 +478,8 @@ export function planAssignments(
   };
   const assignments: Assignment[] = [];
   const waiting: Waiting[] = [];
+  const preloads: Preload[] = [];
+  const loading = options.loading;
   for (const { record } of readyTasks(state, nowMs, options.agingStepMs)) {
     if (assignments.length >= assignmentsMax) {
       waiting.push({ taskId: record.id, reason: 'waiting for the next scheduling round' });
@@ -489,8 +519,15 @@ export function planAssignments(
       const extraRunning = (added.get(nodeId) ?? 0) + (free ? 0 : deferred.get(nodeId) ?? 0);
       const extraLoaded = addedModels.get(nodeId) ?? [];
       const prior = priorFor(candidate.model);
-      const estimate: EstimateOptions = { model: candidate.model, extraRunning, extraLoaded, ...(prior === undefined ? {} : { unmeasuredTokensPerSecond: prior }) };
-      const bid = free ? bidByKey.get(bidKey(record.id, nodeId)) : undefined;
+      const readyAt = loading?.get(nodeModelKey(nodeId, candidate.model));
+      const estimate: EstimateOptions = {
+        model: candidate.model, extraRunning, extraLoaded,
+        ...(prior === undefined ? {} : { unmeasuredTokensPerSecond: prior }),
+        ...(readyAt === undefined ? {} : { loadReadyInMs: readyAt - nowMs }),
+      };
+      // A node does not know of a load the leader asked for until it shows in its Ollama: its
+      // bid would count the whole load, so the leader's own estimate stands in for it.
+      const bid = free && readyAt === undefined ? bidByKey.get(bidKey(record.id, nodeId)) : undefined;
       const view = viewById.get(nodeId) ?? candidate.node;
       const estimateMs = bid === undefined
         ? estimateCompletionMs(record, view, estimate)
@@ -498,11 +535,13 @@ export function planAssignments(
       const cost = estimateMs / candidate.proficiency;
       // Candidates come in node id order, so keeping the first of equal costs breaks ties by id.
       if (free) {
-        if (best === null || cost < best.cost) best = { candidate, estimateMs, cost };
-        if (options.loadRegret !== undefined && !hasModel(view.modelsLoaded, candidate.model) && !hasModel(extraLoaded, candidate.model)) {
-          const warmMs = estimateCompletionMs(record, view, { ...estimate, extraLoaded: [...extraLoaded, candidate.model] });
-          coldFree.push({ candidate, estimateMs, cost, warmCost: warmMs / candidate.proficiency });
-        }
+        const cold = readyAt === undefined && !hasModel(view.modelsLoaded, candidate.model) && !hasModel(extraLoaded, candidate.model);
+        const warmMs = cold && (options.loadRegret !== undefined || loading !== undefined)
+          ? estimateCompletionMs(record, view, { ...estimate, extraLoaded: [...extraLoaded, candidate.model] })
+          : undefined;
+        const choice: Choice = warmMs === undefined ? { candidate, estimateMs, cost } : { candidate, estimateMs, cost, loadMs: Math.max(0, Math.round(estimateMs - warmMs)) };
+        if (best === null || cost < best.cost) best = choice;
+        if (options.loadRegret !== undefined && warmMs !== undefined) coldFree.push({ ...choice, warmCost: warmMs / candidate.proficiency });
       } else if (candidate.node.alive && candidate.node.concurrencyLimit > 0 && (bestBusy === null || cost < bestBusy.cost)) {
         bestBusy = { candidate, estimateMs, cost };
       }
@@ -536,7 +575,17 @@ export function planAssignments(
       });
       continue;
     }
-    if (options.loadRegret !== undefined && record.pinnedNode === null) best = rentOrBuy(options.loadRegret, best, coldFree);
+    const buy = options.loadRegret !== undefined && record.pinnedNode === null ? rentOrBuy(options.loadRegret, best, coldFree) : null;
+    if (buy !== null && loading !== undefined) {
+      const loadMs = buy.loadMs ?? 0;
+      preloads.push({ node: buy.candidate.node.id, model: buy.candidate.model, loadMs });
+      loading.set(nodeModelKey(buy.candidate.node.id, buy.candidate.model), nowMs + loadMs);
+    } else if (buy !== null) {
+      best = buy;
+    }
+    // A task sent to a node where its model is cold loads it there: later rounds count only
+    // the rest of that load, until the node shows the model in VRAM.
+    if (loading !== undefined && best.loadMs !== undefined) loading.set(nodeModelKey(best.candidate.node.id, best.candidate.model), nowMs + best.loadMs);
     const nodeId = best.candidate.node.id;
     slots.set(nodeId, (slots.get(nodeId) ?? 0) - 1);
     freeTotal -= 1;
@@ -547,7 +596,7 @@ export function planAssignments(
       agentId: best.candidate.agentId, estimateMs: Math.round(best.estimateMs),
     });
   }
-  return { assignments, waiting };
+  return { assignments, waiting, preloads };
 }
 
 /**
@@ -592,6 +641,8 @@ interface Choice {
   candidate: Candidate;
   estimateMs: number;
   cost: number;
+  /** The part of estimateMs that is loading the model, when it is cold on a free node (and the plan tracks loads). */
+  loadMs?: number;
 }
 
 /** A free node where the task's model is cold, with its cost were the model already loaded. */
@@ -605,16 +656,16 @@ export const loadRegretEntriesMax = 4_096;
 /**
  * The ski-rental step for one task about to go to `best`: every free node where the task's
  * model is cold and would have beaten `best` had the model been loaded adds the difference
- * to its regret; the node whose regret first covers its load cost gets the task (cold), and
- * its regret starts over.
+ * to its regret; the node whose regret first covers its load cost is returned (it gets the
+ * model loaded: with the task, or by a preload), and its regret starts over. Null: rent.
  */
-function rentOrBuy(regret: Map<string, number>, best: Choice, coldFree: readonly ColdChoice[]): Choice {
+function rentOrBuy(regret: Map<string, number>, best: Choice, coldFree: readonly ColdChoice[]): ColdChoice | null {
   let buy: { choice: ColdChoice; key: string; margin: number } | null = null;
   for (const option of coldFree) {
     if (option.candidate === best.candidate) continue;
     const gain = best.cost - option.warmCost;
     if (!(gain > 0)) continue;
-    const key = `${option.candidate.node.id}\u0000${modelKey(option.candidate.model)}`;
+    const key = nodeModelKey(option.candidate.node.id, option.candidate.model);
     if (!regret.has(key) && regret.size >= loadRegretEntriesMax) regret.clear();
     const total = (regret.get(key) ?? 0) + gain;
     regret.set(key, total);
@@ -622,7 +673,7 @@ function rentOrBuy(regret: Map<string, number>, best: Choice, coldFree: readonly
     const margin = total - loadCost;
     if (margin >= 0 && (buy === null || margin > buy.margin)) buy = { choice: option, key, margin };
   }
-  if (buy === null) return best;
+  if (buy === null) return null;
   regret.delete(buy.key);
   return buy.choice;
 }

@@ -26,6 +26,8 @@ config file (--config, or <data-dir>/config.json), else its default.
   --no-mdns                   no multicast discovery (use --bootstrap)       HIVEMESH_MDNS=false
   --calibrate                 when idle, measure each model in VRAM with a short generation,
                               so the first tasks are placed by speed (off)   HIVEMESH_CALIBRATE=true
+  --no-preload                ignore the leader's requests to load a model into VRAM ahead of
+                              its tasks (see Known limits)                   HIVEMESH_PRELOAD=false
   --allow-origin O            a web origin whose pages may call the Ollama/OpenAI routes from a
                               browser, repeatable; localhost pages, app webviews and browser
                               extensions may already, as with Ollama     HIVEMESH_ALLOWED_ORIGINS
