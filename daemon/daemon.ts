@@ -187,10 +187,26 @@ export class Daemon {
     // Speeds measured in earlier runs are the starting point; new figures are saved as they come.
     this.measuredWriter = new MeasuredWriter(config.dataDir, config.ollamaUrl);
     const writer = this.measuredWriter;
+    // What placement wants at once goes out in a heartbeat now, not up to a period later: a
+    // model's first speed reading, and a change of what Ollama has installed or in VRAM
+    // (a preload done, a model pulled). Membership spaces such heartbeats 100 ms apart.
+    let ollamaShape = '';
+    // (Membership starts after the probe: changes seen before then wait for its first heartbeat.)
+    const publishSoon = () => this.membership?.publishNow();
     this.probe = new HealthProbe({
       ollamaUrl: config.ollamaUrl,
       agents: config.agents,
-      ollama: { measured: readMeasured(config.dataDir, config.ollamaUrl), onMeasured: (measured) => writer.schedule(measured) },
+      ollama: {
+        measured: readMeasured(config.dataDir, config.ollamaUrl),
+        onMeasured: (measured) => writer.schedule(measured),
+        onFirstReading: publishSoon,
+        onChange: (state) => {
+          const shape = JSON.stringify([state.reachable, state.installed.map((model) => model.name), state.loaded.map((model) => model.name)]);
+          if (shape === ollamaShape) return;
+          ollamaShape = shape;
+          publishSoon();
+        },
+      },
     });
     await this.probe.start();
 

@@ -201,9 +201,12 @@ describe('OllamaProbe', () => {
   });
 
   it('takes an early reading only for an unmeasured model, and the first finished generation replaces it', () => {
-    const ollamaProbe = probe({ url: 'http://127.0.0.1:9', intervalMs: 60_000, tokensPerSecondSmoothing: 0.5 });
+    const firstReadings: string[] = [];
+    const ollamaProbe = probe({ url: 'http://127.0.0.1:9', intervalMs: 60_000, tokensPerSecondSmoothing: 0.5, onFirstReading: (model) => firstReadings.push(model) });
     ollamaProbe.recordGeneration('qwen2.5:7b', 8, 0.4e9, { provisional: true });
     expect(ollamaProbe.current().tokensPerSecond).toEqual({ 'qwen2.5:7b': 20 });
+    // The first reading of a model is news (the daemon sends a heartbeat at once); later ones are not.
+    expect(firstReadings).toEqual(['qwen2.5:7b']);
     // A second early reading changes nothing: one is enough to place by.
     ollamaProbe.recordGeneration('qwen2.5:7b', 8, 0.1e9, { provisional: true });
     expect(ollamaProbe.current().tokensPerSecond).toEqual({ 'qwen2.5:7b': 20 });
@@ -215,6 +218,8 @@ describe('OllamaProbe', () => {
     // A measured model ignores early readings.
     ollamaProbe.recordGeneration('qwen2.5:7b', 8, 0.01e9, { provisional: true });
     expect(ollamaProbe.current().tokensPerSecond).toEqual({ 'qwen2.5:7b': 37.5 });
+    ollamaProbe.recordGeneration('mistral:7b', 100, 2e9);
+    expect(firstReadings).toEqual(['qwen2.5:7b', 'mistral:7b']);
   });
 
   it('learns the load speed from cold loads of installed models, ignoring warm ones', async () => {

@@ -41,6 +41,12 @@ export interface OllamaProbeOptions {
   measured?: MeasuredSpeeds;
   /** Called when a finished generation or a cold load changed what is measured (to save it). */
   onMeasured?: (measured: MeasuredSpeeds) => void;
+  /**
+   * Called when a model gets its first speed reading here (an early one while its first
+   * generation streams, or a finished one): news placement should have at once rather than
+   * with the next heartbeat, since until then this node looks as fast as any other.
+   */
+  onFirstReading?: (model: string) => void;
   /** The fetch the client uses (tests); the global fetch by default. */
   fetch?: typeof fetch;
 }
@@ -250,6 +256,7 @@ export class OllamaProbe {
   private readonly unreachableAfterFailures: number;
   private readonly onChange: ((state: OllamaState) => void) | undefined;
   private readonly onMeasured: ((measured: MeasuredSpeeds) => void) | undefined;
+  private readonly onFirstReading: ((model: string) => void) | undefined;
   private readonly client: Ollama;
   private stopController = new AbortController();
   private readonly speeds = new Map<string, number>();
@@ -281,6 +288,7 @@ export class OllamaProbe {
     if (!(this.smoothing > 0 && this.smoothing <= 1)) throw new RangeError(`tokensPerSecondSmoothing must be in (0, 1], got ${this.smoothing}`);
     this.onChange = options.onChange;
     this.onMeasured = options.onMeasured;
+    this.onFirstReading = options.onFirstReading;
     for (const [model, speed] of Object.entries(options.measured?.tokensPerSecond ?? {}).slice(0, limits.modelsPerNodeMax)) {
       if (validModelName(model) && Number.isFinite(speed) && speed > 0) this.speeds.set(normalizeModelName(model), speed);
     }
@@ -385,6 +393,13 @@ export class OllamaProbe {
     }
     this.state = { ...this.state, ...this.measuredSpeeds() };
     if (options.provisional !== true) this.announceMeasured();
+    if (previous === undefined) {
+      try {
+        this.onFirstReading?.(model);
+      } catch (error) {
+        log.error('onFirstReading listener threw', { error });
+      }
+    }
     // A generation on a model Ollama did not have loaded has just loaded it: poll now so
     // the heartbeat (and the bids built on it) stop counting a cold load for it.
     if (this.running && this.state.reachable && !this.state.loaded.some((loaded) => loaded.name === model)) void this.refresh();
