@@ -99,6 +99,10 @@ describe('PreloadService', () => {
     // Room for the 3B and one 7B, not two 7Bs.
     gpus.push({ model: 'Fake GPU', vendor: 'Fake', vramTotalBytes: size('llama3.2:3b') + size('qwen2.5:7b') + size('mistral:7b') / 2, vramUsedBytes: null, utilization: null });
     expect(one.service.load('phi3:mini')).toMatch(/phi3:mini is not installed here/);
+    // Another program fills the card (the driver says so): nothing fits.
+    gpus[0]!.vramUsedBytes = gpus[0]!.vramTotalBytes;
+    expect(one.service.load('llama3.2:3b')).toMatch(/does not fit beside the loaded models/);
+    gpus[0]!.vramUsedBytes = null;
     expect(one.service.load('llama3.2:3b')).toBeNull();
     expect(one.service.load('llama3.2:3b')).toMatch(/being loaded already/);
     expect(one.service.load('qwen2.5:7b')).toMatch(/another preload is under way \(llama3\.2:3b\)/);
@@ -108,7 +112,7 @@ describe('PreloadService', () => {
     await waitFor(() => one.loadedNames().includes('qwen2.5:7b'), 'qwen2.5:7b loaded');
     expect(one.service.load('mistral:7b')).toMatch(/does not fit beside the loaded models .* Ollama would evict one/);
     expect(one.server.loadedModels().map((model) => model.name).sort()).toEqual(['llama3.2:3b', 'qwen2.5:7b']);
-    expect(one.service.stats).toMatchObject({ started: 2, loaded: 2, refused: 5 });
+    expect(one.service.stats).toMatchObject({ started: 2, loaded: 2, refused: 6 });
   });
 
   it('a node started with --no-preload refuses every request', async () => {

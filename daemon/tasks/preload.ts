@@ -107,7 +107,10 @@ export class PreloadService {
     const totals = hardware.gpus.map((gpu) => gpu.vramTotalBytes);
     if (totals.length > 0 && totals.every((total) => total !== null)) {
       const total = totals.reduce<number>((sum, bytes) => sum + (bytes ?? 0), 0);
-      const used = ollama.loaded.reduce((sum, entry) => sum + entry.vramBytes, 0);
+      // What Ollama holds, or what the driver says is taken when that is more (other programs).
+      const held = ollama.loaded.reduce((sum, entry) => sum + entry.vramBytes, 0);
+      const reported = hardware.gpus.every((gpu) => gpu.vramUsedBytes !== null) ? hardware.gpus.reduce((sum, gpu) => sum + (gpu.vramUsedBytes ?? 0), 0) : 0;
+      const used = Math.max(held, reported);
       if (used + installed.sizeBytes > total) {
         return `${model} (${(installed.sizeBytes / 1e9).toFixed(1)} GB) does not fit beside the loaded models (${(used / 1e9).toFixed(1)} of ${(total / 1e9).toFixed(1)} GB of VRAM): Ollama would evict one`;
       }
