@@ -206,6 +206,10 @@ describe('estimateCompletionMs', () => {
     const full = estimateCompletionMs(task(), node('n', { modelsLoaded: ['llama3'], concurrencyLimit: 2, running: 2 }));
     expect(idle).toBeLessThan(one);
     expect(full - one).toBeGreaterThan(one - idle);
+    // Once a slot frees, the task runs beside one other (the limit less its own slot), not
+    // beside both that run now: the wait is added to the run of a node with one running.
+    const freesSoon = estimateCompletionMs(task(), node('n', { modelsLoaded: ['llama3'], concurrencyLimit: 2, running: 2, slotFreeInMs: 300 }));
+    expect(freesSoon).toBe(300 + one);
   });
 
   it('needs a model', () => {

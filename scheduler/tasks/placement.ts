@@ -235,7 +235,10 @@ export function estimateWorkMs(work: WorkShape, node: NodeView, options: Omit<Es
   const speed = expectedTokensPerSecond(node, model) ?? options.unmeasuredTokensPerSecond ?? estimateDefaults.tokensPerSecond;
   const promptMs = (work.promptCharacters / estimateDefaults.charactersPerToken) / (speed * estimateDefaults.promptSpeedup) * 1000;
   const outputTokens = work.outputTokens ?? estimateDefaults.outputTokens;
-  const generationMs = outputTokens / (speed / (1 + estimateDefaults.contentionPerRunning * running)) * 1000;
+  const limit = Math.max(1, node.concurrencyLimit);
+  // It runs once it has a slot: beside at most limit - 1 others, however many wait.
+  const beside = Math.min(running, limit - 1);
+  const generationMs = outputTokens / (speed / (1 + estimateDefaults.contentionPerRunning * beside)) * 1000;
   const runMs = promptMs + generationMs;
   const warm = hasModel(node.modelsLoaded, model) || hasModel(options.extraLoaded ?? [], model);
   let loadMs = 0;
@@ -249,7 +252,6 @@ export function estimateWorkMs(work: WorkShape, node: NodeView, options: Omit<Es
   }
   // With every slot busy: the first slot frees when the node's soonest attempt ends (when
   // known), and each task queued before this one takes a share of a run.
-  const limit = Math.max(1, node.concurrencyLimit);
   let queueWaitMs = 0;
   if (running >= limit) {
     queueWaitMs = node.slotFreeInMs === undefined
