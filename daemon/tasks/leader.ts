@@ -124,7 +124,7 @@ export class LeaderScheduler {
   private readonly unknownSince = new Map<string, number>();
   /** Ski rental of model loads across rounds (planAssignments' loadRegret), per term. */
   private readonly loadRegret = new Map<string, number>();
-  /** Preloads asked for this term and not yet seen in VRAM (planAssignments' loading): when each should be done. */
+  /** Loads under way this term, asked for or begun by a task sent cold, not yet seen in VRAM (planAssignments' loading): when each should be done. */
   private readonly loading = new Map<string, number>();
   readonly stats: SchedulerStats = { rounds: 0, plannedRounds: 0, assignmentsProposed: 0, assignmentsRefused: 0, requeuesProposed: 0, bidRounds: 0, bidsReceived: 0, prunes: 0, preloadsAsked: 0 };
 
@@ -264,7 +264,7 @@ export class LeaderScheduler {
   }
 
   /**
-   * The preloads still under way: an entry goes once its node shows the model in VRAM, or
+   * The loads still under way: an entry goes once its node shows the model in VRAM, or
    * once it is preloadOverdueMs past when it should have been done (refused, failed, or the
    * node gone), after which placement counts the full load there again.
    */

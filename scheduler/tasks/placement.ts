@@ -107,8 +107,8 @@ export interface PlanOptions {
    */
   loadRegret?: Map<string, number>;
   /**
-   * Model loads under way that the leader asked for, by nodeModelKey: when each should be
-   * done (the clock of nowMs). Kept by the caller across rounds, which drops an entry once
+   * Model loads under way, asked for or begun by a task sent to a node where its model was
+   * cold, by nodeModelKey: when each should be done (the clock of nowMs). Kept by the caller across rounds, which drops an entry once
    * the node shows the model in VRAM or the load is long overdue. Given, the ski rental
    * buys by preloading: when a node's regret covers a load, the model is loaded there
    * without a task (PlanResult.preloads, added here) and the task goes to the best node as
