@@ -189,9 +189,9 @@ export class Daemon {
     const writer = this.measuredWriter;
     // What placement wants at once goes out in a heartbeat now, not up to a period later: a
     // model's first speed reading, and a change of what Ollama has installed or in VRAM
-    // (a preload done, a model pulled). Membership spaces such heartbeats 100 ms apart.
+    // (a preload done, a model pulled). Membership spaces such heartbeats 100 ms apart; it
+    // starts after the probe, so what the probe sees before then goes in its first heartbeat.
     let ollamaShape = '';
-    // (Membership starts after the probe: changes seen before then wait for its first heartbeat.)
     const publishSoon = () => this.membership?.publishNow();
     this.probe = new HealthProbe({
       ollamaUrl: config.ollamaUrl,
