@@ -6,6 +6,7 @@ import { installedNameOf } from '../../scheduler/tasks/node-view.ts';
 import { startStandin, type Standin } from '../../tests/ollama-standin/server.ts';
 import { sampleBody } from '../membership/test-fixtures.ts';
 import type { HealthSnapshot } from '../probe/index.ts';
+import { MetricsRegistry } from '../metrics/registry.ts';
 import { OllamaProbe } from '../probe/ollama.ts';
 import { PreloadService } from './preload.ts';
 import { FakeNetwork } from './test-cluster.ts';
@@ -35,8 +36,9 @@ async function node(network: FakeNetwork, id: string, leader: () => string | nul
   await ollama.start();
   // The GPUs are read at each request: a test may set them once it knows the models' sizes.
   const hardware = { ...sampleBody(id).hardware, gpus: options.gpus ?? [] };
+  const registry = new MetricsRegistry();
   const service = new PreloadService({
-    nodeId: id, host: network.host(id), leader, ollamaUrl: server.url, accept: options.accept ?? true,
+    nodeId: id, host: network.host(id), leader, ollamaUrl: server.url, accept: options.accept ?? true, metrics: registry,
     probe: {
       snapshot: () => ({ hardware, ollama: ollama.current(), agents: [] }),
       recordLoad: (model, loadMs) => ollama.recordLoad(model, loadMs),
@@ -47,7 +49,7 @@ async function node(network: FakeNetwork, id: string, leader: () => string | nul
   cleanups.push(() => service.stop());
   await service.start();
   const loadedNames = () => ollama.current().loaded.map((model) => model.name);
-  return { server, ollama, service, loadedNames };
+  return { server, ollama, service, loadedNames, registry };
 }
 
 describe('preload codec', () => {
@@ -113,6 +115,8 @@ describe('PreloadService', () => {
     expect(one.service.load('mistral:7b')).toMatch(/does not fit beside the loaded models .* Ollama would evict one/);
     expect(one.server.loadedModels().map((model) => model.name).sort()).toEqual(['llama3.2:3b', 'qwen2.5:7b']);
     expect(one.service.stats).toMatchObject({ started: 2, loaded: 2, refused: 6 });
+    expect(one.registry.render()).toMatch(/hivemesh_preloads_total\{outcome="refused"\} 6/);
+    expect(one.registry.render()).toMatch(/hivemesh_preloads_total\{outcome="loaded"\} 2/);
   });
 
   it('a node started with --no-preload refuses every request', async () => {

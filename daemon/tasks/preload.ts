@@ -9,6 +9,7 @@ import { Ollama } from 'ollama';
 import { PRELOAD_PROTOCOL, preloadRequestCodec, type PreloadRequest } from '../../protocol/preload.ts';
 import { hasModel, modelKey } from '../../scheduler/tasks/node-view.ts';
 import { logger } from '../log.ts';
+import { metrics as defaultMetrics, type Counter, type MetricsRegistry } from '../metrics/registry.ts';
 import type { P2PHost } from '../p2p/host.ts';
 import type { HealthProbe } from '../probe/index.ts';
 import { describeOllamaFailure } from '../probe/ollama.ts';
@@ -29,6 +30,8 @@ export interface PreloadServiceDeps {
   accept: boolean;
   probe: Pick<HealthProbe, 'snapshot' | 'recordLoad' | 'installedName' | 'refreshOllama'>;
   timeoutMs?: number;
+  /** Where hivemesh_preloads_total goes; the process's registry by default. */
+  metrics?: MetricsRegistry;
 }
 
 export interface PreloadStats {
@@ -49,9 +52,19 @@ export class PreloadService {
   private readonly stopController = new AbortController();
   private readonly running = new Set<Promise<void>>();
   readonly stats: PreloadStats = { started: 0, loaded: 0, refused: 0, failed: 0, asked: 0 };
+  private readonly counter: Counter;
 
   constructor(deps: PreloadServiceDeps) {
     this.deps = deps;
+    this.counter = (deps.metrics ?? defaultMetrics).counter(
+      'hivemesh_preloads_total',
+      'Model preloads: outcome="asked" requested by this node as leader; "started", "loaded", "refused" (--no-preload, no room in VRAM, ...) or "failed" on this node.',
+    );
+  }
+
+  private count(outcome: keyof PreloadStats): void {
+    this.stats[outcome] += 1;
+    this.counter.inc({ outcome });
   }
 
   async start(): Promise<void> {
@@ -66,7 +79,7 @@ export class PreloadService {
 
   /** Leader side: asks `node` (maybe this one) to load `model`. Never throws. */
   ask(node: string, model: string, term: number): void {
-    this.stats.asked += 1;
+    this.count('asked');
     if (node === this.deps.nodeId) {
       this.load(model);
       return;
@@ -122,14 +135,14 @@ export class PreloadService {
   load(model: string): string | null {
     const refusal = this.refusal(model);
     if (refusal !== null) {
-      this.stats.refused += 1;
+      this.count('refused');
       log.debug(`not preloading ${model}: ${refusal}`);
       return refusal;
     }
     const name = this.deps.probe.installedName(model);
     const key = modelKey(name);
     this.loading.add(key);
-    this.stats.started += 1;
+    this.count('started');
     const run = this.run(name).finally(() => {
       this.loading.delete(key);
       this.running.delete(run);
@@ -145,13 +158,13 @@ export class PreloadService {
     const began = performance.now();
     try {
       const answer = await client.generate({ model, prompt: '', stream: false });
-      this.stats.loaded += 1;
+      this.count('loaded');
       const loadMs = typeof answer.load_duration === 'number' && answer.load_duration > 0 ? answer.load_duration / 1e6 : performance.now() - began;
       this.deps.probe.recordLoad(model, loadMs);
       log.info(`preloaded ${model} at the leader's request in ${Math.round(loadMs)} ms`);
     } catch (error) {
       if (this.stopController.signal.aborted) return;
-      this.stats.failed += 1;
+      this.count('failed');
       log.warn(`preloading ${model} failed: ${describeOllamaFailure(error, this.deps.ollamaUrl, 'POST /api/generate', timeoutMs)}`);
     } finally {
       // The heartbeat shows the model in VRAM from the next poll on.
