@@ -119,6 +119,18 @@ describe('PreloadService', () => {
     expect(one.registry.render()).toMatch(/hivemesh_preloads_total\{outcome="loaded"\} 2/);
   });
 
+  it('stops at Ollama\'s default number of loaded models, beyond which Ollama evicts one', async () => {
+    const network = new FakeNetwork();
+    const one = await node(network, 'n1', () => 'n1', { coldLoadMs: 20 });
+    one.server.setModels(['llama3.2:3b', 'qwen2.5:7b', 'mistral:7b', 'phi3:mini']);
+    await one.ollama.refresh();
+    for (const model of ['llama3.2:3b', 'qwen2.5:7b', 'mistral:7b']) {
+      expect(one.service.load(model)).toBeNull();
+      await waitFor(() => one.loadedNames().includes(model), `${model} loaded`);
+    }
+    expect(one.service.load('phi3:mini')).toMatch(/3 models are loaded, Ollama's default most \(OLLAMA_MAX_LOADED_MODELS: 3 per GPU\)/);
+  });
+
   it('a node started with --no-preload refuses every request', async () => {
     const network = new FakeNetwork();
     const asker = await node(network, 'n1', () => 'n1');

@@ -17,6 +17,13 @@ import { ollamaFetch } from './ollama-transport.ts';
 
 const log = logger('tasks:preload');
 
+/**
+ * Ollama keeps at most OLLAMA_MAX_LOADED_MODELS models loaded, by default 3 per GPU (3 with
+ * none), and evicts one to load another beyond that. hivemesh cannot read Ollama's setting,
+ * so a preload stops at the default.
+ */
+export const loadedModelsPerGpuDefault = 3;
+
 /** A load taking longer than this is abandoned (Ollama goes on loading; the next task finds it). */
 export const preloadTimeoutMsDefault = 10 * 60_000;
 
@@ -117,6 +124,10 @@ export class PreloadService {
     if (hasModel(ollama.loaded.map((entry) => entry.name), model)) return `${model} is loaded already`;
     if (this.loading.has(modelKey(model))) return `${model} is being loaded already`;
     if (this.loading.size > 0) return `another preload is under way (${[...this.loading].join(', ')})`;
+    const loadedMax = loadedModelsPerGpuDefault * Math.max(1, hardware.gpus.length);
+    if (ollama.loaded.length >= loadedMax) {
+      return `${ollama.loaded.length} models are loaded, Ollama's default most (OLLAMA_MAX_LOADED_MODELS: ${loadedModelsPerGpuDefault} per GPU): it would evict one`;
+    }
     const totals = hardware.gpus.map((gpu) => gpu.vramTotalBytes);
     if (totals.length > 0 && totals.every((total) => total !== null)) {
       const total = totals.reduce<number>((sum, bytes) => sum + (bytes ?? 0), 0);
