@@ -1,8 +1,9 @@
 // Preloads (protocol/preload.ts): the leader asks a node to load a model into VRAM ahead of
 // the tasks that will want it there, and the node loads it with an empty-prompt generation,
 // as Ollama documents for preloading. A node loads one model at a time, only a model it has
-// installed and not loaded, and, when its GPUs report their VRAM, only one that fits beside
-// the loaded ones: a preload never makes Ollama evict a model. Requests from anyone but the
+// installed and not loaded, only below Ollama's default number of loaded models, and, when
+// its GPUs report their VRAM, only one that fits beside what is in use: a preload is not to
+// make Ollama evict a model. Requests from anyone but the
 // leader this node knows are ignored. The request is advice: a refusal is only logged, and
 // the leader, which sees the node's loaded models in its heartbeat, stops counting on it.
 import { Ollama } from 'ollama';
@@ -46,8 +47,9 @@ export interface PreloadStats {
   started: number;
   /** Loads Ollama finished. */
   loaded: number;
-  /** Requests refused (the reason is logged at debug level) or failed. */
+  /** Requests refused (the reason is logged at debug level). */
   refused: number;
+  /** Loads Ollama did not finish (logged as a warning). */
   failed: number;
   /** Preloads this node asked for as leader. */
   asked: number;
