@@ -269,6 +269,7 @@ export class LeaderScheduler {
    * node gone), after which placement counts the full load there again.
    */
   private loadsUnderWay(nodes: readonly NodeView[], nowMs: number): Map<string, number> {
+    if (this.loading.size === 0) return this.loading;
     const loaded = new Set<string>();
     for (const node of nodes) for (const model of node.modelsLoaded) loaded.add(nodeModelKey(node.id, model));
     for (const [key, readyAt] of this.loading) {

@@ -10,20 +10,13 @@ import { MetricsRegistry } from '../metrics/registry.ts';
 import { OllamaProbe } from '../probe/ollama.ts';
 import { PreloadService } from './preload.ts';
 import { FakeNetwork } from './test-cluster.ts';
+import { waitFor } from './test-harness.ts';
 
 const encoder = new TextEncoder();
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 type Gpus = HealthSnapshot['hardware']['gpus'];
 
@@ -75,7 +68,7 @@ describe('PreloadService', () => {
     expect(worker.server.loadedModels()).toEqual([]);
 
     asker.service.ask('n2', 'qwen2.5:7b', 4);
-    await waitFor(() => worker.loadedNames().includes('qwen2.5:7b'), 'the worker\'s probe to see qwen2.5:7b loaded');
+    await waitFor('the worker\'s probe to see qwen2.5:7b loaded', () => worker.loadedNames().includes('qwen2.5:7b'));
     expect(worker.server.loadedModels().map((model) => model.name)).toEqual(['qwen2.5:7b']);
     // A load, not a generation: an independent count of generations is unchanged.
     expect(worker.server.generationsTotal()).toBe(0);
@@ -84,7 +77,7 @@ describe('PreloadService', () => {
     expect(worker.ollama.measuredSpeeds().loadBytesPerSecond).toBeGreaterThan(0);
     // The leader preloading on itself goes straight to its own Ollama.
     asker.service.ask('n1', 'mistral:7b', 4);
-    await waitFor(() => asker.loadedNames().includes('mistral:7b'), 'the leader to load mistral:7b');
+    await waitFor('the leader to load mistral:7b', () => asker.loadedNames().includes('mistral:7b'));
     expect(asker.service.stats.asked).toBe(2);
     // After a change of leader, the old one is not obeyed.
     leader = 'n3';
@@ -108,10 +101,10 @@ describe('PreloadService', () => {
     expect(one.service.load('llama3.2:3b')).toBeNull();
     expect(one.service.load('llama3.2:3b')).toMatch(/being loaded already/);
     expect(one.service.load('qwen2.5:7b')).toMatch(/another preload is under way \(llama3\.2:3b\)/);
-    await waitFor(() => one.loadedNames().includes('llama3.2:3b'), 'llama3.2:3b loaded');
+    await waitFor('llama3.2:3b loaded', () => one.loadedNames().includes('llama3.2:3b'));
     expect(one.service.load('llama3.2:3b')).toMatch(/loaded already/);
     expect(one.service.load('qwen2.5:7b')).toBeNull();
-    await waitFor(() => one.loadedNames().includes('qwen2.5:7b'), 'qwen2.5:7b loaded');
+    await waitFor('qwen2.5:7b loaded', () => one.loadedNames().includes('qwen2.5:7b'));
     expect(one.service.load('mistral:7b')).toMatch(/does not fit beside the loaded models .* Ollama would evict one/);
     expect(one.server.loadedModels().map((model) => model.name).sort()).toEqual(['llama3.2:3b', 'qwen2.5:7b']);
     expect(one.service.stats).toMatchObject({ started: 2, loaded: 2, refused: 6 });
@@ -126,7 +119,7 @@ describe('PreloadService', () => {
     await one.ollama.refresh();
     for (const model of ['llama3.2:3b', 'qwen2.5:7b', 'mistral:7b']) {
       expect(one.service.load(model)).toBeNull();
-      await waitFor(() => one.loadedNames().includes(model), `${model} loaded`);
+      await waitFor(`${model} loaded`, () => one.loadedNames().includes(model));
     }
     expect(one.service.load('phi3:mini')).toMatch(/3 models are loaded, Ollama's default most \(OLLAMA_MAX_LOADED_MODELS: 3 per GPU\)/);
   });
@@ -136,7 +129,7 @@ describe('PreloadService', () => {
     const asker = await node(network, 'n1', () => 'n1');
     const declining = await node(network, 'n2', () => 'n1', { accept: false });
     asker.service.ask('n2', 'qwen2.5:7b', 1);
-    await waitFor(() => declining.service.stats.refused === 1, 'the request to be refused');
+    await waitFor('the request to be refused', () => declining.service.stats.refused === 1);
     expect(declining.service.load('qwen2.5:7b')).toMatch(/started with --no-preload/);
     expect(declining.server.loadedModels()).toEqual([]);
   });

@@ -28,6 +28,16 @@ export const loadedModelsPerGpuDefault = 3;
 /** A load taking longer than this is abandoned (Ollama goes on loading; the next task finds it). */
 export const preloadTimeoutMsDefault = 10 * 60_000;
 
+/** The sum, or null when any part is unknown. */
+function knownSum(values: ReadonlyArray<number | null>): number | null {
+  let sum = 0;
+  for (const value of values) {
+    if (value === null) return null;
+    sum += value;
+  }
+  return sum;
+}
+
 export interface PreloadServiceDeps {
   nodeId: string;
   host: Pick<P2PHost, 'handleMessages' | 'send'>;
@@ -130,13 +140,11 @@ export class PreloadService {
     if (ollama.loaded.length >= loadedMax) {
       return `${ollama.loaded.length} models are loaded, Ollama's default most (OLLAMA_MAX_LOADED_MODELS: ${loadedModelsPerGpuDefault} per GPU): it would evict one`;
     }
-    const totals = hardware.gpus.map((gpu) => gpu.vramTotalBytes);
-    if (totals.length > 0 && totals.every((total) => total !== null)) {
-      const total = totals.reduce<number>((sum, bytes) => sum + (bytes ?? 0), 0);
+    const total = knownSum(hardware.gpus.map((gpu) => gpu.vramTotalBytes));
+    if (hardware.gpus.length > 0 && total !== null) {
       // What Ollama holds, or what the driver says is taken when that is more (other programs).
       const held = ollama.loaded.reduce((sum, entry) => sum + entry.vramBytes, 0);
-      const reported = hardware.gpus.every((gpu) => gpu.vramUsedBytes !== null) ? hardware.gpus.reduce((sum, gpu) => sum + (gpu.vramUsedBytes ?? 0), 0) : 0;
-      const used = Math.max(held, reported);
+      const used = Math.max(held, knownSum(hardware.gpus.map((gpu) => gpu.vramUsedBytes)) ?? 0);
       if (used + installed.sizeBytes > total) {
         return `${model} (${(installed.sizeBytes / 1e9).toFixed(1)} GB) does not fit beside the loaded models (${(used / 1e9).toFixed(1)} of ${(total / 1e9).toFixed(1)} GB of VRAM): Ollama would evict one`;
       }

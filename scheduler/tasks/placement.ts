@@ -538,12 +538,14 @@ export function planAssignments(
       // Candidates come in node id order, so keeping the first of equal costs breaks ties by id.
       if (free) {
         const cold = readyAt === undefined && !hasModel(view.modelsLoaded, candidate.model) && !hasModel(extraLoaded, candidate.model);
-        const warmMs = cold && (options.loadRegret !== undefined || loading !== undefined)
-          ? estimateCompletionMs(record, view, { ...estimate, extraLoaded: [...extraLoaded, candidate.model] })
-          : undefined;
-        const choice: Choice = warmMs === undefined ? { candidate, estimateMs, cost } : { candidate, estimateMs, cost, loadMs: Math.max(0, Math.round(estimateMs - warmMs)) };
+        let choice: Choice = { candidate, estimateMs, cost };
+        if (cold && (options.loadRegret !== undefined || loading !== undefined)) {
+          const warmMs = estimateCompletionMs(record, view, { ...estimate, extraLoaded: [...extraLoaded, candidate.model] });
+          const loadMs = Math.max(0, Math.round(estimateMs - warmMs));
+          choice = { candidate, estimateMs, cost, loadMs };
+          if (options.loadRegret !== undefined) coldFree.push({ candidate, estimateMs, cost, loadMs, warmCost: warmMs / candidate.proficiency });
+        }
         if (best === null || cost < best.cost) best = choice;
-        if (options.loadRegret !== undefined && warmMs !== undefined) coldFree.push({ ...choice, warmCost: warmMs / candidate.proficiency });
       } else if (candidate.node.alive && candidate.node.concurrencyLimit > 0 && (bestBusy === null || cost < bestBusy.cost)) {
         bestBusy = { candidate, estimateMs, cost };
       }
@@ -579,9 +581,8 @@ export function planAssignments(
     }
     const buy = options.loadRegret !== undefined && record.pinnedNode === null ? rentOrBuy(options.loadRegret, best, coldFree) : null;
     if (buy !== null && loading !== undefined) {
-      const loadMs = buy.loadMs ?? 0;
-      preloads.push({ node: buy.candidate.node.id, model: buy.candidate.model, loadMs });
-      loading.set(nodeModelKey(buy.candidate.node.id, buy.candidate.model), nowMs + loadMs);
+      preloads.push({ node: buy.candidate.node.id, model: buy.candidate.model, loadMs: buy.loadMs });
+      loading.set(nodeModelKey(buy.candidate.node.id, buy.candidate.model), nowMs + buy.loadMs);
     } else if (buy !== null) {
       best = buy;
     }
@@ -647,8 +648,9 @@ interface Choice {
   loadMs?: number;
 }
 
-/** A free node where the task's model is cold, with its cost were the model already loaded. */
+/** A free node where the task's model is cold, with its load and its cost were the model already loaded. */
 interface ColdChoice extends Choice {
+  loadMs: number;
   warmCost: number;
 }
 
